@@ -1,0 +1,189 @@
+// The HTTP API (express). JSON in and out; see README.md for every route.
+import express, { NextFunction, Request, Response } from 'express';
+import multer from 'multer';
+import { z } from 'zod';
+import { EngineApi } from '../engine/client.js';
+import { describeZodError, Classification } from '../engine/engine.js';
+import { JobQueue } from '../jobs/types.js';
+import { resolveSource, SourceSchema } from '../jobs/sources.js';
+import { LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { imageToTensor, stackBatch } from '../preprocess/image.js';
+import { topIndices } from '../cache/math.js';
+import { badRequest, notFound, UserError } from '../errors.js';
+import { errorHandler, notFoundRoute } from './errors.js';
+
+export interface ApiLimits {
+  /** bytes of a JSON body or of one uploaded file */
+  maxBodyBytes: number;
+  maxImagesPerRequest: number;
+  limitInputPixels: number;
+}
+
+export interface ApiContext {
+  engine: EngineApi;
+  queue: JobQueue;
+  limits: ApiLimits;
+  isReady: () => boolean;
+  log: (err: unknown) => void;
+}
+
+const PredictOptionsSchema = z
+  .object({
+    topK: z.coerce.number().int().min(1).max(1000).default(5),
+    neighbours: z.coerce.number().int().min(0).max(1000).default(0),
+    theta: z.coerce.number().pipe(ThetaSchema).optional(),
+    lambda: z.coerce.number().pipe(LambdaSchema).optional(),
+  })
+  .strict();
+
+const PredictJsonSchema = PredictOptionsSchema.extend({
+  image: z.string().min(1).optional().describe('one image, base64'),
+  images: z.array(z.string().min(1)).min(1).optional().describe('several images, base64'),
+}).strict();
+
+const IndexJobSchema = z.object({ source: SourceSchema, flip: z.boolean().default(false) }).strict();
+const EvalJobSchema = z.object({ source: SourceSchema, theta: ThetaSchema.optional(), lambda: LambdaSchema.optional() }).strict();
+const UpdateCacheSchema = z.object({ theta: ThetaSchema.optional(), lambda: LambdaSchema.optional() }).strict();
+
+export function createApp(ctx: ApiContext): express.Express {
+  const { engine, queue, limits } = ctx;
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(express.json({ limit: limits.maxBodyBytes }));
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limits.maxBodyBytes, files: limits.maxImagesPerRequest, fields: 20 } });
+
+  app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+  app.get('/readyz', async (_req, res) => {
+    if (!ctx.isReady()) return void res.status(503).json({ status: 'starting' });
+    const caches = await engine.listCaches();
+    res.json({ status: 'ready', mode: 'embedded', caches: caches.map((c) => ({ name: c.name, status: c.status, size: c.info?.size ?? null })) });
+  });
+
+  app.post('/v1/caches', wrap(async (req, res) => {
+    res.status(201).json(await engine.createCache(requireObject(req.body)));
+  }));
+  app.get('/v1/caches', wrap(async (_req, res) => {
+    res.json({ caches: await engine.listCaches() });
+  }));
+  app.get('/v1/caches/:name', wrap(async (req, res) => {
+    res.json(await engine.getCache(param(req, 'name')));
+  }));
+  app.patch('/v1/caches/:name', wrap(async (req, res) => {
+    res.json(await engine.updateCache(param(req, 'name'), parse(UpdateCacheSchema, req.body)));
+  }));
+
+  app.post('/v1/caches/:name/index-jobs', wrap(async (req, res) => {
+    const name = param(req, 'name');
+    const body = parse(IndexJobSchema, req.body);
+    const info = await engine.getCache(name);
+    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
+    const job = await queue.submit('index', name, { cache: name, items, flip: body.flip }, items.length);
+    res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+  }));
+  app.post('/v1/caches/:name/eval-jobs', wrap(async (req, res) => {
+    const name = param(req, 'name');
+    const body = parse(EvalJobSchema, req.body);
+    const info = await engine.getCache(name);
+    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
+    const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda }, items.length);
+    res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+  }));
+  app.get('/v1/jobs/:id', wrap(async (req, res) => {
+    const job = await queue.get(param(req, 'id'));
+    if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')} (embedded mode forgets jobs when the service restarts)`);
+    res.json(job);
+  }));
+
+  app.post('/v1/caches/:name/predict', multipartIfAny(upload), wrap(async (req, res) => {
+    const name = param(req, 'name');
+    const { images, options } = predictInput(req, limits);
+    const spec = await engine.modelSpec(name);
+    const tensors = await Promise.all(
+      images.map((bytes, i) =>
+        imageToTensor(bytes, spec, { limitInputPixels: limits.limitInputPixels }).catch((err: unknown) => {
+          if (err instanceof UserError) throw new UserError(err.status, err.code, `image ${i}: ${err.message}`);
+          throw err;
+        }),
+      ),
+    );
+    const r = await engine.classify(name, stackBatch(tensors), tensors.length, options);
+    res.json({
+      cache: r.cache,
+      theta: r.theta,
+      lambda: r.lambda,
+      cacheSize: r.cacheSize,
+      predictions: r.results.map((c) => describe(c, spec.classes, options.topK)),
+    });
+  }));
+
+  app.use(notFoundRoute);
+  app.use(errorHandler(ctx.log));
+  return app;
+}
+
+function describe(c: Classification, classes: string[], topK: number) {
+  return {
+    top: topIndices(c.p, topK).map((label) => ({
+      class: classes[label],
+      label,
+      p: c.p[label],
+      pModel: c.pModel[label],
+      pCache: c.pCache ? c.pCache[label] : null,
+    })),
+    neighbours: c.neighbours.map((n) => ({ id: n.id, class: classes[n.label], label: n.label, similarity: n.similarity })),
+  };
+}
+
+function predictInput(req: Request, limits: ApiLimits) {
+  let images: Buffer[];
+  let options: z.infer<typeof PredictOptionsSchema>;
+  if (req.is('multipart/form-data')) {
+    const files = (req.files as Express.Multer.File[] | undefined) ?? [];
+    images = files.map((f) => f.buffer);
+    options = parse(PredictOptionsSchema, { ...req.query, ...(req.body ?? {}) });
+  } else {
+    const body = parse(PredictJsonSchema, { ...req.query, ...requireObject(req.body) });
+    const { image, images: many, ...rest } = body;
+    if ((image === undefined) === (many === undefined)) throw badRequest('missing_images', 'send "image" (one base64 image) or "images" (an array of them), not both');
+    images = (many ?? [image!]).map((b64, i) => decodeBase64(b64, i));
+    options = rest;
+  }
+  if (images.length === 0) throw badRequest('missing_images', 'no image: upload files as multipart/form-data, or send JSON {"image": "<base64>"}');
+  if (images.length > limits.maxImagesPerRequest) {
+    throw new UserError(413, 'too_many_images', `${images.length} images in one request; the limit is ${limits.maxImagesPerRequest}: split the request`);
+  }
+  return { images, options };
+}
+
+function decodeBase64(b64: string, i: number): Buffer {
+  const clean = b64.replace(/^data:[^,]*,/, '');
+  if (!/^[A-Za-z0-9+/=_\-\s]+$/.test(clean)) throw badRequest('bad_image', `image ${i} is not base64: send the image file's bytes base64-encoded`);
+  return Buffer.from(clean, 'base64');
+}
+
+function multipartIfAny(upload: multer.Multer) {
+  const any = upload.any();
+  return (req: Request, res: Response, next: NextFunction) => (req.is('multipart/form-data') ? any(req, res, next) : next());
+}
+
+function param(req: Request, name: string): string {
+  return String(req.params[name]);
+}
+
+function requireObject(body: unknown): Record<string, unknown> {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw badRequest('invalid_body', 'send a JSON object with Content-Type: application/json');
+  }
+  return body as Record<string, unknown>;
+}
+
+function parse<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  const r = schema.safeParse(body ?? {});
+  if (!r.success) throw badRequest('invalid_request', describeZodError(r.error));
+  return r.data;
+}
+
+/** express 5 forwards rejected promises to the error handler; this keeps handlers typed. */
+function wrap(handler: (req: Request, res: Response) => Promise<void>) {
+  return (req: Request, res: Response, next: NextFunction) => handler(req, res).catch(next);
+}

@@ -1,0 +1,72 @@
+// Starts the service in embedded mode: the engine thread, the in-process job
+// queue and the HTTP API, with a graceful shutdown that snapshots every cache.
+import http from 'node:http';
+import { AddressInfo } from 'node:net';
+import { startEngine, EngineClient } from '../engine/client.js';
+import { EmbeddedQueue } from '../jobs/embedded-queue.js';
+import { runEvalJob, runIndexJob, IndexJobData, EvalJobData, ProcessorSettings } from '../jobs/processors.js';
+import { JobQueue } from '../jobs/types.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
+import { createApp, ApiLimits } from './app.js';
+import { CacheStatus } from '../engine/engine.js';
+
+export interface ServeOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  limits?: Partial<ApiLimits>;
+  /** images per model run when indexing or evaluating */
+  batchSize?: number;
+}
+
+export interface RunningService {
+  url: string;
+  engine: EngineClient;
+  queue: JobQueue;
+  caches: CacheStatus[];
+  close(): Promise<void>;
+}
+
+export const DEFAULT_LIMITS: ApiLimits = {
+  maxBodyBytes: 16 * 1024 * 1024,
+  maxImagesPerRequest: 64,
+  limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS,
+};
+
+export async function startService(opts: ServeOptions): Promise<RunningService> {
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const engine = startEngine();
+  let ready = false;
+  const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
+  const queue = new EmbeddedQueue({
+    index: (data, ctx) => runIndexJob(engine, settings, data as IndexJobData, ctx),
+    eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
+  });
+  const log = (err: unknown) => console.error(err);
+  const app = createApp({ engine, queue, limits, isReady: () => ready, log });
+  const server = http.createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const caches = await engine.open(opts.dataDir);
+  ready = true;
+  const { port } = server.address() as AddressInfo;
+  const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  let closing: Promise<void> | null = null;
+  return {
+    url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
+    engine,
+    queue,
+    caches,
+    close: () =>
+      (closing ??= (async () => {
+        ready = false;
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
+        await queue.close();
+        await engine.close();
+        await engine.terminate();
+      })()),
+  };
+}

@@ -1,0 +1,197 @@
+#!/usr/bin/env node
+// `cachet`: run the service, inspect models, and talk to a running service.
+import path from 'node:path';
+import { promises as fs, statSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { CachetClient, ApiError } from './client.js';
+import { followJob } from './progress.js';
+import type { JobView } from '../jobs/types.js';
+import type { CacheInfo } from '../cache/definition.js';
+import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
+import { UserError } from '../errors.js';
+
+const program = new Command('cachet')
+  .description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP')
+  .showHelpAfterError();
+
+const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
+const client = (opts: { url: string }) => new CachetClient(opts.url);
+const num = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError('not a number');
+  return n;
+};
+const int = (v: string) => {
+  const n = num(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError('not an integer');
+  return n;
+};
+
+program
+  .command('serve')
+  .description('run the service (embedded mode: one process, no Redis)')
+  .addOption(new Option('--port <port>', 'port to listen on').env('PORT').default(8080).argParser(int))
+  .addOption(new Option('--host <host>', 'address to listen on').env('HOST').default('127.0.0.1'))
+  .addOption(new Option('--data-dir <dir>', 'where caches live').env('CACHET_DATA_DIR').default('indexes'))
+  .action(async (opts: { port: number; host: string; dataDir: string }) => {
+    const { serve } = await import('./serve.js');
+    await serve(opts);
+  });
+
+program
+  .command('demo')
+  .description('run the service with a demo cache: CIFAR-10 ResNet-20 and a small sample (what `npm start` runs)')
+  .addOption(new Option('--port <port>', 'port to listen on').env('PORT').default(8080).argParser(int))
+  .addOption(new Option('--host <host>', 'address to listen on').env('HOST').default('127.0.0.1'))
+  .addOption(new Option('--data-dir <dir>', 'where caches live').env('CACHET_DATA_DIR').default('indexes'))
+  .option('--exit', 'exit after the demo instead of serving')
+  .action(async (opts: { port: number; host: string; dataDir: string; exit?: boolean }) => {
+    const { runDemo } = await import('../demo/demo.js');
+    await runDemo(opts);
+  });
+
+const model = program.command('model').description('look inside ONNX models');
+model
+  .command('inspect <model>')
+  .description('list every tensor the graph computes, with op type and shape, to choose key layers')
+  .option('--json', 'print JSON')
+  .action(async (modelPath: string, opts: { json?: boolean }) => {
+    const { inspectModel } = await import('../model/inspect.js');
+    const { loadModelSpec } = await import('../model/spec-file.js');
+    const spec = await loadModelSpec(modelPath).catch(() => undefined);
+    const report = await inspectModel(modelPath, spec);
+    if (opts.json) return print(report);
+    console.log(`input ${report.input.name} [${report.input.dims.join(', ')}]${spec ? '' : '  (no spec file: probed with symbolic dimensions set to 1)'}`);
+    const width = Math.max(...report.tensors.map((t) => t.name.length), 4);
+    console.log(`${'name'.padEnd(width)}  ${'op'.padEnd(22)} ${'shape'.padEnd(20)} size`);
+    for (const t of report.tensors) console.log(`${t.name.padEnd(width)}  ${t.opType.padEnd(22)} ${`[${t.shape.join(',')}]`.padEnd(20)} ${t.size}`);
+  });
+
+const cache = program.command('cache').description('create and look at caches');
+cache
+  .command('create <name>')
+  .description('create an empty cache')
+  .requiredOption('--model <path>', 'the .onnx file, as the service sees it (a <model>.spec.json beside it says how to feed it)')
+  .requiredOption('--layers <names>', 'key layers, comma-separated (see `cachet model inspect`)')
+  .option('--theta <θ>', 'θ (default 50)', num)
+  .option('--lambda <λ>', 'λ (default 0.5)', num)
+  .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 50)', int)
+  .addOption(new Option('--index <type>', 'index type').choices(['auto', 'exact', 'hnsw']))
+  .option('--exact-threshold <n>', 'with --index auto: exact search up to this many items', int)
+  .option('--m <m>', 'hnsw M', int)
+  .option('--ef-construction <n>', 'hnsw efConstruction', int)
+  .option('--ef-search <n>', 'hnsw efSearch', int)
+  .addOption(urlOption())
+  .action(async (name: string, o: Record<string, string | number | undefined> & { url: string }) => {
+    const index = Object.fromEntries(
+      Object.entries({ type: o.index, exactThreshold: o.exactThreshold, m: o.m, efConstruction: o.efConstruction, efSearch: o.efSearch }).filter(([, v]) => v !== undefined),
+    );
+    const body = {
+      name,
+      model: path.resolve(String(o.model)),
+      keyLayers: String(o.layers).split(',').map((s) => s.trim()).filter(Boolean),
+      ...(o.theta !== undefined && { theta: o.theta }),
+      ...(o.lambda !== undefined && { lambda: o.lambda }),
+      ...(o.k !== undefined && { k: o.k }),
+      ...(Object.keys(index).length && { index }),
+    };
+    print(await client(o).request<CacheInfo>('POST', '/v1/caches', body));
+  });
+cache
+  .command('list')
+  .addOption(urlOption())
+  .action(async (o: { url: string }) => print(await client(o).request('GET', '/v1/caches')));
+cache
+  .command('show <name>')
+  .addOption(urlOption())
+  .action(async (name: string, o: { url: string }) => print(await client(o).request('GET', `/v1/caches/${encodeURIComponent(name)}`)));
+cache
+  .command('set <name>')
+  .description('change θ and λ')
+  .option('--theta <θ>', 'θ', num)
+  .option('--lambda <λ>', 'λ', num)
+  .addOption(urlOption())
+  .action(async (name: string, o: { theta?: number; lambda?: number; url: string }) =>
+    print(await client(o).request('PATCH', `/v1/caches/${encodeURIComponent(name)}`, { theta: o.theta, lambda: o.lambda })),
+  );
+
+program
+  .command('index <cache> <source>')
+  .description('add labelled images to a cache: a folder (one subfolder per class) or a .csv/.jsonl manifest (path,label[,id])')
+  .option('--flip', 'also add each image mirrored left-right, as the paper does')
+  .option('--detach', 'print the job and return without waiting')
+  .addOption(urlOption())
+  .action(async (name: string, source: string, o: { flip?: boolean; detach?: boolean; url: string }) => {
+    const api = client(o);
+    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/index-jobs`, { source: sourceOf(source), flip: Boolean(o.flip) });
+    if (o.detach) return print(job);
+    const done = await followJob(api, job, 'indexing');
+    const r = done.result as IndexJobResult;
+    console.error(`added ${r.added} items (${r.duplicates} already present, ${r.failed} failed); cache size ${r.cacheSize}`);
+    print(done);
+  });
+
+program
+  .command('predict <cache> <images...>')
+  .description('classify image files with the cache model')
+  .option('--top-k <k>', 'classes to show', int, 5)
+  .option('--neighbours <n>', 'nearest cached items to show', int, 0)
+  .option('--theta <θ>', 'override θ', num)
+  .option('--lambda <λ>', 'override λ', num)
+  .addOption(urlOption())
+  .action(async (name: string, files: string[], o: { topK: number; neighbours: number; theta?: number; lambda?: number; url: string }) => {
+    const images = await Promise.all(files.map(async (f) => (await fs.readFile(f)).toString('base64')));
+    const r = await client(o).request<{ predictions: unknown[] }>('POST', `/v1/caches/${encodeURIComponent(name)}/predict`, {
+      images,
+      topK: o.topK,
+      neighbours: o.neighbours,
+      theta: o.theta,
+      lambda: o.lambda,
+    });
+    print({ ...r, predictions: r.predictions.map((p, i) => ({ file: files[i], ...(p as object) })) });
+  });
+
+program
+  .command('eval <cache> <source>')
+  .description('top-1 error of the model alone, the cache model and the cache alone (λ=1) on labelled images')
+  .option('--theta <θ>', 'θ (default: the cache\'s)', num)
+  .option('--lambda <λ>', 'λ (default: the cache\'s)', num)
+  .option('--json', 'print only the JSON result')
+  .addOption(urlOption())
+  .action(async (name: string, source: string, o: { theta?: number; lambda?: number; json?: boolean; url: string }) => {
+    const api = client(o);
+    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/eval-jobs`, { source: sourceOf(source), theta: o.theta, lambda: o.lambda });
+    const done = await followJob(api, job, 'evaluating');
+    const r = done.result as EvalJobResult;
+    if (!o.json) {
+      const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+      console.error(`${r.images} images, cache of ${r.cacheSize} items, θ=${r.theta}, λ=${r.lambda}`);
+      console.error(`top-1 error: model ${pct(r.error.model)}, cache model ${pct(r.error.cacheModel)}, cache alone ${pct(r.error.cacheOnly)}`);
+    }
+    print(r);
+  });
+
+/** A local path becomes an absolute one (the service reads it); a folder or a manifest by what it is. */
+function sourceOf(source: string) {
+  const p = path.resolve(source);
+  let isDir = false;
+  try {
+    isDir = statSync(p).isDirectory();
+  } catch {
+    isDir = !/\.(csv|jsonl|ndjson)$/i.test(p); // not visible here: the service will say if it is missing
+  }
+  return isDir ? { type: 'folder', path: p } : { type: 'manifest', path: p };
+}
+
+function print(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof ApiError || err instanceof UserError) {
+    console.error(`cachet: ${err.message}`);
+    process.exit(err instanceof ApiError && err.status === 0 ? 3 : 2);
+  }
+  console.error(err);
+  process.exit(1);
+});

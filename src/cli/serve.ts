@@ -1,0 +1,27 @@
+// `cachet serve`: the service in the foreground, until SIGTERM or SIGINT.
+import { startService, RunningService } from '../api/service.js';
+
+export async function serve(opts: { port: number; host: string; dataDir: string }): Promise<RunningService> {
+  const service = await startService(opts);
+  for (const c of service.caches) {
+    if (c.status === 'failed') console.error(`cache ${c.name} could not be loaded: ${c.error}`);
+  }
+  console.log(`cachet: serving ${service.caches.length} cache(s) from ${opts.dataDir} at ${service.url} (embedded mode)`);
+  stopOnSignals(service);
+  return service;
+}
+
+export function stopOnSignals(service: RunningService): void {
+  const stop = (signal: string) => {
+    console.log(`cachet: ${signal}: finishing work in hand and writing snapshots…`);
+    service.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}

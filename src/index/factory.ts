@@ -1,0 +1,78 @@
+// Which index a cache gets, and moving a cache from exact to hnsw when it grows.
+//
+// 'auto' starts exact (exact results, no build cost) and is meant to move to
+// hnsw once the cache holds more than `exactThreshold` items; the caller decides
+// when with `shouldMigrate` and does it with `migrateToHnsw`.
+import { badRequest } from '../errors.js';
+import { ExactIndex } from './exact.js';
+import { HnswIndex } from './hnsw.js';
+import type { HnswParams, IndexKind, VectorIndex } from './types.js';
+
+export interface IndexOptions {
+  type: 'auto' | 'exact' | 'hnsw';
+  exactThreshold: number;
+  m: number;
+  efConstruction: number;
+  efSearch: number;
+}
+
+export const DEFAULT_INDEX_OPTIONS: Readonly<IndexOptions> = Object.freeze({
+  type: 'auto',
+  exactThreshold: 20000,
+  m: 16,
+  efConstruction: 100,
+  efSearch: 128,
+});
+
+/** Throws a 400 UserError naming the first bad option. */
+export function validateIndexOptions(options: IndexOptions): void {
+  if (!['auto', 'exact', 'hnsw'].includes(options.type)) {
+    throw badRequest('bad_index_type', `index type must be 'auto', 'exact' or 'hnsw', got '${options.type}'`);
+  }
+  const ints: [keyof IndexOptions, number][] = [
+    ['exactThreshold', 0],
+    ['m', 2],
+    ['efConstruction', 1],
+    ['efSearch', 1],
+  ];
+  for (const [name, min] of ints) {
+    const v = options[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+      throw badRequest('bad_index_option', `index option ${name} must be an integer ≥ ${min}, got ${String(v)}`);
+    }
+  }
+}
+
+export function hnswParams(options: IndexOptions): HnswParams {
+  return { m: options.m, efConstruction: options.efConstruction, efSearch: options.efSearch };
+}
+
+/** The kind a cache of `expectedSize` items gets under these options. */
+export function chooseKind(options: IndexOptions, expectedSize = 0): IndexKind {
+  if (options.type !== 'auto') return options.type;
+  return expectedSize > options.exactThreshold ? 'hnsw' : 'exact';
+}
+
+export function createIndex(dimension: number, options: IndexOptions, expectedSize?: number): VectorIndex {
+  validateIndexOptions(options);
+  return chooseKind(options, expectedSize) === 'hnsw'
+    ? HnswIndex.create(dimension, hnswParams(options), expectedSize)
+    : new ExactIndex(dimension);
+}
+
+export async function loadIndex(dir: string, kind: IndexKind, dimension: number, options: IndexOptions): Promise<VectorIndex> {
+  return kind === 'hnsw' ? HnswIndex.load(dir, dimension, hnswParams(options)) : ExactIndex.load(dir, dimension);
+}
+
+/** An 'auto' cache whose exact index has outgrown exactThreshold. */
+export function shouldMigrate(index: VectorIndex, options: IndexOptions): index is ExactIndex {
+  return options.type === 'auto' && index instanceof ExactIndex && index.size > options.exactThreshold;
+}
+
+/** Builds an hnsw index holding every key of `exact`, at the same positions. */
+export async function migrateToHnsw(exact: ExactIndex, options: IndexOptions): Promise<HnswIndex> {
+  validateIndexOptions(options);
+  const hnsw = HnswIndex.create(exact.dimension, hnswParams(options), 2 * exact.size);
+  for (let position = 0; position < exact.size; position++) await hnsw.add(exact.key(position), 1);
+  return hnsw;
+}

@@ -1,0 +1,143 @@
+// Approximate index: hnswlib-node's HNSW graph in inner-product space. The
+// item's position is its hnswlib label.
+//
+// hnswlib-node has no locking and its calls are synchronous on the calling
+// thread, except readIndex/writeIndex, which run in the background. Callers must
+// serialise add/search/save/key on one thread, one at a time (the engine runs
+// every index operation on one worker thread, one after the other). A call made
+// while a save is in flight throws instead of corrupting the graph.
+import hnswlib from 'hnswlib-node';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { HnswParams, IndexKind, Neighbours, VectorIndex } from './types.js';
+
+const { HierarchicalNSW } = hnswlib;
+type Graph = InstanceType<typeof HierarchicalNSW>;
+
+export const HNSW_FILE = 'hnsw.bin';
+const MIN_CAPACITY = 1024;
+
+export class HnswIndex implements VectorIndex {
+  readonly kind: IndexKind = 'hnsw';
+  private saving = false;
+
+  private constructor(
+    readonly dimension: number,
+    readonly hnswParams: HnswParams,
+    private readonly graph: Graph,
+  ) {}
+
+  /** An empty index with room for `capacity` items before its first resize. */
+  static create(dimension: number, params: HnswParams, capacity = MIN_CAPACITY): HnswIndex {
+    const graph = new HierarchicalNSW('ip', dimension);
+    graph.initIndex({
+      maxElements: Math.max(MIN_CAPACITY, Math.ceil(capacity)),
+      m: params.m,
+      efConstruction: params.efConstruction,
+    });
+    graph.setEf(params.efSearch);
+    return new HnswIndex(dimension, { ...params }, graph);
+  }
+
+  /** M and efConstruction come from the file; efSearch is a search-time setting. */
+  static async load(dir: string, dimension: number, params: HnswParams): Promise<HnswIndex> {
+    const path = join(dir, HNSW_FILE);
+    const stored = await readHeader(path);
+    // hnswlib would load a file of another dimension without complaint and read garbage.
+    if (stored.dimension !== dimension) {
+      throw new Error(`${path} holds keys of dimension ${stored.dimension}, expected ${dimension}`);
+    }
+    const graph = new HierarchicalNSW('ip', dimension);
+    await graph.readIndex(path);
+    graph.setEf(params.efSearch);
+    return new HnswIndex(dimension, { m: stored.m, efConstruction: stored.efConstruction, efSearch: params.efSearch }, graph);
+  }
+
+  get size(): number {
+    return this.graph.getCurrentCount();
+  }
+
+  get capacity(): number {
+    return this.graph.getMaxElements();
+  }
+
+  async add(keys: Float32Array, n: number): Promise<void> {
+    this.assertIdle();
+    const d = this.dimension;
+    if (keys.length < n * d) throw new RangeError(`add: ${n} keys need ${n * d} floats, got ${keys.length}`);
+    for (let i = 0; i < n; i++) {
+      const position = this.size;
+      // Doubling keeps the number of resizes (each a full reallocation) logarithmic.
+      if (position >= this.capacity) this.graph.resizeIndex(2 * this.capacity);
+      this.graph.addPoint(Array.from(keys.subarray(i * d, (i + 1) * d)), position);
+    }
+  }
+
+  async search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]> {
+    this.assertIdle();
+    const d = this.dimension;
+    if (queries.length < nq * d) throw new RangeError(`search: ${nq} queries need ${nq * d} floats, got ${queries.length}`);
+    // hnswlib throws when asked for more neighbours than it holds.
+    const kk = Math.max(0, Math.min(Math.floor(k), this.size));
+    const results: Neighbours[] = [];
+    if (kk === 0) {
+      for (let q = 0; q < nq; q++) results.push({ positions: new Int32Array(0), similarities: new Float32Array(0) });
+      return results;
+    }
+    this.graph.setEf(Math.max(this.hnswParams.efSearch, kk));
+    for (let q = 0; q < nq; q++) {
+      // Results come nearest first: ascending distance, and 'ip' distance is 1 − dot.
+      const { distances, neighbors } = this.graph.searchKnn(Array.from(queries.subarray(q * d, (q + 1) * d)), kk);
+      results.push({
+        positions: Int32Array.from(neighbors),
+        similarities: Float32Array.from(distances, (dist) => 1 - dist),
+      });
+    }
+    return results;
+  }
+
+  key(position: number): Float32Array {
+    this.assertIdle();
+    if (!Number.isInteger(position) || position < 0 || position >= this.size) {
+      throw new RangeError(`position ${position} is outside 0…${this.size - 1}`);
+    }
+    return Float32Array.from(this.graph.getPoint(position));
+  }
+
+  async save(dir: string): Promise<void> {
+    this.assertIdle();
+    this.saving = true;
+    try {
+      await this.graph.writeIndex(join(dir, HNSW_FILE));
+    } finally {
+      this.saving = false;
+    }
+  }
+
+  params(): Record<string, number | string> {
+    return { ...this.hnswParams };
+  }
+
+  private assertIdle(): void {
+    if (this.saving) throw new Error('hnsw index is being saved; index operations must be serialised');
+  }
+}
+
+/**
+ * The start of hnswlib's index file (hnswalg.h saveIndex): size_t offsetLevel0,
+ * maxElements, count, sizeDataPerElement, labelOffset, offsetData; int maxLevel;
+ * u32 enterPoint; size_t maxM, maxM0, M; double mult; size_t efConstruction.
+ * A point's vector occupies labelOffset − offsetData bytes.
+ */
+async function readHeader(path: string): Promise<{ dimension: number; m: number; efConstruction: number }> {
+  const file = await open(path, 'r');
+  try {
+    const h = Buffer.alloc(96);
+    const { bytesRead } = await file.read(h, 0, h.length, 0);
+    if (bytesRead < h.length) throw new Error(`${path} is too short to be an hnsw index`);
+    const u64 = (o: number) => Number(h.readBigUInt64LE(o));
+    return { dimension: (u64(32) - u64(40)) / 4, m: u64(72), efConstruction: u64(88) };
+  } finally {
+    await file.close();
+  }
+}

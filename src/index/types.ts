@@ -1,0 +1,36 @@
+// The index is the cache's nearest-neighbour structure over its keys φ(x_i).
+// Positions are the order of insertion (0, 1, 2, …), so the items' labels and
+// ids live in plain arrays beside it, indexed by position.
+
+/** k nearest items of one query, best first; length min(k, size). */
+export interface Neighbours {
+  positions: Int32Array;
+  similarities: Float32Array;
+}
+
+export type IndexKind = 'exact' | 'hnsw';
+
+export interface HnswParams {
+  m: number;
+  efConstruction: number;
+  efSearch: number;
+}
+
+/**
+ * Not thread-safe and not re-entrant: callers run add/search/key/save one at a
+ * time (the engine runs every index operation on one worker thread, in turn).
+ */
+export interface VectorIndex {
+  readonly kind: IndexKind;
+  readonly dimension: number;
+  readonly size: number;
+  /** n rows of `dimension` floats (already L2-normalised) get positions size … size+n−1, in order. */
+  add(keys: Float32Array, n: number): Promise<void>;
+  /** k nearest by inner product for each of nq query rows. k > size returns size results; empty index → empty results. */
+  search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]>;
+  /** the stored key at a position (a copy or view) */
+  key(position: number): Float32Array;
+  /** write the index's own files into an existing directory */
+  save(dir: string): Promise<void>;
+  params(): Record<string, number | string>;
+}

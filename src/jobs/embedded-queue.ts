@@ -1,0 +1,66 @@
+// Embedded mode's queue: the job processors run in this process, one job at a time
+// (first in, first out), so a bulk job cannot take all the memory of a small machine.
+// Job records live in memory: a restart forgets them, while the items they
+// added stay in the cache's key log.
+import { randomUUID } from 'node:crypto';
+import { JobContext, JobProcessor, JobQueue, JobType, JobView, MAX_ITEM_ERRORS } from './types.js';
+
+export class EmbeddedQueue implements JobQueue {
+  private readonly jobs = new Map<string, JobView>();
+  private chain: Promise<void> = Promise.resolve();
+  private closing = false;
+
+  constructor(private readonly processors: Record<JobType, JobProcessor<unknown>>) {}
+
+  async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {
+    if (this.closing) throw new Error('the service is shutting down and takes no new jobs');
+    const job: JobView = {
+      id: randomUUID(),
+      type,
+      cache,
+      state: 'waiting',
+      progress: { done: 0, total },
+      errors: [],
+      errorCount: 0,
+      result: null,
+      failedReason: null,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+    };
+    this.jobs.set(job.id, job);
+    this.chain = this.chain.then(() => this.run(job, data));
+    return { ...job };
+  }
+
+  async get(id: string): Promise<JobView | null> {
+    const job = this.jobs.get(id);
+    return job ? { ...job, progress: { ...job.progress }, errors: [...job.errors] } : null;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.chain;
+  }
+
+  private async run(job: JobView, data: unknown): Promise<void> {
+    job.state = 'active';
+    job.startedAt = new Date().toISOString();
+    const ctx: JobContext = {
+      progress: (done, total) => void (job.progress = { done, total }),
+      itemErrors: (errors) => {
+        job.errorCount += errors.length;
+        job.errors.push(...errors.slice(0, Math.max(0, MAX_ITEM_ERRORS - job.errors.length)));
+      },
+    };
+    try {
+      job.result = await this.processors[job.type](data, ctx);
+      job.state = 'completed';
+    } catch (err) {
+      job.state = 'failed';
+      job.failedReason = err instanceof Error ? err.message : String(err);
+    } finally {
+      job.finishedAt = new Date().toISOString();
+    }
+  }
+}

@@ -1,0 +1,150 @@
+// Where the images of an index or eval job come from: an image folder (one
+// subfolder per class), a CSV or JSONL manifest, or inline base64 items.
+// Paths are read by the service, so they are resolved here, at submission,
+// and anything wrong with the source as a whole is a 400 before the job starts.
+import path from 'node:path';
+import { promises as fs } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { z } from 'zod';
+import { badRequest } from '../errors.js';
+
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
+
+export const InlineItemSchema = z
+  .object({
+    image: z.string().min(1).describe('the image file (JPEG, PNG or WebP), base64'),
+    label: z.union([z.string().min(1), z.number().int()]).optional(),
+    id: z.string().min(1).max(512).optional(),
+  })
+  .strict();
+
+export const SourceSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('folder'), path: z.string().min(1) }).strict(),
+  z.object({ type: z.literal('manifest'), path: z.string().min(1) }).strict(),
+  z.object({ type: z.literal('inline'), items: z.array(InlineItemSchema).min(1).max(10_000) }).strict(),
+]);
+export type Source = z.infer<typeof SourceSchema>;
+
+/** One image of a job. `label` is a class index, or null where the source gives none. */
+export interface SourceItem {
+  id: string;
+  label: number | null;
+  /** a file path, or the image bytes of an inline item */
+  image: string | Buffer;
+}
+
+export interface ResolveOptions {
+  classes: string[];
+  /** index jobs need a label on every item; eval jobs need one to score */
+  requireLabels: boolean;
+}
+
+export async function resolveSource(source: Source, opts: ResolveOptions): Promise<SourceItem[]> {
+  const labelOf = labelResolver(opts.classes);
+  switch (source.type) {
+    case 'folder':
+      return folderItems(source.path, labelOf);
+    case 'manifest':
+      return manifestItems(source.path, labelOf, opts.requireLabels);
+    case 'inline':
+      return source.items.map((item, i) => {
+        const bytes = Buffer.from(item.image, 'base64');
+        if (bytes.length === 0) throw badRequest('bad_image', `items[${i}].image is not base64 image data`);
+        if (opts.requireLabels && item.label === undefined) throw badRequest('missing_label', `items[${i}] has no label`);
+        const label = item.label === undefined ? null : labelOf(item.label, `items[${i}].label`);
+        const id = item.id ?? `sha256:${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}`;
+        return { id, label, image: bytes };
+      });
+  }
+}
+
+/** A label is a class name or a class index; anything else is a 400 naming the classes. */
+export function labelResolver(classes: string[]): (label: string | number, where: string) => number {
+  const byName = new Map(classes.map((c, i) => [c, i]));
+  return (label, where) => {
+    if (typeof label === 'number' || /^\d+$/.test(label)) {
+      const i = Number(label);
+      if (Number.isInteger(i) && i >= 0 && i < classes.length) return i;
+    } else if (byName.has(label)) {
+      return byName.get(label)!;
+    }
+    throw badRequest(
+      'label_out_of_range',
+      `${where}: label ${JSON.stringify(label)} is not one of the model's classes; use a class name (${preview(classes)}) or an index 0–${classes.length - 1}`,
+    );
+  };
+}
+
+async function folderItems(root: string, labelOf: (l: string, where: string) => number): Promise<SourceItem[]> {
+  const entries = await readDir(root);
+  const classDirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  if (classDirs.length === 0) throw badRequest('bad_source', `${root} has no subfolders: put the images of each class in a subfolder named after the class`);
+  const items: SourceItem[] = [];
+  for (const dir of classDirs) {
+    const label = labelOf(dir, `folder ${path.join(root, dir)}`);
+    const files = (await readDir(path.join(root, dir)))
+      .filter((e) => e.isFile() && IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase()))
+      .map((e) => e.name)
+      .sort();
+    for (const file of files) items.push({ id: `${dir}/${file}`, label, image: path.join(root, dir, file) });
+  }
+  if (items.length === 0) throw badRequest('bad_source', `${root} has no ${IMAGE_EXTENSIONS.join('/')} files in its class subfolders`);
+  return items;
+}
+
+interface ManifestRow {
+  path?: unknown;
+  label?: unknown;
+  id?: unknown;
+}
+
+async function manifestItems(file: string, labelOf: (l: string | number, where: string) => number, requireLabels: boolean): Promise<SourceItem[]> {
+  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw badRequest('bad_source', `cannot read manifest ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+  });
+  const ext = path.extname(file).toLowerCase();
+  let rows: { row: ManifestRow; line: number }[];
+  if (ext === '.jsonl' || ext === '.ndjson') {
+    rows = [];
+    text.split('\n').forEach((line, i) => {
+      if (!line.trim()) return;
+      try {
+        rows.push({ row: JSON.parse(line) as ManifestRow, line: i + 1 });
+      } catch {
+        throw badRequest('bad_source', `${file} line ${i + 1} is not JSON: each line must be {"path": …, "label": …, "id"?: …}`);
+      }
+    });
+  } else if (ext === '.csv') {
+    const records = parseCsv(text, { skip_empty_lines: true, trim: true, relax_column_count: true }) as string[][];
+    const hasHeader = records.length > 0 && records[0][0]?.toLowerCase() === 'path';
+    const columns = hasHeader ? records[0].map((c) => c.toLowerCase()) : ['path', 'label', 'id'];
+    rows = records.slice(hasHeader ? 1 : 0).map((r, i) => ({
+      row: Object.fromEntries(columns.map((c, j) => [c, r[j]])) as ManifestRow,
+      line: i + (hasHeader ? 2 : 1),
+    }));
+  } else {
+    throw badRequest('bad_source', `manifest ${file}: use a .csv (path,label[,id]) or .jsonl file`);
+  }
+  if (rows.length === 0) throw badRequest('bad_source', `manifest ${file} lists no images`);
+  const base = path.dirname(file);
+  return rows.map(({ row, line }) => {
+    const where = `${file} line ${line}`;
+    if (typeof row.path !== 'string' || row.path === '') throw badRequest('bad_source', `${where}: missing path`);
+    const hasLabel = row.label !== undefined && row.label !== '';
+    if (requireLabels && !hasLabel) throw badRequest('missing_label', `${where}: missing label`);
+    const label = hasLabel ? labelOf(row.label as string | number, where) : null;
+    const id = typeof row.id === 'string' && row.id !== '' ? row.id : row.path;
+    return { id, label, image: path.resolve(base, row.path) };
+  });
+}
+
+async function readDir(dir: string) {
+  return fs.readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    throw badRequest('bad_source', `cannot read folder ${dir}: ${err.code === 'ENOENT' ? 'no such folder' : err.message}`);
+  });
+}
+
+function preview(names: string[]): string {
+  return names.length <= 12 ? names.join(', ') : `${names.slice(0, 12).join(', ')}, …`;
+}

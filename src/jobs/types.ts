@@ -1,0 +1,46 @@
+// Jobs: bulk indexing and evaluation. The processors are plain functions of
+// (data, context) so that the embedded queue and (later) BullMQ workers run the same code.
+export type JobType = 'index' | 'eval';
+export type JobStateName = 'waiting' | 'active' | 'completed' | 'failed';
+
+export interface JobProgress {
+  done: number;
+  total: number;
+}
+
+export interface ItemError {
+  id: string;
+  error: string;
+}
+
+export interface JobView {
+  id: string;
+  type: JobType;
+  cache: string;
+  state: JobStateName;
+  progress: JobProgress;
+  /** the first MAX_ITEM_ERRORS per-item errors; errorCount counts them all */
+  errors: ItemError[];
+  errorCount: number;
+  result: unknown;
+  failedReason: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export const MAX_ITEM_ERRORS = 1000;
+
+export interface JobContext {
+  progress(done: number, total: number): void;
+  itemErrors(errors: ItemError[]): void;
+}
+
+export type JobProcessor<D> = (data: D, ctx: JobContext) => Promise<unknown>;
+
+export interface JobQueue {
+  submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView>;
+  get(id: string): Promise<JobView | null>;
+  /** stop taking jobs; wait for the one in hand */
+  close(): Promise<void>;
+}

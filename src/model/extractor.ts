@@ -1,0 +1,183 @@
+// Runs an ONNX classifier and returns, per image, the cache key φ(x) and p_model(y|x).
+//
+//   φ(x) = concat(flatten(layer) for layer in keyLayers), L2-normalised once (Orhan 2018).
+//
+// The key layers are inner tensors; onnxruntime returns only graph outputs, so they are added to
+// the graph's outputs (withExtraOutputs). A tensor that is a graph output is never fused away by
+// ORT's graph optimiser, so optimisation stays at its default ('all').
+import { readFile } from 'node:fs/promises';
+import * as ort from 'onnxruntime-node';
+import { badRequest, UserError } from '../errors.js';
+import { l2NormaliseRows, softmaxRows } from '../cache/math.js';
+import { decodeModel, graphInfo, modelHash, withExtraOutputs, type GraphInfo } from './onnx-graph.js';
+import { nearestNames } from './names.js';
+import type { ModelSpec } from './spec.js';
+
+export interface ExtractorOptions {
+  intraOpNumThreads?: number;
+}
+
+export interface ExtractorResult {
+  /** n × keyDimension, L2-normalised rows */
+  keys: Float32Array;
+  /** n × numClasses, p_model(y|x) (softmax applied when spec.outputKind is 'logits') */
+  probs: Float32Array;
+  /** rows whose key was zero or not finite (left unnormalised; unusable as cache items) */
+  zeroKeys: number[];
+}
+
+/** [1, …] input shape for a batch of `n` images, from the spec. */
+export function inputShape(spec: ModelSpec, n: number): number[] {
+  return spec.layout === 'NHWC' ? [n, spec.height, spec.width, 3] : [n, 3, spec.height, spec.width];
+}
+
+const FLOAT = 1;
+
+/** Reads and parses a model file, turning every failure into a `bad_model` UserError. */
+export async function loadModelBytes(modelPath: string): Promise<{ bytes: Uint8Array; graph: GraphInfo }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(modelPath);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw badRequest('bad_model', code === 'ENOENT' ? `model file not found: ${modelPath}` : `cannot read model file ${modelPath}: ${(err as Error).message}`);
+  }
+  let graph: GraphInfo;
+  try {
+    graph = graphInfo(decodeModel(bytes));
+  } catch (err) {
+    throw badRequest('bad_model', `${modelPath} is not an ONNX model (protobuf decode failed: ${(err as Error).message})`);
+  }
+  if (graph.tensors.length === 0 || graph.outputs.length === 0 || graph.inputs.length === 0)
+    throw badRequest('bad_model', `${modelPath} is not an ONNX model (no graph inputs, nodes or outputs)`);
+  return { bytes, graph };
+}
+
+export class KeyExtractor {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly spec: ModelSpec,
+    readonly keyLayers: string[],
+    readonly modelHash: string,
+    readonly keyDimension: number,
+    readonly numClasses: number,
+    /** per-image size of each key layer, in keyLayers order */
+    private readonly layerSizes: number[],
+    /** the graph's batch dimension is fixed at 1: run images one at a time */
+    private readonly singleImageBatches: boolean,
+  ) {
+    this.fetches = [...new Set([spec.output, ...keyLayers])];
+  }
+
+  private readonly fetches: string[];
+
+  static async create(modelPath: string, spec: ModelSpec, keyLayers: string[], opts: ExtractorOptions = {}): Promise<KeyExtractor> {
+    const { bytes, graph } = await loadModelBytes(modelPath);
+    const inputs = graph.inputs;
+    const input = inputs.find((v) => v.name === spec.input);
+    if (!input)
+      throw badRequest('bad_model_spec', `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`);
+    if (input.elemType !== FLOAT && input.elemType !== 0)
+      throw badRequest('bad_model', `input "${spec.input}" of ${modelPath} has ONNX element type ${input.elemType}; only float32 (1) inputs are supported`);
+    const batchDim = checkInputDims(input.dims, spec, modelPath);
+
+    const nodeOutputs = graph.tensors.map((t) => t.name);
+    const graphOutputs = graph.outputs;
+    const known = new Set([...nodeOutputs, ...graphOutputs]);
+    if (!known.has(spec.output))
+      throw badRequest('bad_model_spec', `spec.output "${spec.output}" is not a tensor of ${modelPath}; its outputs are: ${graphOutputs.join(', ')}`);
+    if (keyLayers.length === 0)
+      throw badRequest('bad_key_layers', 'keyLayers is empty: name at least one inner tensor (e.g. a ReLU output near the end of the network)');
+    for (const layer of keyLayers) {
+      if (!known.has(layer))
+        throw badRequest(
+          'unknown_layer',
+          `key layer "${layer}" is not a tensor of ${modelPath}. Nearest names: ${nearestNames(layer, nodeOutputs).join(', ')} ` +
+            `(${nodeOutputs.length} tensors in all; \`cachet inspect\` lists them with shapes)`,
+        );
+    }
+    if (new Set(keyLayers).size !== keyLayers.length)
+      throw badRequest('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
+
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(withExtraOutputs(bytes, [spec.output, ...keyLayers]), {
+        // ORT rejects an explicit undefined here
+        ...(opts.intraOpNumThreads !== undefined && { intraOpNumThreads: opts.intraOpNumThreads }),
+        graphOptimizationLevel: 'all',
+      });
+    } catch (err) {
+      throw badRequest('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
+    }
+
+    // One probe on a zero image gives every tensor's per-image size.
+    const singleImageBatches = batchDim === 1;
+    let fetched: ort.InferenceSession.OnnxValueMapType;
+    try {
+      fetched = await session.run(
+        { [spec.input]: new ort.Tensor('float32', new Float32Array(spec.height * spec.width * 3), inputShape(spec, 1)) },
+        [...new Set([spec.output, ...keyLayers])],
+      );
+    } catch (err) {
+      await session.release();
+      throw badRequest('bad_model_spec', `probe run of ${modelPath} with input shape [${inputShape(spec, 1)}] failed: ${(err as Error).message}`);
+    }
+    const layerSizes = keyLayers.map((l) => fetched[l].data.length);
+    const numClasses = fetched[spec.output].data.length;
+    if (numClasses !== spec.classes.length) {
+      await session.release();
+      throw badRequest(
+        'bad_model_spec',
+        `output "${spec.output}" has ${numClasses} values per image (shape [${fetched[spec.output].dims}]) but spec.classes names ${spec.classes.length} classes; list one class name per output value`,
+      );
+    }
+    const keyDimension = layerSizes.reduce((a, b) => a + b, 0);
+    return new KeyExtractor(session, spec, [...keyLayers], modelHash(bytes), keyDimension, numClasses, layerSizes, singleImageBatches);
+  }
+
+  /** `batch` holds `n` preprocessed images laid out as the spec says. */
+  async run(batch: Float32Array, n: number): Promise<ExtractorResult> {
+    const imageSize = this.spec.height * this.spec.width * 3;
+    if (!Number.isInteger(n) || n < 0 || batch.length !== n * imageSize)
+      throw new UserError(400, 'bad_batch', `batch has ${batch.length} floats; ${n} images of ${inputShape(this.spec, 1).slice(1).join('×')} need ${n * imageSize}`);
+    const keys = new Float32Array(n * this.keyDimension);
+    const probs = new Float32Array(n * this.numClasses);
+    const step = this.singleImageBatches ? 1 : Math.max(n, 1);
+    for (let start = 0; start < n; start += step) {
+      const m = Math.min(step, n - start);
+      const input = new ort.Tensor('float32', batch.subarray(start * imageSize, (start + m) * imageSize), inputShape(this.spec, m));
+      const fetched = await this.session.run({ [this.spec.input]: input }, this.fetches);
+      probs.set(fetched[this.spec.output].data as Float32Array, start * this.numClasses);
+      let offset = 0;
+      this.keyLayers.forEach((layer, l) => {
+        const data = fetched[layer].data as Float32Array;
+        const size = this.layerSizes[l];
+        if (data.length !== m * size) throw new Error(`key layer ${layer} gave ${data.length} values for ${m} images, expected ${m * size}`);
+        for (let r = 0; r < m; r++) keys.set(data.subarray(r * size, (r + 1) * size), (start + r) * this.keyDimension + offset);
+        offset += size;
+      });
+    }
+    if (this.spec.outputKind === 'logits') softmaxRows(probs, n, this.numClasses);
+    const ok = l2NormaliseRows(keys, n, this.keyDimension);
+    const zeroKeys = ok.flatMap((good, r) => (good ? [] : [r]));
+    return { keys, probs, zeroKeys };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** Checks fixed dims of the graph input against the spec's layout and size; returns the batch dim. */
+function checkInputDims(dims: (number | string)[], spec: ModelSpec, modelPath: string): number | string {
+  if (dims.length === 0) return '?'; // no shape recorded: the probe run will tell
+  const want = inputShape(spec, 0).slice(1);
+  const got = dims.slice(1);
+  const mismatch = dims.length !== 4 || got.some((d, i) => typeof d === 'number' && d !== want[i]);
+  if (mismatch)
+    throw badRequest(
+      'bad_model_spec',
+      `input "${spec.input}" of ${modelPath} has shape [${dims.join(',')}], but the spec (${spec.layout}, ${spec.height}×${spec.width}) expects [N,${want.join(',')}]; fix layout/height/width`,
+    );
+  return dims[0];
+}

@@ -14,7 +14,7 @@ import { imageToTensor, stackBatch, DEFAULT_LIMIT_INPUT_PIXELS } from '../src/pr
 import { TINY_SPEC, writeTinyModel } from './fixtures/tiny-model.js';
 
 const RESNET = new URL('../models/cifar10-resnet20.onnx', import.meta.url).pathname;
-const CIFAR = '/work/shared/datasets/cifar10/train';
+const CIFAR = new URL('../samples/cifar10/cache', import.meta.url).pathname;
 const PAPER_KEY_LAYERS = ['activation_14', 'activation_16', 'activation_18'];
 
 async function rejectsWith(p: Promise<unknown>, code: string, pattern?: RegExp): Promise<UserError> {

@@ -6,7 +6,7 @@ import { UserError } from '../src/errors.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
 
-const CAT = '/work/shared/datasets/cifar10/train/cat/0000.jpg';
+const CAT = new URL('../samples/cifar10/cache/cat/0000.jpg', import.meta.url).pathname;
 const opts = { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
 
 /** Identity spec: NHWC RGB, values are the raw pixels. */

@@ -224,7 +224,13 @@ export class Engine {
     const key = JSON.stringify([path.resolve(d.model), d.spec ?? {}, d.keyLayers]);
     let extractor = this.extractors.get(key);
     if (!extractor) {
-      extractor = loadModelSpec(d.model, d.spec).then((spec) => KeyExtractor.create(d.model, spec, d.keyLayers));
+      extractor = fs
+        .access(d.model)
+        .catch(() => {
+          throw badRequest('bad_model', `model ${d.model}: no such file; give the path of the .onnx file as the service sees it`);
+        })
+        .then(() => loadModelSpec(d.model, d.spec))
+        .then((spec) => KeyExtractor.create(d.model, spec, d.keyLayers));
       this.extractors.set(key, extractor);
       extractor.catch(() => this.extractors.delete(key)); // a failed load may succeed once the user fixes the file
     }

@@ -1,0 +1,441 @@
+// Benchmark of Cachet: indexing, predict latency and throughput through the real service,
+// against bare key extraction and bare onnxruntime inference; exact vs hnsw search.
+// Prints figures and ratios; it asserts nothing.
+//
+//   npm run bench -- [--items 2000] [--queries 500] [--clients 8] [--layers a,b,c]
+//                    [--data <dir>] [--json]
+//
+// --data: a folder with cache/ and heldout/ (one subfolder per class), the default being
+// samples/cifar10; or a folder with the manifests cache-45k.csv and val-5k.csv
+// (e.g. ../shared/datasets/cifar10). Each set is made class-balanced by interleaving.
+import path from 'node:path';
+import os from 'node:os';
+import { existsSync, promises as fs } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { parse as parseCsv } from 'csv-parse/sync';
+import pLimit from 'p-limit';
+import * as ort from 'onnxruntime-node';
+import { startService } from '../src/api/service.js';
+import { KeyExtractor } from '../src/model/extractor.js';
+import { loadModelSpec } from '../src/model/spec-file.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
+import { ExactIndex } from '../src/index/exact.js';
+import { HnswIndex } from '../src/index/hnsw.js';
+import { DEFAULT_INDEX_OPTIONS, hnswParams } from '../src/index/factory.js';
+import type { ModelSpec } from '../src/model/spec.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const MODEL = path.join(ROOT, 'models/cifar10-resnet20.onnx');
+const BATCH = 64; // the service's batch size for index jobs
+const K = 50; // the cache definition's default k
+
+const { values: flags } = parseArgs({
+  options: {
+    items: { type: 'string', default: '2000' },
+    queries: { type: 'string', default: '500' },
+    clients: { type: 'string', default: '8' },
+    layers: { type: 'string', default: 'activation_14,activation_16,activation_18' },
+    data: { type: 'string', default: path.join(ROOT, 'samples/cifar10') },
+    json: { type: 'boolean', default: false },
+  },
+});
+const positiveInt = (name: string, v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
+  return n;
+};
+const opts = {
+  items: positiveInt('items', flags.items),
+  queries: positiveInt('queries', flags.queries),
+  clients: positiveInt('clients', flags.clients),
+  layers: flags.layers.split(',').map((s) => s.trim()).filter(Boolean),
+  data: path.resolve(flags.data),
+};
+
+// ---------- helpers ----------
+
+interface Img {
+  path: string;
+  label: string;
+}
+
+const now = () => performance.now();
+async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const t0 = now();
+  const value = await fn();
+  return { ms: now() - t0, value };
+}
+function percentile(sortedMs: number[], p: number): number {
+  return sortedMs[Math.min(sortedMs.length - 1, Math.max(0, Math.ceil((p / 100) * sortedMs.length) - 1))];
+}
+function stats(ms: number[]) {
+  const s = [...ms].sort((a, b) => a - b);
+  return { p50: percentile(s, 50), p99: percentile(s, 99), mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const argmax = (v: ArrayLike<number>) => {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+};
+const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
+const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+
+function printTable(title: string, header: string[], rows: string[][]): void {
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
+  const line = (r: string[]) => '  ' + r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : (cell ?? '').padStart(widths[c]))).join('   ');
+  console.log(`\n${title}\n${line(header)}\n  ${widths.map((w) => '-'.repeat(w)).join('   ')}`);
+  rows.forEach((r) => console.log(line(r)));
+}
+
+/** Round-robin over the classes (in order of first appearance), so any prefix is class-balanced. */
+function balanced(imgs: Img[], n: number): Img[] {
+  const byClass = new Map<string, Img[]>();
+  for (const img of imgs) byClass.get(img.label)?.push(img) ?? byClass.set(img.label, [img]);
+  const queues = [...byClass.values()];
+  const out: Img[] = [];
+  for (let i = 0; out.length < Math.min(n, imgs.length); i++) for (const q of queues) if (i < q.length && out.length < n) out.push(q[i]);
+  return out;
+}
+
+async function listFolder(root: string): Promise<Img[]> {
+  const out: Img[] = [];
+  for (const dir of (await fs.readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
+    for (const file of (await fs.readdir(path.join(root, dir))).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort()) {
+      out.push({ path: path.join(root, dir, file), label: dir });
+    }
+  }
+  return out;
+}
+
+async function listManifest(file: string): Promise<Img[]> {
+  const rows = parseCsv(await fs.readFile(file, 'utf8'), { columns: true, skip_empty_lines: true, trim: true }) as { path: string; label: string }[];
+  return rows.map((r) => ({ path: path.resolve(path.dirname(file), r.path), label: r.label }));
+}
+
+async function decodeAll(imgs: Img[], spec: ModelSpec, flip: boolean): Promise<Float32Array[]> {
+  const limit = pLimit(4); // as the index job's pipeline
+  const decode = (img: Img, f: boolean) => imageToTensor(img.path, spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS, flip: f });
+  const views = await Promise.all(imgs.map((img) => limit(async () => (flip ? [await decode(img, false), await decode(img, true)] : [await decode(img, false)]))));
+  return views.flat();
+}
+
+// ---------- data ----------
+
+const manifestMode = existsSync(path.join(opts.data, 'cache-45k.csv'));
+const allCache = manifestMode ? await listManifest(path.join(opts.data, 'cache-45k.csv')) : await listFolder(path.join(opts.data, 'cache'));
+const allQueries = manifestMode ? await listManifest(path.join(opts.data, 'val-5k.csv')) : await listFolder(path.join(opts.data, 'heldout'));
+const cacheImgs = balanced(allCache, opts.items);
+const queryImgs = balanced(allQueries, opts.queries);
+const spec = await loadModelSpec(MODEL);
+const classIndex = new Map(spec.classes.map((c, i) => [c, i]));
+const queryLabels = queryImgs.map((img) => classIndex.get(img.label) ?? -1);
+const items = 2 * cacheImgs.length;
+
+const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cachet-bench-'));
+// The whole sample folder goes in as a `folder` source; a subset as a `manifest` of absolute paths.
+let source: { type: 'folder' | 'manifest'; path: string };
+if (!manifestMode && cacheImgs.length === allCache.length) {
+  source = { type: 'folder', path: path.join(opts.data, 'cache') };
+} else {
+  source = { type: 'manifest', path: path.join(tmp, 'cache.csv') };
+  await fs.writeFile(source.path, ['path,label', ...cacheImgs.map((i) => `${JSON.stringify(i.path)},${i.label}`)].join('\n') + '\n');
+}
+
+console.log(`Cachet benchmark — ${path.basename(MODEL)}, key layers ${opts.layers.join(',')}`);
+console.log(
+  `cache: ${cacheImgs.length} images + flips = ${items} items (${source.type} source); queries: ${queryImgs.length} images; ` +
+    `clients: ${opts.clients}; data: ${path.relative(process.cwd(), opts.data) || '.'}; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}`,
+);
+const queryBytes = await Promise.all(queryImgs.map((i) => fs.readFile(i.path)));
+const queryB64 = queryBytes.map((b) => b.toString('base64'));
+
+// ---------- 1, 3, 4: through the service ----------
+
+const service = await startService({ port: 0, host: '127.0.0.1', dataDir: path.join(tmp, 'indexes') });
+async function api<T = Record<string, unknown>>(method: string, route: string, body?: unknown): Promise<T> {
+  const res = await fetch(service.url + route, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = (await res.json()) as T;
+  if (!res.ok) throw new Error(`${method} ${route}: HTTP ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+interface Job {
+  id: string;
+  state: string;
+  failedReason: string | null;
+  errorCount: number;
+  result: { added: number; failed: number; cacheSize: number } | null;
+}
+interface PredictAnswer {
+  theta: number;
+  lambda: number;
+  predictions: { top: { label: number }[] }[];
+}
+
+async function indexCache(name: string, type: 'exact' | 'hnsw') {
+  await api('POST', '/v1/caches', { name, model: MODEL, keyLayers: opts.layers, index: { type } });
+  const { ms, value: job } = await timed(async () => {
+    let job = await api<Job>('POST', `/v1/caches/${name}/index-jobs`, { source, flip: true });
+    while (job.state !== 'completed' && job.state !== 'failed') {
+      await sleep(25);
+      job = await api<Job>('GET', `/v1/jobs/${job.id}`);
+    }
+    return job;
+  });
+  if (job.state === 'failed' || !job.result) throw new Error(`index job of ${name} failed: ${job.failedReason}`);
+  if (job.result.cacheSize !== items) console.log(`  note: cache ${name} holds ${job.result.cacheSize} items, expected ${items} (${job.errorCount} errors)`);
+  return { ms, cacheSize: job.result.cacheSize };
+}
+
+const predictOne = async (cache: string, i: number) => {
+  const t0 = now();
+  const answer = await api<PredictAnswer>('POST', `/v1/caches/${cache}/predict`, { image: queryB64[i] });
+  return { ms: now() - t0, label: answer.predictions[0].top[0].label, answer };
+};
+
+async function predictSequential(cache: string) {
+  for (let i = 0; i < Math.min(10, queryImgs.length); i++) await predictOne(cache, i); // warm-up
+  const ms: number[] = [];
+  const labels: number[] = [];
+  let answer: PredictAnswer | null = null;
+  for (let i = 0; i < queryImgs.length; i++) {
+    const r = await predictOne(cache, i);
+    ms.push(r.ms);
+    labels.push(r.label);
+    answer = r.answer;
+  }
+  return { ...stats(ms), labels, theta: answer!.theta, lambda: answer!.lambda };
+}
+
+async function predictConcurrent(cache: string, clients: number) {
+  let next = 0;
+  const ms: number[] = [];
+  const { ms: wall } = await timed(() =>
+    Promise.all(
+      Array.from({ length: clients }, async () => {
+        for (let i = next++; i < queryImgs.length; i = next++) ms.push((await predictOne(cache, i)).ms);
+      }),
+    ),
+  );
+  return { ...stats(ms), imagesPerSecond: (1000 * queryImgs.length) / wall };
+}
+
+const svc = { exact: {}, hnsw: {} } as Record<'exact' | 'hnsw', {
+  index: Awaited<ReturnType<typeof indexCache>>;
+  sequential: Awaited<ReturnType<typeof predictSequential>>;
+  concurrent: Awaited<ReturnType<typeof predictConcurrent>>;
+}>;
+try {
+  for (const type of ['exact', 'hnsw'] as const) {
+    process.stdout.write(`indexing ${type} cache through the service… `);
+    const index = await indexCache(`bench-${type}`, type);
+    console.log(`${fmt(index.ms / 1000, 1)} s`);
+    svc[type] = { index } as (typeof svc)[typeof type];
+  }
+  for (const type of ['exact', 'hnsw'] as const) {
+    process.stdout.write(`predict on ${type} cache: sequential… `);
+    svc[type].sequential = await predictSequential(`bench-${type}`);
+    process.stdout.write(`${opts.clients} clients… `);
+    svc[type].concurrent = await predictConcurrent(`bench-${type}`, opts.clients);
+    console.log('done');
+  }
+} finally {
+  await service.close();
+}
+
+// ---------- 2, 5: bare decoding, key extraction, onnxruntime ----------
+
+process.stdout.write('bare decoding, key extraction and inference… ');
+const extractor = await KeyExtractor.create(MODEL, spec, opts.layers);
+const dim = extractor.keyDimension;
+const decodeTime = await timed(() => decodeAll(cacheImgs, spec, true));
+const cacheTensors = decodeTime.value;
+const cacheKeys = new Float32Array(cacheTensors.length * dim);
+await extractor.run(stackBatch(cacheTensors.slice(0, BATCH)), Math.min(BATCH, cacheTensors.length)); // warm-up
+const extractTime = await timed(async () => {
+  for (let s = 0; s < cacheTensors.length; s += BATCH) {
+    const batch = cacheTensors.slice(s, s + BATCH);
+    cacheKeys.set((await extractor.run(stackBatch(batch), batch.length)).keys, s * dim);
+  }
+});
+
+const queryTensors = await decodeAll(queryImgs, spec, false);
+const queryKeys = new Float32Array(queryTensors.length * dim);
+const modelLabels: number[] = [];
+const extract1: number[] = [];
+for (let i = 0; i < queryTensors.length; i++) {
+  const t0 = now();
+  const r = await extractor.run(queryTensors[i], 1);
+  extract1.push(now() - t0);
+  queryKeys.set(r.keys, i * dim);
+  modelLabels.push(argmax(r.probs));
+}
+await extractor.release();
+
+// The plain model: no key layers fetched.
+const session = await ort.InferenceSession.create(MODEL, { graphOptimizationLevel: 'all' });
+const shape = (n: number) => (spec.layout === 'NHWC' ? [n, spec.height, spec.width, 3] : [n, 3, spec.height, spec.width]);
+const infer = (data: Float32Array, n: number) => session.run({ [spec.input]: new ort.Tensor('float32', data, shape(n)) }, [spec.output]);
+for (let i = 0; i < 10; i++) await infer(queryTensors[i % queryTensors.length], 1); // warm-up
+const bare1: number[] = [];
+for (const t of queryTensors) {
+  const t0 = now();
+  await infer(t, 1);
+  bare1.push(now() - t0);
+}
+const cacheBatches = Array.from({ length: Math.ceil(cacheTensors.length / BATCH) }, (_, b) => cacheTensors.slice(b * BATCH, (b + 1) * BATCH));
+const bareBatch = await timed(async () => {
+  for (const batch of cacheBatches) await infer(stackBatch(batch), batch.length);
+});
+await session.release();
+console.log('done');
+
+// ---------- 6: the indexes alone ----------
+
+process.stdout.write('exact and hnsw indexes alone… ');
+const n = cacheTensors.length;
+const exact = new ExactIndex(dim);
+const exactBuild = await timed(() => exact.add(cacheKeys, n));
+const hnsw = HnswIndex.create(dim, hnswParams(DEFAULT_INDEX_OPTIONS), n);
+const hnswBuild = await timed(() => hnsw.add(cacheKeys, n));
+const Q = queryTensors.length;
+const query = (i: number) => queryKeys.subarray(i * dim, (i + 1) * dim);
+await exact.search(query(0), 1, K); // warm-up (creates the Gemm session)
+
+async function perQuery<T>(fn: (i: number) => Promise<T>) {
+  const ms: number[] = [];
+  const out: T[] = [];
+  for (let i = 0; i < Q; i++) {
+    const t0 = now();
+    out.push(await fn(i));
+    ms.push(now() - t0);
+  }
+  return { time: stats(ms), out };
+}
+const exactSearch = await perQuery((i) => exact.search(query(i), 1, K));
+const exactAll = await perQuery((i) => exact.similaritiesAll(query(i), 1).then(() => null));
+const exactBatched = await timed(() => exact.search(queryKeys, Q, K));
+const hnswSearch = await perQuery((i) => hnsw.search(query(i), 1, K));
+let overlap = 0;
+for (let i = 0; i < Q; i++) {
+  const truth = new Set(exactSearch.out[i][0].positions);
+  overlap += Array.from(hnswSearch.out[i][0].positions).filter((p) => truth.has(p)).length;
+}
+const recall = overlap / (Q * Math.min(K, n));
+console.log('done');
+await fs.rm(tmp, { recursive: true, force: true });
+
+// ---------- report ----------
+
+const error = (labels: number[]) => labels.filter((l, i) => l !== queryLabels[i]).length / Q;
+const agreement = svc.exact.sequential.labels.filter((l, i) => l === svc.hnsw.sequential.labels[i]).length / Q;
+const bareAll = decodeTime.ms + extractTime.ms;
+const rate = (count: number, ms: number) => (1000 * count) / ms;
+const b1 = stats(bare1);
+const e1 = stats(extract1);
+
+printTable(
+  `1–2. Indexing ${cacheImgs.length} images (+ flips = ${n} items), batch ${BATCH}`,
+  ['what', 'time s', 'images/s', 'items/s'],
+  [
+    ...(['exact', 'hnsw'] as const).map((t) => [`index job via HTTP, ${t} cache`, fmt(svc[t].index.ms / 1000), fmt(rate(cacheImgs.length, svc[t].index.ms), 0), fmt(rate(n, svc[t].index.ms), 0)]),
+    ['bare decode (sharp, + flip)', fmt(decodeTime.ms / 1000), fmt(rate(cacheImgs.length, decodeTime.ms), 0), fmt(rate(n, decodeTime.ms), 0)],
+    ['bare key extraction (KeyExtractor.run)', fmt(extractTime.ms / 1000), fmt(rate(cacheImgs.length, extractTime.ms), 0), fmt(rate(n, extractTime.ms), 0)],
+    ['bare decode + key extraction', fmt(bareAll / 1000), fmt(rate(cacheImgs.length, bareAll), 0), fmt(rate(n, bareAll), 0)],
+    ['bare model only (ORT, no key layers)', fmt(bareBatch.ms / 1000), fmt(rate(cacheImgs.length, bareBatch.ms), 0), fmt(rate(n, bareBatch.ms), 0)],
+    ['index add alone, exact', fmt(exactBuild.ms / 1000), '', fmt(rate(n, exactBuild.ms), 0)],
+    ['index add alone, hnsw', fmt(hnswBuild.ms / 1000), '', fmt(rate(n, hnswBuild.ms), 0)],
+  ],
+);
+const ratios = {
+  indexExactOverBare: svc.exact.index.ms / bareAll,
+  indexHnswOverBare: svc.hnsw.index.ms / bareAll,
+  indexExactOverExtract: svc.exact.index.ms / extractTime.ms,
+  indexHnswOverExtract: svc.hnsw.index.ms / extractTime.ms,
+};
+console.log(
+  `  ratio index-job time / bare decode+extraction: exact ${fmt(ratios.indexExactOverBare)}×, hnsw ${fmt(ratios.indexHnswOverBare)}×` +
+    `   (/ extraction alone: exact ${fmt(ratios.indexExactOverExtract)}×, hnsw ${fmt(ratios.indexHnswOverExtract)}×)`,
+);
+
+printTable(
+  `3–5. Predict, one image per request (${Q} query images; θ = ${svc.exact.sequential.theta}, λ = ${svc.exact.sequential.lambda}, hnsw k = ${K})`,
+  ['what', 'p50 ms', 'p99 ms', 'mean ms', 'images/s'],
+  [
+    ...(['exact', 'hnsw'] as const).flatMap((t) => [
+      [`predict via HTTP, ${t}, sequential`, fmt(svc[t].sequential.p50), fmt(svc[t].sequential.p99), fmt(svc[t].sequential.mean), fmt(1000 / svc[t].sequential.mean, 0)],
+      [`predict via HTTP, ${t}, ${opts.clients} clients`, fmt(svc[t].concurrent.p50), fmt(svc[t].concurrent.p99), fmt(svc[t].concurrent.mean), fmt(svc[t].concurrent.imagesPerSecond, 0)],
+    ]),
+    ['bare ORT model, batch 1, sequential', fmt(b1.p50), fmt(b1.p99), fmt(b1.mean), fmt(1000 / b1.mean, 0)],
+    ['bare KeyExtractor, batch 1, sequential', fmt(e1.p50), fmt(e1.p99), fmt(e1.mean), fmt(1000 / e1.mean, 0)],
+    [`bare ORT model, batch ${BATCH}`, '', '', fmt(bareBatch.ms / n) + '/img', fmt(rate(n, bareBatch.ms), 0)],
+  ],
+);
+const predictRatios = Object.fromEntries(
+  (['exact', 'hnsw'] as const).map((t) => [
+    t,
+    {
+      latencyP50OverBare1: svc[t].sequential.p50 / b1.p50,
+      throughputBare1OverConcurrent: 1000 / b1.mean / svc[t].concurrent.imagesPerSecond,
+      throughputBare64OverConcurrent: rate(n, bareBatch.ms) / svc[t].concurrent.imagesPerSecond,
+    },
+  ]),
+);
+for (const t of ['exact', 'hnsw'] as const) {
+  const r = predictRatios[t];
+  console.log(
+    `  ${t}: predict p50 / bare batch-1 p50 = ${fmt(r.latencyP50OverBare1)}×;  time per image, ${opts.clients} clients vs bare batch 1 = ${fmt(r.throughputBare1OverConcurrent)}×, vs bare batch ${BATCH} = ${fmt(r.throughputBare64OverConcurrent)}×`,
+  );
+}
+
+printTable(
+  `6. Index search alone, ${n} items × ${dim} dims, k = ${K}, ${Q} queries`,
+  ['what', 'p50 ms', 'p99 ms', 'mean ms', 'recall@k'],
+  [
+    ['ExactIndex.search, 1 query per call', fmt(exactSearch.time.p50, 3), fmt(exactSearch.time.p99, 3), fmt(exactSearch.time.mean, 3), '1'],
+    [`ExactIndex.search, all ${Q} in one call`, '', '', fmt(exactBatched.ms / Q, 3) + '/q', '1'],
+    ['ExactIndex.similaritiesAll (exact cache), 1/call', fmt(exactAll.time.p50, 3), fmt(exactAll.time.p99, 3), fmt(exactAll.time.mean, 3), ''],
+    ['HnswIndex.search, 1 query per call', fmt(hnswSearch.time.p50, 3), fmt(hnswSearch.time.p99, 3), fmt(hnswSearch.time.mean, 3), fmt(recall, 3)],
+  ],
+);
+const errors = { model: error(modelLabels), exactCacheModel: error(svc.exact.sequential.labels), hnswCacheModel: error(svc.hnsw.sequential.labels) };
+console.log(`  search time ratio exact (1/call) / hnsw: ${fmt(exactSearch.time.mean / hnswSearch.time.mean)}×`);
+console.log(
+  `  top-1 error on ${Q} queries: model alone ${pct(errors.model)}, exact cache model ${pct(errors.exactCacheModel)}, hnsw cache model ${pct(errors.hnswCacheModel)};` +
+    ` top-1 agreement exact vs hnsw ${pct(agreement)}`,
+);
+
+if (flags.json) {
+  const drop = <T extends { labels: unknown }>({ labels: _, ...rest }: T) => rest;
+  console.log(
+    JSON.stringify({
+      config: { ...opts, cacheImages: cacheImgs.length, cacheItems: n, queryImages: Q, keyDimension: dim, source: source.type, batch: BATCH, k: K },
+      service: Object.fromEntries((['exact', 'hnsw'] as const).map((t) => [t, { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent }])),
+      bare: {
+        decodeMs: decodeTime.ms,
+        extractMs: extractTime.ms,
+        modelBatchMs: bareBatch.ms,
+        modelBatch1: b1,
+        extractorBatch1: e1,
+      },
+      index: {
+        exactBuildMs: exactBuild.ms,
+        hnswBuildMs: hnswBuild.ms,
+        exactSearch: exactSearch.time,
+        exactSimilaritiesAll: exactAll.time,
+        exactBatchedPerQueryMs: exactBatched.ms / Q,
+        hnswSearch: hnswSearch.time,
+        recallAtK: recall,
+      },
+      ratios: { ...ratios, predict: predictRatios },
+      errors,
+      agreement,
+    }),
+  );
+}

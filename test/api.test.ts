@@ -1,0 +1,197 @@
+// The HTTP API end to end on the paper's ResNet-20: create, index, predict, eval,
+// restart, and a model that changed under its snapshot.
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
+import { writeTinyModel, buildTinyNchwLogitsModel } from './fixtures/tiny-model.js';
+import sharp from 'sharp';
+
+const CAT = path.join(SAMPLE, 'heldout', 'cat', '4500.jpg');
+
+describe('cache on ResNet-20 over HTTP', () => {
+  let svc: Awaited<ReturnType<typeof start>>;
+  const cacheFolder = sampleFolder('cache', 10);
+  let firstPrediction: any;
+
+  before(async () => {
+    svc = await start();
+  });
+  after(async () => svc.close());
+
+  test('POST /v1/caches creates a cache and GET describes it', async () => {
+    const r = await call(svc.url, 'POST', '/v1/caches', { name: 'cifar', model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type: 'exact' } });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.equal(r.body.dimension, 12288);
+    assert.equal(r.body.size, 0);
+    const got = await call(svc.url, 'GET', '/v1/caches/cifar');
+    assert.deepEqual({ theta: got.body.theta, lambda: got.body.lambda, type: got.body.index.type }, { theta: 80, lambda: 0.5111, type: 'exact' });
+    const list = await call(svc.url, 'GET', '/v1/caches');
+    assert.deepEqual(list.body.caches.map((c: any) => c.name), ['cifar']);
+  });
+
+  test('an index job from a folder adds every image and its mirror image', async () => {
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: cacheFolder }, flip: true });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    assert.deepEqual(r.body.progress, { done: 0, total: 100 });
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.state, 'completed', job.failedReason);
+    assert.deepEqual(job.progress, { done: 100, total: 100 });
+    assert.deepEqual(job.result, { images: 100, added: 200, duplicates: 0, failed: 0, cacheSize: 200 });
+  });
+
+  test('indexing the same images again adds nothing (ids are idempotent)', async () => {
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: cacheFolder }, flip: true });
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.result.added, 0);
+    assert.equal(job.result.duplicates, 200);
+    assert.equal(job.result.cacheSize, 200);
+  });
+
+  test('predict mixes p_model and p_cache with λ and explains with neighbours', async () => {
+    const image = readFileSync(CAT).toString('base64');
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/predict', { image, topK: 10, neighbours: 5 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const [pred] = r.body.predictions;
+    assert.equal(pred.top.length, 10);
+    let sum = 0;
+    for (const t of pred.top) {
+      assert.ok(Math.abs(t.p - (0.4889 * t.pModel + 0.5111 * t.pCache)) < 1e-9, JSON.stringify(t));
+      sum += t.p;
+    }
+    assert.ok(Math.abs(sum - 1) < 1e-6);
+    assert.equal(pred.neighbours.length, 5);
+    const sims = pred.neighbours.map((n: any) => n.similarity);
+    assert.deepEqual(sims, [...sims].sort((a, b) => b - a));
+    assert.ok(sims[0] < 1 && sims[4] > 0);
+    firstPrediction = r.body;
+  });
+
+  test('a cached image finds itself first, with similarity 1', async () => {
+    const file = readdirSync(path.join(cacheFolder, 'ship'))[0];
+    const form = new FormData();
+    form.append('image', new Blob([readFileSync(path.join(cacheFolder, 'ship', file))]), file);
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/predict?neighbours=2', form);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const [first] = r.body.predictions[0].neighbours;
+    assert.equal(first.id, `ship/${file}`);
+    assert.equal(first.class, 'ship');
+    assert.ok(Math.abs(first.similarity - 1) < 1e-4);
+  });
+
+  test('multipart upload of several images answers for each, in order', async () => {
+    const form = new FormData();
+    for (const c of ['cat', 'ship']) form.append('images', new Blob([readFileSync(path.join(SAMPLE, 'heldout', c, '4500.jpg'))]), `${c}.jpg`);
+    form.append('topK', '3');
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/predict', form);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.predictions.length, 2);
+    assert.equal(r.body.predictions[0].top.length, 3);
+    // the same cat image as JSON base64 earlier; a batch of 2 rounds the Gemm differently from a batch of 1
+    const earlier = firstPrediction.predictions[0].top.slice(0, 3);
+    r.body.predictions[0].top.forEach((t: any, i: number) => {
+      assert.equal(t.class, earlier[i].class);
+      for (const f of ['p', 'pModel', 'pCache']) assert.ok(Math.abs(t[f] - earlier[i][f]) < 1e-5, `${f}: ${t[f]} vs ${earlier[i][f]}`);
+    });
+    assert.notDeepEqual(r.body.predictions[1].top, r.body.predictions[0].top);
+  });
+
+  test('λ = 0 is the model alone; λ = 1 is the cache alone', async () => {
+    const image = readFileSync(CAT).toString('base64');
+    const model = (await call(svc.url, 'POST', '/v1/caches/cifar/predict', { image, lambda: 0, topK: 10 })).body.predictions[0].top;
+    for (const t of model) assert.equal(t.p, t.pModel);
+    const cache = (await call(svc.url, 'POST', '/v1/caches/cifar/predict', { image, lambda: 1, topK: 10 })).body.predictions[0].top;
+    for (const t of cache) assert.equal(t.p, t.pCache);
+  });
+
+  test('PATCH changes θ and λ', async () => {
+    const r = await call(svc.url, 'PATCH', '/v1/caches/cifar', { theta: 60 });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.theta, 60);
+    assert.equal(r.body.lambda, 0.5111);
+    await call(svc.url, 'PATCH', '/v1/caches/cifar', { theta: 80 });
+  });
+
+  test('an eval job reports the error of the model, the cache model and the cache alone', async () => {
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/eval-jobs', { source: { type: 'folder', path: sampleFolder('heldout', 3) } });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.state, 'completed', job.failedReason);
+    assert.equal(job.result.images, 30);
+    assert.equal(job.result.theta, 80);
+    for (const e of Object.values(job.result.error) as number[]) assert.ok(e >= 0 && e <= 1);
+    assert.equal(job.result.correct.model, Math.round((1 - job.result.error.model) * 30));
+  });
+
+  test('a restarted service loads its snapshot and serves the same predictions', async () => {
+    await svc.close();
+    svc = await start(svc.dataDir);
+    const info = await call(svc.url, 'GET', '/v1/caches/cifar');
+    assert.equal(info.body.size, 200);
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/predict', { image: readFileSync(CAT).toString('base64'), topK: 10, neighbours: 5 });
+    assert.deepEqual(r.body, firstPrediction);
+  });
+});
+
+describe('sources, models and snapshots', () => {
+  let svc: Awaited<ReturnType<typeof start>>;
+  const tiny = writeTinyModel();
+  const shapes = tempDir('cachet-shapes-');
+  const png = (r: number, g: number, b: number) => sharp({ create: { width: 16, height: 16, channels: 3, background: { r, g, b } } }).png().toBuffer();
+
+  before(async () => {
+    svc = await start();
+    writeFileSync(path.join(shapes, 'red.png'), await png(250, 10, 10));
+    writeFileSync(path.join(shapes, 'blue.png'), await png(10, 10, 250));
+    writeFileSync(path.join(shapes, 'broken.png'), Buffer.from('not a png at all'));
+    writeFileSync(path.join(shapes, 'items.csv'), 'path,label,id\nred.png,circle,r1\nblue.png,2,b1\nbroken.png,star,x1\n');
+    writeFileSync(path.join(shapes, 'items.jsonl'), '{"path":"red.png","label":"square"}\n{"path":"blue.png","label":"star","id":"b2"}\n');
+  });
+  after(async () => svc.close());
+
+  test('an NCHW model with logits, fed from CSV and JSONL manifests; bad images are per-item errors', async () => {
+    const c = await call(svc.url, 'POST', '/v1/caches', { name: 'tiny', model: tiny.modelPath, keyLayers: ['relu2', 'feat'], index: { type: 'hnsw' } });
+    assert.equal(c.status, 201, JSON.stringify(c.body));
+    assert.equal(c.body.dimension, 8 * 16 * 16 + 8);
+    assert.equal(c.body.index.type, 'hnsw');
+    const csv = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.csv') } })).body.id);
+    assert.equal(csv.state, 'completed');
+    assert.equal(csv.result.added, 2);
+    assert.equal(csv.errorCount, 1);
+    assert.equal(csv.errors[0].id, 'x1');
+    assert.match(csv.errors[0].error, /format|image/i);
+    const jsonl = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.jsonl') } })).body.id);
+    assert.equal(jsonl.result.added, 2); // ids "red.png" (the path) and "b2"
+    const r = await call(svc.url, 'POST', '/v1/caches/tiny/predict', { image: (await png(250, 10, 10)).toString('base64'), neighbours: 4, topK: 4 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const ids = r.body.predictions[0].neighbours.map((n: any) => n.id).sort();
+    assert.deepEqual(ids, ['b1', 'b2', 'r1', 'red.png']);
+    const sum = r.body.predictions[0].top.reduce((s: number, t: any) => s + t.pModel, 0);
+    assert.ok(Math.abs(sum - 1) < 1e-5, 'logits are turned into probabilities');
+  });
+
+  test('inline items with labels; an id given twice is one item', async () => {
+    const image = (await png(10, 250, 10)).toString('base64');
+    const r = await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'inline', items: [{ image, label: 'triangle', id: 'g' }, { image, label: 'triangle', id: 'g' }, { image, label: 1 }] } });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.result.added, 2);
+    assert.equal(job.result.duplicates, 1);
+    assert.equal(job.result.cacheSize, 6);
+  });
+
+  test('a snapshot built with another model is refused with a clear message; other caches keep serving', async () => {
+    await svc.close();
+    writeFileSync(tiny.modelPath, buildTinyNchwLogitsModel({ seed: 99 }));
+    svc = await start(svc.dataDir);
+    const r = await call(svc.url, 'GET', '/v1/caches/tiny');
+    assert.equal(r.status, 409);
+    assert.equal(r.body.error.code, 'cache_unavailable');
+    assert.match(r.body.error.message, /sha256.*Restore the model/s);
+    const list = await call(svc.url, 'GET', '/v1/caches');
+    assert.equal(list.body.caches[0].status, 'failed');
+    assert.equal((await call(svc.url, 'GET', '/healthz')).status, 200);
+    writeFileSync(tiny.modelPath, tiny.bytes);
+  });
+});

@@ -195,3 +195,31 @@ describe('sources, models and snapshots', () => {
     writeFileSync(tiny.modelPath, tiny.bytes);
   });
 });
+
+describe('shutdown in the middle of an index job', () => {
+  test('stops between batches, keeps what it added, and a resubmitted job finishes the rest', async () => {
+    let svc = await start();
+    await call(svc.url, 'POST', '/v1/caches', { name: 'c', model: RESNET, keyLayers: ['activation_18'], index: { type: 'exact' } });
+    const folder = sampleFolder('cache', 40);
+    const submitted = await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: folder }, flip: true });
+    for (;;) {
+      const job = (await call(svc.url, 'GET', `/v1/jobs/${submitted.body.id}`)).body;
+      if (job.progress.done > 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await svc.close();
+    const interrupted = await svc.queue.get(submitted.body.id);
+    assert.equal(interrupted?.state, 'failed');
+    assert.match(String(interrupted?.failedReason), /shut down.*submit the job again/);
+
+    svc = await start(svc.dataDir);
+    const kept = (await call(svc.url, 'GET', '/v1/caches/c')).body.size;
+    assert.ok(kept >= 2 * interrupted!.progress.done && kept < 800, `kept ${kept} items`);
+    const again = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: folder }, flip: true })).body.id);
+    assert.equal(again.result.duplicates, kept);
+    assert.equal(again.result.added, 800 - kept);
+    assert.equal(again.result.cacheSize, 800);
+    await svc.close();
+  });
+});
+

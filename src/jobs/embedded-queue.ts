@@ -9,6 +9,7 @@ export class EmbeddedQueue implements JobQueue {
   private readonly jobs = new Map<string, JobView>();
   private chain: Promise<void> = Promise.resolve();
   private closing = false;
+  private readonly shutdown = new AbortController();
 
   constructor(private readonly processors: Record<JobType, JobProcessor<unknown>>) {}
 
@@ -40,10 +41,12 @@ export class EmbeddedQueue implements JobQueue {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.shutdown.abort(new Error('the service shut down; the items added so far are kept: submit the job again to finish it (items already present are skipped)'));
     await this.chain;
   }
 
   private async run(job: JobView, data: unknown): Promise<void> {
+    const signal = this.shutdown.signal;
     job.state = 'active';
     job.startedAt = new Date().toISOString();
     const ctx: JobContext = {
@@ -52,8 +55,10 @@ export class EmbeddedQueue implements JobQueue {
         job.errorCount += errors.length;
         job.errors.push(...errors.slice(0, Math.max(0, MAX_ITEM_ERRORS - job.errors.length)));
       },
+      signal,
     };
     try {
+      signal.throwIfAborted();
       job.result = await this.processors[job.type](data, ctx);
       job.state = 'completed';
     } catch (err) {

@@ -20,6 +20,8 @@ export interface PipelineOptions {
   limitInputPixels: number;
   /** concurrent decodes */
   decodeConcurrency?: number;
+  /** stops the loop between batches */
+  signal?: AbortSignal;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function forEachBatch(
   let next = items.length > 0 ? decode(0) : null;
   for (let start = 0; next; start += perBatch) {
     const { batch, errors, count } = await next;
+    opts.signal?.throwIfAborted();
     next = start + perBatch < items.length ? decode(start + perBatch) : null;
     if (batch.items.length > 0) await handle(batch);
     done += count;

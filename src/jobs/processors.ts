@@ -29,7 +29,7 @@ export async function runIndexJob(engine: EngineApi, settings: ProcessorSettings
   const totals = { added: 0, duplicates: 0, failed: 0 };
   await forEachBatch(
     data.items,
-    { spec, flip: data.flip, ...settings },
+    { spec, flip: data.flip, signal: ctx.signal, ...settings },
     async ({ items, tensor }) => {
       const r = await engine.indexBatch(data.cache, tensor, items.map((i) => i.id), items.map((i) => i.label ?? -1));
       totals.added += r.added;
@@ -74,7 +74,7 @@ export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings,
   let used = { theta: data.theta ?? NaN, lambda: data.lambda ?? NaN, cacheSize: 0 };
   await forEachBatch(
     data.items,
-    { spec, flip: false, ...settings },
+    { spec, flip: false, signal: ctx.signal, ...settings },
     async ({ items, tensor }) => {
       const r = await engine.classify(data.cache, tensor, items.length, { theta: data.theta, lambda: data.lambda });
       used = { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize };

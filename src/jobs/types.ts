@@ -34,6 +34,8 @@ export const MAX_ITEM_ERRORS = 1000;
 export interface JobContext {
   progress(done: number, total: number): void;
   itemErrors(errors: ItemError[]): void;
+  /** aborted when the service shuts down: stop at the next batch */
+  signal: AbortSignal;
 }
 
 export type JobProcessor<D> = (data: D, ctx: JobContext) => Promise<unknown>;
@@ -41,6 +43,6 @@ export type JobProcessor<D> = (data: D, ctx: JobContext) => Promise<unknown>;
 export interface JobQueue {
   submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView>;
   get(id: string): Promise<JobView | null>;
-  /** stop taking jobs; wait for the one in hand */
+  /** stop taking jobs; the one in hand stops after its current batch */
   close(): Promise<void>;
 }

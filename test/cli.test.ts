@@ -1,0 +1,72 @@
+// The cachet command against a running service, as a user runs it.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, test } from 'node:test';
+import { PAPER_KEY_LAYERS, REPO, RESNET, SAMPLE, sampleFolder, start } from './harness.js';
+
+const run = promisify(execFile);
+const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
+
+async function cachet(args: string[], env: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env: { ...process.env, ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('cachet CLI', () => {
+  let svc: Awaited<ReturnType<typeof start>>;
+  before(async () => {
+    svc = await start();
+  });
+  after(async () => svc.close());
+
+  test('model inspect lists every tensor with op type and shape', async () => {
+    const r = await cachet(['model', 'inspect', RESNET, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    const byName = new Map(report.tensors.map((t: { name: string }) => [t.name, t]));
+    assert.deepEqual(byName.get('activation_14'), { name: 'activation_14', opType: 'Relu', shape: [1, 64, 8, 8], size: 4096 });
+    assert.deepEqual((byName.get('probs') as { shape: number[] }).shape, [1, 10]);
+    assert.ok(report.tensors.length > 70);
+  });
+
+  test('cache create, index with flips, predict and eval --json', async () => {
+    const url = svc.url;
+    const created = await cachet(['cache', 'create', 'cli', '--model', RESNET, '--layers', PAPER_KEY_LAYERS.join(','), '--theta', '80', '--lambda', '0.5111', '--url', url]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.equal(JSON.parse(created.stdout).dimension, 12288);
+
+    const indexed = await cachet(['index', 'cli', sampleFolder('cache', 5), '--flip'], { CACHET_URL: url });
+    assert.equal(indexed.code, 0, indexed.stderr);
+    assert.deepEqual(JSON.parse(indexed.stdout).result, { images: 50, added: 100, duplicates: 0, failed: 0, cacheSize: 100 });
+
+    const predicted = await cachet(['predict', 'cli', path.join(SAMPLE, 'heldout', 'ship', '4500.jpg'), '--neighbours', '2', '--url', url]);
+    assert.equal(predicted.code, 0, predicted.stderr);
+    const p = JSON.parse(predicted.stdout).predictions[0];
+    assert.equal(p.neighbours.length, 2);
+    assert.equal(p.top.length, 5);
+
+    const evaluated = await cachet(['eval', 'cli', sampleFolder('heldout', 2), '--json', '--lambda', '0.3', '--url', url]);
+    assert.equal(evaluated.code, 0, evaluated.stderr);
+    const e = JSON.parse(evaluated.stdout);
+    assert.equal(e.images, 20);
+    assert.equal(e.lambda, 0.3);
+    assert.equal(e.theta, 80);
+    assert.deepEqual(Object.keys(e.error).sort(), ['cacheModel', 'cacheOnly', 'model']);
+  });
+
+  test('errors: the service message on stderr, a non-zero exit', async () => {
+    const r = await cachet(['eval', 'nope', sampleFolder('heldout', 1), '--url', svc.url]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /no cache named "nope"/);
+    const down = await cachet(['cache', 'list', '--url', 'http://127.0.0.1:9']);
+    assert.equal(down.code, 3);
+    assert.match(down.stderr, /cannot reach the Cachet service/);
+  });
+});

@@ -93,7 +93,11 @@ function printTable(title: string, header: string[], rows: string[][]): void {
 /** Round-robin over the classes (in order of first appearance), so any prefix is class-balanced. */
 function balanced(imgs: Img[], n: number): Img[] {
   const byClass = new Map<string, Img[]>();
-  for (const img of imgs) byClass.get(img.label)?.push(img) ?? byClass.set(img.label, [img]);
+  for (const img of imgs) {
+    const queue = byClass.get(img.label);
+    if (queue) queue.push(img);
+    else byClass.set(img.label, [img]);
+  }
   const queues = [...byClass.values()];
   const out: Img[] = [];
   for (let i = 0; out.length < Math.min(n, imgs.length); i++) for (const q of queues) if (i < q.length && out.length < n) out.push(q[i]);

@@ -181,6 +181,25 @@ describe('sources, models and snapshots', () => {
     assert.equal(job.result.cacheSize, 6);
   });
 
+  test('index "auto" moves from exact to hnsw past its threshold, and stays hnsw after a restart', async () => {
+    const c = await call(svc.url, 'POST', '/v1/caches', { name: 'grows', model: tiny.modelPath, keyLayers: ['relu2'], index: { type: 'auto', exactThreshold: 4 } });
+    assert.equal(c.body.index.type, 'exact');
+    const items = await Promise.all([0, 40, 80, 120, 160, 200].map(async (v, i) => ({ image: (await png(v, 255 - v, 128)).toString('base64'), label: i % 4 })));
+    await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/grows/index-jobs', { source: { type: 'inline', items: items.slice(0, 4) } })).body.id);
+    assert.equal((await call(svc.url, 'GET', '/v1/caches/grows')).body.index.type, 'exact');
+    const exact = (await call(svc.url, 'POST', '/v1/caches/grows/predict', { image: items[1].image, neighbours: 1 })).body.predictions[0];
+    await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/grows/index-jobs', { source: { type: 'inline', items } })).body.id);
+    const info = (await call(svc.url, 'GET', '/v1/caches/grows')).body;
+    assert.deepEqual([info.index.type, info.index.scoring, info.size], ['hnsw', 'k-nearest', 6]);
+    const hnsw = (await call(svc.url, 'POST', '/v1/caches/grows/predict', { image: items[1].image, neighbours: 1 })).body.predictions[0];
+    assert.equal(hnsw.neighbours[0].id, exact.neighbours[0].id);
+    await svc.close();
+    svc = await start(svc.dataDir);
+    assert.equal((await call(svc.url, 'GET', '/v1/caches/grows')).body.index.type, 'hnsw');
+    const again = (await call(svc.url, 'POST', '/v1/caches/grows/predict', { image: items[1].image, neighbours: 1 })).body.predictions[0];
+    assert.deepEqual(again, hnsw);
+  });
+
   test('a snapshot built with another model is refused with a clear message; other caches keep serving', async () => {
     await svc.close();
     writeFileSync(tiny.modelPath, buildTinyNchwLogitsModel({ seed: 99 }));

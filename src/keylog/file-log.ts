@@ -15,14 +15,13 @@ import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
-import { badRequest, conflict } from '../errors.js';
-import type { KeyLog, KeyRecord } from './types.js';
+import { conflict } from '../errors.js';
+import { MAX_ID_BYTES, validateRecords, type KeyLog, type KeyRecord } from './types.js';
 
 const MAGIC = Buffer.from('CACHETKL', 'latin1');
 const VERSION = 1;
 const HEADER_BYTES = 32;
 const PREFIX_BYTES = 8;
-const MAX_ID_BYTES = 0xffff;
 const SCAN_CHUNK = 8 * 1024 * 1024;
 const BATCH_BYTES = 16 * 1024 * 1024;
 
@@ -247,18 +246,8 @@ async function readHeader(file: FileHandle, path: string, dimension: number): Pr
 }
 
 function encodeRecords(records: KeyRecord[], dimension: number): Buffer {
-  const ids = records.map((r, i) => {
-    if (typeof r.id !== 'string' || r.id.length === 0) throw badRequest('bad_item_id', `item ${i}: id must be a non-empty string`);
-    const id = Buffer.from(r.id, 'utf8');
-    if (id.length > MAX_ID_BYTES) throw badRequest('bad_item_id', `item ${i}: id is ${id.length} bytes; at most ${MAX_ID_BYTES}`);
-    if (!Number.isInteger(r.label) || r.label < 0 || r.label > 0xffffffff) {
-      throw badRequest('bad_label', `item ${i} (${r.id}): label must be a non-negative integer, got ${r.label}`);
-    }
-    if (!(r.key instanceof Float32Array) || r.key.length !== dimension) {
-      throw badRequest('bad_key', `item ${i} (${r.id}): key must be ${dimension} float32s, got ${r.key?.length}`);
-    }
-    return id;
-  });
+  validateRecords(records, dimension);
+  const ids = records.map((r) => Buffer.from(r.id, 'utf8'));
   const bodyBytes = (idBytes: number) => 2 + idBytes + 4 + 4 * dimension;
   const out = Buffer.allocUnsafe(ids.reduce((sum, id) => sum + PREFIX_BYTES + bodyBytes(id.length), 0));
   let o = 0;

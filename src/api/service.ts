@@ -49,7 +49,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());
   });
-  const caches = await engine.open(opts.dataDir);
+  const caches = await engine.open({ role: 'embedded', dataDir: opts.dataDir });
   ready = true;
   const { port } = server.address() as AddressInfo;
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;

@@ -1,20 +1,15 @@
 // One cache as a process holds it: its model, its index (a materialised view of
 // its key log), and the id → position map that makes adding an id idempotent.
-import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import writeFileAtomic from 'write-file-atomic';
 import { CacheDefinition, CacheInfo } from '../cache/definition.js';
 import { KeyExtractor } from '../model/extractor.js';
 import { VectorIndex } from '../index/types.js';
 import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
 import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
 import { KeyLog, KeyRecord } from '../keylog/types.js';
-import { FileKeyLog } from '../keylog/file-log.js';
 import { Mutex } from './mutex.js';
 import { conflict } from '../errors.js';
 
-export const DEFINITION_FILE = 'cache.json';
-const LOG_FILE = 'keylog.bin';
 
 export class CacheState {
   readonly ids: string[] = [];
@@ -37,37 +32,35 @@ export class CacheState {
     return this.ids.length;
   }
 
-  /** A new, empty cache: writes its definition and opens its key log. */
-  static async create(definition: CacheDefinition, dir: string, extractor: KeyExtractor): Promise<CacheState> {
+  /**
+   * A cache as its snapshot (if any) left it, caught up with its key log.
+   * `log` is the cache's key log: a file in embedded mode, a Redis Stream in distributed mode.
+   */
+  static async open(definition: CacheDefinition, dir: string, extractor: KeyExtractor, log: KeyLog): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
-    await writeFileAtomic(path.join(dir, DEFINITION_FILE), JSON.stringify(definition, null, 2) + '\n');
-    const log = await FileKeyLog.open(path.join(dir, LOG_FILE), extractor.keyDimension);
-    const index = createIndex(extractor.keyDimension, definition.index);
-    return new CacheState(definition, dir, extractor, index, log);
-  }
-
-  /** A cache from disk: its snapshot, then a replay of the log after the snapshot's position. */
-  static async open(definition: CacheDefinition, dir: string, extractor: KeyExtractor): Promise<CacheState> {
     const snapshot = await readSnapshot(dir);
     if (snapshot) checkSnapshotMatches(snapshot.manifest, definition, extractor);
-    const log = await FileKeyLog.open(path.join(dir, LOG_FILE), extractor.keyDimension);
-    let index: VectorIndex;
-    if (snapshot) {
-      const m = snapshot.manifest;
-      index = await loadIndex(snapshot.dir, m.indexKind, m.dimension, definition.index);
-    } else {
-      index = createIndex(extractor.keyDimension, definition.index);
-    }
+    const index = snapshot
+      ? await loadIndex(snapshot.dir, snapshot.manifest.indexKind, snapshot.manifest.dimension, definition.index)
+      : createIndex(extractor.keyDimension, definition.index);
     const state = new CacheState(definition, dir, extractor, index, log);
     if (snapshot) {
       snapshot.ids.forEach((id, position) => state.remember(id, snapshot.labels[position]));
       state.appliedPosition = state.snapshotPosition = snapshot.manifest.logPosition;
     }
-    // The log must still hold every record after the snapshot; readFrom throws if it does not.
-    await log.readFrom(state.appliedPosition, (records) => state.apply(records), 256).catch((err: Error) => {
+    await state.catchUp().catch((err: Error) => {
       throw new Error(`cache "${definition.name}": cannot replay its key log from position ${state.appliedPosition}: ${err.message}`);
     });
     return state;
+  }
+
+  /**
+   * Apply the log's records after appliedPosition, a batch at a time under the
+   * cache's lock, so predictions go on between batches. Throws if the log no
+   * longer holds them (compacted past a snapshot that is gone).
+   */
+  async catchUp(): Promise<number> {
+    return this.log.readFrom(this.appliedPosition, (records) => this.lock.run(() => this.apply(records)), 256);
   }
 
   /** Durably log new items, then apply them. Ids already present (or repeated in `records`) are skipped. */
@@ -133,10 +126,6 @@ export class CacheState {
     await writeSnapshot(this.dir, manifest, this.ids, this.labels.subarray(0, this.size), this.index);
     this.snapshotPosition = this.appliedPosition;
     await this.log.compactTo(this.snapshotPosition);
-  }
-
-  async saveDefinition(): Promise<void> {
-    await writeFileAtomic(path.join(this.dir, DEFINITION_FILE), JSON.stringify(this.definition, null, 2) + '\n');
   }
 
   info(): CacheInfo {

@@ -9,7 +9,12 @@ import { KeyExtractor } from '../model/extractor.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { ModelSpec } from '../model/spec.js';
 import { ExactIndex, TopK } from '../index/exact.js';
-import { CacheState, DEFINITION_FILE } from './cache-state.js';
+import { CacheState } from './cache-state.js';
+import { DefinitionStore, FileDefinitions, RedisDefinitions } from './definitions.js';
+import { FileKeyLog } from '../keylog/file-log.js';
+import { RedisKeyLog } from '../keylog/redis-log.js';
+import { connectRedis } from '../distributed/redis.js';
+import type { Redis } from 'ioredis';
 import { badRequest, conflict, notFound, UserError } from '../errors.js';
 import { KeyRecord } from '../keylog/types.js';
 
@@ -55,49 +60,79 @@ export interface CacheStatus {
   info?: CacheInfo;
 }
 
+/**
+ * What this process does with caches:
+ * - `embedded`: everything, in one process; definitions and key logs are files.
+ * - `api`: an api replica of distributed mode; definitions and key logs are in Redis,
+ *   and it tails every cache's log into its own index (workers append to the logs).
+ * - `worker`: a `cachet worker`: extracts keys and appends them to the logs; holds no index.
+ */
+export type EngineRole = 'embedded' | 'api' | 'worker';
+
+export interface EngineOptions {
+  role: EngineRole;
+  dataDir: string;
+  /** distributed mode (roles api and worker) */
+  redisUrl?: string;
+  /** api: snapshot after this many new log records… */
+  snapshotEvery?: number;
+  /** …or when this long has passed since the last snapshot with new records */
+  snapshotIntervalMs?: number;
+}
+
+export interface LogStatus {
+  name: string;
+  size: number;
+  appliedPosition: number;
+  logEnd: number;
+  /** records in the log this replica has not applied yet */
+  lag: number;
+}
+
 export class Engine {
   private readonly caches = new Map<string, CacheState>();
   private readonly failed = new Map<string, string>();
+  private readonly opening = new Map<string, Promise<void>>();
   /** one onnxruntime session per (model, spec, key layers) for the life of the process */
   private readonly extractors = new Map<string, Promise<KeyExtractor>>();
-  private dataDir = 'indexes';
+  private options: EngineOptions = { role: 'embedded', dataDir: 'indexes' };
+  private definitions: DefinitionStore = new FileDefinitions('indexes');
+  private redis: Redis | null = null;
+  private readonly workerLogs = new Map<string, Promise<RedisKeyLog>>();
+  private closed = false;
+  private loops: Promise<void>[] = [];
 
-  /** Load every cache found under dataDir. A cache that cannot load is reported, not fatal. */
-  async open(dataDir: string): Promise<CacheStatus[]> {
-    this.dataDir = dataDir;
-    await fs.mkdir(dataDir, { recursive: true });
-    for (const entry of await fs.readdir(dataDir, { withFileTypes: true })) {
-      if (!entry.isDirectory()) continue;
-      const dir = path.join(dataDir, entry.name);
-      const definitionFile = path.join(dir, DEFINITION_FILE);
-      try {
-        const raw = await fs.readFile(definitionFile, 'utf8').catch(() => null);
-        if (raw === null) continue;
-        const definition = CacheDefinitionSchema.parse(JSON.parse(raw));
-        const extractor = await this.extractorFor(definition);
-        this.caches.set(definition.name, await CacheState.open(definition, dir, extractor));
-      } catch (err) {
-        this.failed.set(entry.name, err instanceof Error ? err.message : String(err));
-      }
+  /** Load every cache (a cache that cannot load is reported, not fatal) and, for an api replica, start tailing. */
+  async open(options: EngineOptions): Promise<CacheStatus[]> {
+    this.options = options;
+    if (options.role !== 'embedded') {
+      if (!options.redisUrl) throw new Error(`role ${options.role} needs REDIS_URL`);
+      this.redis = connectRedis(options.redisUrl);
+      this.definitions = new RedisDefinitions(this.redis);
+    } else {
+      this.definitions = new FileDefinitions(options.dataDir);
     }
+    if (options.role === 'worker') return [];
+    await this.syncDefinitions();
+    if (options.role === 'api') this.loops.push(this.every(1000, () => this.syncDefinitions()), this.tailLogs());
     return this.listCaches();
   }
 
   /** `input` is validated here: it comes straight from an HTTP body. */
   async createCache(input: unknown): Promise<CacheInfo> {
+    this.assertRole('embedded', 'api');
     const parsed = CacheDefinitionSchema.safeParse(input);
     if (!parsed.success) throw badRequest('invalid_cache_definition', describeZodError(parsed.error));
     const definition = parsed.data;
-    if (this.caches.has(definition.name) || this.failed.has(definition.name)) {
-      throw conflict('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
-    }
-    const extractor = await this.extractorFor(definition);
     if (definition.keyLayers.length !== new Set(definition.keyLayers).size) {
       throw badRequest('invalid_cache_definition', `keyLayers lists a layer twice: ${definition.keyLayers.join(', ')}`);
     }
-    const state = await CacheState.create(definition, path.join(this.dataDir, definition.name), extractor);
-    this.caches.set(definition.name, state);
-    return state.info();
+    const taken = () => conflict('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
+    if (this.caches.has(definition.name) || this.failed.has(definition.name)) throw taken();
+    await this.extractorFor(definition); // validates the model, its spec and the key layers
+    if (!(await this.definitions.create(definition))) throw taken();
+    await this.openCache(definition);
+    return this.cache(definition.name).info();
   }
 
   async listCaches(): Promise<CacheStatus[]> {
@@ -110,34 +145,48 @@ export class Engine {
     return this.cache(name).info();
   }
 
+  /** How far each cache's index is behind its key log (an api replica's readiness). */
+  async logStatus(): Promise<LogStatus[]> {
+    const out: LogStatus[] = [];
+    for (const c of this.caches.values()) {
+      const logEnd = c.log instanceof RedisKeyLog ? await c.log.refreshEnd() : c.log.end();
+      out.push({ name: c.definition.name, size: c.size, appliedPosition: c.appliedPosition, logEnd, lag: Math.max(0, logEnd - c.appliedPosition) });
+    }
+    return out;
+  }
+
   async modelSpec(name: string): Promise<ModelSpec> {
-    return this.cache(name).extractor.spec;
+    return (await this.extractorFor(await this.definition(name))).spec;
   }
 
   /** Change θ and λ (for example after tuning). */
   async updateCache(name: string, change: { theta?: number; lambda?: number }): Promise<CacheInfo> {
+    this.assertRole('embedded', 'api');
     const cache = this.cache(name);
     const theta = change.theta === undefined ? cache.definition.theta : parseOr400(ThetaSchema, change.theta, 'theta');
     const lambda = change.lambda === undefined ? cache.definition.lambda : parseOr400(LambdaSchema, change.lambda, 'lambda');
     cache.definition = { ...cache.definition, theta, lambda };
-    await cache.saveDefinition();
+    await this.definitions.update(cache.definition);
     return cache.info();
   }
 
   /**
-   * Extract the keys of a batch of decoded images and add them as items.
+   * Extract the keys of a batch of decoded images and add them as items: to the
+   * cache (embedded), or to its key log for the api replicas to apply (worker).
    * `images` is n images laid out as the model's input; labels are class indices.
    */
   async indexBatch(name: string, images: Float32Array, ids: string[], labels: number[]): Promise<IndexBatchResult> {
-    const cache = this.cache(name);
+    this.assertRole('embedded', 'worker');
+    const definition = await this.definition(name);
+    const extractor = await this.extractorFor(definition);
     const n = ids.length;
-    const numClasses = cache.extractor.numClasses;
+    const numClasses = extractor.numClasses;
     const failed: IndexBatchResult['failed'] = [];
     const bad = labels.findIndex((l) => !Number.isInteger(l) || l < 0 || l >= numClasses);
     if (bad >= 0) throw badRequest('label_out_of_range', `item ${ids[bad]}: label ${labels[bad]} is not a class index 0–${numClasses - 1}`);
-    const { keys, zeroKeys } = await cache.extractor.run(images, n);
+    const { keys, zeroKeys } = await extractor.run(images, n);
     const zero = new Set(zeroKeys);
-    const dim = cache.extractor.keyDimension;
+    const dim = extractor.keyDimension;
     const records: KeyRecord[] = [];
     for (let i = 0; i < n; i++) {
       if (zero.has(i)) {
@@ -146,8 +195,26 @@ export class Engine {
       }
       records.push({ id: ids[i], label: labels[i], key: keys.subarray(i * dim, (i + 1) * dim) });
     }
+    if (this.options.role === 'worker') {
+      const { added } = await (await this.workerLog(name, dim)).appendNew(records);
+      return { added, duplicates: records.length - added, failed };
+    }
+    const cache = this.cache(name);
     const { added, duplicates } = await cache.lock.run(() => cache.add(records));
     return { added, duplicates, failed };
+  }
+
+  /**
+   * Make what a job added durable in the materialised view and report the cache's size:
+   * embedded, a snapshot; a worker holds no view, so the log's length.
+   */
+  async flush(name: string): Promise<{ cacheSize: number }> {
+    if (this.options.role === 'worker') {
+      const definition = await this.definition(name);
+      const log = await this.workerLog(name, (await this.extractorFor(definition)).keyDimension);
+      return { cacheSize: await log.refreshEnd() };
+    }
+    return { cacheSize: (await this.snapshot(name)).size };
   }
 
   /** p_model, p_cache and p = (1 − λ)·p_model + λ·p_cache for n images, with their nearest cached items. */
@@ -201,14 +268,112 @@ export class Engine {
     return cache.info();
   }
 
-  /** Snapshot every cache and close its log (graceful shutdown). */
+  /** Stop tailing, snapshot every cache and close its log (graceful shutdown). */
   async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.loops);
     for (const cache of this.caches.values()) {
       await cache.lock.run(async () => {
         await cache.snapshot();
         await cache.close();
       });
     }
+    this.redis?.disconnect();
+  }
+
+  private async openCache(definition: CacheDefinition): Promise<void> {
+    const name = definition.name;
+    let opening = this.opening.get(name);
+    if (!opening) {
+      opening = (async () => {
+        try {
+          const extractor = await this.extractorFor(definition);
+          const dir = path.join(this.options.dataDir, name);
+          const log = this.redis
+            ? await RedisKeyLog.open(this.redis, name, extractor.keyDimension)
+            : await FileKeyLog.open(path.join(dir, LOG_FILE), extractor.keyDimension);
+          this.caches.set(name, await CacheState.open(definition, dir, extractor, log));
+          this.failed.delete(name);
+        } catch (err) {
+          this.failed.set(name, err instanceof Error ? err.message : String(err));
+        } finally {
+          this.opening.delete(name);
+        }
+      })();
+      this.opening.set(name, opening);
+    }
+    await opening;
+  }
+
+  /** Open caches this process has not seen yet; take θ and λ changed by another replica. */
+  private async syncDefinitions(): Promise<void> {
+    const { definitions, unreadable } = await this.definitions.list();
+    for (const u of unreadable) this.failed.set(u.name, u.error);
+    for (const d of definitions) {
+      const cache = this.caches.get(d.name);
+      if (cache) cache.definition = d;
+      else if (!this.failed.has(d.name)) await this.openCache(d);
+    }
+  }
+
+  /** An api replica applies what workers append to the key logs, and snapshots now and then. */
+  private async tailLogs(): Promise<void> {
+    const blocking = this.redis!.duplicate();
+    const every = this.options.snapshotEvery ?? 10_000;
+    const interval = this.options.snapshotIntervalMs ?? 60_000;
+    const lastSnapshot = new Map<string, number>();
+    try {
+      while (!this.closed) {
+        try {
+          const caches = [...this.caches.values()];
+          const logs = caches.map((c) => ({ log: c.log as RedisKeyLog, position: c.appliedPosition }));
+          await RedisKeyLog.waitForAny(blocking, logs, 500);
+          for (const c of caches) {
+            if (this.closed) break;
+            await c.catchUp();
+            const pending = c.appliedPosition - c.snapshotPosition;
+            const since = Date.now() - (lastSnapshot.get(c.definition.name) ?? 0);
+            if (pending >= every || (pending > 0 && since >= interval)) {
+              await c.lock.run(() => c.snapshot());
+              lastSnapshot.set(c.definition.name, Date.now());
+            }
+          }
+        } catch (err) {
+          if (!this.closed) console.error(`cachet: tailing the key logs: ${(err as Error).message}; retrying`);
+          await sleep(500);
+        }
+      }
+    } finally {
+      blocking.disconnect();
+    }
+  }
+
+  private async every(ms: number, task: () => Promise<void>): Promise<void> {
+    while (!this.closed) {
+      await sleep(ms);
+      await task().catch((err: Error) => console.error(`cachet: ${err.message}`));
+    }
+  }
+
+  private workerLog(name: string, dimension: number): Promise<RedisKeyLog> {
+    let log = this.workerLogs.get(name);
+    if (!log) {
+      log = RedisKeyLog.open(this.redis!, name, dimension);
+      this.workerLogs.set(name, log);
+      log.catch(() => this.workerLogs.delete(name));
+    }
+    return log;
+  }
+
+  /** A cache's definition: from memory where this process holds the cache, else from the store. */
+  private async definition(name: string): Promise<CacheDefinition> {
+    const held = this.caches.get(name);
+    if (held) return held.definition;
+    if (this.options.role === 'worker') {
+      const stored = await this.definitions.get(name);
+      if (stored) return stored;
+    }
+    return this.cache(name).definition; // throws the right error
   }
 
   private cache(name: string): CacheState {
@@ -218,6 +383,10 @@ export class Engine {
     if (error !== undefined) throw new UserError(409, 'cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
     const known = [...this.caches.keys()];
     throw notFound('unknown_cache', `no cache named "${name}"; ${known.length ? `known caches: ${known.join(', ')}` : 'create one with POST /v1/caches'}`);
+  }
+
+  private assertRole(...roles: EngineRole[]): void {
+    if (!roles.includes(this.options.role)) throw new Error(`not available to a process of role ${this.options.role}`);
   }
 
   private extractorFor(d: CacheDefinition): Promise<KeyExtractor> {
@@ -237,6 +406,9 @@ export class Engine {
     return extractor;
   }
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LOG_FILE = 'keylog.bin';
 
 function parseOr400<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } }, value: unknown, field: string): T {
   const r = schema.safeParse(value);

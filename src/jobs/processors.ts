@@ -43,8 +43,8 @@ export async function runIndexJob(engine: EngineApi, settings: ProcessorSettings
       ctx.progress(done, data.items.length);
     },
   );
-  const info = await engine.snapshot(data.cache);
-  return { images: data.items.length, ...totals, cacheSize: info.size };
+  const { cacheSize } = await engine.flush(data.cache);
+  return { images: data.items.length, ...totals, cacheSize };
 }
 
 export interface EvalJobData {

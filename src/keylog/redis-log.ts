@@ -1,0 +1,113 @@
+// Distributed mode's key log: one Redis Stream per cache, shared by every
+// worker (who append) and every api replica (who tail it into their index).
+//
+// An append is one Lua script, atomic in Redis: for each record whose id is new
+// to the cache's id set, it takes the next position and XADDs the record with
+// the explicit entry ID `<position + 1>-0`. So positions are dense integers, as in
+// the file log; an id appended twice (a retried chunk, two workers racing) is one
+// record; and a reader can start from any position with XRANGE.
+import type { Redis } from 'ioredis';
+import { conflict } from '../errors.js';
+import { redisKeys } from '../distributed/keys.js';
+import { validateRecords, type KeyLog, type KeyRecord } from './types.js';
+
+const APPEND = `
+local added = 0
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local id = ARGV[2 + i * 3]
+  if redis.call('SADD', KEYS[2], id) == 1 then
+    local seq = redis.call('INCR', KEYS[3])
+    redis.call('XADD', KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[3 + i * 3], 'key', ARGV[4 + i * 3])
+    added = added + 1
+  end
+end
+return {added, tonumber(redis.call('GET', KEYS[3]) or '0')}
+`;
+
+type StreamEntry = [Buffer, Buffer[]];
+
+export class RedisKeyLog implements KeyLog {
+  private known = 0;
+
+  private constructor(
+    private readonly redis: Redis,
+    readonly cache: string,
+    readonly dimension: number,
+  ) {}
+
+  /** Opens (or starts) a cache's log; a log started with another key dimension is refused. */
+  static async open(redis: Redis, cache: string, dimension: number): Promise<RedisKeyLog> {
+    await redis.set(redisKeys.dimension(cache), String(dimension), 'NX');
+    const stored = Number(await redis.get(redisKeys.dimension(cache)));
+    if (stored !== dimension) {
+      throw conflict('key_dimension_mismatch', `the key log of cache "${cache}" holds ${stored}-float keys; this model gives ${dimension}`);
+    }
+    const log = new RedisKeyLog(redis, cache, dimension);
+    await log.refreshEnd();
+    return log;
+  }
+
+  end(): number {
+    return this.known;
+  }
+
+  /** The log's end as Redis has it now (other processes append too). */
+  async refreshEnd(): Promise<number> {
+    this.known = Number((await this.redis.get(redisKeys.end(this.cache))) ?? 0);
+    return this.known;
+  }
+
+  /** Appends the records whose ids are new; durable as Redis's AOF is (appendfsync). */
+  async append(records: KeyRecord[]): Promise<number> {
+    return (await this.appendNew(records)).end;
+  }
+
+  async appendNew(records: KeyRecord[]): Promise<{ added: number; end: number }> {
+    validateRecords(records, this.dimension);
+    if (records.length === 0) return { added: 0, end: await this.refreshEnd() };
+    const args: (string | Buffer)[] = [String(records.length)];
+    for (const r of records) args.push(r.id, String(r.label), Buffer.from(r.key.buffer, r.key.byteOffset, r.key.byteLength));
+    const c = this.cache;
+    const [added, end] = (await this.redis.eval(APPEND, 3, redisKeys.log(c), redisKeys.ids(c), redisKeys.end(c), ...args)) as [number, number];
+    this.known = Math.max(this.known, end);
+    return { added, end };
+  }
+
+  async readFrom(position: number, onBatch: (records: KeyRecord[], firstPosition: number) => Promise<void> | void, batchSize = 256): Promise<number> {
+    for (;;) {
+      const entries = (await this.redis.xrangeBuffer(redisKeys.log(this.cache), `${position + 1}-0`, '+', 'COUNT', batchSize)) as StreamEntry[];
+      if (entries.length === 0) break;
+      const first = Number(entries[0][0].toString().split('-')[0]) - 1;
+      if (first !== position) throw new Error(`key log of "${this.cache}" jumps from position ${position} to ${first}`);
+      await onBatch(entries.map((e) => this.decode(e)), position);
+      position += entries.length;
+      this.known = Math.max(this.known, position);
+      if (entries.length < batchSize) break;
+    }
+    return position;
+  }
+
+  /**
+   * Waits (up to timeoutMs) until any of `logs` has a record at or after its given position.
+   * Uses a connection of its own: XREAD BLOCK holds the connection while it waits.
+   */
+  static async waitForAny(blocking: Redis, logs: { log: RedisKeyLog; position: number }[], timeoutMs: number): Promise<void> {
+    if (logs.length === 0) return new Promise((r) => setTimeout(r, timeoutMs));
+    await blocking.xreadBuffer('COUNT', 1, 'BLOCK', timeoutMs, 'STREAMS', ...logs.map((l) => redisKeys.log(l.log.cache)), ...logs.map((l) => `${l.position}-0`));
+  }
+
+  /** The stream is shared by every replica: none of them may trim it alone. */
+  async compactTo(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  private decode([, fields]: StreamEntry): KeyRecord {
+    const f: Record<string, Buffer> = {};
+    for (let i = 0; i < fields.length; i += 2) f[fields[i].toString()] = fields[i + 1];
+    const bytes = f.key;
+    const key = new Float32Array(bytes.byteLength / 4);
+    new Uint8Array(key.buffer).set(bytes); // copy: the Buffer may be unaligned
+    return { id: f.id.toString(), label: Number(f.label.toString()), key };
+  }
+}

@@ -23,6 +23,7 @@ export interface ApiContext {
   engine: EngineApi;
   queue: JobQueue;
   limits: ApiLimits;
+  mode: 'embedded' | 'distributed';
   isReady: () => boolean;
   log: (err: unknown) => void;
 }
@@ -55,8 +56,13 @@ export function createApp(ctx: ApiContext): express.Express {
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', async (_req, res) => {
     if (!ctx.isReady()) return void res.status(503).json({ status: 'starting' });
-    const caches = await engine.listCaches();
-    res.json({ status: 'ready', mode: 'embedded', caches: caches.map((c) => ({ name: c.name, status: c.status, size: c.info?.size ?? null })) });
+    const [caches, logs] = await Promise.all([engine.listCaches(), engine.logStatus()]);
+    const lag = new Map(logs.map((l) => [l.name, l]));
+    res.json({
+      status: 'ready',
+      mode: ctx.mode,
+      caches: caches.map((c) => ({ name: c.name, status: c.status, size: c.info?.size ?? null, ...(c.error && { error: c.error }), log: lag.get(c.name) ?? null })),
+    });
   });
 
   app.post('/v1/caches', wrap(async (req, res) => {
@@ -90,7 +96,7 @@ export function createApp(ctx: ApiContext): express.Express {
   }));
   app.get('/v1/jobs/:id', wrap(async (req, res) => {
     const job = await queue.get(param(req, 'id'));
-    if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')} (embedded mode forgets jobs when the service restarts)`);
+    if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')}${ctx.mode === 'embedded' ? ' (embedded mode forgets jobs when the service restarts)' : ''}`);
     res.json(job);
   }));
 

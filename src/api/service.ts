@@ -9,6 +9,12 @@ import { JobQueue } from '../jobs/types.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 import { createApp, ApiLimits } from './app.js';
 import { CacheStatus } from '../engine/engine.js';
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { connectRedis } from '../distributed/redis.js';
+import { DistributedQueue } from '../distributed/queue.js';
+import { evalProcessor } from '../distributed/processors.js';
+import { queueNames } from '../distributed/keys.js';
 
 export interface ServeOptions {
   port: number;
@@ -17,6 +23,10 @@ export interface ServeOptions {
   limits?: Partial<ApiLimits>;
   /** images per model run when indexing or evaluating */
   batchSize?: number;
+  /** distributed mode: this process is an api replica coordinated through this Redis */
+  redisUrl?: string;
+  /** distributed mode: images per chunk job */
+  chunkSize?: number;
 }
 
 export interface RunningService {
@@ -38,18 +48,31 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const engine = startEngine();
   let ready = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
-  const queue = new EmbeddedQueue({
-    index: (data, ctx) => runIndexJob(engine, settings, data as IndexJobData, ctx),
-    eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
-  });
+  let queue: JobQueue;
+  let evalWorker: Worker | null = null;
+  let redis: Redis | null = null;
+  if (opts.redisUrl) {
+    redis = connectRedis(opts.redisUrl);
+    queue = new DistributedQueue(redis, { chunkSize: opts.chunkSize ?? 256, attempts: 5 });
+    // api replicas hold the indexes, so they take the eval jobs
+    evalWorker = new Worker(queueNames.eval, evalProcessor(engine, settings), { connection: redis, concurrency: 1, autorun: false });
+    evalWorker.on('error', (err) => console.error(`cachet: eval worker: ${err.message}`));
+  } else {
+    queue = new EmbeddedQueue({
+      index: (data, ctx) => runIndexJob(engine, settings, data as IndexJobData, ctx),
+      eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
+    });
+  }
   const log = (err: unknown) => console.error(err);
-  const app = createApp({ engine, queue, limits, isReady: () => ready, log });
+  const mode = opts.redisUrl ? 'distributed' : 'embedded';
+  const app = createApp({ engine, queue, limits, mode, isReady: () => ready, log });
   const server = http.createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());
   });
-  const caches = await engine.open({ role: 'embedded', dataDir: opts.dataDir });
+  const caches = await engine.open({ role: opts.redisUrl ? 'api' : 'embedded', dataDir: opts.dataDir, redisUrl: opts.redisUrl });
+  evalWorker?.run().catch((err: Error) => console.error(`cachet: eval worker: ${err.message}`));
   ready = true;
   const { port } = server.address() as AddressInfo;
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
@@ -64,9 +87,11 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
         ready = false;
         await new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
+        await evalWorker?.close();
         await queue.close();
         await engine.close();
         await engine.terminate();
+        redis?.disconnect();
       })()),
   };
 }

@@ -32,10 +32,23 @@ program
   .description('run the service (embedded mode: one process, no Redis)')
   .addOption(new Option('--port <port>', 'port to listen on').env('PORT').default(8080).argParser(int))
   .addOption(new Option('--host <host>', 'address to listen on').env('HOST').default('127.0.0.1'))
-  .addOption(new Option('--data-dir <dir>', 'where caches live').env('CACHET_DATA_DIR').default('indexes'))
-  .action(async (opts: { port: number; host: string; dataDir: string }) => {
+  .addOption(new Option('--data-dir <dir>', 'where caches (embedded) or this replica\'s snapshots (distributed) live').env('CACHET_DATA_DIR').default('indexes'))
+  .addOption(new Option('--redis-url <url>', 'distributed mode: coordinate with workers and other replicas through this Redis').env('REDIS_URL'))
+  .addOption(new Option('--chunk-size <n>', 'distributed mode: images per chunk job').default(256).argParser(int))
+  .action(async (opts: { port: number; host: string; dataDir: string; redisUrl?: string; chunkSize: number }) => {
     const { serve } = await import('./serve.js');
     await serve(opts);
+  });
+
+program
+  .command('worker')
+  .description('distributed mode: extract keys for index jobs (run as many as you like, on any host)')
+  .addOption(new Option('--redis-url <url>', 'the Redis the api replicas use').env('REDIS_URL').makeOptionMandatory())
+  .addOption(new Option('--concurrency <n>', 'chunk jobs in hand at once').env('CACHET_WORKER_CONCURRENCY').default(1).argParser(int))
+  .addOption(new Option('--lock-duration <ms>', 'a dead worker\'s chunk goes to another after this long').env('CACHET_LOCK_DURATION_MS').default(30_000).argParser(int))
+  .action(async (opts: { redisUrl: string; concurrency: number; lockDuration: number }) => {
+    const { runWorkerProcess } = await import('../../workers/index-worker.js');
+    await runWorkerProcess(opts);
   });
 
 program

@@ -1,0 +1,55 @@
+// The data of Cachet's BullMQ jobs. Documented in docs/jobs.md, so that any BullMQ
+// producer (not only our api) can submit an index job; the worker validates it.
+import { z } from 'zod';
+
+/** One image of a chunk: a path or URL every worker can read, or (small inline batches only) its bytes. */
+export const ItemRefSchema = z
+  .object({
+    id: z.string().min(1).max(4096),
+    label: z.union([z.number().int(), z.string().min(1)]).describe('class index or class name'),
+    path: z.string().min(1).optional().describe('a file path on storage every worker can read, or an http(s) URL'),
+    image: z.string().min(1).optional().describe('the image bytes, base64 (small inline batches only)'),
+  })
+  .strict()
+  .refine((i) => (i.path === undefined) !== (i.image === undefined), 'an item has either "path" or "image"');
+export type ItemRef = z.infer<typeof ItemRefSchema>;
+
+/** Queue cachet-index, job name "chunk". */
+export const ChunkJobSchema = z
+  .object({
+    cache: z.string().min(1),
+    flip: z.boolean().default(false),
+    items: z.array(ItemRefSchema).min(1).max(10_000),
+  })
+  .strict();
+export type ChunkJobData = z.input<typeof ChunkJobSchema>;
+
+/** What a chunk job returns (its parent sums them). */
+export interface ChunkResult {
+  images: number;
+  added: number;
+  duplicates: number;
+  failed: number;
+  errors: { id: string; error: string }[];
+}
+
+/** Queue cachet-jobs, job name "index": the parent of an index job's chunks. */
+export const IndexParentSchema = z
+  .object({
+    cache: z.string().min(1),
+    total: z.number().int().min(0).describe('images in all chunks, for progress'),
+    flip: z.boolean().default(false),
+  })
+  .strict();
+export type IndexParentData = z.input<typeof IndexParentSchema>;
+
+/** Queue cachet-eval, job name "eval" (processed by api replicas, which hold the indexes). */
+export const EvalJobSchema = z
+  .object({
+    cache: z.string().min(1),
+    items: z.array(ItemRefSchema).min(1),
+    theta: z.number().optional(),
+    lambda: z.number().optional(),
+  })
+  .strict();
+export type EvalJobData = z.input<typeof EvalJobSchema>;

@@ -1,0 +1,133 @@
+// Distributed mode's queue: an index job is a BullMQ flow, a parent in
+// cachet-jobs with its images split into chunks in cachet-index, so that every
+// worker shares it. Eval jobs go to cachet-eval, where api replicas take them.
+import { randomUUID } from 'node:crypto';
+import { FlowProducer, Job, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { JobQueue, JobType, JobView, MAX_ITEM_ERRORS, ItemError, JobStateName } from '../jobs/types.js';
+import type { SourceItem } from '../jobs/sources.js';
+import type { IndexJobData, EvalJobData as EmbeddedEvalData } from '../jobs/processors.js';
+import { queueNames } from './keys.js';
+import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef } from './job-schema.js';
+
+export interface DistributedQueueOptions {
+  /** images per chunk job */
+  chunkSize: number;
+  /** attempts per chunk, with exponential backoff */
+  attempts: number;
+}
+
+/** Retries with exponential backoff; finished jobs are kept a day for GET /v1/jobs/:id. */
+export const chunkJobOptions = (attempts: number) => ({
+  attempts,
+  backoff: { type: 'exponential', delay: 1000 },
+  ignoreDependencyOnFailure: true, // a chunk that fails for good does not fail the whole job
+  removeOnComplete: { age: 24 * 3600 },
+  removeOnFail: { age: 7 * 24 * 3600 },
+});
+
+export class DistributedQueue implements JobQueue {
+  private readonly flows: FlowProducer;
+  private readonly parents: Queue;
+  private readonly evals: Queue;
+
+  constructor(connection: Redis, private readonly opts: DistributedQueueOptions) {
+    this.flows = new FlowProducer({ connection });
+    this.parents = new Queue(queueNames.jobs, { connection });
+    this.evals = new Queue(queueNames.eval, { connection });
+  }
+
+  async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {
+    const id = randomUUID();
+    if (type === 'eval') {
+      const d = data as EmbeddedEvalData;
+      const job: EvalJobData = { cache, items: d.items.map(toRef), theta: d.theta, lambda: d.lambda };
+      await this.evals.add('eval', job, { jobId: id, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 24 * 3600 } });
+    } else {
+      const d = data as IndexJobData;
+      const parent: IndexParentData = { cache, total, flip: d.flip };
+      const children = [];
+      for (let i = 0; i < d.items.length; i += this.opts.chunkSize) {
+        const chunk: ChunkJobData = { cache, flip: d.flip, items: d.items.slice(i, i + this.opts.chunkSize).map(toRef) };
+        children.push({ name: 'chunk', queueName: queueNames.index, data: chunk, opts: chunkJobOptions(this.opts.attempts) });
+      }
+      await this.flows.add({ name: 'index', queueName: queueNames.jobs, data: parent, opts: { jobId: id, removeOnComplete: { age: 24 * 3600 } }, children });
+    }
+    return (await this.get(id))!;
+  }
+
+  async get(id: string): Promise<JobView | null> {
+    const parent = await Job.fromId(this.parents, id);
+    if (parent) return indexJobView(parent);
+    const evalJob = await Job.fromId(this.evals, id);
+    return evalJob ? evalJobView(evalJob) : null;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.flows.close(), this.parents.close(), this.evals.close()]);
+  }
+}
+
+function toRef(item: SourceItem): ItemRef {
+  const label = item.label ?? -1;
+  return typeof item.image === 'string' ? { id: item.id, label, path: item.image } : { id: item.id, label, image: item.image.toString('base64') };
+}
+
+/** An index job's view: progress and errors are the sums of its finished chunks. */
+async function indexJobView(parent: Job): Promise<JobView> {
+  const data = parent.data as IndexParentData;
+  const values = Object.values(await parent.getChildrenValues()) as ChunkResult[];
+  const failures = Object.entries(await parent.getIgnoredChildrenFailures());
+  const errors: ItemError[] = [];
+  let done = 0;
+  let errorCount = 0;
+  for (const v of values) {
+    done += v.images;
+    errorCount += v.failed;
+    errors.push(...v.errors.slice(0, Math.max(0, MAX_ITEM_ERRORS - errors.length)));
+  }
+  for (const [chunk, reason] of failures) {
+    errorCount++;
+    if (errors.length < MAX_ITEM_ERRORS) errors.push({ id: `chunk ${chunk}`, error: `the whole chunk failed after its retries: ${reason}` });
+  }
+  const state = await parent.getState();
+  return view(parent, 'index', data.cache, mapState(state, done > 0), { done, total: data.total }, errors, errorCount);
+}
+
+interface EvalProgress {
+  done: number;
+  total: number;
+  errors?: ItemError[];
+  errorCount?: number;
+}
+
+async function evalJobView(job: Job): Promise<JobView> {
+  const data = job.data as EvalJobData;
+  const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total: data.items.length }) as EvalProgress;
+  const state = await job.getState();
+  return view(job, 'eval', data.cache, mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
+}
+
+function mapState(state: string, started: boolean): JobStateName {
+  if (state === 'completed' || state === 'failed' || state === 'active') return state;
+  if (state === 'waiting-children') return started ? 'active' : 'waiting';
+  return 'waiting';
+}
+
+function view(job: Job, type: JobType, cache: string, state: JobStateName, progress: JobView['progress'], errors: ItemError[], errorCount: number): JobView {
+  const iso = (t: number | undefined) => (t ? new Date(t).toISOString() : null);
+  return {
+    id: String(job.id),
+    type,
+    cache,
+    state,
+    progress,
+    errors,
+    errorCount,
+    result: job.returnvalue ?? null,
+    failedReason: job.failedReason ?? null,
+    createdAt: new Date(job.timestamp).toISOString(),
+    startedAt: iso(job.processedOn),
+    finishedAt: iso(job.finishedOn),
+  };
+}

@@ -1,0 +1,44 @@
+// `cachet worker`: takes chunk jobs (and finishes parent jobs) from BullMQ.
+// Decoding runs on libuv's pool and inference on the engine thread, so this
+// thread's event loop stays free to renew BullMQ's job locks.
+import { Worker } from 'bullmq';
+import { startEngine } from '../engine/client.js';
+import { connectRedis } from './redis.js';
+import { queueNames } from './keys.js';
+import { chunkProcessor, parentProcessor } from './processors.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
+
+export interface WorkerOptions {
+  redisUrl: string;
+  /** chunk jobs in hand at once */
+  concurrency: number;
+  batchSize?: number;
+  /** BullMQ lock: a worker that dies loses its chunk to another after this long */
+  lockDurationMs?: number;
+}
+
+export interface RunningWorker {
+  /** stop taking jobs, finish the ones in hand, disconnect */
+  close(): Promise<void>;
+}
+
+export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const engine = startEngine();
+  await engine.open({ role: 'worker', dataDir: 'indexes', redisUrl: opts.redisUrl });
+  const connection = connectRedis(opts.redisUrl);
+  const settings = { batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
+  const lockDuration = opts.lockDurationMs ?? 30_000;
+  const workers = [
+    new Worker(queueNames.index, chunkProcessor(engine, settings), { connection, concurrency: opts.concurrency, lockDuration, stalledInterval: lockDuration }),
+    new Worker(queueNames.jobs, parentProcessor(engine), { connection, concurrency: 1, lockDuration, stalledInterval: lockDuration }),
+  ];
+  for (const w of workers) w.on('error', (err) => console.error(`cachet worker: ${err.message}`));
+  return {
+    close: async () => {
+      await Promise.all(workers.map((w) => w.close()));
+      await engine.close();
+      await engine.terminate();
+      connection.disconnect();
+    },
+  };
+}

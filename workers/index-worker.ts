@@ -1,0 +1,35 @@
+// Entry point of a worker process (`cachet worker`, or `node dist/workers/index-worker.js`
+// with REDIS_URL set): takes index chunks from BullMQ until SIGTERM, then finishes
+// the chunks in hand and exits 0.
+import { startWorker } from '../src/distributed/worker.js';
+import { redactUrl } from '../src/cli/serve.js';
+
+export async function runWorkerProcess(opts: { redisUrl: string; concurrency: number; lockDuration?: number }): Promise<void> {
+  const worker = await startWorker({ redisUrl: opts.redisUrl, concurrency: opts.concurrency, lockDurationMs: opts.lockDuration });
+  console.log(`cachet worker: taking index chunks from ${redactUrl(opts.redisUrl)} (concurrency ${opts.concurrency})`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`cachet worker: ${signal}: finishing the chunks in hand…`);
+    worker.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+// Run directly: node dist/workers/index-worker.js
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const redisUrl = process.env.REDIS_URL;
+  if (!redisUrl) {
+    console.error('cachet worker: set REDIS_URL');
+    process.exit(2);
+  }
+  await runWorkerProcess({ redisUrl, concurrency: Number(process.env.CACHET_WORKER_CONCURRENCY ?? 1), lockDuration: Number(process.env.CACHET_LOCK_DURATION_MS ?? 30_000) });
+}

@@ -37,14 +37,15 @@ export async function startRedis(): Promise<TestRedis> {
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     const p = proc;
     proc = null;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill(signal);
     });
   };
   await launch();
-  return { url: `redis://127.0.0.1:${port}`, port, stop, restart: async () => (await stop(), await launch()) };
+  // restart = kill -9 and start again: with appendfsync always, AOF must lose nothing
+  return { url: `redis://127.0.0.1:${port}`, port, stop, restart: async () => (await stop('SIGKILL'), await launch()) };
 }
 
 function canConnect(port: number): Promise<boolean> {

@@ -43,7 +43,14 @@ const PredictJsonSchema = PredictOptionsSchema.extend({
 }).strict();
 
 const IndexJobSchema = z.object({ source: SourceSchema, flip: z.boolean().default(false) }).strict();
-const EvalJobSchema = z.object({ source: SourceSchema, theta: ThetaSchema.optional(), lambda: LambdaSchema.optional() }).strict();
+const EvalJobSchema = z
+  .object({
+    source: SourceSchema,
+    theta: ThetaSchema.optional(),
+    lambda: LambdaSchema.optional(),
+    compareWith: z.string().min(1).optional().describe('another cache to classify the same images with, e.g. an hnsw twin'),
+  })
+  .strict();
 const UpdateCacheSchema = z.object({ theta: ThetaSchema.optional(), lambda: LambdaSchema.optional() }).strict();
 
 export function createApp(ctx: ApiContext): express.Express {
@@ -90,8 +97,9 @@ export function createApp(ctx: ApiContext): express.Express {
     const name = param(req, 'name');
     const body = parse(EvalJobSchema, req.body);
     const info = await engine.getCache(name);
+    if (body.compareWith) await engine.getCache(body.compareWith);
     const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
-    const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda }, items.length);
+    const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith }, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
   }));
   app.get('/v1/jobs/:id', wrap(async (req, res) => {

@@ -169,17 +169,23 @@ program
   .description('top-1 error of the model alone, the cache model and the cache alone (λ=1) on labelled images')
   .option('--theta <θ>', 'θ (default: the cache\'s)', num)
   .option('--lambda <λ>', 'λ (default: the cache\'s)', num)
+  .option('--compare <cache>', 'also classify with another cache (e.g. an hnsw twin) and report top-1 agreement')
   .option('--json', 'print only the JSON result')
   .addOption(urlOption())
-  .action(async (name: string, source: string, o: { theta?: number; lambda?: number; json?: boolean; url: string }) => {
+  .action(async (name: string, source: string, o: { theta?: number; lambda?: number; compare?: string; json?: boolean; url: string }) => {
     const api = client(o);
-    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/eval-jobs`, { source: sourceOf(source), theta: o.theta, lambda: o.lambda });
+    const body = { source: sourceOf(source), theta: o.theta, lambda: o.lambda, compareWith: o.compare };
+    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/eval-jobs`, body);
     const done = await followJob(api, job, 'evaluating');
     const r = done.result as EvalJobResult;
     if (!o.json) {
       const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
       console.error(`${r.images} images, cache of ${r.cacheSize} items, θ=${r.theta}, λ=${r.lambda}`);
       console.error(`top-1 error: model ${pct(r.error.model)}, cache model ${pct(r.error.cacheModel)}, cache alone ${pct(r.error.cacheOnly)}`);
+      if (r.compare) {
+        const c = r.compare;
+        console.error(`${c.cache} (${c.cacheSize} items): cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; top-1 agreement ${pct(c.agreement.cacheModel)}`);
+      }
     }
     print(r);
   });

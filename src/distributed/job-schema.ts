@@ -50,6 +50,7 @@ export const EvalJobSchema = z
     items: z.array(ItemRefSchema).min(1),
     theta: z.number().optional(),
     lambda: z.number().optional(),
+    compareWith: z.string().min(1).optional(),
   })
   .strict();
 export type EvalJobData = z.input<typeof EvalJobSchema>;

@@ -87,6 +87,6 @@ export function evalProcessor(engine: EngineApi, settings: ProcessorSettings) {
       },
       signal: new AbortController().signal,
     };
-    return runEvalJob(engine, settings, { cache: data.cache, items, theta: data.theta, lambda: data.lambda }, ctx);
+    return runEvalJob(engine, settings, { cache: data.cache, items, theta: data.theta, lambda: data.lambda, compareWith: data.compareWith }, ctx);
   };
 }

@@ -41,7 +41,7 @@ export class DistributedQueue implements JobQueue {
     const id = randomUUID();
     if (type === 'eval') {
       const d = data as EmbeddedEvalData;
-      const job: EvalJobData = { cache, items: d.items.map(toRef), theta: d.theta, lambda: d.lambda };
+      const job: EvalJobData = { cache, items: d.items.map(toRef), theta: d.theta, lambda: d.lambda, compareWith: d.compareWith };
       await this.evals.add('eval', job, { jobId: id, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 24 * 3600 } });
     } else {
       const d = data as IndexJobData;

@@ -1,6 +1,7 @@
 // `cachet worker`: takes chunk jobs (and finishes parent jobs) from BullMQ.
 // Decoding runs on libuv's pool and inference on the engine thread, so this
 // thread's event loop stays free to renew BullMQ's job locks.
+import os from 'node:os';
 import { Worker } from 'bullmq';
 import { startEngine } from '../engine/client.js';
 import { connectRedis } from './redis.js';
@@ -28,9 +29,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const connection = connectRedis(opts.redisUrl);
   const settings = { batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
   const lockDuration = opts.lockDurationMs ?? 30_000;
+  // A job records the name of the worker that processed it (job.processedBy).
+  const name = `${os.hostname()}:${process.pid}`;
+  const common = { connection, name, lockDuration, stalledInterval: lockDuration };
   const workers = [
-    new Worker(queueNames.index, chunkProcessor(engine, settings), { connection, concurrency: opts.concurrency, lockDuration, stalledInterval: lockDuration }),
-    new Worker(queueNames.jobs, parentProcessor(engine), { connection, concurrency: 1, lockDuration, stalledInterval: lockDuration }),
+    new Worker(queueNames.index, chunkProcessor(engine, settings), { ...common, concurrency: opts.concurrency }),
+    new Worker(queueNames.jobs, parentProcessor(engine), { ...common, concurrency: 1 }),
   ];
   for (const w of workers) w.on('error', (err) => console.error(`cachet worker: ${err.message}`));
   return {

@@ -319,6 +319,7 @@ export class Engine {
   /** An api replica applies what workers append to the key logs, and snapshots now and then. */
   private async tailLogs(): Promise<void> {
     const blocking = this.redis!.duplicate();
+    blocking.on('error', () => {}); // reconnects by itself
     const every = this.options.snapshotEvery ?? 10_000;
     const interval = this.options.snapshotIntervalMs ?? 60_000;
     const lastSnapshot = new Map<string, number>();

@@ -4,6 +4,7 @@ import { forEachBatch } from './pipeline.js';
 import { SourceItem } from './sources.js';
 import { JobContext } from './types.js';
 import { ModelSpec } from '../model/spec.js';
+import type { Classification } from '../engine/engine.js';
 
 export interface ProcessorSettings {
   batchSize: number;
@@ -52,6 +53,14 @@ export interface EvalJobData {
   items: SourceItem[];
   theta?: number;
   lambda?: number;
+  /** also classify with this cache (e.g. an hnsw twin of an exact cache) and count agreement */
+  compareWith?: string;
+}
+
+export interface ErrorRates {
+  model: number;
+  cacheModel: number;
+  cacheOnly: number;
 }
 
 export interface EvalJobResult {
@@ -62,29 +71,58 @@ export interface EvalJobResult {
   theta: number;
   lambda: number;
   /** top-1 error, as a fraction */
-  error: { model: number; cacheModel: number; cacheOnly: number };
-  correct: { model: number; cacheModel: number; cacheOnly: number };
+  error: ErrorRates;
+  correct: ErrorRates;
+  compare?: {
+    cache: string;
+    cacheSize: number;
+    error: ErrorRates;
+    /** fraction of images whose top-1 class is the same in both caches */
+    agreement: { cacheModel: number; cacheOnly: number };
+  };
+}
+
+/** Top-1 hits of the model alone, the cache model and the cache alone. */
+class Tally {
+  readonly correct: ErrorRates = { model: 0, cacheModel: 0, cacheOnly: 0 };
+  add(c: Classification, label: number): void {
+    if (argmax(c.pModel) === label) this.correct.model++;
+    if (argmax(c.p) === label) this.correct.cacheModel++;
+    if (argmax(c.pCache ?? c.pModel) === label) this.correct.cacheOnly++;
+  }
+  errors(n: number): ErrorRates {
+    const e = (k: number) => (n ? round(1 - k / n) : NaN);
+    return { model: e(this.correct.model), cacheModel: e(this.correct.cacheModel), cacheOnly: e(this.correct.cacheOnly) };
+  }
 }
 
 export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings, data: EvalJobData, ctx: JobContext): Promise<EvalJobResult> {
   const spec: ModelSpec = await engine.modelSpec(data.cache);
-  const correct = { model: 0, cacheModel: 0, cacheOnly: 0 };
+  const tally = new Tally();
+  const other = new Tally();
+  const agree = { cacheModel: 0, cacheOnly: 0 };
   let scored = 0;
   let failed = 0;
-  let used = { theta: data.theta ?? NaN, lambda: data.lambda ?? NaN, cacheSize: 0 };
+  const options = { theta: data.theta, lambda: data.lambda };
+  let used = { theta: NaN, lambda: NaN, cacheSize: 0, otherSize: 0 };
   await forEachBatch(
     data.items,
     { spec, flip: false, signal: ctx.signal, ...settings },
     async ({ items, tensor }) => {
-      const r = await engine.classify(data.cache, tensor, items.length, { theta: data.theta, lambda: data.lambda });
-      used = { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize };
+      const copy = data.compareWith ? tensor.slice() : null; // the engine call takes the buffer
+      const r = await engine.classify(data.cache, tensor, items.length, options);
+      const r2 = copy && data.compareWith ? await engine.classify(data.compareWith, copy, items.length, options) : null;
+      used = { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize, otherSize: r2?.cacheSize ?? 0 };
       r.results.forEach((c, i) => {
         const label = items[i].label;
         if (label === null) return;
         scored++;
-        if (argmax(c.pModel) === label) correct.model++;
-        if (argmax(c.p) === label) correct.cacheModel++;
-        if (argmax(c.pCache ?? c.pModel) === label) correct.cacheOnly++;
+        tally.add(c, label);
+        if (!r2) return;
+        const c2 = r2.results[i];
+        other.add(c2, label);
+        if (argmax(c.p) === argmax(c2.p)) agree.cacheModel++;
+        if (argmax(c.pCache ?? c.pModel) === argmax(c2.pCache ?? c2.pModel)) agree.cacheOnly++;
       });
     },
     (done, errors) => {
@@ -93,7 +131,6 @@ export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings,
       ctx.progress(done, data.items.length);
     },
   );
-  const error = (n: number) => (scored ? 1 - n / scored : NaN);
   return {
     cache: data.cache,
     images: scored,
@@ -101,10 +138,20 @@ export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings,
     cacheSize: used.cacheSize,
     theta: used.theta,
     lambda: used.lambda,
-    error: { model: error(correct.model), cacheModel: error(correct.cacheModel), cacheOnly: error(correct.cacheOnly) },
-    correct,
+    error: tally.errors(scored),
+    correct: tally.correct,
+    ...(data.compareWith && {
+      compare: {
+        cache: data.compareWith,
+        cacheSize: used.otherSize,
+        error: other.errors(scored),
+        agreement: { cacheModel: round(agree.cacheModel / scored), cacheOnly: round(agree.cacheOnly / scored) },
+      },
+    }),
   };
 }
+
+const round = (x: number) => Math.round(x * 1e6) / 1e6;
 
 function argmax(v: ArrayLike<number>): number {
   let best = 0;

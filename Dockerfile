@@ -1,0 +1,18 @@
+# One image for every Cachet process: api replicas (`cachet serve`) and workers (`cachet worker`).
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json .npmrc tsconfig.json tsconfig.build.json ./
+COPY src src
+COPY workers workers
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /app/node_modules node_modules
+COPY --from=build /app/dist dist
+COPY package.json ./
+COPY models models
+ENTRYPOINT ["node", "dist/src/cli/main.js"]
+CMD ["serve"]

@@ -1,0 +1,44 @@
+// docker-compose.yml cannot run here (no Docker engine): check that it parses and
+// describes the distributed set as the README promises.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { parse } from 'yaml';
+import { REPO } from './harness.js';
+
+interface Service {
+  command?: string[];
+  entrypoint?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  deploy?: { replicas?: number };
+  container_name?: string;
+  ports?: string[];
+}
+
+const compose = parse(readFileSync(path.join(REPO, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
+
+test('docker-compose.yml names redis, api and worker', () => {
+  assert.deepEqual(Object.keys(compose.services).sort(), ['api', 'redis', 'worker']);
+});
+
+test('redis keeps an AOF and never evicts', () => {
+  const cmd = compose.services.redis.command!.join(' ');
+  assert.match(cmd, /--appendonly yes/);
+  assert.match(cmd, /--maxmemory-policy noeviction/);
+});
+
+test('two api replicas and a worker that scales: all on Redis and one shared volume', () => {
+  const { api, worker } = compose.services;
+  assert.equal(api.deploy?.replicas, 2);
+  assert.match(api.entrypoint!.join(' '), /serve .*--data-dir \/data\/indexes\/\$\$\(hostname\)/);
+  assert.deepEqual(worker.command?.slice(0, 1), ['worker']);
+  assert.equal(worker.container_name, undefined, 'a fixed container name would stop --scale worker=N');
+  assert.equal(worker.ports, undefined, 'a fixed host port would stop --scale worker=N');
+  for (const s of [api, worker]) {
+    assert.equal(s.environment?.REDIS_URL, 'redis://redis:6379');
+    assert.ok(s.volumes?.includes('cachet-data:/data'));
+  }
+  assert.ok('cachet-data' in compose.volumes);
+});

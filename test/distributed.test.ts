@@ -1,0 +1,212 @@
+// Distributed mode with real processes: a redis-server of the test's own, api
+// replicas (`cachet serve` with REDIS_URL) and `cachet worker` processes.
+import assert from 'node:assert/strict';
+import { spawn, ChildProcess } from 'node:child_process';
+import { openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Queue, Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET } from './harness.js';
+import { freePort, startRedis, TestRedis } from './redis-harness.js';
+import { redisKeys, queueNames } from '../src/distributed/keys.js';
+
+const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
+const logs = tempDir('cachet-dist-logs-');
+const LOCK_MS = 2000;
+
+interface Proc {
+  child: ChildProcess;
+  url?: string;
+}
+
+function spawnCachet(name: string, args: string[]): ChildProcess {
+  const out = openSync(path.join(logs, `${name}.log`), 'a');
+  return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, stdio: ['ignore', out, out] });
+}
+
+async function startApi(redis: TestRedis, dataDir: string, name: string): Promise<Proc> {
+  const port = await freePort();
+  const child = spawnCachet(name, ['serve', '--port', String(port), '--data-dir', dataDir, '--redis-url', redis.url, '--chunk-size', '100']);
+  const url = `http://127.0.0.1:${port}`;
+  await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, `${name} ready`, 60_000);
+  return { child, url };
+}
+
+function startWorker(redis: TestRedis, name: string): Proc {
+  return { child: spawnCachet(name, ['worker', '--redis-url', redis.url, '--lock-duration', String(LOCK_MS)]) };
+}
+
+async function stop(p: Proc, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return p.child.exitCode;
+  return new Promise((resolve) => {
+    p.child.once('exit', (code) => resolve(code));
+    p.child.kill(signal);
+  });
+}
+
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 120_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}; logs in ${logs}`);
+}
+
+/** A manifest of n distinct items (ids img-0 … img-n−1) over the repo's sample images. */
+function manifest(n: number): string {
+  const files = CIFAR_CLASSES.flatMap((c) => readdirSync(path.join(SAMPLE, 'cache', c)).map((f) => [path.join(SAMPLE, 'cache', c, f), c]));
+  const dir = tempDir('cachet-manifest-');
+  const rows = Array.from({ length: n }, (_, i) => `${files[i % files.length][0]},${files[i % files.length][1]},img-${i}`);
+  writeFileSync(path.join(dir, 'items.csv'), `path,label,id\n${rows.join('\n')}\n`);
+  return path.join(dir, 'items.csv');
+}
+
+async function createCache(api: Proc, name: string) {
+  const r = await call(api.url!, 'POST', '/v1/caches', { name, model: RESNET, keyLayers: ['activation_18'], theta: 50, lambda: 0.5, index: { type: 'hnsw' } });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+}
+
+async function submit(api: Proc, cache: string, n: number): Promise<string> {
+  const r = await call(api.url!, 'POST', `/v1/caches/${cache}/index-jobs`, { source: { type: 'manifest', path: manifest(n) } });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  return r.body.id;
+}
+
+async function job(api: Proc, id: string) {
+  return (await call(api.url!, 'GET', `/v1/jobs/${id}`)).body;
+}
+
+async function finished(api: Proc, id: string) {
+  let j: any;
+  await until(async () => ['completed', 'failed'].includes((j = await job(api, id)).state), `job ${id}`);
+  return j;
+}
+
+async function caughtUp(api: Proc, cache: string, size: number) {
+  await until(async () => {
+    const r = await call(api.url!, 'GET', '/readyz');
+    const c = r.body.caches.find((x: any) => x.name === cache);
+    return c?.log?.lag === 0 && c.size === size;
+  }, `${api.url} caught up on ${cache}`);
+}
+
+const probe = { images: ['cat', 'ship', 'frog'].map((c) => readFileSync(path.join(SAMPLE, 'heldout', c, '4500.jpg')).toString('base64')), topK: 10, neighbours: 5 };
+
+async function predictions(api: Proc, cache: string) {
+  const r = await call(api.url!, 'POST', `/v1/caches/${cache}/predict`, probe);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.predictions;
+}
+
+describe('distributed mode', { timeout: 600_000 }, () => {
+  let redis: TestRedis;
+  let client: Redis;
+  const procs: Proc[] = [];
+  let api: Proc;
+
+  before(async () => {
+    redis = await startRedis();
+    client = new Redis(redis.url, { maxRetriesPerRequest: null });
+    api = await startApi(redis, tempDir(), 'api-a');
+    procs.push(api);
+  });
+  after(async () => {
+    await Promise.all(procs.map((p) => stop(p, 'SIGKILL')));
+    client.disconnect();
+    await redis.stop();
+  });
+
+  test('two workers in separate processes share one 5,000-image job: every item present exactly once', async () => {
+    const w1 = startWorker(redis, 'w1');
+    const w2 = startWorker(redis, 'w2');
+    procs.push(w1, w2);
+    await createCache(api, 'shared');
+    const id = await submit(api, 'shared', 5000);
+    const j = await finished(api, id);
+    assert.equal(j.state, 'completed', JSON.stringify(j));
+    assert.deepEqual(j.progress, { done: 5000, total: 5000 });
+    assert.equal(j.result.added, 5000);
+    assert.equal(j.result.cacheSize, 5000);
+    assert.equal(await client.xlen(redisKeys.log('shared')), 5000);
+    assert.equal(await client.scard(redisKeys.ids('shared')), 5000);
+    await caughtUp(api, 'shared', 5000);
+    const queue = new Queue(queueNames.index, { connection: client });
+    const chunks = await queue.getJobs(['completed'], 0, 1000);
+    await queue.close();
+    const by = new Set(chunks.map((c) => c.processedBy));
+    assert.equal(by.size, 2, `chunks were processed by ${[...by].join(', ')}`);
+    assert.equal(await stop(w2), 0, 'SIGTERM: a worker finishes what it holds and exits 0');
+  });
+
+  test('a worker killed with SIGKILL mid-job: the job still completes, with exactly the right count', async () => {
+    const w3 = startWorker(redis, 'w3');
+    procs.push(w3);
+    await createCache(api, 'killed');
+    const id = await submit(api, 'killed', 3000);
+    await until(async () => (await job(api, id)).progress.done >= 300, 'some progress');
+    await stop(w3, 'SIGKILL');
+    const j = await finished(api, id);
+    assert.equal(j.state, 'completed');
+    assert.equal(j.result.cacheSize, 3000);
+    assert.equal(await client.xlen(redisKeys.log('killed')), 3000);
+    await caughtUp(api, 'killed', 3000);
+  });
+
+  test('the api restarted mid-ingest comes back with the same size and the same predictions', async () => {
+    const dataDir = tempDir();
+    let replica = await startApi(redis, dataDir, 'api-b');
+    procs.push(replica);
+    await createCache(api, 'restart');
+    const id = await submit(api, 'restart', 3000);
+    await until(async () => (await job(api, id)).progress.done >= 500, 'some progress');
+    await stop(replica, 'SIGKILL');
+    replica = await startApi(redis, dataDir, 'api-b2');
+    procs.push(replica);
+    assert.equal((await finished(api, id)).result.cacheSize, 3000);
+    await caughtUp(replica, 'restart', 3000);
+    await caughtUp(api, 'restart', 3000);
+    assert.deepEqual(await predictions(replica, 'restart'), await predictions(api, 'restart'));
+  });
+
+  test('redis restarted (AOF): no job and no item lost', async () => {
+    await createCache(api, 'aof');
+    const id = await submit(api, 'aof', 3000);
+    await until(async () => (await job(api, id)).progress.done >= 300, 'some progress');
+    await redis.restart();
+    const j = await finished(api, id);
+    assert.equal(j.state, 'completed', JSON.stringify(j));
+    assert.equal(j.result.cacheSize, 3000);
+    assert.equal(await client.xlen(redisKeys.log('aof')), 3000);
+    await caughtUp(api, 'aof', 3000);
+  });
+
+  test('a second api replica started late converges to the same predictions', async () => {
+    const late = await startApi(redis, tempDir(), 'api-late');
+    procs.push(late);
+    for (const cache of ['shared', 'killed', 'restart', 'aof']) {
+      const size = (await call(api.url!, 'GET', `/v1/caches/${cache}`)).body.size;
+      await caughtUp(late, cache, size);
+      assert.deepEqual(await predictions(late, cache), await predictions(api, cache), cache);
+    }
+    const info = (await call(late.url!, 'GET', '/v1/caches/shared')).body;
+    assert.deepEqual([info.theta, info.lambda, info.index.type], [50, 0.5, 'hnsw'], 'definitions come from Redis');
+  });
+
+  test('a plain BullMQ producer can submit an index job from the documented schema', async () => {
+    await createCache(api, 'external');
+    const queue = new Queue(queueNames.index, { connection: client });
+    const files = readdirSync(path.join(SAMPLE, 'cache', 'dog')).slice(0, 5);
+    await queue.add('chunk', {
+      cache: 'external',
+      flip: true,
+      items: [...files.map((f, i) => ({ id: `dog-${i}`, label: 'dog', path: path.join(SAMPLE, 'cache', 'dog', f) })), { id: 'bad', label: 'unicorn', path: '/nowhere.jpg' }],
+    });
+    await caughtUp(api, 'external', 10);
+    const done = (await queue.getJobs(['completed'])).find((c: Job) => c.data.cache === 'external');
+    await queue.close();
+    assert.equal(done?.returnvalue.added, 10);
+    assert.match(done?.returnvalue.errors[0].error, /unicorn/);
+  });
+});

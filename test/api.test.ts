@@ -7,6 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
 import { writeTinyModel, buildTinyNchwLogitsModel } from './fixtures/tiny-model.js';
 import sharp from 'sharp';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 const CAT = path.join(SAMPLE, 'heldout', 'cat', '4500.jpg');
 
@@ -171,6 +173,22 @@ describe('sources, models and snapshots', () => {
     assert.ok(Math.abs(sum - 1) < 1e-5, 'logits are turned into probabilities');
   });
 
+  test('a manifest of http URLs: images are fetched; a missing one is that item\'s error', async () => {
+    const server = http.createServer((req, res) => {
+      if (req.url === '/red.png') return void png(250, 10, 10).then((b) => res.end(b));
+      res.statusCode = 404;
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    writeFileSync(path.join(shapes, 'urls.csv'), `path,label,id\n${base}/red.png,star,u1\n${base}/gone.png,star,u2\n`);
+    const job = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'urls.csv') } })).body.id);
+    server.close();
+    assert.equal(job.result.added, 1);
+    assert.deepEqual(job.errors.map((e: any) => e.id), ['u2']);
+    assert.match(job.errors[0].error, /HTTP 404/);
+  });
+
   test('inline items with labels; an id given twice is one item', async () => {
     const image = (await png(10, 250, 10)).toString('base64');
     const r = await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'inline', items: [{ image, label: 'triangle', id: 'g' }, { image, label: 'triangle', id: 'g' }, { image, label: 1 }] } });
@@ -178,7 +196,7 @@ describe('sources, models and snapshots', () => {
     const job = await waitForJob(svc.url, r.body.id);
     assert.equal(job.result.added, 2);
     assert.equal(job.result.duplicates, 1);
-    assert.equal(job.result.cacheSize, 6);
+    assert.equal(job.result.cacheSize, 7);
   });
 
   test('index "auto" moves from exact to hnsw past its threshold, and stays hnsw after a restart', async () => {

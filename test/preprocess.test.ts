@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import { UserError } from '../src/errors.js';
 import type { ModelSpec } from '../src/model/spec.js';
-import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS, flipTensor, imageToTensor, stackBatch } from '../src/preprocess/image.js';
 
 const CAT = new URL('../samples/cifar10/cache/cat/0000.jpg', import.meta.url).pathname;
 const opts = { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
@@ -141,4 +141,17 @@ test('stackBatch concatenates images', () => {
   assert.deepEqual(stackBatch([a, b]), Float32Array.of(1, 2, 3, 4, 5, 6));
   assert.deepEqual(stackBatch([]), new Float32Array(0));
   assert.throws(() => stackBatch([a, Float32Array.of(1)]));
+});
+
+describe('flipTensor', () => {
+  for (const layout of ['NHWC', 'NCHW'] as const) {
+    test(`mirrors a decoded ${layout} tensor exactly as decoding the mirrored image does`, async () => {
+      const spec = raw(32, 32, { layout, mean: [0.1, 0.2, 0.3], std: [0.5, 0.6, 0.7] });
+      const plain = await imageToTensor(CAT, spec, opts);
+      const flopped = await imageToTensor(CAT, spec, { ...opts, flip: true });
+      assert.deepEqual(flipTensor(plain, spec), flopped);
+      assert.deepEqual(flipTensor(flipTensor(plain, spec), spec), plain);
+      assert.notDeepEqual(flopped, plain);
+    });
+  }
 });

@@ -27,6 +27,11 @@ export class HnswIndex implements VectorIndex {
     private readonly graph: Graph,
   ) {}
 
+  /** efSearch is a search-time setting: it can change without a rebuild. */
+  setEfSearch(efSearch: number): void {
+    this.hnswParams.efSearch = efSearch;
+  }
+
   /** An empty index with room for `capacity` items before its first resize. */
   static create(dimension: number, params: HnswParams, capacity = MIN_CAPACITY): HnswIndex {
     const graph = new HierarchicalNSW('ip', dimension);

@@ -1,7 +1,8 @@
 // Decode a job's images in batches for the model. The next batch is decoded
 // (sharp, on libuv's thread pool) while the engine thread works on the current one.
 import pLimit from 'p-limit';
-import { imageToTensor, stackBatch } from '../preprocess/image.js';
+import { flipTensor, imageToTensor, stackBatch } from '../preprocess/image.js';
+import { imageBytes } from './fetch.js';
 import { ModelSpec } from '../model/spec.js';
 import { SourceItem } from './sources.js';
 import { ItemError } from './types.js';
@@ -43,9 +44,8 @@ export async function forEachBatch(
       slice.map((item) =>
         limit(async () => {
           try {
-            const views = [await imageToTensor(item.image, opts.spec, { limitInputPixels: opts.limitInputPixels })];
-            if (opts.flip) views.push(await imageToTensor(item.image, opts.spec, { limitInputPixels: opts.limitInputPixels, flip: true }));
-            return views;
+            const image = await imageToTensor(await imageBytes(item.image), opts.spec, { limitInputPixels: opts.limitInputPixels });
+            return opts.flip ? [image, flipTensor(image, opts.spec)] : [image];
           } catch (err) {
             errors.push({ id: item.id, error: err instanceof Error ? err.message : String(err) });
             return [];

@@ -1,5 +1,6 @@
 // Where the images of an index or eval job come from: an image folder (one
-// subfolder per class), a CSV or JSONL manifest, or inline base64 items.
+// subfolder per class), a CSV or JSONL manifest (paths relative to it, or http(s)
+// URLs), or inline base64 items.
 // Paths are read by the service, so they are resolved here, at submission,
 // and anything wrong with the source as a whole is a 400 before the job starts.
 import path from 'node:path';
@@ -135,7 +136,8 @@ async function manifestItems(file: string, labelOf: (l: string | number, where: 
     if (requireLabels && !hasLabel) throw badRequest('missing_label', `${where}: missing label`);
     const label = hasLabel ? labelOf(row.label as string | number, where) : null;
     const id = typeof row.id === 'string' && row.id !== '' ? row.id : row.path;
-    return { id, label, image: path.resolve(base, row.path) };
+    const image = /^https?:\/\//i.test(row.path) ? row.path : path.resolve(base, row.path);
+    return { id, label, image };
   });
 }
 

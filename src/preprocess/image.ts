@@ -99,6 +99,29 @@ export function pixelsToTensor(rgb: Uint8Array, spec: ModelSpec): Float32Array {
 }
 
 /** Concatenates equally sized images into one batch buffer. */
+/** The mirror image (left-right) of one image tensor laid out per spec: no second decode. */
+export function flipTensor(image: Float32Array, spec: ModelSpec): Float32Array {
+  const { height: h, width: w } = spec;
+  const out = new Float32Array(image.length);
+  if (spec.layout === 'NHWC') {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const from = (y * w + x) * 3;
+        const to = (y * w + (w - 1 - x)) * 3;
+        out[to] = image[from];
+        out[to + 1] = image[from + 1];
+        out[to + 2] = image[from + 2];
+      }
+    }
+  } else {
+    for (let row = 0; row < 3 * h; row++) {
+      const o = row * w;
+      for (let x = 0; x < w; x++) out[o + w - 1 - x] = image[o + x];
+    }
+  }
+  return out;
+}
+
 export function stackBatch(images: Float32Array[]): Float32Array {
   if (images.length === 0) return new Float32Array(0);
   const size = images[0].length;

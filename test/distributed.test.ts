@@ -115,7 +115,7 @@ describe('distributed mode', { timeout: 600_000 }, () => {
   after(async () => {
     await Promise.all(procs.map((p) => stop(p, 'SIGKILL')));
     client.disconnect();
-    await redis.stop();
+    await redis.destroy();
   });
 
   test('two workers in separate processes share one 5,000-image job: every item present exactly once', async () => {

@@ -2,6 +2,7 @@
 // always, so a restart loses nothing), noeviction, as docker-compose.yml runs it.
 import { spawn, ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { rmSync } from 'node:fs';
 import { tempDir } from './harness.js';
 
 export async function freePort(): Promise<number> {
@@ -19,6 +20,8 @@ export interface TestRedis {
   url: string;
   port: number;
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /** stop it and delete its data */
+  destroy(): Promise<void>;
   restart(): Promise<void>;
 }
 
@@ -45,7 +48,13 @@ export async function startRedis(): Promise<TestRedis> {
   };
   await launch();
   // restart = kill -9 and start again: with appendfsync always, AOF must lose nothing
-  return { url: `redis://127.0.0.1:${port}`, port, stop, restart: async () => (await stop('SIGKILL'), await launch()) };
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    stop,
+    restart: async () => (await stop('SIGKILL'), await launch()),
+    destroy: async () => (await stop(), rmSync(dir, { recursive: true, force: true })),
+  };
 }
 
 function canConnect(port: number): Promise<boolean> {

@@ -57,10 +57,15 @@ export class DistributedQueue implements JobQueue {
   }
 
   async get(id: string): Promise<JobView | null> {
-    const parent = await Job.fromId(this.parents, id);
-    if (parent) return indexJobView(parent);
-    const evalJob = await Job.fromId(this.evals, id);
-    return evalJob ? evalJobView(evalJob) : null;
+    // State first, then the job: read the other way round, a job that completes in
+    // between would show state "completed" without its result.
+    for (const [queue, describe] of [[this.parents, indexJobView], [this.evals, evalJobView]] as const) {
+      const state = await queue.getJobState(id);
+      if (state === 'unknown') continue;
+      const job = await Job.fromId(queue, id);
+      if (job) return describe(job, state);
+    }
+    return null;
   }
 
   async close(): Promise<void> {
@@ -74,7 +79,7 @@ function toRef(item: SourceItem): ItemRef {
 }
 
 /** An index job's view: progress and errors are the sums of its finished chunks. */
-async function indexJobView(parent: Job): Promise<JobView> {
+async function indexJobView(parent: Job, state: string): Promise<JobView> {
   const data = parent.data as IndexParentData;
   const values = Object.values(await parent.getChildrenValues()) as ChunkResult[];
   const failures = Object.entries(await parent.getIgnoredChildrenFailures());
@@ -90,7 +95,6 @@ async function indexJobView(parent: Job): Promise<JobView> {
     errorCount++;
     if (errors.length < MAX_ITEM_ERRORS) errors.push({ id: `chunk ${chunk}`, error: `the whole chunk failed after its retries: ${reason}` });
   }
-  const state = await parent.getState();
   return view(parent, 'index', data.cache, mapState(state, done > 0), { done, total: data.total }, errors, errorCount);
 }
 
@@ -101,10 +105,9 @@ interface EvalProgress {
   errorCount?: number;
 }
 
-async function evalJobView(job: Job): Promise<JobView> {
+async function evalJobView(job: Job, state: string): Promise<JobView> {
   const data = job.data as EvalJobData;
   const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total: data.items.length }) as EvalProgress;
-  const state = await job.getState();
   return view(job, 'eval', data.cache, mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
 }
 

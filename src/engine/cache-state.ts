@@ -4,12 +4,17 @@ import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheInfo } from '../cache/definition.js';
 import { KeyExtractor } from '../model/extractor.js';
 import { VectorIndex } from '../index/types.js';
+import { ExactIndex } from '../index/exact.js';
 import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
 import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
 import { KeyLog, KeyRecord } from '../keylog/types.js';
 import { Mutex } from './mutex.js';
 import { conflict } from '../errors.js';
 
+
+/** records applied per locked step */
+const APPLY_SLICE = 32;
+const yieldToMessages = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class CacheState {
   readonly ids: string[] = [];
@@ -18,7 +23,10 @@ export class CacheState {
   /** log position up to which records are applied to the index */
   appliedPosition = 0;
   snapshotPosition = 0;
+  /** serialises index changes and searches (hnswlib has no locking) */
   readonly lock = new Mutex();
+  /** serialises adds, so an id cannot be appended twice */
+  private readonly appendLock = new Mutex();
 
   private constructor(
     public definition: CacheDefinition,
@@ -55,16 +63,47 @@ export class CacheState {
   }
 
   /**
-   * Apply the log's records after appliedPosition, a batch at a time under the
-   * cache's lock, so predictions go on between batches. Throws if the log no
-   * longer holds them (compacted past a snapshot that is gone).
+   * Apply the log's records after appliedPosition. Throws if the log no longer
+   * holds them (compacted past a snapshot that is gone).
    */
   async catchUp(): Promise<number> {
-    return this.log.readFrom(this.appliedPosition, (records) => this.lock.run(() => this.apply(records)), 256);
+    return this.log.readFrom(this.appliedPosition, (records) => this.applyInSlices(records), 256);
   }
 
   /** Durably log new items, then apply them. Ids already present (or repeated in `records`) are skipped. */
   async add(records: KeyRecord[]): Promise<{ added: number; duplicates: number }> {
+    return this.appendLock.run(async () => {
+      const fresh: KeyRecord[] = [];
+      const seen = new Set<string>();
+      for (const r of records) {
+        if (this.positionOf.has(r.id) || seen.has(r.id)) continue;
+        seen.add(r.id);
+        fresh.push(r);
+      }
+      if (fresh.length > 0) {
+        await this.log.append(fresh);
+        await this.applyInSlices(fresh);
+      }
+      return { added: fresh.length, duplicates: records.length - fresh.length };
+    });
+  }
+
+  /**
+   * hnswlib inserts block the engine thread (several ms each for large keys), so
+   * records are applied a slice at a time under the lock, yielding in between:
+   * predictions and other messages get in between slices.
+   */
+  private async applyInSlices(records: KeyRecord[]): Promise<void> {
+    for (let i = 0; i < records.length; i += APPLY_SLICE) {
+      await this.lock.run(() => this.apply(records.slice(i, i + APPLY_SLICE)));
+      await yieldToMessages();
+    }
+    // Policy "auto": exact search while the cache is small, hnsw once it passes the threshold.
+    if (shouldMigrate(this.index, this.definition.index)) await this.migrate(this.index);
+  }
+
+  /** Apply log records to the index, in log order; a replayed or repeated id is one item. */
+  private async apply(records: KeyRecord[]): Promise<void> {
     const fresh: KeyRecord[] = [];
     const seen = new Set<string>();
     for (const r of records) {
@@ -72,16 +111,6 @@ export class CacheState {
       seen.add(r.id);
       fresh.push(r);
     }
-    if (fresh.length > 0) {
-      await this.log.append(fresh);
-      await this.apply(fresh);
-    }
-    return { added: fresh.length, duplicates: records.length - fresh.length };
-  }
-
-  /** Apply log records to the index, in log order; a replayed or repeated id is one item. */
-  private async apply(records: KeyRecord[]): Promise<void> {
-    const fresh = records.filter((r) => !this.positionOf.has(r.id));
     this.appliedPosition += records.length;
     if (fresh.length === 0) return;
     const dim = this.index.dimension;
@@ -89,8 +118,18 @@ export class CacheState {
     fresh.forEach((r, i) => keys.set(r.key, i * dim));
     await this.index.add(keys, fresh.length);
     for (const r of fresh) this.remember(r.id, r.label);
-    // Policy "auto": exact search while the cache is small, hnsw once it passes the threshold.
-    if (shouldMigrate(this.index, this.definition.index)) this.index = await migrateToHnsw(this.index, this.definition.index);
+  }
+
+  /**
+   * Build the hnsw index beside the exact one, yielding as it goes (the exact one
+   * keeps serving), then swap it in under the lock with whatever the exact one gained.
+   */
+  private async migrate(exact: ExactIndex): Promise<void> {
+    const hnsw = await migrateToHnsw(exact, this.definition.index, yieldToMessages);
+    await this.lock.run(async () => {
+      for (let p = hnsw.size; p < exact.size; p++) await hnsw.add(exact.key(p), 1);
+      this.index = hnsw;
+    });
   }
 
   private remember(id: string, label: number): void {

@@ -199,8 +199,7 @@ export class Engine {
       const { added } = await (await this.workerLog(name, dim)).appendNew(records);
       return { added, duplicates: records.length - added, failed };
     }
-    const cache = this.cache(name);
-    const { added, duplicates } = await cache.lock.run(() => cache.add(records));
+    const { added, duplicates } = await this.cache(name).add(records);
     return { added, duplicates, failed };
   }
 

@@ -69,10 +69,18 @@ export function shouldMigrate(index: VectorIndex, options: IndexOptions): index 
   return options.type === 'auto' && index instanceof ExactIndex && index.size > options.exactThreshold;
 }
 
-/** Builds an hnsw index holding every key of `exact`, at the same positions. */
-export async function migrateToHnsw(exact: ExactIndex, options: IndexOptions): Promise<HnswIndex> {
+/**
+ * Builds an hnsw index holding every key of `exact`, at the same positions.
+ * `pause` runs between slices of inserts (hnswlib blocks its thread while it
+ * inserts): the caller can yield there. Keys `exact` gains meanwhile are copied
+ * too, up to the size it has when `pause` last returns.
+ */
+export async function migrateToHnsw(exact: ExactIndex, options: IndexOptions, pause: () => Promise<void> = async () => {}): Promise<HnswIndex> {
   validateIndexOptions(options);
   const hnsw = HnswIndex.create(exact.dimension, hnswParams(options), 2 * exact.size);
-  for (let position = 0; position < exact.size; position++) await hnsw.add(exact.key(position), 1);
+  for (let position = 0; position < exact.size; position++) {
+    await hnsw.add(exact.key(position), 1);
+    if (position % 32 === 31) await pause();
+  }
   return hnsw;
 }

@@ -189,6 +189,16 @@ describe('sources, models and snapshots', () => {
     assert.match(job.errors[0].error, /HTTP 404/);
   });
 
+  test('PATCH changes k and efSearch of an hnsw cache without re-indexing', async () => {
+    const r = await call(svc.url, 'PATCH', '/v1/caches/tiny', { k: 3, efSearch: 64 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.k, 3);
+    assert.equal(r.body.index.params.efSearch, 64);
+    const bad = await call(svc.url, 'PATCH', '/v1/caches/tiny', { efSearch: 2 });
+    assert.equal(bad.status, 400);
+    await call(svc.url, 'PATCH', '/v1/caches/tiny', { k: 200, efSearch: 512 });
+  });
+
   test('inline items with labels; an id given twice is one item', async () => {
     const image = (await png(10, 250, 10)).toString('base64');
     const r = await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'inline', items: [{ image, label: 'triangle', id: 'g' }, { image, label: 'triangle', id: 'g' }, { image, label: 1 }] } });

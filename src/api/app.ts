@@ -6,7 +6,7 @@ import { EngineApi } from '../engine/client.js';
 import { describeZodError, Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
 import { resolveSource, SourceSchema } from '../jobs/sources.js';
-import { LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { imageToTensor, stackBatch } from '../preprocess/image.js';
 import { topIndices } from '../cache/math.js';
 import { badRequest, notFound, UserError } from '../errors.js';
@@ -51,7 +51,9 @@ const EvalJobSchema = z
     compareWith: z.string().min(1).optional().describe('another cache to classify the same images with, e.g. an hnsw twin'),
   })
   .strict();
-const UpdateCacheSchema = z.object({ theta: ThetaSchema.optional(), lambda: LambdaSchema.optional() }).strict();
+const UpdateCacheSchema = z
+  .object({ theta: ThetaSchema.optional(), lambda: LambdaSchema.optional(), k: KSchema.optional(), efSearch: EfSearchSchema.optional() })
+  .strict();
 
 export function createApp(ctx: ApiContext): express.Express {
   const { engine, queue, limits } = ctx;

@@ -88,7 +88,7 @@ cache
   .requiredOption('--layers <names>', 'key layers, comma-separated (see `cachet model inspect`)')
   .option('--theta <θ>', 'θ (default 50)', num)
   .option('--lambda <λ>', 'λ (default 0.5)', num)
-  .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 50)', int)
+  .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 200)', int)
   .addOption(new Option('--index <type>', 'index type').choices(['auto', 'exact', 'hnsw']))
   .option('--exact-threshold <n>', 'with --index auto: exact search up to this many items', int)
   .option('--m <m>', 'hnsw M', int)
@@ -120,12 +120,14 @@ cache
   .action(async (name: string, o: { url: string }) => print(await client(o).request('GET', `/v1/caches/${encodeURIComponent(name)}`)));
 cache
   .command('set <name>')
-  .description('change θ and λ')
+  .description('change θ, λ, k or efSearch (no re-indexing needed)')
   .option('--theta <θ>', 'θ', num)
   .option('--lambda <λ>', 'λ', num)
+  .option('--k <k>', 'neighbours p_cache sums over with an hnsw index', int)
+  .option('--ef-search <n>', 'hnsw efSearch', int)
   .addOption(urlOption())
-  .action(async (name: string, o: { theta?: number; lambda?: number; url: string }) =>
-    print(await client(o).request('PATCH', `/v1/caches/${encodeURIComponent(name)}`, { theta: o.theta, lambda: o.lambda })),
+  .action(async (name: string, o: { theta?: number; lambda?: number; k?: number; efSearch?: number; url: string }) =>
+    print(await client(o).request('PATCH', `/v1/caches/${encodeURIComponent(name)}`, { theta: o.theta, lambda: o.lambda, k: o.k, efSearch: o.efSearch })),
   );
 
 program

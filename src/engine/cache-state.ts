@@ -5,6 +5,7 @@ import { CacheDefinition, CacheInfo } from '../cache/definition.js';
 import { KeyExtractor } from '../model/extractor.js';
 import { VectorIndex } from '../index/types.js';
 import { ExactIndex } from '../index/exact.js';
+import { HnswIndex } from '../index/hnsw.js';
 import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
 import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
 import { KeyLog, KeyRecord } from '../keylog/types.js';
@@ -130,6 +131,11 @@ export class CacheState {
       for (let p = hnsw.size; p < exact.size; p++) await hnsw.add(exact.key(p), 1);
       this.index = hnsw;
     });
+  }
+
+  /** Search-time settings of the definition that the index holds itself. */
+  applySearchSettings(): void {
+    if (this.index instanceof HnswIndex) this.index.setEfSearch(this.definition.index.efSearch);
   }
 
   private remember(id: string, label: number): void {

@@ -3,7 +3,7 @@
 // hnswlib compute synchronously on the calling thread; the HTTP thread stays free.
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { CacheDefinition, CacheDefinitionSchema, CacheInfo, LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { CacheDefinition, CacheDefinitionSchema, CacheInfo, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { cacheProbabilities, mixProbabilities } from '../cache/math.js';
 import { KeyExtractor } from '../model/extractor.js';
 import { loadModelSpec } from '../model/spec-file.js';
@@ -30,6 +30,13 @@ export interface Classification {
   pCache: number[] | null;
   p: number[];
   neighbours: Neighbour[];
+}
+
+export interface CacheUpdate {
+  theta?: number;
+  lambda?: number;
+  k?: number;
+  efSearch?: number;
 }
 
 export interface ClassifyOptions {
@@ -159,13 +166,20 @@ export class Engine {
     return (await this.extractorFor(await this.definition(name))).spec;
   }
 
-  /** Change θ and λ (for example after tuning). */
-  async updateCache(name: string, change: { theta?: number; lambda?: number }): Promise<CacheInfo> {
+  /** Change what can change without re-indexing: θ and λ (after tuning), k and efSearch. */
+  async updateCache(name: string, change: CacheUpdate): Promise<CacheInfo> {
     this.assertRole('embedded', 'api');
     const cache = this.cache(name);
-    const theta = change.theta === undefined ? cache.definition.theta : parseOr400(ThetaSchema, change.theta, 'theta');
-    const lambda = change.lambda === undefined ? cache.definition.lambda : parseOr400(LambdaSchema, change.lambda, 'lambda');
-    cache.definition = { ...cache.definition, theta, lambda };
+    const d = cache.definition;
+    const value = <T>(schema: Parser<T>, v: T | undefined, current: T, field: string) => (v === undefined ? current : parseOr400(schema, v, field));
+    cache.definition = {
+      ...d,
+      theta: value(ThetaSchema, change.theta, d.theta, 'theta'),
+      lambda: value(LambdaSchema, change.lambda, d.lambda, 'lambda'),
+      k: value(KSchema, change.k, d.k, 'k'),
+      index: { ...d.index, efSearch: value(EfSearchSchema, change.efSearch, d.index.efSearch, 'efSearch') },
+    };
+    await cache.lock.run(async () => cache.applySearchSettings());
     await this.definitions.update(cache.definition);
     return cache.info();
   }
@@ -310,7 +324,10 @@ export class Engine {
     for (const u of unreadable) this.failed.set(u.name, u.error);
     for (const d of definitions) {
       const cache = this.caches.get(d.name);
-      if (cache) cache.definition = d;
+      if (cache) {
+        cache.definition = d;
+        await cache.lock.run(async () => cache.applySearchSettings());
+      }
       else if (!this.failed.has(d.name)) await this.openCache(d);
     }
   }
@@ -410,7 +427,9 @@ export class Engine {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LOG_FILE = 'keylog.bin';
 
-function parseOr400<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } }, value: unknown, field: string): T {
+type Parser<T> = { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } };
+
+function parseOr400<T>(schema: Parser<T>, value: unknown, field: string): T {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   throw badRequest(`invalid_${field}`, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);

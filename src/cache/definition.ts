@@ -27,6 +27,20 @@ export const IndexOptionsSchema = z
   })
   .strict();
 
+// A reduced search key: the index holds a projection of the full key (PCA fitted on the
+// cache's first `fitSample` items, or a seeded random projection); p_cache then uses the
+// full keys of the candidates, re-ranked exactly (`rerank`), or the reduced similarities.
+export const SearchKeySchema = z
+  .object({
+    reduce: z.enum(['none', 'pca', 'random']).default('none'),
+    dimension: z.number().int().min(8).max(4096).default(256),
+    fitSample: z.number().int().min(100).max(100_000).default(5000),
+    rerank: z.boolean().default(true),
+    fullKeys: z.enum(['float32', 'float16']).default('float16').describe('how the full keys kept for re-ranking are stored'),
+  })
+  .strict();
+export type SearchKey = z.output<typeof SearchKeySchema>;
+
 export const CacheDefinitionSchema = z
   .object({
     name: z.string().regex(CACHE_NAME, 'a cache name is 1–64 letters, digits, "-" or "_", starting with a letter or digit'),
@@ -37,6 +51,7 @@ export const CacheDefinitionSchema = z
     lambda: LambdaSchema.default(0.5),
     k: KSchema.default(DEFAULT_K),
     index: IndexOptionsSchema.default(IndexOptionsSchema.parse({})),
+    searchKey: SearchKeySchema.default(SearchKeySchema.parse({})),
   })
   .strict();
 
@@ -55,6 +70,8 @@ export interface CacheInfo {
   lambda: number;
   k: number;
   index: { type: 'exact' | 'hnsw'; policy: 'auto' | 'exact' | 'hnsw'; scoring: 'all-items' | 'k-nearest'; params: Record<string, number | string> };
+  /** the search key: full, or a projection to `dimension` (null while a PCA waits for its sample) */
+  searchKey: { reduce: 'none' | 'pca' | 'random'; dimension: number; projection: string | null; rerank: boolean; fullKeysBytes: number };
   logPosition: number;
   snapshotPosition: number;
 }

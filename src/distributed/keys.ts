@@ -9,6 +9,8 @@ export const redisKeys = {
   ids: (cache: string) => `cachet:{${cache}}:ids`,
   /** string: records in the log (the next record's position) */
   end: (cache: string) => `cachet:{${cache}}:end`,
+  /** string (binary): the search-key projection every replica uses (see Projection.toBuffer) */
+  projection: (cache: string) => `cachet:{${cache}}:projection`,
   /** string: the key dimension the log was started with */
   dimension: (cache: string) => `cachet:{${cache}}:dimension`,
 };

@@ -11,6 +11,23 @@ import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot
 import { KeyLog, KeyRecord } from '../keylog/types.js';
 import { Mutex } from './mutex.js';
 import { conflict } from '../errors.js';
+import { fitPca, Projection, randomProjection } from '../index/projection.js';
+import { FullKeyStore } from '../index/full-keys.js';
+import { cacheProbabilities } from '../cache/math.js';
+import { TopK } from '../index/exact.js';
+import { createHash } from 'node:crypto';
+
+/**
+ * Makes every process of a cache use one projection: in distributed mode the first
+ * replica to fit it publishes it in Redis and the others take that one.
+ */
+export type ProjectionPublisher = (cache: string, projection: Projection) => Promise<Projection>;
+
+/** What p_cache was computed over, for one query, and its nearest items. */
+export interface CacheScore {
+  pCache: Float64Array | null;
+  neighbours: { position: number; similarity: number }[];
+}
 
 
 /** records applied per locked step */
@@ -28,6 +45,10 @@ export class CacheState {
   readonly lock = new Mutex();
   /** serialises adds, so an id cannot be appended twice */
   private readonly appendLock = new Mutex();
+  /** the search key's projection; null for full keys, or while a PCA waits for its sample */
+  projection: Projection | null = null;
+  /** full keys kept for exact re-ranking when the index holds reduced keys */
+  fullKeys: FullKeyStore | null = null;
 
   private constructor(
     public definition: CacheDefinition,
@@ -35,6 +56,7 @@ export class CacheState {
     readonly extractor: KeyExtractor,
     public index: VectorIndex,
     readonly log: KeyLog,
+    private readonly publish: ProjectionPublisher,
   ) {}
 
   get size(): number {
@@ -45,18 +67,31 @@ export class CacheState {
    * A cache as its snapshot (if any) left it, caught up with its key log.
    * `log` is the cache's key log: a file in embedded mode, a Redis Stream in distributed mode.
    */
-  static async open(definition: CacheDefinition, dir: string, extractor: KeyExtractor, log: KeyLog): Promise<CacheState> {
+  static async open(definition: CacheDefinition, dir: string, extractor: KeyExtractor, log: KeyLog, publish: ProjectionPublisher): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
     const snapshot = await readSnapshot(dir);
     if (snapshot) checkSnapshotMatches(snapshot.manifest, definition, extractor);
-    const index = snapshot
-      ? await loadIndex(snapshot.dir, snapshot.manifest.indexKind, snapshot.manifest.dimension, definition.index)
-      : createIndex(extractor.keyDimension, definition.index);
-    const state = new CacheState(definition, dir, extractor, index, log);
+    const sk = definition.searchKey;
+    let state: CacheState;
     if (snapshot) {
+      const m = snapshot.manifest;
+      const index = await loadIndex(snapshot.dir, m.indexKind, m.dimension, definition.index);
+      state = new CacheState(definition, dir, extractor, index, log, publish);
+      state.projection = await Projection.load(snapshot.dir);
+      state.fullKeys = await FullKeyStore.load(snapshot.dir);
       snapshot.ids.forEach((id, position) => state.remember(id, snapshot.labels[position]));
-      state.appliedPosition = state.snapshotPosition = snapshot.manifest.logPosition;
+      state.appliedPosition = state.snapshotPosition = m.logPosition;
+    } else if (sk.reduce === 'random') {
+      const projection = randomProjection(extractor.keyDimension, sk.dimension, seedOf(definition.name));
+      state = new CacheState(definition, dir, extractor, createIndex(sk.dimension, definition.index), log, publish);
+      state.projection = await publish(definition.name, projection);
+      state.fullKeys = sk.rerank ? new FullKeyStore(extractor.keyDimension, sk.fullKeys) : null;
+    } else {
+      // Full keys; with reduce "pca", an exact index of full keys until the sample is there.
+      const index = sk.reduce === 'pca' ? new ExactIndex(extractor.keyDimension) : createIndex(extractor.keyDimension, definition.index);
+      state = new CacheState(definition, dir, extractor, index, log, publish);
     }
+    state.applySearchSettings();
     await state.catchUp().catch((err: Error) => {
       throw new Error(`cache "${definition.name}": cannot replay its key log from position ${state.appliedPosition}: ${err.message}`);
     });
@@ -99,8 +134,9 @@ export class CacheState {
       await this.lock.run(() => this.apply(records.slice(i, i + APPLY_SLICE)));
       await yieldToMessages();
     }
+    if (this.projectionDue) await this.fitProjection(this.index as ExactIndex);
     // Policy "auto": exact search while the cache is small, hnsw once it passes the threshold.
-    if (shouldMigrate(this.index, this.definition.index)) await this.migrate(this.index);
+    else if (!this.pendingPca && shouldMigrate(this.index, this.definition.index)) await this.migrate(this.index);
   }
 
   /** Apply log records to the index, in log order; a replayed or repeated id is one item. */
@@ -114,11 +150,99 @@ export class CacheState {
     }
     this.appliedPosition += records.length;
     if (fresh.length === 0) return;
-    const dim = this.index.dimension;
+    const dim = this.extractor.keyDimension;
     const keys = new Float32Array(fresh.length * dim);
     fresh.forEach((r, i) => keys.set(r.key, i * dim));
-    await this.index.add(keys, fresh.length);
+    if (this.projection) {
+      this.fullKeys?.add(keys, fresh.length);
+      await this.index.add(await this.projection.project(keys, fresh.length), fresh.length);
+    } else {
+      await this.index.add(keys, fresh.length);
+    }
     for (const r of fresh) this.remember(r.id, r.label);
+  }
+
+  private get pendingPca(): boolean {
+    return this.definition.searchKey.reduce === 'pca' && !this.projection;
+  }
+
+  /** A PCA search key waits for `fitSample` items; then it is fitted and the index rebuilt on it. */
+  private get projectionDue(): boolean {
+    const sk = this.definition.searchKey;
+    return sk.reduce === 'pca' && !this.projection && this.index instanceof ExactIndex && this.index.size >= sk.fitSample;
+  }
+
+  /**
+   * Fit the PCA on the first fitSample full keys, build the reduced index (and the
+   * full-key store) beside the exact one while it keeps serving, then swap them in.
+   */
+  private async fitProjection(exact: ExactIndex): Promise<void> {
+    const sk = this.definition.searchKey;
+    const D = exact.dimension;
+    const m = sk.fitSample;
+    const sample = new Float32Array(m * D);
+    for (let p = 0; p < m; p++) sample.set(exact.key(p), p * D);
+    const projection = await this.publish(this.definition.name, await fitPca(sample, m, D, sk.dimension, { seed: 0 }));
+    const index = createIndex(sk.dimension, this.definition.index, exact.size);
+    const fullKeys = sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null;
+    const copy = async (from: number, to: number) => {
+      for (let p = from; p < to; p += APPLY_SLICE) {
+        const n = Math.min(APPLY_SLICE, to - p);
+        const keys = new Float32Array(n * D);
+        for (let i = 0; i < n; i++) keys.set(exact.key(p + i), i * D);
+        fullKeys?.add(keys, n);
+        await index.add(await projection.project(keys, n), n);
+        await yieldToMessages();
+      }
+    };
+    await copy(0, exact.size);
+    await this.lock.run(async () => {
+      await copy(index.size, exact.size);
+      this.index = index;
+      this.projection = projection;
+      this.fullKeys = fullKeys;
+      this.applySearchSettings();
+    });
+  }
+
+  /**
+   * p_cache for n query keys (full keys, L2-normalised) and each one's `wanted` nearest items.
+   * Over every item with an exact index of full keys (the reference); otherwise over the k
+   * nearest — found with the reduced key, and re-ranked with the full keys when kept.
+   */
+  async score(keys: Float32Array, n: number, theta: number, wanted: number): Promise<CacheScore[]> {
+    return this.lock.run(async () => {
+      const size = this.size;
+      const C = this.extractor.numClasses;
+      if (size === 0) return Array.from({ length: n }, () => ({ pCache: null, neighbours: [] }));
+      const index = this.index;
+      if (index instanceof ExactIndex && !this.projection) {
+        const all = await index.similaritiesAll(keys, n);
+        return all.map((sims) => {
+          const top = new TopK(Math.min(wanted, size));
+          top.offer(sims, 0, size, 0);
+          const { positions, similarities } = top.result();
+          return {
+            pCache: cacheProbabilities(sims, this.labels.subarray(0, size), theta, C),
+            neighbours: Array.from(positions, (position, j) => ({ position, similarity: similarities[j] })),
+          };
+        });
+      }
+      const k = Math.max(this.definition.k, wanted);
+      const queries = this.projection ? await this.projection.project(keys, n) : keys;
+      const found = await index.search(queries, n, k);
+      const exactSims = this.fullKeys ? await this.fullKeys.similaritiesBatch(keys, n, found.map((f) => f.positions)) : null;
+      return found.map((f, q) => {
+        let order = Array.from(f.positions.keys());
+        const sims = exactSims ? exactSims[q] : f.similarities;
+        if (exactSims) order.sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);
+        order = order.slice(0, Math.min(order.length, k));
+        return {
+          pCache: cacheProbabilities(order.map((i) => sims[i]), order.map((i) => this.labels[f.positions[i]]), theta, C),
+          neighbours: order.slice(0, wanted).map((i) => ({ position: f.positions[i], similarity: sims[i] })),
+        };
+      });
+    });
   }
 
   /**
@@ -167,8 +291,11 @@ export class CacheState {
       keyLayers: this.definition.keyLayers,
       theta: this.definition.theta,
       lambda: this.definition.lambda,
+      keyDimension: this.extractor.keyDimension,
+      projection: this.projection?.fingerprint ?? null,
     };
-    await writeSnapshot(this.dir, manifest, this.ids, this.labels.subarray(0, this.size), this.index);
+    const extras = [this.projection, this.fullKeys].filter((x): x is Projection | FullKeyStore => x !== null);
+    await writeSnapshot(this.dir, manifest, this.ids, this.labels.subarray(0, this.size), this.index, extras);
     this.snapshotPosition = this.appliedPosition;
     await this.log.compactTo(this.snapshotPosition);
   }
@@ -189,8 +316,15 @@ export class CacheState {
       index: {
         type: this.index.kind,
         policy: d.index.type,
-        scoring: this.index.kind === 'exact' ? 'all-items' : 'k-nearest',
+        scoring: this.index.kind === 'exact' && !this.projection ? 'all-items' : 'k-nearest',
         params: this.index.params(),
+      },
+      searchKey: {
+        reduce: d.searchKey.reduce,
+        dimension: this.index.dimension,
+        projection: this.projection ? this.projection.fingerprint.slice(0, 16) : null,
+        rerank: this.fullKeys !== null,
+        fullKeysBytes: this.fullKeys?.memoryBytes ?? 0,
       },
       logPosition: this.log.end(),
       snapshotPosition: this.snapshotPosition,
@@ -211,10 +345,16 @@ function checkSnapshotMatches(m: SnapshotManifest, d: CacheDefinition, extractor
     );
   }
   const layers = JSON.stringify(m.keyLayers);
-  if (layers !== JSON.stringify(d.keyLayers) || m.dimension !== extractor.keyDimension) {
+  const keyDimension = Number(m.keyDimension ?? m.dimension);
+  if (layers !== JSON.stringify(d.keyLayers) || keyDimension !== extractor.keyDimension) {
     throw conflict(
       'snapshot_layers_mismatch',
-      `cache "${d.name}": its snapshot has key layers ${layers} (dimension ${m.dimension}), the definition asks for ${JSON.stringify(d.keyLayers)} (dimension ${extractor.keyDimension}). ${fix}`,
+      `cache "${d.name}": its snapshot has key layers ${layers} (dimension ${keyDimension}), the definition asks for ${JSON.stringify(d.keyLayers)} (dimension ${extractor.keyDimension}). ${fix}`,
     );
   }
+}
+
+/** A random projection's seed: the same for every process of a cache. */
+function seedOf(name: string): number {
+  return createHash('sha256').update(name).digest().readUInt32LE(0);
 }

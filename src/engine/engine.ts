@@ -4,11 +4,12 @@
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheDefinitionSchema, CacheInfo, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
-import { cacheProbabilities, mixProbabilities } from '../cache/math.js';
+import { mixProbabilities } from '../cache/math.js';
 import { KeyExtractor } from '../model/extractor.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { ModelSpec } from '../model/spec.js';
-import { ExactIndex, TopK } from '../index/exact.js';
+import { Projection } from '../index/projection.js';
+import { redisKeys } from '../distributed/keys.js';
 import { CacheState } from './cache-state.js';
 import { DefinitionStore, FileDefinitions, RedisDefinitions } from './definitions.js';
 import { FileKeyLog } from '../keylog/file-log.js';
@@ -239,40 +240,18 @@ export class Engine {
     const wanted = options.neighbours ?? 0;
     const { keys, probs } = await cache.extractor.run(images, n);
     const numClasses = cache.extractor.numClasses;
-    return cache.lock.run(async () => {
-      const size = cache.size;
-      const index = cache.index;
-      const results: Classification[] = [];
-      // Exact index: p_cache sums over every item (the reference). Approximate: over the k nearest.
-      const all = index instanceof ExactIndex && size > 0 ? await index.similaritiesAll(keys, n) : null;
-      const nearest = !all && size > 0 ? await index.search(keys, n, Math.max(d.k, wanted)) : null;
-      for (let i = 0; i < n; i++) {
-        const pModel = Array.from(probs.subarray(i * numClasses, (i + 1) * numClasses));
-        let pCache: Float64Array | null = null;
-        let neighbours: Neighbour[] = [];
-        const toNeighbour = (position: number, similarity: number): Neighbour => ({
-          id: cache.ids[position],
-          label: cache.labels[position],
-          similarity,
-        });
-        if (all) {
-          const sims = all[i];
-          pCache = cacheProbabilities(sims, cache.labels.subarray(0, size), theta, numClasses);
-          const top = new TopK(Math.min(wanted, size));
-          top.offer(sims, 0, size, 0);
-          const { positions, similarities } = top.result();
-          neighbours = Array.from(positions, (p, j) => toNeighbour(p, similarities[j]));
-        } else if (nearest) {
-          const { positions, similarities } = nearest[i];
-          const labels = Array.from(positions, (p) => cache.labels[p]);
-          pCache = cacheProbabilities(similarities, labels, theta, numClasses);
-          neighbours = Array.from(positions.subarray(0, wanted), (p, j) => toNeighbour(p, similarities[j]));
-        }
-        const p = mixProbabilities(pModel, pCache ?? pModel, lambda, pCache === null);
-        results.push({ pModel, pCache: pCache && Array.from(pCache), p: Array.from(p), neighbours });
-      }
-      return { cache: name, theta, lambda, cacheSize: size, results };
+    const scores = await cache.score(keys, n, theta, wanted);
+    const results: Classification[] = scores.map(({ pCache, neighbours }, i) => {
+      const pModel = Array.from(probs.subarray(i * numClasses, (i + 1) * numClasses));
+      const p = mixProbabilities(pModel, pCache ?? pModel, lambda, pCache === null);
+      return {
+        pModel,
+        pCache: pCache && Array.from(pCache),
+        p: Array.from(p),
+        neighbours: neighbours.map(({ position, similarity }) => ({ id: cache.ids[position], label: cache.labels[position], similarity })),
+      };
     });
+    return { cache: name, theta, lambda, cacheSize: cache.size, results };
   }
 
   async snapshot(name: string): Promise<CacheInfo> {
@@ -305,7 +284,7 @@ export class Engine {
           const log = this.redis
             ? await RedisKeyLog.open(this.redis, name, extractor.keyDimension)
             : await FileKeyLog.open(path.join(dir, LOG_FILE), extractor.keyDimension);
-          this.caches.set(name, await CacheState.open(definition, dir, extractor, log));
+          this.caches.set(name, await CacheState.open(definition, dir, extractor, log, (cache, p) => this.publishProjection(cache, p)));
           this.failed.delete(name);
         } catch (err) {
           this.failed.set(name, err instanceof Error ? err.message : String(err));
@@ -316,6 +295,14 @@ export class Engine {
       this.opening.set(name, opening);
     }
     await opening;
+  }
+
+  /** Distributed mode: the first projection published for a cache is everybody's. */
+  private async publishProjection(cache: string, projection: Projection): Promise<Projection> {
+    if (!this.redis) return projection;
+    await this.redis.set(redisKeys.projection(cache), projection.toBuffer(), 'NX');
+    const stored = await this.redis.getBuffer(redisKeys.projection(cache));
+    return stored ? Projection.fromBuffer(stored) : projection;
   }
 
   /** Open caches this process has not seen yet; take θ and λ changed by another replica. */

@@ -45,6 +45,8 @@ export async function writeSnapshot(
   ids: string[],
   labels: Uint16Array | Uint32Array | number[],
   index: VectorIndex,
+  /** more parts of the cache's state to save in the same snapshot (a projection, full keys) */
+  extras: { save(dir: string): Promise<void> }[] = [],
 ): Promise<void> {
   const n = index.size;
   const mismatch =
@@ -63,6 +65,7 @@ export async function writeSnapshot(
     await mkdir(tmp);
     try {
       await index.save(tmp);
+      for (const extra of extras) await extra.save(tmp);
       await writeItems(join(tmp, ITEMS), ids, labels);
       await writeText(join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
       for (const name of await readdir(tmp)) await fsync(join(tmp, name));

@@ -1,0 +1,408 @@
+// Full keys for re-ranking: when the index searches a reduced key (a 64–1024-dim
+// projection), the candidates it returns are re-scored exactly with their full
+// keys (12,288 dims for the paper's ResNet-20). This store holds those full keys
+// compactly, off the JS heap, and computes exact inner products with them.
+//
+// Keys live in typed-array blocks of ≤ ~128 MB (their backing stores are outside
+// the JS heap), as float32 or float16 (Uint16Array: 90,000 × 12,288 keys take
+// 2.2 GB instead of 4.4 GB). A memory-mapped file would be nicer still, but the
+// npm mmap packages need a native build with node-gyp, so plain blocks it is.
+//
+// Similarities: the candidate rows are gathered (still float16 if stored so) into
+// a reused scratch buffer and one onnxruntime run computes
+//   s[b, n] = Σ_d k[b, n, d] · q[b, d]    (float16 keys: Cast → float first)
+// for a batch of candidate lists at once. Measured on this 2-core machine (with
+// other CPU-heavy work running, so noisy), 200 candidates × 12,288 dims: a JS dot
+// loop 4–15 ms (float32) and 18–23 ms (float16 through the lookup table); gather
+// + ORT 0.6–1.3 ms for either format (ORT's Cast converts float16 vectorised;
+// converting with the JS lookup table first makes it 5 ms). 1,000 candidates:
+// JS 50–110 ms, gather + ORT 3–10 ms. So ORT does the arithmetic, in runs of at
+// most RUN_ELEMENTS key values: smaller runs were no slower for 200 candidates
+// and faster for 1,000 (the gathered rows and the Cast output stay in cache).
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import { join } from 'node:path';
+import onnxProto from 'onnx-proto';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+
+const { onnx } = onnxProto;
+
+export type KeyFormat = 'float32' | 'float16';
+
+export const FULL_KEYS_FILE = 'fullkeys.bin';
+export const FULL_KEYS_META = 'fullkeys.json';
+
+const BLOCK_BYTES = 128 * 1024 * 1024;
+const MAX_BLOCK_ROWS = 65536;
+const FIRST_BLOCK_ROWS = 1024;
+/** key values gathered for one ORT run (2 MB as float16, 4 MB as float32; 85 rows of 12,288) */
+const RUN_ELEMENTS = 1 << 20;
+const BYTES: Record<KeyFormat, number> = { float32: 4, float16: 2 };
+
+type KeyArray = Float32Array | Uint16Array;
+
+interface Block {
+  data: KeyArray; // capacity rows × dimension; only the first `rows` are keys
+  rows: number;
+}
+
+export interface FullKeyStoreOptions {
+  /** rows per full block; default: as many as fit in 128 MB (at most 65,536) */
+  blockRows?: number;
+}
+
+interface Meta {
+  version: 1;
+  dimension: number;
+  format: KeyFormat;
+  size: number;
+}
+
+export class FullKeyStore {
+  readonly blockRows: number;
+  private readonly blocks: Block[] = [];
+  private count = 0;
+  /** gather buffers of RUN_ELEMENTS (or one list's worth, if longer), reused across calls */
+  private readonly scratch: KeyArray[] = [];
+
+  constructor(
+    readonly dimension: number,
+    readonly format: KeyFormat,
+    options: FullKeyStoreOptions = {},
+  ) {
+    if (!Number.isInteger(dimension) || dimension < 1) throw new RangeError(`dimension must be a positive integer, got ${dimension}`);
+    if (format !== 'float32' && format !== 'float16') throw new RangeError(`format must be float32 or float16, got ${String(format)}`);
+    const rows = options.blockRows ?? Math.max(1, Math.min(MAX_BLOCK_ROWS, Math.floor(BLOCK_BYTES / (BYTES[format] * dimension))));
+    if (!Number.isInteger(rows) || rows < 1) throw new RangeError(`blockRows must be a positive integer, got ${rows}`);
+    this.blockRows = rows;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** bytes held for keys (allocated block capacity) */
+  get memoryBytes(): number {
+    let bytes = 0;
+    for (const block of this.blocks) bytes += block.data.byteLength;
+    return bytes;
+  }
+
+  /** n rows of `dimension` float32 (L2-normalised) appended at positions size … size+n−1 */
+  add(keys: Float32Array, n: number): void {
+    const d = this.dimension;
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`add: n must be a non-negative integer, got ${n}`);
+    if (keys.length < n * d) throw new RangeError(`add: ${n} keys need ${n * d} floats, got ${keys.length}`);
+    let done = 0;
+    while (done < n) {
+      const block = this.writableBlock();
+      const take = Math.min(n - done, block.data.length / d - block.rows);
+      const src = keys.subarray(done * d, (done + take) * d);
+      const dst = block.data.subarray(block.rows * d, (block.rows + take) * d);
+      if (dst instanceof Float32Array) dst.set(src);
+      else float32ToFloat16(src, dst);
+      block.rows += take;
+      this.count += take;
+      done += take;
+    }
+  }
+
+  private newArray(length: number): KeyArray {
+    return this.format === 'float16' ? new Uint16Array(length) : new Float32Array(length);
+  }
+
+  /** The last block if it has room (grown by doubling up to blockRows), else a new one. */
+  private writableBlock(): Block {
+    const d = this.dimension;
+    const last = this.blocks[this.blocks.length - 1];
+    if (last && last.rows * d < last.data.length) return last;
+    if (last && last.data.length < this.blockRows * d) {
+      const grown = this.newArray(Math.min(this.blockRows, 2 * (last.data.length / d)) * d);
+      grown.set(last.data);
+      last.data = grown;
+      return last;
+    }
+    const block = { data: this.newArray(Math.min(this.blockRows, FIRST_BLOCK_ROWS) * d), rows: 0 };
+    this.blocks.push(block);
+    return block;
+  }
+
+  private checkPosition(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position >= this.count) {
+      throw new RangeError(`position ${position} is outside 0…${this.count - 1}`);
+    }
+  }
+
+  /** the stored row at a position (a view, in the storage format) */
+  private row(position: number): KeyArray {
+    const d = this.dimension;
+    const block = this.blocks[Math.floor(position / this.blockRows)];
+    const r = position % this.blockRows;
+    return block.data.subarray(r * d, (r + 1) * d);
+  }
+
+  /** the key at a position, as float32 (a copy) */
+  key(position: number): Float32Array {
+    this.checkPosition(position);
+    const row = this.row(position);
+    if (row instanceof Float32Array) return row.slice();
+    const out = new Float32Array(this.dimension);
+    float16ToFloat32(row, out);
+    return out;
+  }
+
+  /** exact inner products of one full query key with the keys at `positions` (any order, may repeat) */
+  async similarities(query: Float32Array, positions: Int32Array): Promise<Float32Array> {
+    const [out] = await this.similaritiesBatch(query, 1, [positions]);
+    return out;
+  }
+
+  /**
+   * The same for nq queries, each with its own candidate list. Lists are cut into
+   * segments of at most RUN_ELEMENTS / dimension rows; segments, longest first,
+   * are packed into runs of B × longest rows ≤ RUN_ELEMENTS (shorter segments
+   * padded), one ORT batched MatMul per run.
+   */
+  async similaritiesBatch(queries: Float32Array, nq: number, candidates: Int32Array[]): Promise<Float32Array[]> {
+    const d = this.dimension;
+    if (!Number.isInteger(nq) || nq < 0) throw new RangeError(`similarities: nq must be a non-negative integer, got ${nq}`);
+    if (queries.length < nq * d) throw new RangeError(`similarities: ${nq} queries need ${nq * d} floats, got ${queries.length}`);
+    if (candidates.length !== nq) throw new RangeError(`similarities: ${nq} queries but ${candidates.length} candidate lists`);
+    for (const list of candidates) for (let i = 0; i < list.length; i++) this.checkPosition(list[i]);
+
+    const out = candidates.map((list) => new Float32Array(list.length));
+    const segRows = Math.max(1, Math.floor(RUN_ELEMENTS / d));
+    const segments: Segment[] = [];
+    for (let q = 0; q < nq; q++) {
+      const len = candidates[q].length;
+      for (let first = 0; first < len; first += segRows) segments.push({ query: q, first, rows: Math.min(segRows, len - first) });
+    }
+    if (segments.length === 0) return out;
+    segments.sort((a, b) => b.rows - a.rows);
+
+    const session = await getSession(this.format);
+    const capacity = Math.max(RUN_ELEMENTS, segRows * d);
+    const gathered = this.scratch.pop() ?? this.newArray(capacity);
+    try {
+      for (let s0 = 0; s0 < segments.length; ) {
+        const rows = segments[s0].rows; // the longest in this run
+        const b = Math.min(segments.length - s0, Math.max(1, Math.floor(capacity / (rows * d))));
+        const q = new Float32Array(b * d);
+        for (let i = 0; i < b; i++) {
+          const seg = segments[s0 + i];
+          q.set(queries.subarray(seg.query * d, (seg.query + 1) * d), i * d);
+          const list = candidates[seg.query];
+          const base = i * rows * d;
+          for (let r = 0; r < seg.rows; r++) gathered.set(this.row(list[seg.first + r]), base + r * d);
+          // padding rows (r ≥ seg.rows) keep whatever they held; their products are ignored
+        }
+        const k = new Tensor(this.format, gathered.subarray(0, b * rows * d), [b, rows, d]);
+        const result = await session.run({ q: new Tensor('float32', q, [b, d, 1]), k });
+        const s = result.s.data as Float32Array; // b × rows × 1
+        for (let i = 0; i < b; i++) {
+          const seg = segments[s0 + i];
+          out[seg.query].set(s.subarray(i * rows, i * rows + seg.rows), seg.first);
+        }
+        s0 += b;
+      }
+    } finally {
+      if (this.scratch.length < 2) this.scratch.push(gathered);
+    }
+    return out;
+  }
+
+  /** Writes fullkeys.bin (size × dimension little-endian values, block by block), then fullkeys.json. */
+  async save(dir: string): Promise<void> {
+    assertLittleEndian();
+    const file = await open(join(dir, FULL_KEYS_FILE), 'w');
+    try {
+      for (const block of this.blocks) {
+        const bytes = new Uint8Array(block.data.buffer, block.data.byteOffset, block.rows * this.dimension * BYTES[this.format]);
+        let written = 0;
+        while (written < bytes.length) {
+          const { bytesWritten } = await file.write(bytes, written, bytes.length - written);
+          written += bytesWritten;
+        }
+      }
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    const meta: Meta = { version: 1, dimension: this.dimension, format: this.format, size: this.count };
+    await writeFile(join(dir, FULL_KEYS_META), JSON.stringify(meta) + '\n');
+  }
+
+  /** null if the directory holds no full keys (no fullkeys.json) */
+  static async load(dir: string, options: FullKeyStoreOptions = {}): Promise<FullKeyStore | null> {
+    assertLittleEndian();
+    let metaText: string;
+    try {
+      metaText = await readFile(join(dir, FULL_KEYS_META), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    const metaPath = join(dir, FULL_KEYS_META);
+    const meta = JSON.parse(metaText) as Partial<Meta>;
+    const { dimension, format, size } = meta;
+    if (
+      meta.version !== 1 ||
+      !Number.isInteger(dimension) ||
+      (dimension as number) < 1 ||
+      (format !== 'float32' && format !== 'float16') ||
+      !Number.isInteger(size) ||
+      (size as number) < 0
+    ) {
+      throw new Error(`${metaPath}: not a version 1 full-key header: ${metaText.trim()}`);
+    }
+    const store = new FullKeyStore(dimension as number, format, options);
+    const total = size as number;
+    const path = join(dir, FULL_KEYS_FILE);
+    const rowBytes = BYTES[format] * store.dimension;
+    const { size: bytes } = await stat(path);
+    if (bytes !== total * rowBytes) {
+      throw new Error(`${path}: ${bytes} bytes, but ${metaPath} says ${total} keys of ${rowBytes} bytes`);
+    }
+    const file = await open(path, 'r');
+    try {
+      // Read straight into each block's memory: no intermediate Buffer.
+      for (let first = 0; first < total; first += store.blockRows) {
+        const rows = Math.min(store.blockRows, total - first);
+        const data = store.newArray(rows * store.dimension);
+        const view = new Uint8Array(data.buffer);
+        let read = 0;
+        while (read < view.length) {
+          const { bytesRead } = await file.read(view, read, view.length - read, first * rowBytes + read);
+          if (bytesRead === 0) throw new Error(`${path}: file shrank while being read`);
+          read += bytesRead;
+        }
+        store.blocks.push({ data, rows });
+        store.count += rows;
+      }
+    } finally {
+      await file.close();
+    }
+    return store;
+  }
+}
+
+interface Segment {
+  query: number;
+  first: number; // index of the first candidate in the query's list
+  rows: number;
+}
+
+function assertLittleEndian(): void {
+  if (endianness() !== 'LE') throw new Error(`${FULL_KEYS_FILE} is little-endian; big-endian hosts are not supported`);
+}
+
+// ---------------------------------------------------------------------------
+// ORT: a batched matrix-vector product, s[B,N,1] = k[B,N,D] · q[B,D,1], with a
+// Cast to float first when the keys are float16. One session per format per
+// process, created lazily and kept (re-creating ORT sessions leaks memory).
+
+function productModel(format: KeyFormat): Uint8Array {
+  const F = onnx.TensorProto.DataType.FLOAT;
+  const keyType = format === 'float16' ? onnx.TensorProto.DataType.FLOAT16 : F;
+  const valueInfo = (name: string, elemType: number, dims: string[]) => ({
+    name,
+    type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimParam: d })) } } },
+  });
+  const node = [];
+  if (format === 'float16') {
+    node.push({
+      opType: 'Cast',
+      input: ['k'],
+      output: ['kf'],
+      attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: F }],
+    });
+  }
+  node.push({ opType: 'MatMul', input: [format === 'float16' ? 'kf' : 'k', 'q'], output: ['s'] });
+  return onnx.ModelProto.encode({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: `full-key-products-${format}`,
+      node,
+      input: [valueInfo('q', F, ['B', 'D', 'one']), valueInfo('k', keyType, ['B', 'N', 'D'])],
+      output: [valueInfo('s', F, ['B', 'N', 'one'])],
+    },
+  }).finish();
+}
+
+const sessions = new Map<KeyFormat, Promise<InferenceSession>>();
+
+function getSession(format: KeyFormat): Promise<InferenceSession> {
+  let session = sessions.get(format);
+  if (!session) {
+    // Shapes change on every call: memory patterns planned for one would be thrown away.
+    session = InferenceSession.create(productModel(format), { enableMemPattern: false });
+    sessions.set(format, session);
+  }
+  return session;
+}
+
+// ---------------------------------------------------------------------------
+// IEEE 754 binary16 conversion.
+
+/** float32 → float16 bits, rounding to nearest even; keeps ±0, subnormals, ±Infinity and NaN (quiet). */
+export function float32ToFloat16(src: Float32Array, dst: Uint16Array): void {
+  const n = src.length;
+  if (dst.length < n) throw new RangeError(`float32ToFloat16: ${n} values but room for ${dst.length}`);
+  const u = new Uint32Array(src.buffer, src.byteOffset, n);
+  for (let i = 0; i < n; i++) {
+    const x = u[i];
+    const sign = (x >>> 16) & 0x8000;
+    const abs = x & 0x7fffffff;
+    let h: number;
+    if (abs >= 0x7f800000) {
+      // Infinity, or NaN: keep the top payload bits and make sure it stays a NaN
+      h = abs === 0x7f800000 ? 0x7c00 : 0x7e00 | ((abs >>> 13) & 0x3ff);
+    } else if (abs >= 0x477ff000) {
+      h = 0x7c00; // ≥ 65520 rounds past 65504, the largest finite float16
+    } else if (abs >= 0x38800000) {
+      // normal: re-bias the exponent (127 → 15), round the 13 dropped bits to nearest even
+      const m = abs - 0x38000000;
+      h = (m + 0x0fff + ((m >>> 13) & 1)) >>> 13;
+    } else if (abs >= 0x33000000) {
+      // float16 subnormal: value = q · 2⁻²⁴, q = mantissa >> (126 − exponent), rounded to even
+      const shift = 126 - (abs >>> 23);
+      const mant = (abs & 0x7fffff) | 0x800000;
+      let q = mant >>> shift;
+      const rem = mant & ((1 << shift) - 1);
+      const half = 1 << (shift - 1);
+      if (rem > half || (rem === half && (q & 1) === 1)) q++;
+      h = q; // q = 0x400 is the smallest normal, encoded the same way
+    } else {
+      h = 0; // ≤ 2⁻²⁵ rounds to zero
+    }
+    dst[i] = sign | h;
+  }
+}
+
+let table: Float32Array | null = null;
+
+/** float16 bits → float32 for all 65,536 values (256 KB, built on first use). */
+function float16Table(): Float32Array {
+  if (table) return table;
+  const t = new Float32Array(65536);
+  const u = new Uint32Array(t.buffer);
+  for (let h = 0; h < 65536; h++) {
+    const sign = (h & 0x8000) << 16;
+    const e = (h >>> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) t[h] = (sign ? -m : m) * 2 ** -24; // ±0 or subnormal: exact in float32 (-0 · 2⁻²⁴ = -0)
+    else if (e === 31) u[h] = (sign | 0x7f800000 | (m << 13)) >>> 0;
+    else u[h] = (sign | ((e + 112) << 23) | (m << 13)) >>> 0;
+  }
+  table = t;
+  return t;
+}
+
+/** float16 bits → float32, through a 65,536-entry lookup table. */
+export function float16ToFloat32(src: Uint16Array, dst: Float32Array): void {
+  const n = src.length;
+  if (dst.length < n) throw new RangeError(`float16ToFloat32: ${n} values but room for ${dst.length}`);
+  const t = float16Table();
+  for (let i = 0; i < n; i++) dst[i] = t[src[i]];
+}

@@ -270,3 +270,38 @@ describe('shutdown in the middle of an index job', () => {
   });
 });
 
+
+describe('reduced search keys', () => {
+  for (const reduce of ['pca', 'random'] as const) {
+    test(`${reduce}: the index holds projected keys, candidates are re-ranked with the full keys, and it all survives a restart`, async () => {
+      let svc = await start();
+      const searchKey = { reduce, dimension: 32, fitSample: 100, rerank: true, fullKeys: 'float16' };
+      const c = await call(svc.url, 'POST', '/v1/caches', { name: 'r', model: RESNET, keyLayers: ['activation_18'], index: { type: 'hnsw' }, searchKey });
+      assert.equal(c.status, 201, JSON.stringify(c.body));
+      const folder = sampleFolder('cache', 10);
+      const job = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/r/index-jobs', { source: { type: 'folder', path: folder }, flip: true })).body.id);
+      assert.equal(job.result.cacheSize, 200, JSON.stringify(job));
+      const info = (await call(svc.url, 'GET', '/v1/caches/r')).body;
+      assert.equal(info.searchKey.dimension, 32);
+      assert.equal(info.dimension, 32);
+      assert.ok(info.searchKey.projection, 'a projection is in place');
+      assert.equal(info.searchKey.rerank, true);
+      assert.equal(info.searchKey.fullKeysBytes > 0, true);
+      assert.equal(info.index.type, 'hnsw');
+
+      const file = readdirSync(path.join(folder, 'horse'))[0];
+      const image = readFileSync(path.join(folder, 'horse', file)).toString('base64');
+      const first = (await call(svc.url, 'POST', '/v1/caches/r/predict', { image, neighbours: 3, topK: 3 })).body;
+      const nearest = first.predictions[0].neighbours[0];
+      assert.equal(nearest.id, `horse/${file}`);
+      assert.ok(Math.abs(nearest.similarity - 1) < 2e-3, `re-ranked with the full (float16) key: ${nearest.similarity}`);
+
+      await svc.close();
+      svc = await start(svc.dataDir);
+      const again = (await call(svc.url, 'POST', '/v1/caches/r/predict', { image, neighbours: 3, topK: 3 })).body;
+      assert.deepEqual(again, first);
+      assert.equal((await call(svc.url, 'GET', '/v1/caches/r')).body.searchKey.projection, info.searchKey.projection);
+      await svc.close();
+    });
+  }
+});

@@ -3,25 +3,12 @@
 // the chunks in hand and exits 0.
 import { startWorker } from '../src/distributed/worker.js';
 import { redactUrl } from '../src/cli/serve.js';
+import { closeOnSignals } from '../src/cli/signals.js';
 
 export async function runWorkerProcess(opts: { redisUrl: string; concurrency: number; lockDuration?: number }): Promise<void> {
   const worker = await startWorker({ redisUrl: opts.redisUrl, concurrency: opts.concurrency, lockDurationMs: opts.lockDuration });
   console.log(`cachet worker: taking index chunks from ${redactUrl(opts.redisUrl)} (concurrency ${opts.concurrency})`);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`cachet worker: ${signal}: finishing the chunks in hand…`);
-    worker.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        console.error(err);
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  closeOnSignals('cachet worker', () => worker.close());
 }
 
 // Run directly: node dist/workers/index-worker.js

@@ -1,5 +1,6 @@
 // `cachet serve`: the service in the foreground, until SIGTERM or SIGINT.
 import { startService, RunningService } from '../api/service.js';
+import { closeOnSignals } from './signals.js';
 
 export async function serve(opts: { port: number; host: string; dataDir: string; redisUrl?: string; chunkSize?: number }): Promise<RunningService> {
   const service = await startService(opts);
@@ -13,18 +14,7 @@ export async function serve(opts: { port: number; host: string; dataDir: string;
 }
 
 export function stopOnSignals(service: RunningService): void {
-  const stop = (signal: string) => {
-    console.log(`cachet: ${signal}: finishing work in hand and writing snapshots…`);
-    service.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        console.error(err);
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  closeOnSignals('cachet', () => service.close());
 }
 
 /** A URL without its password, for logs. */

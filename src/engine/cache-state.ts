@@ -109,13 +109,7 @@ export class CacheState {
   /** Durably log new items, then apply them. Ids already present (or repeated in `records`) are skipped. */
   async add(records: KeyRecord[]): Promise<{ added: number; duplicates: number }> {
     return this.appendLock.run(async () => {
-      const fresh: KeyRecord[] = [];
-      const seen = new Set<string>();
-      for (const r of records) {
-        if (this.positionOf.has(r.id) || seen.has(r.id)) continue;
-        seen.add(r.id);
-        fresh.push(r);
-      }
+      const fresh = this.unknown(records);
       if (fresh.length > 0) {
         await this.log.append(fresh);
         await this.applyInSlices(fresh);
@@ -139,15 +133,15 @@ export class CacheState {
     else if (!this.pendingPca && shouldMigrate(this.index, this.definition.index)) await this.migrate(this.index);
   }
 
+  /** The records whose ids the cache does not hold yet, each id once. */
+  private unknown(records: KeyRecord[]): KeyRecord[] {
+    const seen = new Set<string>();
+    return records.filter((r) => !this.positionOf.has(r.id) && !seen.has(r.id) && seen.add(r.id));
+  }
+
   /** Apply log records to the index, in log order; a replayed or repeated id is one item. */
   private async apply(records: KeyRecord[]): Promise<void> {
-    const fresh: KeyRecord[] = [];
-    const seen = new Set<string>();
-    for (const r of records) {
-      if (this.positionOf.has(r.id) || seen.has(r.id)) continue;
-      seen.add(r.id);
-      fresh.push(r);
-    }
+    const fresh = this.unknown(records);
     this.appliedPosition += records.length;
     if (fresh.length === 0) return;
     const dim = this.extractor.keyDimension;

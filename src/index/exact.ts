@@ -10,6 +10,7 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { innerProducts } from './similarity.js';
 import type { IndexKind, Neighbours, VectorIndex } from './types.js';
+import { readFully } from '../util/files.js';
 
 export const KEYS_FILE = 'keys.f32';
 const BLOCK_BYTES = 128 * 1024 * 1024;
@@ -163,13 +164,7 @@ export class ExactIndex implements VectorIndex {
       for (let first = 0; first < total; first += index.blockRows) {
         const rows = Math.min(index.blockRows, total - first);
         const data = new Float32Array(rows * dimension);
-        const view = new Uint8Array(data.buffer);
-        let read = 0;
-        while (read < view.length) {
-          const { bytesRead } = await file.read(view, read, view.length - read, first * rowBytes + read);
-          if (bytesRead === 0) throw new Error(`${path}: file shrank while being read`);
-          read += bytesRead;
-        }
+        await readFully(file, new Uint8Array(data.buffer), first * rowBytes, path);
         index.blocks.push({ data, rows });
         index.count += rows;
       }

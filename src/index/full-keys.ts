@@ -24,6 +24,7 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { readFully } from '../util/files.js';
 
 const { onnx } = onnxProto;
 
@@ -269,13 +270,7 @@ export class FullKeyStore {
       for (let first = 0; first < total; first += store.blockRows) {
         const rows = Math.min(store.blockRows, total - first);
         const data = store.newArray(rows * store.dimension);
-        const view = new Uint8Array(data.buffer);
-        let read = 0;
-        while (read < view.length) {
-          const { bytesRead } = await file.read(view, read, view.length - read, first * rowBytes + read);
-          if (bytesRead === 0) throw new Error(`${path}: file shrank while being read`);
-          read += bytesRead;
-        }
+        await readFully(file, new Uint8Array(data.buffer), first * rowBytes, path);
         store.blocks.push({ data, rows });
         store.count += rows;
       }

@@ -200,11 +200,12 @@ function assertLittleEndian(): void {
 /**
  * A seeded Gaussian outputDimension × inputDimension matrix. When
  * outputDimension ≤ inputDimension its rows are orthonormalised (block
- * modified Gram–Schmidt with re-orthogonalisation when needed, float64); otherwise they are only
- * scaled to unit length. Pure JS arithmetic, so the same seed gives the same
- * bytes (and fingerprint) on every machine.
+ * modified Gram–Schmidt, re-orthogonalised when needed, float64); otherwise
+ * they are only scaled to unit length. Pure JS arithmetic (no Gemm), so a seed
+ * gives the same bytes and fingerprint on any machine running the same V8.
  *
- * Synchronous and O(d²·D): ~1 s for 256 × 12,288 here, ~16× that for 1024.
+ * Synchronous and O(d²·D): ~1 s for 256 × 12,288 and ~8 s for 1024 × 12,288 on
+ * a loaded 2-core machine, so large ones belong off a latency-sensitive thread.
  */
 export function randomProjection(inputDimension: number, outputDimension: number, seed: number): Projection {
   checkDimension('inputDimension', inputDimension);

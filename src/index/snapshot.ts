@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { IndexKind, VectorIndex } from './types.js';
+import { fsyncPath, writeFully } from '../util/files.js';
 
 export interface SnapshotManifest {
   formatVersion: 1;
@@ -68,8 +69,8 @@ export async function writeSnapshot(
       for (const extra of extras) await extra.save(tmp);
       await writeItems(join(tmp, ITEMS), ids, labels);
       await writeText(join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
-      for (const name of await readdir(tmp)) await fsync(join(tmp, name));
-      await fsync(tmp);
+      for (const name of await readdir(tmp)) await fsyncPath(join(tmp, name));
+      await fsyncPath(tmp);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
@@ -83,7 +84,7 @@ export async function writeSnapshot(
       await rm(current, { recursive: true, force: true }); // never a complete snapshot: nothing to keep
     }
     await rename(tmp, current);
-    await fsync(cacheDir);
+    await fsyncPath(cacheDir);
     await rm(old, { recursive: true, force: true });
   });
 }
@@ -110,7 +111,7 @@ export async function readSnapshot(cacheDir: string): Promise<Snapshot | null> {
       // Crash between the two renames: the previous snapshot is the newest complete one.
       await rm(current, { recursive: true, force: true });
       await rename(old, current);
-      await fsync(cacheDir);
+      await fsyncPath(cacheDir);
     } else {
       return null;
     }
@@ -136,7 +137,7 @@ async function writeItems(path: string, ids: string[], labels: ArrayLike<number>
     for (let i = 0; i < ids.length; i++) {
       lines.push(JSON.stringify({ id: ids[i], label: labels[i] }));
       if (lines.length === 4096 || i === ids.length - 1) {
-        position += await writeAll(file, Buffer.from(lines.join('\n') + '\n', 'utf8'), position);
+        position += await writeFully(file, Buffer.from(lines.join('\n') + '\n', 'utf8'), position);
         lines.length = 0;
       }
     }
@@ -167,29 +168,13 @@ async function readItems(path: string): Promise<{ ids: string[]; labels: Uint32A
 async function writeText(path: string, text: string): Promise<void> {
   const file = await open(path, 'w');
   try {
-    await writeAll(file, Buffer.from(text, 'utf8'), 0);
+    await writeFully(file, Buffer.from(text, 'utf8'), 0);
   } finally {
     await file.close();
   }
 }
 
-async function writeAll(file: FileHandle, bytes: Buffer, position: number): Promise<number> {
-  for (let done = 0; done < bytes.length; ) {
-    const { bytesWritten } = await file.write(bytes, done, bytes.length - done, position + done);
-    done += bytesWritten;
-  }
-  return bytes.length;
-}
 
-/** fsync a file or a directory */
-async function fsync(path: string): Promise<void> {
-  const file = await open(path, 'r');
-  try {
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-}
 
 async function isComplete(dir: string): Promise<boolean> {
   try {

@@ -17,6 +17,7 @@ import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
 import { conflict } from '../errors.js';
 import { MAX_ID_BYTES, validateRecords, type KeyLog, type KeyRecord } from './types.js';
+import { fsyncPath, readFully, writeFully } from '../util/files.js';
 
 const MAGIC = Buffer.from('CACHETKL', 'latin1');
 const VERSION = 1;
@@ -81,7 +82,7 @@ export class FileKeyLog implements KeyLog {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       await mkdir(dirname(path), { recursive: true });
-      await writeFileAtomically(path, async (f) => writeAll(f, encodeHeader(dimension, 0), 0));
+      await writeFileAtomically(path, async (f) => void (await writeFully(f, encodeHeader(dimension, 0), 0)));
       file = await open(path, 'r+');
     }
     try {
@@ -114,7 +115,7 @@ export class FileKeyLog implements KeyLog {
       const seg = this.segment;
       const start = seg.endOffset;
       try {
-        await writeAll(seg.file, bytes, start);
+        await writeFully(seg.file, bytes, start);
         await seg.file.datasync();
       } catch (err) {
         // Leave no half-written batch behind for the next append to follow.
@@ -152,7 +153,7 @@ export class FileKeyLog implements KeyLog {
         const from = seg.offsets[p - seg.base];
         const to = p + n < end ? seg.offsets[p + n - seg.base] : endOffset;
         const bytes = Buffer.allocUnsafe(to - from);
-        await readAll(seg.file, bytes, from);
+        await readFully(seg.file, bytes, from, 'key log file');
         const records: KeyRecord[] = [];
         for (let o = 0; o < bytes.length; ) {
           const parsed = parseRecord(bytes, o, this.dimension);
@@ -179,12 +180,12 @@ export class FileKeyLog implements KeyLog {
       }
       const from = position < old.end ? old.offsets[position - old.base] : old.endOffset;
       await writeFileAtomically(this.path, async (f) => {
-        await writeAll(f, encodeHeader(this.dimension, position), 0);
+        await writeFully(f, encodeHeader(this.dimension, position), 0);
         const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK, Math.max(1, old.endOffset - from)));
         for (let o = from; o < old.endOffset; ) {
           const n = Math.min(chunk.length, old.endOffset - o);
-          await readAll(old.file, chunk.subarray(0, n), o);
-          await writeAll(f, chunk.subarray(0, n), HEADER_BYTES + o - from);
+          await readFully(old.file, chunk.subarray(0, n), o, 'key log file');
+          await writeFully(f, chunk.subarray(0, n), HEADER_BYTES + o - from);
           o += n;
         }
       });
@@ -294,7 +295,7 @@ async function scanRecords(file: FileHandle, dimension: number) {
     if (!parsed && bufStart + buf.length < fileSize) {
       // Maybe the record just runs past the buffer: refill from `pos`.
       buf = Buffer.allocUnsafe(Math.min(Math.max(SCAN_CHUNK, maxRecord), fileSize - pos));
-      await readAll(file, buf, pos);
+      await readFully(file, buf, pos, 'key log file');
       bufStart = pos;
       parsed = parseRecord(buf, 0, dimension);
     }
@@ -307,20 +308,7 @@ async function scanRecords(file: FileHandle, dimension: number) {
 
 // ---- files ----
 
-async function writeAll(file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
-    const { bytesWritten } = await file.write(bytes, done, bytes.length - done, position + done);
-    done += bytesWritten;
-  }
-}
 
-async function readAll(file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
-    const { bytesRead } = await file.read(bytes, done, bytes.length - done, position + done);
-    if (bytesRead === 0) throw new Error('key log file ended early');
-    done += bytesRead;
-  }
-}
 
 /** write a temporary file, fsync it, rename it over `path`, fsync the directory */
 async function writeFileAtomically(path: string, write: (file: FileHandle) => Promise<void>): Promise<void> {
@@ -336,17 +324,9 @@ async function writeFileAtomically(path: string, write: (file: FileHandle) => Pr
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await fsyncDir(dirname(path));
+  await fsyncPath(dirname(path));
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
-}
 
 // ---- crc32 ----
 

@@ -1,0 +1,31 @@
+// Whole reads, whole writes and fsync for the files that hold a cache's state:
+// FileHandle.read/write may move fewer bytes than asked, so loop until done.
+import { open, type FileHandle } from 'node:fs/promises';
+
+/** Writes all of `bytes` at `position`; returns how many that was. */
+export async function writeFully(file: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesWritten } = await file.write(bytes, done, bytes.length - done, position + done);
+    done += bytesWritten;
+  }
+  return bytes.length;
+}
+
+/** Fills `bytes` from `position`; a file that ends first is an error naming `what`. */
+export async function readFully(file: FileHandle, bytes: Uint8Array, position: number, what: string): Promise<void> {
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesRead } = await file.read(bytes, done, bytes.length - done, position + done);
+    if (bytesRead === 0) throw new Error(`${what} ended early (or shrank while being read)`);
+    done += bytesRead;
+  }
+}
+
+/** fsync a file or a directory (a directory's, after a rename into it). */
+export async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

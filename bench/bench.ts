@@ -3,11 +3,13 @@
 // Prints figures and ratios; it asserts nothing.
 //
 //   npm run bench -- [--items 2000] [--queries 500] [--clients 8] [--layers a,b,c]
-//                    [--data <dir>] [--json]
+//                    [--data <dir>] [--json] [--max-batch 64] [--max-wait-ms 2]
 //
 // --data: a folder with cache/ and heldout/ (one subfolder per class), the default being
 // samples/cifar10; or a folder with the manifests cache-45k.csv and val-5k.csv
 // (e.g. ../shared/datasets/cifar10). Each set is made class-balanced by interleaving.
+// --max-batch, --max-wait-ms: the service's predict micro-batching (src/api/batcher.ts);
+// --max-batch 1 turns it off (every request is its own engine call).
 import path from 'node:path';
 import os from 'node:os';
 import { existsSync, promises as fs } from 'node:fs';
@@ -39,6 +41,8 @@ const { values: flags } = parseArgs({
     layers: { type: 'string', default: 'activation_14,activation_16,activation_18' },
     data: { type: 'string', default: path.join(ROOT, 'samples/cifar10') },
     json: { type: 'boolean', default: false },
+    'max-batch': { type: 'string', default: '64' },
+    'max-wait-ms': { type: 'string', default: '2' },
   },
 });
 const positiveInt = (name: string, v: string) => {
@@ -52,6 +56,8 @@ const opts = {
   clients: positiveInt('clients', flags.clients),
   layers: flags.layers.split(',').map((s) => s.trim()).filter(Boolean),
   data: path.resolve(flags.data),
+  maxBatch: positiveInt('max-batch', flags['max-batch']),
+  maxWaitMs: Number(flags['max-wait-ms']),
 };
 
 // ---------- helpers ----------
@@ -158,7 +164,12 @@ const queryB64 = queryBytes.map((b) => b.toString('base64'));
 
 // ---------- 1, 3, 4: through the service ----------
 
-const service = await startService({ port: 0, host: '127.0.0.1', dataDir: path.join(tmp, 'indexes') });
+const service = await startService({
+  port: 0,
+  host: '127.0.0.1',
+  dataDir: path.join(tmp, 'indexes'),
+  batcher: { maxBatch: opts.maxBatch, maxWaitMs: opts.maxWaitMs },
+});
 async function api<T = Record<string, unknown>>(method: string, route: string, body?: unknown): Promise<T> {
   const res = await fetch(service.url + route, {
     method,
@@ -220,6 +231,7 @@ async function predictSequential(cache: string) {
 async function predictConcurrent(cache: string, clients: number) {
   let next = 0;
   const ms: number[] = [];
+  const before = service.batcher.stats();
   const { ms: wall } = await timed(() =>
     Promise.all(
       Array.from({ length: clients }, async () => {
@@ -227,7 +239,9 @@ async function predictConcurrent(cache: string, clients: number) {
       }),
     ),
   );
-  return { ...stats(ms), imagesPerSecond: (1000 * queryImgs.length) / wall };
+  const after = service.batcher.stats();
+  const batches = after.batches - before.batches;
+  return { ...stats(ms), imagesPerSecond: (1000 * queryImgs.length) / wall, batches, meanBatch: (after.images - before.images) / batches, largestBatch: after.largestBatch };
 }
 
 const svc = { exact: {}, hnsw: {} } as Record<'exact' | 'hnsw', {
@@ -390,6 +404,11 @@ const predictRatios = Object.fromEntries(
       throughputBare64OverConcurrent: rate(n, bareBatch.ms) / svc[t].concurrent.imagesPerSecond,
     },
   ]),
+);
+console.log(
+  `  micro-batching (max ${opts.maxBatch} images, wait ≤ ${opts.maxWaitMs} ms), ${opts.clients} clients: ` +
+    (['exact', 'hnsw'] as const).map((t) => `${t} ${svc[t].concurrent.batches} engine runs, mean ${fmt(svc[t].concurrent.meanBatch)} images/run`).join('; ') +
+    ` (largest so far ${svc.hnsw.concurrent.largestBatch})`,
 );
 for (const t of ['exact', 'hnsw'] as const) {
   const r = predictRatios[t];

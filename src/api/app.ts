@@ -7,10 +7,11 @@ import { describeZodError, Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
 import { resolveSource, SourceSchema } from '../jobs/sources.js';
 import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
-import { imageToTensor, stackBatch } from '../preprocess/image.js';
+import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../cache/math.js';
 import { badRequest, notFound, UserError } from '../errors.js';
 import { errorHandler, notFoundRoute } from './errors.js';
+import type { PredictBatcher } from './batcher.js';
 
 export interface ApiLimits {
   /** bytes of a JSON body or of one uploaded file */
@@ -21,6 +22,8 @@ export interface ApiLimits {
 
 export interface ApiContext {
   engine: EngineApi;
+  /** merges concurrent predict requests into one engine.classify call (see batcher.ts) */
+  batcher: PredictBatcher;
   queue: JobQueue;
   limits: ApiLimits;
   mode: 'embedded' | 'distributed';
@@ -122,7 +125,8 @@ export function createApp(ctx: ApiContext): express.Express {
         }),
       ),
     );
-    const r = await engine.classify(name, stackBatch(tensors), tensors.length, options);
+    const { topK: _, ...classifyOptions } = options;
+    const r = await ctx.batcher.classify(name, tensors, classifyOptions);
     res.json({
       cache: r.cache,
       theta: r.theta,

@@ -8,6 +8,7 @@ import { runEvalJob, runIndexJob, IndexJobData, EvalJobData, ProcessorSettings }
 import { JobQueue } from '../jobs/types.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 import { createApp, ApiLimits } from './app.js';
+import { BatcherOptions, PredictBatcher } from './batcher.js';
 import { CacheStatus } from '../engine/engine.js';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -21,6 +22,8 @@ export interface ServeOptions {
   host: string;
   dataDir: string;
   limits?: Partial<ApiLimits>;
+  /** micro-batching of concurrent predict requests; defaults: DEFAULT_BATCHER_OPTIONS */
+  batcher?: Partial<BatcherOptions>;
   /** images per model run when indexing or evaluating */
   batchSize?: number;
   /** distributed mode: this process is an api replica coordinated through this Redis */
@@ -32,6 +35,7 @@ export interface ServeOptions {
 export interface RunningService {
   url: string;
   engine: EngineClient;
+  batcher: PredictBatcher;
   queue: JobQueue;
   caches: CacheStatus[];
   close(): Promise<void>;
@@ -65,7 +69,8 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   }
   const log = (err: unknown) => console.error(err);
   const mode = opts.redisUrl ? 'distributed' : 'embedded';
-  const app = createApp({ engine, queue, limits, mode, isReady: () => ready, log });
+  const batcher = new PredictBatcher(engine, opts.batcher);
+  const app = createApp({ engine, batcher, queue, limits, mode, isReady: () => ready, log });
   const server = http.createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -80,6 +85,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   return {
     url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
     engine,
+    batcher,
     queue,
     caches,
     close: () =>

@@ -94,8 +94,11 @@ cache
   .option('--m <m>', 'hnsw M', int)
   .option('--ef-construction <n>', 'hnsw efConstruction', int)
   .option('--ef-search <n>', 'hnsw efSearch', int)
+  .addOption(new Option('--reduce <how>', 'index a reduced search key').choices(['none', 'pca', 'random']))
+  .option('--search-dim <n>', 'with --reduce: the reduced dimension (default 256)', int)
+  .option('--no-rerank', 'with --reduce: score with the reduced similarities, keep no full keys')
   .addOption(urlOption())
-  .action(async (name: string, o: Record<string, string | number | undefined> & { url: string }) => {
+  .action(async (name: string, o: Record<string, string | number | boolean | undefined> & { url: string }) => {
     const index = Object.fromEntries(
       Object.entries({ type: o.index, exactThreshold: o.exactThreshold, m: o.m, efConstruction: o.efConstruction, efSearch: o.efSearch }).filter(([, v]) => v !== undefined),
     );
@@ -107,6 +110,7 @@ cache
       ...(o.lambda !== undefined && { lambda: o.lambda }),
       ...(o.k !== undefined && { k: o.k }),
       ...(Object.keys(index).length && { index }),
+      ...(o.reduce !== undefined && { searchKey: { reduce: o.reduce, ...(o.searchDim !== undefined && { dimension: o.searchDim }), rerank: o.rerank !== false } }),
     };
     print(await client(o).request<CacheInfo>('POST', '/v1/caches', body));
   });

@@ -95,7 +95,7 @@ cache
   .option('--ef-construction <n>', 'hnsw efConstruction', int)
   .option('--ef-search <n>', 'hnsw efSearch', int)
   .addOption(new Option('--reduce <how>', 'index a reduced search key').choices(['none', 'pca', 'random']))
-  .option('--search-dim <n>', 'with --reduce: the reduced dimension (default 256)', int)
+  .option('--search-dim <n>', 'with --reduce: the reduced dimension (default 128)', int)
   .option('--no-rerank', 'with --reduce: score with the reduced similarities, keep no full keys')
   .addOption(urlOption())
   .action(async (name: string, o: Record<string, string | number | boolean | undefined> & { url: string }) => {

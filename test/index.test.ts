@@ -7,24 +7,12 @@ import { ExactIndex } from '../src/index/exact.js';
 import { DEFAULT_INDEX_OPTIONS, createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../src/index/factory.js';
 import { HnswIndex } from '../src/index/hnsw.js';
 import type { Neighbours, VectorIndex } from '../src/index/types.js';
+import { gaussian, rng } from './fixtures/random.js';
 
 // Deterministic random unit vectors for the index tests.
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-function gaussian(r: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-}
 
 function normalise(v: Float32Array, o: number, dim: number): void {
   let ss = 0;

@@ -10,7 +10,7 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { innerProducts } from './similarity.js';
 import type { IndexKind, Neighbours, VectorIndex } from './types.js';
-import { readFully } from '../util/files.js';
+import { readFully, writeFully } from '../util/files.js';
 
 export const KEYS_FILE = 'keys.f32';
 const BLOCK_BYTES = 128 * 1024 * 1024;
@@ -134,13 +134,10 @@ export class ExactIndex implements VectorIndex {
     assertLittleEndian();
     const file = await open(join(dir, KEYS_FILE), 'w');
     try {
+      let position = 0;
       for (const block of this.blocks) {
         const bytes = new Uint8Array(block.data.buffer, block.data.byteOffset, block.rows * this.dimension * 4);
-        let written = 0;
-        while (written < bytes.length) {
-          const { bytesWritten } = await file.write(bytes, written, bytes.length - written);
-          written += bytesWritten;
-        }
+        position += await writeFully(file, bytes, position);
       }
       await file.sync();
     } finally {

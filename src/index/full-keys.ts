@@ -24,7 +24,7 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
-import { readFully } from '../util/files.js';
+import { readFully, writeFully } from '../util/files.js';
 
 const { onnx } = onnxProto;
 
@@ -217,13 +217,10 @@ export class FullKeyStore {
     assertLittleEndian();
     const file = await open(join(dir, FULL_KEYS_FILE), 'w');
     try {
+      let position = 0;
       for (const block of this.blocks) {
         const bytes = new Uint8Array(block.data.buffer, block.data.byteOffset, block.rows * this.dimension * BYTES[this.format]);
-        let written = 0;
-        while (written < bytes.length) {
-          const { bytesWritten } = await file.write(bytes, written, bytes.length - written);
-          written += bytesWritten;
-        }
+        position += await writeFully(file, bytes, position);
       }
       await file.sync();
     } finally {

@@ -27,11 +27,12 @@ import { ExactIndex } from '../src/index/exact.js';
 import { HnswIndex } from '../src/index/hnsw.js';
 import { DEFAULT_INDEX_OPTIONS, hnswParams } from '../src/index/factory.js';
 import type { ModelSpec } from '../src/model/spec.js';
+import { DEFAULT_K } from '../src/cache/definition.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODEL = path.join(ROOT, 'models/cifar10-resnet20.onnx');
 const BATCH = 64; // the service's batch size for index jobs
-const K = 50; // the cache definition's default k
+const K = DEFAULT_K; // the cache definition's default k
 
 const { values: flags } = parseArgs({
   options: {
@@ -193,8 +194,18 @@ interface PredictAnswer {
   predictions: { top: { label: number }[] }[];
 }
 
-async function indexCache(name: string, type: 'exact' | 'hnsw') {
-  await api('POST', '/v1/caches', { name, model: MODEL, keyLayers: opts.layers, index: { type } });
+/** The caches compared through the service: full keys exact and hnsw, and a PCA search key re-ranked with full keys. */
+const KINDS = ['exact', 'hnsw', 'pca'] as const;
+type Kind = (typeof KINDS)[number];
+const CACHE_OPTIONS: Record<Kind, object> = {
+  exact: { index: { type: 'exact' } },
+  hnsw: { index: { type: 'hnsw' } },
+  pca: { index: { type: 'hnsw' }, searchKey: { reduce: 'pca', dimension: 128, fitSample: Math.min(5000, Math.floor(items / 2)), rerank: true } },
+};
+const LABEL: Record<Kind, string> = { exact: 'exact', hnsw: 'hnsw', pca: 'hnsw on PCA-128 + re-rank' };
+
+async function indexCache(name: string, kind: Kind) {
+  await api('POST', '/v1/caches', { name, model: MODEL, keyLayers: opts.layers, ...CACHE_OPTIONS[kind] });
   const { ms, value: job } = await timed(async () => {
     let job = await api<Job>('POST', `/v1/caches/${name}/index-jobs`, { source, flip: true });
     while (job.state !== 'completed' && job.state !== 'failed') {
@@ -244,19 +255,19 @@ async function predictConcurrent(cache: string, clients: number) {
   return { ...stats(ms), imagesPerSecond: (1000 * queryImgs.length) / wall, batches, meanBatch: (after.images - before.images) / batches, largestBatch: after.largestBatch };
 }
 
-const svc = { exact: {}, hnsw: {} } as Record<'exact' | 'hnsw', {
+const svc = { exact: {}, hnsw: {}, pca: {} } as Record<Kind, {
   index: Awaited<ReturnType<typeof indexCache>>;
   sequential: Awaited<ReturnType<typeof predictSequential>>;
   concurrent: Awaited<ReturnType<typeof predictConcurrent>>;
 }>;
 try {
-  for (const type of ['exact', 'hnsw'] as const) {
+  for (const type of KINDS) {
     process.stdout.write(`indexing ${type} cache through the service… `);
     const index = await indexCache(`bench-${type}`, type);
     console.log(`${fmt(index.ms / 1000, 1)} s`);
     svc[type] = { index } as (typeof svc)[typeof type];
   }
-  for (const type of ['exact', 'hnsw'] as const) {
+  for (const type of KINDS) {
     process.stdout.write(`predict on ${type} cache: sequential… `);
     svc[type].sequential = await predictSequential(`bench-${type}`);
     process.stdout.write(`${opts.clients} clients… `);
@@ -362,7 +373,7 @@ printTable(
   `1–2. Indexing ${cacheImgs.length} images (+ flips = ${n} items), batch ${BATCH}`,
   ['what', 'time s', 'images/s', 'items/s'],
   [
-    ...(['exact', 'hnsw'] as const).map((t) => [`index job via HTTP, ${t} cache`, fmt(svc[t].index.ms / 1000), fmt(rate(cacheImgs.length, svc[t].index.ms), 0), fmt(rate(n, svc[t].index.ms), 0)]),
+    ...KINDS.map((t) => [`index job via HTTP, ${LABEL[t]} cache`, fmt(svc[t].index.ms / 1000), fmt(rate(cacheImgs.length, svc[t].index.ms), 0), fmt(rate(n, svc[t].index.ms), 0)]),
     ['bare decode (sharp, + flip)', fmt(decodeTime.ms / 1000), fmt(rate(cacheImgs.length, decodeTime.ms), 0), fmt(rate(n, decodeTime.ms), 0)],
     ['bare key extraction (KeyExtractor.run)', fmt(extractTime.ms / 1000), fmt(rate(cacheImgs.length, extractTime.ms), 0), fmt(rate(n, extractTime.ms), 0)],
     ['bare decode + key extraction', fmt(bareAll / 1000), fmt(rate(cacheImgs.length, bareAll), 0), fmt(rate(n, bareAll), 0)],
@@ -386,9 +397,9 @@ printTable(
   `3–5. Predict, one image per request (${Q} query images; θ = ${svc.exact.sequential.theta}, λ = ${svc.exact.sequential.lambda}, hnsw k = ${K})`,
   ['what', 'p50 ms', 'p99 ms', 'mean ms', 'images/s'],
   [
-    ...(['exact', 'hnsw'] as const).flatMap((t) => [
-      [`predict via HTTP, ${t}, sequential`, fmt(svc[t].sequential.p50), fmt(svc[t].sequential.p99), fmt(svc[t].sequential.mean), fmt(1000 / svc[t].sequential.mean, 0)],
-      [`predict via HTTP, ${t}, ${opts.clients} clients`, fmt(svc[t].concurrent.p50), fmt(svc[t].concurrent.p99), fmt(svc[t].concurrent.mean), fmt(svc[t].concurrent.imagesPerSecond, 0)],
+    ...KINDS.flatMap((t) => [
+      [`predict via HTTP, ${LABEL[t]}, sequential`, fmt(svc[t].sequential.p50), fmt(svc[t].sequential.p99), fmt(svc[t].sequential.mean), fmt(1000 / svc[t].sequential.mean, 0)],
+      [`predict via HTTP, ${LABEL[t]}, ${opts.clients} clients`, fmt(svc[t].concurrent.p50), fmt(svc[t].concurrent.p99), fmt(svc[t].concurrent.mean), fmt(svc[t].concurrent.imagesPerSecond, 0)],
     ]),
     ['bare ORT model, batch 1, sequential', fmt(b1.p50), fmt(b1.p99), fmt(b1.mean), fmt(1000 / b1.mean, 0)],
     ['bare KeyExtractor, batch 1, sequential', fmt(e1.p50), fmt(e1.p99), fmt(e1.mean), fmt(1000 / e1.mean, 0)],
@@ -396,7 +407,7 @@ printTable(
   ],
 );
 const predictRatios = Object.fromEntries(
-  (['exact', 'hnsw'] as const).map((t) => [
+  KINDS.map((t) => [
     t,
     {
       latencyP50OverBare1: svc[t].sequential.p50 / b1.p50,
@@ -407,10 +418,10 @@ const predictRatios = Object.fromEntries(
 );
 console.log(
   `  micro-batching (max ${opts.maxBatch} images, wait ≤ ${opts.maxWaitMs} ms), ${opts.clients} clients: ` +
-    (['exact', 'hnsw'] as const).map((t) => `${t} ${svc[t].concurrent.batches} engine runs, mean ${fmt(svc[t].concurrent.meanBatch)} images/run`).join('; ') +
+    KINDS.map((t) => `${t} ${svc[t].concurrent.batches} engine runs, mean ${fmt(svc[t].concurrent.meanBatch)} images/run`).join('; ') +
     ` (largest so far ${svc.hnsw.concurrent.largestBatch})`,
 );
-for (const t of ['exact', 'hnsw'] as const) {
+for (const t of KINDS) {
   const r = predictRatios[t];
   console.log(
     `  ${t}: predict p50 / bare batch-1 p50 = ${fmt(r.latencyP50OverBare1)}×;  time per image, ${opts.clients} clients vs bare batch 1 = ${fmt(r.throughputBare1OverConcurrent)}×, vs bare batch ${BATCH} = ${fmt(r.throughputBare64OverConcurrent)}×`,
@@ -427,11 +438,17 @@ printTable(
     ['HnswIndex.search, 1 query per call', fmt(hnswSearch.time.p50, 3), fmt(hnswSearch.time.p99, 3), fmt(hnswSearch.time.mean, 3), fmt(recall, 3)],
   ],
 );
-const errors = { model: error(modelLabels), exactCacheModel: error(svc.exact.sequential.labels), hnswCacheModel: error(svc.hnsw.sequential.labels) };
+const errors = {
+  model: error(modelLabels),
+  exactCacheModel: error(svc.exact.sequential.labels),
+  hnswCacheModel: error(svc.hnsw.sequential.labels),
+  pcaCacheModel: error(svc.pca.sequential.labels),
+};
+const agreementPca = svc.exact.sequential.labels.filter((l, i) => l === svc.pca.sequential.labels[i]).length / Q;
 console.log(`  search time ratio exact (1/call) / hnsw: ${fmt(exactSearch.time.mean / hnswSearch.time.mean)}×`);
 console.log(
-  `  top-1 error on ${Q} queries: model alone ${pct(errors.model)}, exact cache model ${pct(errors.exactCacheModel)}, hnsw cache model ${pct(errors.hnswCacheModel)};` +
-    ` top-1 agreement exact vs hnsw ${pct(agreement)}`,
+  `  top-1 error on ${Q} queries: model alone ${pct(errors.model)}, exact cache model ${pct(errors.exactCacheModel)}, hnsw cache model ${pct(errors.hnswCacheModel)},` +
+    ` PCA-128 + re-rank cache model ${pct(errors.pcaCacheModel)}; top-1 agreement with exact: hnsw ${pct(agreement)}, PCA-128 + re-rank ${pct(agreementPca)}`,
 );
 
 if (flags.json) {
@@ -439,7 +456,7 @@ if (flags.json) {
   console.log(
     JSON.stringify({
       config: { ...opts, cacheImages: cacheImgs.length, cacheItems: n, queryImages: Q, keyDimension: dim, source: source.type, batch: BATCH, k: K },
-      service: Object.fromEntries((['exact', 'hnsw'] as const).map((t) => [t, { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent }])),
+      service: Object.fromEntries(KINDS.map((t) => [t, { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent }])),
       bare: {
         decodeMs: decodeTime.ms,
         extractMs: extractTime.ms,

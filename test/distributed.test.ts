@@ -137,6 +137,8 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     await queue.close();
     const by = new Set(chunks.map((c) => c.processedBy));
     assert.equal(by.size, 2, `chunks were processed by ${[...by].join(', ')}`);
+    // inference runs off the BullMQ thread: no chunk lost its lock and stalled
+    assert.deepEqual(chunks.filter((c) => c.stalledCounter > 0 || c.attemptsStarted > 1).map((c) => c.id), []);
     assert.equal(await stop(w2), 0, 'SIGTERM: a worker finishes what it holds and exits 0');
   });
 

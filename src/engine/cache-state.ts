@@ -162,8 +162,7 @@ export class CacheState {
 
   /** A PCA search key waits for `fitSample` items; then it is fitted and the index rebuilt on it. */
   private get projectionDue(): boolean {
-    const sk = this.definition.searchKey;
-    return sk.reduce === 'pca' && !this.projection && this.index instanceof ExactIndex && this.index.size >= sk.fitSample;
+    return this.pendingPca && this.index instanceof ExactIndex && this.index.size >= this.definition.searchKey.fitSample;
   }
 
   /**

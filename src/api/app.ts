@@ -9,7 +9,9 @@ import { resolveSource, SourceSchema } from '../jobs/sources.js';
 import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../cache/math.js';
-import { badRequest, notFound, UserError } from '../errors.js';
+import { badRequest, conflict, notFound, UserError } from '../errors.js';
+import { linspace, PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
+import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-report.js';
 import { errorHandler, notFoundRoute } from './errors.js';
 import type { PredictBatcher } from './batcher.js';
 
@@ -54,6 +56,24 @@ const EvalJobSchema = z
     compareWith: z.string().min(1).optional().describe('another cache to classify the same images with, e.g. an hnsw twin'),
   })
   .strict();
+/** A grid axis: the values, or {from, to, steps} (as numpy's linspace). */
+const axis = (value: z.ZodNumber) =>
+  z.union([
+    z.array(value).min(1).max(200),
+    z.object({ from: value, to: value, steps: z.number().int().min(1).max(200) }).strict(),
+  ]);
+const TuneJobSchema = z
+  .object({
+    source: SourceSchema,
+    flip: z.boolean().default(false).describe("also score each image's mirror image, as the paper's validation set does"),
+    theta: axis(ThetaSchema).optional().describe('default: the paper\'s 33 values from 10 to 90'),
+    lambda: axis(LambdaSchema).optional().describe('default: the paper\'s 33 values from 0.1 to 0.9'),
+    dryRun: z.boolean().default(false).describe('report the best θ and λ without storing them'),
+  })
+  .strict();
+const values = (a: z.infer<ReturnType<typeof axis>> | undefined, fallback: number[]) =>
+  a === undefined ? fallback : Array.isArray(a) ? a : linspace(a.from, a.to, a.steps);
+
 const UpdateCacheSchema = z
   .object({ theta: ThetaSchema.optional(), lambda: LambdaSchema.optional(), k: KSchema.optional(), efSearch: EfSearchSchema.optional() })
   .strict();
@@ -106,6 +126,28 @@ export function createApp(ctx: ApiContext): express.Express {
     const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
     const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith }, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+  }));
+  app.post('/v1/caches/:name/tune-jobs', wrap(async (req, res) => {
+    const name = param(req, 'name');
+    const body = parse(TuneJobSchema, req.body);
+    const info = await engine.getCache(name);
+    if (info.size === 0) throw conflict('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
+    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
+    const data = { cache: name, items, flip: body.flip, thetas: values(body.theta, PAPER_THETAS), lambdas: values(body.lambda, PAPER_LAMBDAS), dryRun: body.dryRun };
+    const job = await queue.submit('tune', name, data, items.length);
+    res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+  }));
+  app.get('/v1/jobs/:id/report', wrap(async (req, res) => {
+    const job = await queue.get(param(req, 'id'));
+    if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')}`);
+    if (job.state !== 'completed') throw conflict('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
+    const format = String(req.query.format ?? 'json');
+    if (format === 'json') return void res.json(job.result);
+    if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job has a JSON report only (format=json)`);
+    const result = job.result as TuneResult;
+    if (format === 'md') return void res.type('text/markdown').send(tuneMarkdown(result));
+    if (format === 'svg') return void res.type('image/svg+xml').send(tuneHeatmapSvg(result));
+    throw badRequest('invalid_request', `format=${format}: use json, md or svg`);
   }));
   app.get('/v1/jobs/:id', wrap(async (req, res) => {
     const job = await queue.get(param(req, 'id'));

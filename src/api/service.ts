@@ -6,6 +6,7 @@ import { startEngine, EngineClient } from '../engine/client.js';
 import { EmbeddedQueue } from '../jobs/embedded-queue.js';
 import { runEvalJob, runIndexJob, IndexJobData, EvalJobData, ProcessorSettings } from '../jobs/processors.js';
 import { JobQueue } from '../jobs/types.js';
+import { runTuneJob, TuneJobData } from '../jobs/tune.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 import { createApp, ApiLimits } from './app.js';
 import { BatcherOptions, PredictBatcher } from './batcher.js';
@@ -65,6 +66,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     queue = new EmbeddedQueue({
       index: (data, ctx) => runIndexJob(engine, settings, data as IndexJobData, ctx),
       eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
+      tune: (data, ctx) => runTuneJob(engine, settings, data as TuneJobData, ctx),
     });
   }
   const log = (err: unknown) => console.error(err);
@@ -72,6 +74,10 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const batcher = new PredictBatcher(engine, opts.batcher);
   const app = createApp({ engine, batcher, queue, limits, mode, isReady: () => ready, log });
   const server = http.createServer(app);
+  // Longer than the usual 60 s of load balancers and clients' pools, so that the server is
+  // not the side that closes an idle kept-alive connection just as a request arrives.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());

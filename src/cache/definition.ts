@@ -56,6 +56,11 @@ export const CacheDefinitionSchema = z
     k: KSchema.default(DEFAULT_K),
     index: IndexOptionsSchema.default(IndexOptionsSchema.parse({})),
     searchKey: SearchKeySchema.default(SearchKeySchema.parse({})),
+    /** earlier θ and λ, newest first, for rolling back a tuning */
+    history: z
+      .array(z.object({ theta: z.number(), lambda: z.number(), until: z.string(), reason: z.string() }).strict())
+      .max(50)
+      .default([]),
   })
   .strict();
 
@@ -78,4 +83,5 @@ export interface CacheInfo {
   searchKey: { reduce: 'none' | 'pca' | 'random'; dimension: number; projection: string | null; rerank: boolean; fullKeysBytes: number };
   logPosition: number;
   snapshotPosition: number;
+  history: CacheDefinition['history'];
 }

@@ -11,15 +11,22 @@ export class CachetClient {
   constructor(readonly baseUrl: string) {}
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response;
-    try {
-      res = await fetch(new URL(path, this.baseUrl), {
-        method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (err) {
-      throw new ApiError(0, 'unreachable', `cannot reach the Cachet service at ${this.baseUrl} (${(err as Error).cause ?? (err as Error).message}): start it with \`cachet serve\` or pass --url`);
+    let res: Response | null = null;
+    // A GET is safe to repeat: retry it when a kept-alive connection was closed under it.
+    for (let attempt = 1; !res; attempt++) {
+      try {
+        res = await fetch(new URL(path, this.baseUrl), {
+          method,
+          headers: body === undefined ? {} : { 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (err) {
+        if (method === 'GET' && attempt < 3) {
+          await new Promise((r) => setTimeout(r, 200 * attempt));
+          continue;
+        }
+        throw new ApiError(0, 'unreachable', `cannot reach the Cachet service at ${this.baseUrl} (${(err as Error).cause ?? (err as Error).message}): start it with \`cachet serve\` or pass --url`);
+      }
     }
     const text = await res.text();
     let json: unknown = null;

@@ -8,6 +8,7 @@ import { followJob } from './progress.js';
 import type { JobView } from '../jobs/types.js';
 import type { CacheInfo } from '../cache/definition.js';
 import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
+import type { TuneResult } from '../reports/tune-report.js';
 import { UserError } from '../errors.js';
 
 const program = new Command('cachet')
@@ -196,6 +197,39 @@ program
     print(r);
   });
 
+program
+  .command('tune <cache> <source>')
+  .description("choose θ and λ on labelled validation images (the paper's grid by default); stores them unless --dry-run")
+  .option('--flip', "also score each image's mirror image, as the paper's validation set does")
+  .option('--theta <grid>', 'θ values "a,b,c" or "from:to:steps" (default 10:90:33)', axisArg)
+  .option('--lambda <grid>', 'λ values "a,b,c" or "from:to:steps" (default 0.1:0.9:33)', axisArg)
+  .option('--dry-run', 'report the best θ and λ without storing them')
+  .option('--report-dir <dir>', 'where to write the report (Markdown, SVG heatmap, JSON)', 'reports')
+  .option('--json', 'print only the JSON result')
+  .addOption(urlOption())
+  .action(async (name: string, source: string, o: { flip?: boolean; theta?: Axis; lambda?: Axis; dryRun?: boolean; reportDir: string; json?: boolean; url: string }) => {
+    const api = client(o);
+    const body = { source: sourceOf(source), flip: Boolean(o.flip), theta: o.theta, lambda: o.lambda, dryRun: Boolean(o.dryRun) };
+    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/tune-jobs`, body);
+    const done = await followJob(api, job, 'extracting keys and neighbours');
+    const r = done.result as TuneResult;
+    const dir = path.resolve(o.reportDir, `${name}-tune-${done.id.slice(0, 8)}`);
+    await fs.mkdir(dir, { recursive: true });
+    for (const [format, file] of [['md', 'report.md'], ['svg', 'heatmap.svg']] as const) {
+      const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url));
+      await fs.writeFile(path.join(dir, file), await res.text());
+    }
+    await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
+    if (!o.json) {
+      const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+      console.error(`${r.images} validation images, grid ${r.thetas.length} θ × ${r.lambdas.length} λ, k = ${r.k} (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`);
+      console.error(`best θ=${r.best.theta}, λ=${r.best.lambda}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`);
+      console.error(r.applied ? `stored in cache ${name} (the previous θ and λ are in its history)` : 'dry run: nothing stored');
+      console.error(`report: ${path.relative(process.cwd(), dir)}/report.md`);
+    }
+    print(r);
+  });
+
 /** A local path becomes an absolute one (the service reads it); a folder or a manifest by what it is. */
 function sourceOf(source: string) {
   const p = path.resolve(source);
@@ -206,6 +240,16 @@ function sourceOf(source: string) {
     isDir = !/\.(csv|jsonl|ndjson)$/i.test(p); // not visible here: the service will say if it is missing
   }
   return isDir ? { type: 'folder', path: p } : { type: 'manifest', path: p };
+}
+
+type Axis = number[] | { from: number; to: number; steps: number };
+/** "a,b,c" or "from:to:steps" */
+function axisArg(v: string): Axis {
+  const range = v.split(':').map(Number);
+  if (range.length === 3 && range.every(Number.isFinite)) return { from: range[0], to: range[1], steps: range[2] };
+  const list = v.split(',').map(Number);
+  if (list.length > 0 && list.every(Number.isFinite)) return list;
+  throw new InvalidArgumentError('give values "a,b,c" or a range "from:to:steps"');
 }
 
 function print(value: unknown): void {

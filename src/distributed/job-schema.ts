@@ -54,3 +54,16 @@ export const EvalJobSchema = z
   })
   .strict();
 export type EvalJobData = z.input<typeof EvalJobSchema>;
+
+/** Queue cachet-eval, job name "tune": choose θ and λ on validation images (api replicas). */
+export const TuneJobSchema = z
+  .object({
+    cache: z.string().min(1),
+    items: z.array(ItemRefSchema).min(1),
+    flip: z.boolean().default(false),
+    thetas: z.array(z.number()).min(1),
+    lambdas: z.array(z.number()).min(1),
+    dryRun: z.boolean().default(false),
+  })
+  .strict();
+export type TuneJobData = z.input<typeof TuneJobSchema>;

@@ -6,7 +6,9 @@ import { runEvalJob, runIndexJob, ProcessorSettings, EvalJobResult } from '../jo
 import { labelResolver, SourceItem } from '../jobs/sources.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS } from '../jobs/types.js';
 import { describeZodError } from '../engine/engine.js';
-import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef } from './job-schema.js';
+import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';
+import { runTuneJob } from '../jobs/tune.js';
+import type { TuneResult } from '../reports/tune-report.js';
 
 /** Errors kept per chunk: the parent shows at most MAX_ITEM_ERRORS in all. */
 const CHUNK_ERRORS = 100;
@@ -41,6 +43,7 @@ export function chunkProcessor(engine: EngineApi, settings: ProcessorSettings) {
     const items = toItems(data.items, spec.classes, errors);
     const labelErrors = errors.length;
     const ctx: JobContext = {
+      jobId: String(job.id),
       progress: (done, total) => void job.updateProgress({ done, total }).catch(() => {}),
       itemErrors: (e) => errors.push(...e),
       signal: new AbortController().signal, // a chunk is short: on SIGTERM the worker finishes it
@@ -71,22 +74,34 @@ export function parentProcessor(engine: EngineApi) {
   };
 }
 
-/** cachet-eval / eval: on an api replica, which holds the index. */
+/** Items and a job context (progress with its item errors) for a job run on an api replica. */
+async function replicaJob(engine: EngineApi, job: Job, data: { cache: string; items: ItemRef[] }) {
+  const spec = await engine.modelSpec(data.cache);
+  const errors: ItemError[] = [];
+  const items = toItems(data.items, spec.classes, errors);
+  let errorCount = errors.length;
+  const ctx: JobContext = {
+    jobId: String(job.id),
+    progress: (done, total) => void job.updateProgress({ done, total, errors: errors.slice(0, MAX_ITEM_ERRORS), errorCount }).catch(() => {}),
+    itemErrors: (e) => {
+      errorCount += e.length;
+      errors.push(...e);
+    },
+    signal: new AbortController().signal,
+  };
+  return { items, ctx };
+}
+
+/** cachet-eval / eval and tune: on an api replica, which holds the index. */
 export function evalProcessor(engine: EngineApi, settings: ProcessorSettings) {
-  return async (job: Job): Promise<EvalJobResult> => {
+  return async (job: Job): Promise<EvalJobResult | TuneResult> => {
+    if (job.name === 'tune') {
+      const data = parse(TuneJobSchema, job);
+      const { items, ctx } = await replicaJob(engine, job, data);
+      return runTuneJob(engine, settings, { ...data, items }, ctx);
+    }
     const data = parse(EvalJobSchema, job);
-    const spec = await engine.modelSpec(data.cache);
-    const errors: ItemError[] = [];
-    const items = toItems(data.items, spec.classes, errors);
-    let errorCount = errors.length;
-    const ctx: JobContext = {
-      progress: (done, total) => void job.updateProgress({ done, total, errors: errors.slice(0, MAX_ITEM_ERRORS), errorCount }).catch(() => {}),
-      itemErrors: (e) => {
-        errorCount += e.length;
-        errors.push(...e);
-      },
-      signal: new AbortController().signal,
-    };
-    return runEvalJob(engine, settings, { cache: data.cache, items, theta: data.theta, lambda: data.lambda, compareWith: data.compareWith }, ctx);
+    const { items, ctx } = await replicaJob(engine, job, data);
+    return runEvalJob(engine, settings, { ...data, items }, ctx);
   };
 }

@@ -8,7 +8,8 @@ import { JobQueue, JobType, JobView, MAX_ITEM_ERRORS, ItemError, JobStateName } 
 import type { SourceItem } from '../jobs/sources.js';
 import type { IndexJobData, EvalJobData as EmbeddedEvalData } from '../jobs/processors.js';
 import { queueNames } from './keys.js';
-import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef } from './job-schema.js';
+import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef, TuneJobData } from './job-schema.js';
+import type { TuneJobData as EmbeddedTuneData } from '../jobs/tune.js';
 
 export interface DistributedQueueOptions {
   /** images per chunk job */
@@ -39,10 +40,15 @@ export class DistributedQueue implements JobQueue {
 
   async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {
     const id = randomUUID();
+    const onReplica = { jobId: id, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 24 * 3600 } };
     if (type === 'eval') {
       const d = data as EmbeddedEvalData;
       const job: EvalJobData = { cache, items: d.items.map(toRef), theta: d.theta, lambda: d.lambda, compareWith: d.compareWith };
-      await this.evals.add('eval', job, { jobId: id, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 24 * 3600 } });
+      await this.evals.add('eval', job, onReplica);
+    } else if (type === 'tune') {
+      const d = data as EmbeddedTuneData;
+      const job: TuneJobData = { cache, items: d.items.map(toRef), flip: d.flip, thetas: d.thetas, lambdas: d.lambdas, dryRun: d.dryRun };
+      await this.evals.add('tune', job, onReplica);
     } else {
       const d = data as IndexJobData;
       const parent: IndexParentData = { cache, total, flip: d.flip };
@@ -108,7 +114,7 @@ interface EvalProgress {
 async function evalJobView(job: Job, state: string): Promise<JobView> {
   const data = job.data as EvalJobData;
   const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total: data.items.length }) as EvalProgress;
-  return view(job, 'eval', data.cache, mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
+  return view(job, job.name === 'tune' ? 'tune' : 'eval', data.cache, mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
 }
 
 function mapState(state: string, started: boolean): JobStateName {

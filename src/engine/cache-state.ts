@@ -3,7 +3,7 @@
 import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheInfo } from '../cache/definition.js';
 import { KeyExtractor } from '../model/extractor.js';
-import { VectorIndex } from '../index/types.js';
+import { Neighbours, VectorIndex } from '../index/types.js';
 import { ExactIndex } from '../index/exact.js';
 import { HnswIndex } from '../index/hnsw.js';
 import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
@@ -222,19 +222,28 @@ export class CacheState {
         });
       }
       const k = Math.max(this.definition.k, wanted);
-      const queries = this.projection ? await this.projection.project(keys, n) : keys;
-      const found = await index.search(queries, n, k);
-      const exactSims = this.fullKeys ? await this.fullKeys.similaritiesBatch(keys, n, found.map((f) => f.positions)) : null;
-      return found.map((f, q) => {
-        let order = Array.from(f.positions.keys());
-        const sims = exactSims ? exactSims[q] : f.similarities;
-        if (exactSims) order.sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);
-        order = order.slice(0, Math.min(order.length, k));
-        return {
-          pCache: cacheProbabilities(order.map((i) => sims[i]), order.map((i) => this.labels[f.positions[i]]), theta, C),
-          neighbours: order.slice(0, wanted).map((i) => ({ position: f.positions[i], similarity: sims[i] })),
-        };
-      });
+      const found = await this.nearest(keys, n, k);
+      return found.map(({ positions, similarities }) => ({
+        pCache: cacheProbabilities(similarities, Array.from(positions, (p) => this.labels[p]), theta, C),
+        neighbours: Array.from(positions.subarray(0, wanted), (position, j) => ({ position, similarity: similarities[j] })),
+      }));
+    });
+  }
+
+  /**
+   * The k nearest items of each of n query keys (full keys, L2-normalised), best first, by
+   * the cache's own measure: full keys, or the reduced key's candidates re-ranked with the
+   * full keys. Call it under the lock.
+   */
+  async nearest(keys: Float32Array, n: number, k: number): Promise<Neighbours[]> {
+    const queries = this.projection ? await this.projection.project(keys, n) : keys;
+    const found = await this.index.search(queries, n, k);
+    if (!this.fullKeys) return found;
+    const exact = await this.fullKeys.similaritiesBatch(keys, n, found.map((f) => f.positions));
+    return found.map((f, q) => {
+      const sims = exact[q];
+      const order = Array.from(f.positions.keys()).sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);
+      return { positions: Int32Array.from(order, (i) => f.positions[i]), similarities: Float32Array.from(order, (i) => sims[i]) };
     });
   }
 
@@ -321,6 +330,7 @@ export class CacheState {
       },
       logPosition: this.log.end(),
       snapshotPosition: this.snapshotPosition,
+      history: d.history,
     };
   }
 

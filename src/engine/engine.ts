@@ -33,9 +33,21 @@ export interface Classification {
   neighbours: Neighbour[];
 }
 
+export interface NeighbourScores {
+  k: number;
+  /** n × numClasses */
+  pModel: Float32Array;
+  /** n × k, best first */
+  similarities: Float32Array;
+  /** n × k class labels */
+  labels: Uint16Array;
+}
+
 export interface CacheUpdate {
   theta?: number;
   lambda?: number;
+  /** why θ or λ changed, kept in the history (e.g. "tune job <id>") */
+  reason?: string;
   k?: number;
   efSearch?: number;
 }
@@ -173,10 +185,18 @@ export class Engine {
     const cache = this.cache(name);
     const d = cache.definition;
     const value = <T>(schema: Parser<T>, v: T | undefined, current: T, field: string) => (v === undefined ? current : parseOr400(schema, v, field));
+    const theta = value(ThetaSchema, change.theta, d.theta, 'theta');
+    const lambda = value(LambdaSchema, change.lambda, d.lambda, 'lambda');
+    const changed = theta !== d.theta || lambda !== d.lambda;
+    // Keep what θ and λ were, so a user can roll back (newest first).
+    const history = changed
+      ? [{ theta: d.theta, lambda: d.lambda, until: new Date().toISOString(), reason: change.reason ?? 'set' }, ...d.history].slice(0, MAX_HISTORY)
+      : d.history;
     cache.definition = {
       ...d,
-      theta: value(ThetaSchema, change.theta, d.theta, 'theta'),
-      lambda: value(LambdaSchema, change.lambda, d.lambda, 'lambda'),
+      theta,
+      lambda,
+      history,
       k: value(KSchema, change.k, d.k, 'k'),
       index: { ...d.index, efSearch: value(EfSearchSchema, change.efSearch, d.index.efSearch, 'efSearch') },
     };
@@ -252,6 +272,24 @@ export class Engine {
       };
     });
     return { cache: name, theta, lambda, cacheSize: cache.size, results };
+  }
+
+  /**
+   * For tuning: p_model and the k nearest items (similarity, label) of n images, computed
+   * once so that a whole θ × λ grid can be scored in memory. Rows with fewer than k
+   * neighbours are padded with similarity −∞ (weight 0).
+   */
+  async neighbourScores(name: string, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
+    const cache = this.cache(name);
+    const { keys, probs } = await cache.extractor.run(images, n);
+    const found = await cache.lock.run(() => (cache.size > 0 ? cache.nearest(keys, n, k) : Promise.resolve([])));
+    const similarities = new Float32Array(n * k).fill(-Infinity);
+    const labels = new Uint16Array(n * k);
+    found.forEach(({ positions, similarities: sims }, q) => {
+      similarities.set(sims, q * k);
+      positions.forEach((p, j) => (labels[q * k + j] = cache.labels[p]));
+    });
+    return { k, pModel: probs, similarities, labels };
   }
 
   async snapshot(name: string): Promise<CacheInfo> {
@@ -412,6 +450,7 @@ export class Engine {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MAX_HISTORY = 20;
 
 /**
  * onnxruntime threads per model session. Measured on 2 cores with ResNet-20: a second

@@ -50,6 +50,7 @@ export class EmbeddedQueue implements JobQueue {
     job.state = 'active';
     job.startedAt = new Date().toISOString();
     const ctx: JobContext = {
+      jobId: job.id,
       progress: (done, total) => void (job.progress = { done, total }),
       itemErrors: (errors) => {
         job.errorCount += errors.length;

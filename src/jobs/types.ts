@@ -1,6 +1,6 @@
 // Jobs: bulk indexing and evaluation. The processors are plain functions of
 // (data, context) so that the embedded queue and (later) BullMQ workers run the same code.
-export type JobType = 'index' | 'eval';
+export type JobType = 'index' | 'eval' | 'tune';
 export type JobStateName = 'waiting' | 'active' | 'completed' | 'failed';
 
 export interface JobProgress {
@@ -32,6 +32,7 @@ export interface JobView {
 export const MAX_ITEM_ERRORS = 1000;
 
 export interface JobContext {
+  jobId: string;
   progress(done: number, total: number): void;
   itemErrors(errors: ItemError[]): void;
   /** aborted when the service shuts down: stop at the next batch */

@@ -1,0 +1,67 @@
+// Tune jobs: θ × λ on validation images, scored once in memory, stored with history.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { call, RESNET, sampleFolder, start, waitForJob } from './harness.js';
+
+describe('tune job', () => {
+  let svc: Awaited<ReturnType<typeof start>>;
+  const validation = sampleFolder('heldout', 5);
+
+  before(async () => {
+    svc = await start();
+    await call(svc.url, 'POST', '/v1/caches', { name: 'c', model: RESNET, keyLayers: ['activation_18'], theta: 50, lambda: 0.5, index: { type: 'exact' } });
+    const r = await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 10) }, flip: true });
+    await waitForJob(svc.url, r.body.id);
+  });
+  after(async () => svc.close());
+
+  const tune = async (body: object) => {
+    const r = await call(svc.url, 'POST', '/v1/caches/c/tune-jobs', { source: { type: 'folder', path: validation }, ...body });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.state, 'completed', job.failedReason);
+    return job;
+  };
+
+  test('a dry run scores the grid and changes nothing', async () => {
+    const job = await tune({ theta: [10, 50, 90], lambda: { from: 0, to: 1, steps: 5 }, dryRun: true, flip: true });
+    const r = job.result;
+    assert.equal(r.images, 100, '50 images and their mirror images');
+    assert.deepEqual(r.lambdas, [0, 0.25, 0.5, 0.75, 1]);
+    assert.equal(r.accuracy.length, 3);
+    assert.equal(r.accuracy[0].length, 5);
+    const max = Math.max(...r.accuracy.flat());
+    assert.equal(r.best.accuracy, max);
+    for (const row of r.accuracy) assert.equal(row[0], r.model.accuracy, 'λ = 0 is the model alone, whatever θ');
+    assert.equal(r.applied, false);
+    const info = (await call(svc.url, 'GET', '/v1/caches/c')).body;
+    assert.deepEqual([info.theta, info.lambda, info.history], [50, 0.5, []]);
+  });
+
+  test('the chosen θ and λ score on the eval job exactly as on the grid, are stored, and the old ones are kept', async () => {
+    const job = await tune({ theta: [10, 30, 50, 70, 90], lambda: [0.1, 0.3, 0.5, 0.7, 0.9] });
+    const { best } = job.result;
+    const info = (await call(svc.url, 'GET', '/v1/caches/c')).body;
+    assert.deepEqual([info.theta, info.lambda], [best.theta, best.lambda]);
+    assert.deepEqual([info.history[0].theta, info.history[0].lambda], [50, 0.5]);
+    assert.match(info.history[0].reason, new RegExp(`tune job ${job.id}`));
+    const evalJob = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/c/eval-jobs', { source: { type: 'folder', path: validation } })).body.id);
+    assert.ok(Math.abs(1 - evalJob.result.error.cacheModel - best.accuracy) < 1e-9, `eval ${evalJob.result.error.cacheModel} vs tune ${best.accuracy}`);
+
+    const md = await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=md`);
+    assert.equal(md.status, 200);
+    assert.match(await md.text(), new RegExp(`${best.theta}`));
+    const svg = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=svg`)).text();
+    assert.match(svg, /^<svg[\s\S]*<\/svg>\s*$/);
+  });
+
+  test('bad grids and an empty cache are 4xx', async () => {
+    const bad = await call(svc.url, 'POST', '/v1/caches/c/tune-jobs', { source: { type: 'folder', path: validation }, lambda: [0.5, 2] });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.error.message, /lambda/);
+    await call(svc.url, 'POST', '/v1/caches', { name: 'empty', model: RESNET, keyLayers: ['activation_18'] });
+    const empty = await call(svc.url, 'POST', '/v1/caches/empty/tune-jobs', { source: { type: 'folder', path: validation } });
+    assert.equal(empty.status, 409);
+    assert.equal(empty.body.error.code, 'empty_cache');
+  });
+});

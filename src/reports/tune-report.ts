@@ -194,7 +194,7 @@ export function heatmapLayout(nThetas: number, nLambdas: number) {
   const cellW = plotW / Math.max(1, nLambdas);
   const plotH = Math.min(480, Math.max(200, nThetas * Math.min(cellW, 24)));
   const cellH = plotH / Math.max(1, nThetas);
-  const bottom = 92;
+  const bottom = 110; // λ ticks and title, then the legend on two lines
   return {
     width,
     height: top + plotH + bottom,
@@ -334,14 +334,15 @@ export function tuneHeatmapSvg(r: TuneResult): string {
   legend.push(
     t(lx + 16, legendY, `chosen θ = ${fmtNum(r.best.theta)}, λ = ${fmtNum(r.best.lambda)} (${fmtPct(r.best.accuracy)})${bi < 0 || bj < 0 ? ', not on the grid' : ''}${r.applied ? '' : ', dry run'}`),
   );
-  const px2 = lx + 300;
+  const px2 = lx; // the previous point's entry goes on a second line: both can be long
+  const legend2Y = legendY + 18;
   legend.push(
-    `<rect x="${px2}" y="${legendY - 9}" width="10" height="10" fill="${colourAt(0.5)}" stroke="#000000" stroke-width="2.5"/><rect x="${px2}" y="${legendY - 9}" width="10" height="10" fill="none" stroke="#ffffff" stroke-width="1.2" stroke-dasharray="3 2"/>`,
+    `<rect x="${px2}" y="${legend2Y - 9}" width="10" height="10" fill="${colourAt(0.5)}" stroke="#000000" stroke-width="2.5"/><rect x="${px2}" y="${legend2Y - 9}" width="10" height="10" fill="none" stroke="#ffffff" stroke-width="1.2" stroke-dasharray="3 2"/>`,
   );
   legend.push(
     t(
       px2 + 16,
-      legendY,
+      legend2Y,
       `previous θ = ${fmtNum(r.previous.theta)}, λ = ${fmtNum(r.previous.lambda)}${r.previous.accuracy === null ? '' : ` (${fmtPct(r.previous.accuracy)})`}${pi < 0 || pj < 0 ? ', not on the grid' : ''}`,
     ),
   );

@@ -124,6 +124,14 @@ describe('cache on ResNet-20 over HTTP', () => {
     assert.equal(job.result.theta, 80);
     for (const e of Object.values(job.result.error) as number[]) assert.ok(e >= 0 && e <= 1);
     assert.equal(job.result.correct.model, Math.round((1 - job.result.error.model) * 30));
+    for (const which of ['model', 'cacheModel', 'cacheOnly']) assert.ok(job.result.top5Error[which] <= job.result.error[which], which);
+    assert.equal(job.result.perClass.length, 10);
+    assert.deepEqual(job.result.perClass.map((c: any) => c.images), Array(10).fill(3));
+    const wrong = job.result.perClass.reduce((sum: number, c: any) => sum + c.error.model * c.images, 0);
+    assert.ok(Math.abs(wrong - job.result.error.model * 30) < 1e-4, 'per-class errors add up to the total');
+    const md = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=md`)).text();
+    assert.match(md, /\| top-5 error \|/);
+    assert.match(md, /\| airplane \| 3 \|/);
   });
 
   test('a restarted service loads its snapshot and serves the same predictions', async () => {

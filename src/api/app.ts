@@ -12,6 +12,8 @@ import { topIndices } from '../cache/math.js';
 import { badRequest, conflict, notFound, UserError } from '../errors.js';
 import { linspace, PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
 import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-report.js';
+import { evalMarkdown } from '../reports/eval-report.js';
+import type { EvalJobResult } from '../jobs/processors.js';
 import { errorHandler, notFoundRoute } from './errors.js';
 import type { PredictBatcher } from './batcher.js';
 
@@ -143,7 +145,8 @@ export function createApp(ctx: ApiContext): express.Express {
     if (job.state !== 'completed') throw conflict('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
     const format = String(req.query.format ?? 'json');
     if (format === 'json') return void res.json(job.result);
-    if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job has a JSON report only (format=json)`);
+    if (job.type === 'eval' && format === 'md') return void res.type('text/markdown').send(evalMarkdown(job.result as EvalJobResult));
+    if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job's report comes as format=json${job.type === 'eval' ? ' or md' : ''}`);
     const result = job.result as TuneResult;
     if (format === 'md') return void res.type('text/markdown').send(tuneMarkdown(result));
     if (format === 'svg') return void res.type('image/svg+xml').send(tuneHeatmapSvg(result));

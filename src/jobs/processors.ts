@@ -73,6 +73,9 @@ export interface EvalJobResult {
   /** top-1 error, as a fraction */
   error: ErrorRates;
   correct: ErrorRates;
+  /** top-5 error, as a fraction */
+  top5Error: ErrorRates;
+  perClass: { class: string; label: number; images: number; error: ErrorRates }[];
   compare?: {
     cache: string;
     cacheSize: number;
@@ -82,18 +85,45 @@ export interface EvalJobResult {
   };
 }
 
-/** Top-1 hits of the model alone, the cache model and the cache alone. */
+/** Top-1 and top-5 hits of the model alone, the cache model and the cache alone, in all and per class. */
 class Tally {
-  readonly correct: ErrorRates = { model: 0, cacheModel: 0, cacheOnly: 0 };
+  readonly correct: ErrorRates = zeroRates();
+  readonly correctTop5: ErrorRates = zeroRates();
+  readonly perClass = new Map<number, { images: number; correct: ErrorRates }>();
+
   add(c: Classification, label: number): void {
-    if (argmax(c.pModel) === label) this.correct.model++;
-    if (argmax(c.p) === label) this.correct.cacheModel++;
-    if (argmax(c.pCache ?? c.pModel) === label) this.correct.cacheOnly++;
+    const classTally = this.perClass.get(label) ?? { images: 0, correct: zeroRates() };
+    this.perClass.set(label, classTally);
+    classTally.images++;
+    const distributions: [keyof ErrorRates, ArrayLike<number>][] = [['model', c.pModel], ['cacheModel', c.p], ['cacheOnly', c.pCache ?? c.pModel]];
+    for (const [which, p] of distributions) {
+      if (argmax(p) === label) {
+        this.correct[which]++;
+        classTally.correct[which]++;
+      }
+      if (rankOf(p, label) < 5) this.correctTop5[which]++;
+    }
   }
-  errors(n: number): ErrorRates {
+
+  errors(n: number, correct = this.correct): ErrorRates {
     const e = (k: number) => (n ? round(1 - k / n) : NaN);
-    return { model: e(this.correct.model), cacheModel: e(this.correct.cacheModel), cacheOnly: e(this.correct.cacheOnly) };
+    return { model: e(correct.model), cacheModel: e(correct.cacheModel), cacheOnly: e(correct.cacheOnly) };
   }
+
+  classErrors(classes: string[]): EvalJobResult['perClass'] {
+    return [...this.perClass.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([label, t]) => ({ class: classes[label], label, images: t.images, error: this.errors(t.images, t.correct) }));
+  }
+}
+
+const zeroRates = (): ErrorRates => ({ model: 0, cacheModel: 0, cacheOnly: 0 });
+
+/** How many classes score higher than `label` (0 = it is the top-1). */
+function rankOf(p: ArrayLike<number>, label: number): number {
+  let above = 0;
+  for (let i = 0; i < p.length; i++) if (p[i] > p[label]) above++;
+  return above;
 }
 
 export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings, data: EvalJobData, ctx: JobContext): Promise<EvalJobResult> {
@@ -140,6 +170,8 @@ export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings,
     lambda: used.lambda,
     error: tally.errors(scored),
     correct: tally.correct,
+    top5Error: tally.errors(scored, tally.correctTop5),
+    perClass: tally.classErrors(spec.classes),
     ...(data.compareWith && {
       compare: {
         cache: data.compareWith,

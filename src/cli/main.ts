@@ -189,6 +189,7 @@ program
       const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
       console.error(`${r.images} images, cache of ${r.cacheSize} items, θ=${r.theta}, λ=${r.lambda}`);
       console.error(`top-1 error: model ${pct(r.error.model)}, cache model ${pct(r.error.cacheModel)}, cache alone ${pct(r.error.cacheOnly)}`);
+      console.error(`top-5 error: model ${pct(r.top5Error.model)}, cache model ${pct(r.top5Error.cacheModel)}, cache alone ${pct(r.top5Error.cacheOnly)}`);
       if (r.compare) {
         const c = r.compare;
         console.error(`${c.cache} (${c.cacheSize} items): cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; top-1 agreement ${pct(c.agreement.cacheModel)}`);

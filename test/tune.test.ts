@@ -55,6 +55,18 @@ describe('tune job', () => {
     assert.match(svg, /^<svg[\s\S]*<\/svg>\s*$/);
   });
 
+  test('eval: error against cache size from random subsets; the whole cache matches the plain eval', async () => {
+    const r = await call(svc.url, 'POST', '/v1/caches/c/eval-jobs', { source: { type: 'folder', path: validation }, cacheSizes: [0.25, 0.5, 1] });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitForJob(svc.url, r.body.id);
+    const { bySize, error } = job.result;
+    assert.deepEqual(bySize.map((b: any) => [b.fraction, b.items]), [[0.25, 50], [0.5, 100], [1, 200]]);
+    assert.ok(Math.abs(bySize[2].error.cacheModel - error.cacheModel) < 1e-9, 'fraction 1 is the whole cache');
+    assert.ok(Math.abs(bySize[2].error.cacheOnly - error.cacheOnly) < 1e-9);
+    const svg = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=svg`)).text();
+    assert.match(svg, /^<svg[\s\S]*cache model[\s\S]*<\/svg>\s*$/);
+  });
+
   test('bad grids and an empty cache are 4xx', async () => {
     const bad = await call(svc.url, 'POST', '/v1/caches/c/tune-jobs', { source: { type: 'folder', path: validation }, lambda: [0.5, 2] });
     assert.equal(bad.status, 400);

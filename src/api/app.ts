@@ -12,7 +12,7 @@ import { topIndices } from '../cache/math.js';
 import { badRequest, conflict, notFound, UserError } from '../errors.js';
 import { linspace, PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
 import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-report.js';
-import { evalMarkdown } from '../reports/eval-report.js';
+import { evalBySizeSvg, evalMarkdown } from '../reports/eval-report.js';
 import type { EvalJobResult } from '../jobs/processors.js';
 import { errorHandler, notFoundRoute } from './errors.js';
 import type { PredictBatcher } from './batcher.js';
@@ -56,6 +56,7 @@ const EvalJobSchema = z
     theta: ThetaSchema.optional(),
     lambda: LambdaSchema.optional(),
     compareWith: z.string().min(1).optional().describe('another cache to classify the same images with, e.g. an hnsw twin'),
+    cacheSizes: z.array(z.number().gt(0).max(1)).min(1).max(20).optional().describe('also the error with these fractions of the cache (random subsets)'),
   })
   .strict();
 /** A grid axis: the values, or {from, to, steps} (as numpy's linspace). */
@@ -126,7 +127,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const info = await engine.getCache(name);
     if (body.compareWith) await engine.getCache(body.compareWith);
     const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
-    const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith }, items.length);
+    const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith, cacheSizes: body.cacheSizes }, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
   }));
   app.post('/v1/caches/:name/tune-jobs', wrap(async (req, res) => {
@@ -146,7 +147,12 @@ export function createApp(ctx: ApiContext): express.Express {
     const format = String(req.query.format ?? 'json');
     if (format === 'json') return void res.json(job.result);
     if (job.type === 'eval' && format === 'md') return void res.type('text/markdown').send(evalMarkdown(job.result as EvalJobResult));
-    if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job's report comes as format=json${job.type === 'eval' ? ' or md' : ''}`);
+    if (job.type === 'eval' && format === 'svg') {
+      const svg = evalBySizeSvg(job.result as EvalJobResult);
+      if (!svg) throw badRequest('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes)`);
+      return void res.type('image/svg+xml').send(svg);
+    }
+    if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job's report comes as format=json${job.type === 'eval' ? ', md or svg' : ''}`);
     const result = job.result as TuneResult;
     if (format === 'md') return void res.type('text/markdown').send(tuneMarkdown(result));
     if (format === 'svg') return void res.type('image/svg+xml').send(tuneHeatmapSvg(result));

@@ -177,11 +177,12 @@ program
   .option('--theta <θ>', 'θ (default: the cache\'s)', num)
   .option('--lambda <λ>', 'λ (default: the cache\'s)', num)
   .option('--compare <cache>', 'also classify with another cache (e.g. an hnsw twin) and report top-1 agreement')
+  .option('--sizes <fractions>', 'also the error with random subsets of the cache, e.g. 0.1,0.25,0.5,1', (v: string) => v.split(',').map(Number))
   .option('--json', 'print only the JSON result')
   .addOption(urlOption())
-  .action(async (name: string, source: string, o: { theta?: number; lambda?: number; compare?: string; json?: boolean; url: string }) => {
+  .action(async (name: string, source: string, o: { theta?: number; lambda?: number; compare?: string; sizes?: number[]; json?: boolean; url: string }) => {
     const api = client(o);
-    const body = { source: sourceOf(source), theta: o.theta, lambda: o.lambda, compareWith: o.compare };
+    const body = { source: sourceOf(source), theta: o.theta, lambda: o.lambda, compareWith: o.compare, cacheSizes: o.sizes };
     const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/eval-jobs`, body);
     const done = await followJob(api, job, 'evaluating');
     const r = done.result as EvalJobResult;
@@ -256,6 +257,8 @@ function axisArg(v: string): Axis {
 function print(value: unknown): void {
   console.log(JSON.stringify(value, null, 2));
 }
+
+(await import('./layers.js')).registerLayersCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError || err instanceof UserError) {

@@ -51,6 +51,7 @@ export const EvalJobSchema = z
     theta: z.number().optional(),
     lambda: z.number().optional(),
     compareWith: z.string().min(1).optional(),
+    cacheSizes: z.array(z.number().gt(0).max(1)).max(20).optional(),
   })
   .strict();
 export type EvalJobData = z.input<typeof EvalJobSchema>;

@@ -43,7 +43,7 @@ export class DistributedQueue implements JobQueue {
     const onReplica = { jobId: id, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 24 * 3600 } };
     if (type === 'eval') {
       const d = data as EmbeddedEvalData;
-      const job: EvalJobData = { cache, items: d.items.map(toRef), theta: d.theta, lambda: d.lambda, compareWith: d.compareWith };
+      const job: EvalJobData = { cache, items: d.items.map(toRef), theta: d.theta, lambda: d.lambda, compareWith: d.compareWith, cacheSizes: d.cacheSizes };
       await this.evals.add('eval', job, onReplica);
     } else if (type === 'tune') {
       const d = data as EmbeddedTuneData;

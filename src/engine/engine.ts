@@ -41,6 +41,8 @@ export interface NeighbourScores {
   similarities: Float32Array;
   /** n × k class labels */
   labels: Uint16Array;
+  /** n × k item positions (−1: padding) */
+  positions: Int32Array;
 }
 
 export interface CacheUpdate {
@@ -285,11 +287,13 @@ export class Engine {
     const found = await cache.lock.run(() => (cache.size > 0 ? cache.nearest(keys, n, k) : Promise.resolve([])));
     const similarities = new Float32Array(n * k).fill(-Infinity);
     const labels = new Uint16Array(n * k);
+    const itemPositions = new Int32Array(n * k).fill(-1);
     found.forEach(({ positions, similarities: sims }, q) => {
       similarities.set(sims, q * k);
+      itemPositions.set(positions, q * k);
       positions.forEach((p, j) => (labels[q * k + j] = cache.labels[p]));
     });
-    return { k, pModel: probs, similarities, labels };
+    return { k, pModel: probs, similarities, labels, positions: itemPositions };
   }
 
   async snapshot(name: string): Promise<CacheInfo> {

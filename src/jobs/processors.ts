@@ -4,7 +4,8 @@ import { forEachBatch } from './pipeline.js';
 import { SourceItem } from './sources.js';
 import { JobContext } from './types.js';
 import { ModelSpec } from '../model/spec.js';
-import type { Classification } from '../engine/engine.js';
+import type { Classification, NeighbourScores } from '../engine/engine.js';
+import { cacheProbabilities, mixProbabilities } from '../cache/math.js';
 
 export interface ProcessorSettings {
   batchSize: number;
@@ -55,6 +56,8 @@ export interface EvalJobData {
   lambda?: number;
   /** also classify with this cache (e.g. an hnsw twin of an exact cache) and count agreement */
   compareWith?: string;
+  /** also the error with random subsets of the cache: fractions of its items, in (0, 1] */
+  cacheSizes?: number[];
 }
 
 export interface ErrorRates {
@@ -76,6 +79,8 @@ export interface EvalJobResult {
   /** top-5 error, as a fraction */
   top5Error: ErrorRates;
   perClass: { class: string; label: number; images: number; error: ErrorRates }[];
+  /** error against cache size: p_cache over a deterministic random subset of the items */
+  bySize?: { fraction: number; items: number; error: { cacheModel: number; cacheOnly: number } }[];
   compare?: {
     cache: string;
     cacheSize: number;
@@ -119,6 +124,58 @@ class Tally {
 
 const zeroRates = (): ErrorRates => ({ model: 0, cacheModel: 0, cacheOnly: 0 });
 
+/**
+ * Error against cache size without rebuilding anything: each fraction f keeps the items
+ * whose position hashes below f (a fixed random subset), and p_cache sums over the k
+ * nearest kept items among each query's nearest of the whole cache (enough of them are
+ * kept when f·SEARCHED ≫ k).
+ */
+class SubsetTally {
+  static readonly SEARCHED = 2000;
+  readonly k: number;
+  private readonly correct: { cacheModel: number; cacheOnly: number }[];
+  private n = 0;
+
+  constructor(private readonly fractions: number[], private readonly perQuery: number, private readonly size: number, private readonly classes: number) {
+    this.k = Math.max(1, Math.min(size, SubsetTally.SEARCHED));
+    this.correct = fractions.map(() => ({ cacheModel: 0, cacheOnly: 0 }));
+  }
+
+  add(s: NeighbourScores, labels: (number | null)[], theta: number, lambda: number): void {
+    const { k, classes: C } = this;
+    labels.forEach((label, q) => {
+      if (label === null) return;
+      this.n++;
+      const pModel = s.pModel.subarray(q * C, (q + 1) * C);
+      this.fractions.forEach((f, i) => {
+        const sims: number[] = [];
+        const labs: number[] = [];
+        for (let j = q * k; j < (q + 1) * k && sims.length < this.perQuery; j++) {
+          const position = s.positions[j];
+          if (position >= 0 && kept(position, f)) {
+            sims.push(s.similarities[j]);
+            labs.push(s.labels[j]);
+          }
+        }
+        const pCache = cacheProbabilities(sims, labs, theta, C);
+        if (argmax(mixProbabilities(pModel, pCache, lambda, sims.length === 0)) === label) this.correct[i].cacheModel++;
+        if (sims.length > 0 && argmax(pCache) === label) this.correct[i].cacheOnly++;
+      });
+    });
+  }
+
+  result() {
+    return this.fractions.map((fraction, i) => ({
+      fraction,
+      items: Math.round(fraction * this.size),
+      error: { cacheModel: round(1 - this.correct[i].cacheModel / this.n), cacheOnly: round(1 - this.correct[i].cacheOnly / this.n) },
+    }));
+  }
+}
+
+/** A fixed pseudo-random subset: Knuth's multiplicative hash of the position. */
+const kept = (position: number, fraction: number) => Math.imul(position + 1, 2654435761) >>> 0 < fraction * 2 ** 32;
+
 /** How many classes score higher than `label` (0 = it is the top-1). */
 function rankOf(p: ArrayLike<number>, label: number): number {
   let above = 0;
@@ -134,13 +191,17 @@ export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings,
   let scored = 0;
   let failed = 0;
   const options = { theta: data.theta, lambda: data.lambda };
+  const info = data.cacheSizes?.length ? await engine.getCache(data.cache) : null;
+  const sizes = info ? new SubsetTally(data.cacheSizes!, info.k, info.size, spec.classes.length) : null;
   let used = { theta: NaN, lambda: NaN, cacheSize: 0, otherSize: 0 };
   await forEachBatch(
     data.items,
     { spec, flip: false, signal: ctx.signal, ...settings },
     async ({ items, tensor }) => {
       const copy = data.compareWith ? tensor.slice() : null; // the engine call takes the buffer
+      const forSizes = sizes ? tensor.slice() : null;
       const r = await engine.classify(data.cache, tensor, items.length, options);
+      if (sizes && forSizes) sizes.add(await engine.neighbourScores(data.cache, forSizes, items.length, sizes.k), items.map((i) => i.label), r.theta, r.lambda);
       const r2 = copy && data.compareWith ? await engine.classify(data.compareWith, copy, items.length, options) : null;
       used = { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize, otherSize: r2?.cacheSize ?? 0 };
       r.results.forEach((c, i) => {
@@ -172,6 +233,7 @@ export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings,
     correct: tally.correct,
     top5Error: tally.errors(scored, tally.correctTop5),
     perClass: tally.classErrors(spec.classes),
+    ...(sizes && { bySize: sizes.result() }),
     ...(data.compareWith && {
       compare: {
         cache: data.compareWith,

@@ -1,6 +1,7 @@
 // The eval job's report for people: errors of the model, the cache model and the cache
 // alone, top-1 and top-5, per class, and the comparison with another cache if asked.
 import type { EvalJobResult } from '../jobs/processors.js';
+import { lineChartSvg } from './line-chart.js';
 
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(2)} %` : '—');
 
@@ -18,7 +19,28 @@ export function evalMarkdown(r: EvalJobResult): string {
     L.push(`## Against cache \`${c.cache}\` (${c.cacheSize} items), same images`, '');
     L.push(`Top-1 error: cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; the two caches agree on the top-1 class of ${pct(c.agreement.cacheModel)} of the images (cache model) and ${pct(c.agreement.cacheOnly)} (cache alone).`, '');
   }
+  if (r.bySize) {
+    L.push('## Error against cache size (random subsets of the cache)', '', '![error against cache size](by-size.svg)', '', '| fraction | items | cache model | cache alone |', '|---:|---:|---:|---:|');
+    for (const b of r.bySize) L.push(`| ${b.fraction} | ${b.items} | ${pct(b.error.cacheModel)} | ${pct(b.error.cacheOnly)} |`);
+    L.push('');
+  }
   L.push('## Per class (top-1 error)', '', '| class | images | model alone | cache model | cache alone |', '|---|---:|---:|---:|---:|');
   for (const c of r.perClass) L.push(`| ${c.class} | ${c.images} | ${pct(c.error.model)} | ${pct(c.error.cacheModel)} | ${pct(c.error.cacheOnly)} |`);
   return L.join('\n') + '\n';
+}
+
+/** The error against cache size (cache model and cache alone), or null if the job did not measure it. */
+export function evalBySizeSvg(r: EvalJobResult): string | null {
+  if (!r.bySize) return null;
+  return lineChartSvg({
+    title: `Top-1 error against cache size, cache ${r.cache}`,
+    xLabel: 'items in the cache',
+    yLabel: 'top-1 error',
+    yFormat: (y) => `${(100 * y).toFixed(1)} %`,
+    series: [
+      { name: 'cache model', points: r.bySize.map((b) => [b.items, b.error.cacheModel]) },
+      { name: 'cache alone', points: r.bySize.map((b) => [b.items, b.error.cacheOnly]) },
+      { name: 'model alone', points: r.bySize.map((b) => [b.items, r.error.model]) },
+    ],
+  });
 }

@@ -1,0 +1,136 @@
+// `cachet layers`: recommend key layers for a model by validation error (the layer advisor).
+// Runs locally (no service): extracts every candidate layer once, then scores keys in memory.
+import path from 'node:path';
+import { statSync } from 'node:fs';
+import cliProgress from 'cli-progress';
+import { Command, InvalidArgumentError } from 'commander';
+import type { Source } from '../jobs/sources.js';
+import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
+
+const num = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError('not a number');
+  return n;
+};
+const positiveInt = (v: string) => {
+  const n = num(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('not a positive integer');
+  return n;
+};
+const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+const grid = (v: string) => {
+  const values = list(v).map(Number);
+  if (values.length === 0 || !values.every(Number.isFinite)) throw new InvalidArgumentError('give values "a,b,c"');
+  return values;
+};
+
+function sourceOf(source: string): Source {
+  const p = path.resolve(source);
+  let isDir: boolean;
+  try {
+    isDir = statSync(p).isDirectory();
+  } catch {
+    isDir = !/\.(csv|jsonl|ndjson)$/i.test(p); // resolveSource says what is missing
+  }
+  return isDir ? { type: 'folder', path: p } : { type: 'manifest', path: p };
+}
+
+interface LayersCliOptions {
+  train: string;
+  val: string;
+  candidates?: string[];
+  maxDimension: number;
+  top: number;
+  perClass?: number;
+  valPerClass?: number;
+  flip?: boolean;
+  theta?: number[];
+  lambda?: number[];
+  json?: boolean;
+}
+
+export function registerLayersCommand(program: Command): void {
+  program
+    .command('layers <model>')
+    .description('recommend key layers: score single layers and concatenations of the best by the cache model\'s validation error (runs locally)')
+    .requiredOption('--train <source>', 'cache images: a folder (one subfolder per class) or a .csv/.jsonl manifest')
+    .requiredOption('--val <source>', 'labelled validation images: a folder or a manifest')
+    .option('--candidates <names>', 'candidate layers, comma-separated (default: Relu/Add/Flatten/pooling/MatMul/Gemm outputs)', list)
+    .option('--max-dimension <n>', 'layers with larger keys are not scored', positiveInt, 20_000)
+    .option('--top <n>', 'try concatenations of this many best single layers', positiveInt, 3)
+    .option('--per-class <n>', 'use at most n train images per class', positiveInt)
+    .option('--val-per-class <n>', 'use at most n val images per class', positiveInt)
+    .option('--flip', 'also cache each train image mirrored left-right, as the paper does')
+    .option('--theta <values>', 'θ grid "a,b,c" (default 10,20,…,90)', grid)
+    .option('--lambda <values>', 'λ grid "a,b,c" (default 0.1,0.2,…,0.9)', grid)
+    .option('--json', 'print the whole result as JSON')
+    .action(async (model: string, o: LayersCliOptions) => {
+      const { adviseLayers } = await import('../advisor/layers.js');
+      let bar: cliProgress.SingleBar | null = null;
+      const advice = await adviseLayers(
+        {
+          model: path.resolve(model),
+          train: sourceOf(o.train),
+          val: sourceOf(o.val),
+          candidates: o.candidates,
+          maxDimension: o.maxDimension,
+          top: o.top,
+          perClass: o.perClass,
+          valPerClass: o.valPerClass,
+          flip: Boolean(o.flip),
+          thetas: o.theta,
+          lambdas: o.lambda,
+        },
+        (p) => {
+          if (p.phase !== 'extract') {
+            if (bar) {
+              bar.stop();
+              bar = null;
+              console.error('scoring layers…');
+            }
+            return;
+          }
+          if (!bar) {
+            bar = new cliProgress.SingleBar(
+              { format: 'extracting |{bar}| {value}/{total} images | {percentage}% | ETA {eta_formatted}', etaBuffer: 20, stream: process.stderr },
+              cliProgress.Presets.shades_classic,
+            );
+            bar.start(p.total, 0);
+          }
+          bar.update(p.done);
+        },
+      );
+      (bar as cliProgress.SingleBar | null)?.stop();
+      if (o.json) {
+        console.log(JSON.stringify(advice, null, 2));
+        return;
+      }
+      printAdvice(advice);
+    });
+}
+
+function printAdvice(a: LayerAdvice): void {
+  const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+  const name = (s: LayerScore) => s.layers.join(' + ');
+  console.log(
+    `${a.cacheItems} cache items (${a.trainImages} train images${a.flip ? ', with flips' : ''}), ${a.valImages} val images; ` +
+      `grid ${a.thetas.length} θ × ${a.lambdas.length} λ; model alone ${pct(a.modelError)} error`,
+  );
+  const width = Math.max(8, ...a.ranking.map((s) => name(s).length));
+  console.log(`${'#'.padStart(3)}  ${'layer(s)'.padEnd(width)}  ${'dims'.padStart(6)}  ${'val error'.padStart(9)}  ${'θ'.padStart(4)}  ${'λ'.padStart(4)}  ${'vs model alone'.padStart(14)}  cache alone (λ=1)`);
+  a.ranking.forEach((s, i) =>
+    console.log(
+      `${String(i + 1).padStart(3)}  ${name(s).padEnd(width)}  ${String(s.dimension).padStart(6)}  ${pct(s.error).padStart(9)}  ${String(s.theta).padStart(4)}  ${String(s.lambda).padStart(4)}  ${pct(s.modelError).padStart(14)}  ${pct(s.cacheOnlyError)}`,
+    ),
+  );
+  const r = a.recommendation;
+  console.log(`\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error vs ${pct(r.modelError)} for the model alone)`);
+  if (a.tooLarge.length) {
+    console.log('\nnot scored:');
+    for (const t of a.tooLarge) console.log(`  ${t.layer}: ${t.message}`);
+  }
+  if (a.failedImages.length) {
+    console.error(`${a.failedImages.length} images could not be decoded, for example:`);
+    for (const e of a.failedImages.slice(0, 5)) console.error(`  ${e.id}: ${e.error}`);
+  }
+}

@@ -16,7 +16,6 @@ import { existsSync, promises as fs } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { parse as parseCsv } from 'csv-parse/sync';
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
 import { startService } from '../src/api/service.js';
@@ -28,6 +27,7 @@ import { HnswIndex } from '../src/index/hnsw.js';
 import { DEFAULT_INDEX_OPTIONS, hnswParams } from '../src/index/factory.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_K } from '../src/cache/definition.js';
+import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODEL = path.join(ROOT, 'models/cifar10-resnet20.onnx');
@@ -63,11 +63,6 @@ const opts = {
 
 // ---------- helpers ----------
 
-interface Img {
-  path: string;
-  label: string;
-}
-
 const now = () => performance.now();
 async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const t0 = now();
@@ -87,44 +82,6 @@ const argmax = (v: ArrayLike<number>) => {
   for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
   return best;
 };
-const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
-const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
-
-function printTable(title: string, header: string[], rows: string[][]): void {
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (r: string[]) => '  ' + r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : (cell ?? '').padStart(widths[c]))).join('   ');
-  console.log(`\n${title}\n${line(header)}\n  ${widths.map((w) => '-'.repeat(w)).join('   ')}`);
-  rows.forEach((r) => console.log(line(r)));
-}
-
-/** Round-robin over the classes (in order of first appearance), so any prefix is class-balanced. */
-function balanced(imgs: Img[], n: number): Img[] {
-  const byClass = new Map<string, Img[]>();
-  for (const img of imgs) {
-    const queue = byClass.get(img.label);
-    if (queue) queue.push(img);
-    else byClass.set(img.label, [img]);
-  }
-  const queues = [...byClass.values()];
-  const out: Img[] = [];
-  for (let i = 0; out.length < Math.min(n, imgs.length); i++) for (const q of queues) if (i < q.length && out.length < n) out.push(q[i]);
-  return out;
-}
-
-async function listFolder(root: string): Promise<Img[]> {
-  const out: Img[] = [];
-  for (const dir of (await fs.readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
-    for (const file of (await fs.readdir(path.join(root, dir))).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort()) {
-      out.push({ path: path.join(root, dir, file), label: dir });
-    }
-  }
-  return out;
-}
-
-async function listManifest(file: string): Promise<Img[]> {
-  const rows = parseCsv(await fs.readFile(file, 'utf8'), { columns: true, skip_empty_lines: true, trim: true }) as { path: string; label: string }[];
-  return rows.map((r) => ({ path: path.resolve(path.dirname(file), r.path), label: r.label }));
-}
 
 async function decodeAll(imgs: Img[], spec: ModelSpec, flip: boolean): Promise<Float32Array[]> {
   const limit = pLimit(4); // as the index job's pipeline

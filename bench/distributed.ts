@@ -24,11 +24,11 @@ import { existsSync, openSync, closeSync, promises as fs } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { parse as parseCsv } from 'csv-parse/sync';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { freePort, startRedis, TestRedis } from '../test/redis-harness.js';
 import { queueNames } from '../src/distributed/keys.js';
+import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = path.join(ROOT, 'src/cli/main.ts');
@@ -62,11 +62,6 @@ const opts = {
 
 // ---------- helpers (as bench.ts) ----------
 
-interface Img {
-  path: string;
-  label: string;
-}
-
 const now = () => performance.now();
 function percentile(sortedMs: number[], p: number): number {
   return sortedMs[Math.min(sortedMs.length - 1, Math.max(0, Math.ceil((p / 100) * sortedMs.length) - 1))];
@@ -76,44 +71,6 @@ function stats(ms: number[]) {
   return { p50: percentile(s, 50), p99: percentile(s, 99), mean: s.reduce((a, b) => a + b, 0) / s.length, max: s[s.length - 1], n: s.length };
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
-const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
-
-function printTable(title: string, header: string[], rows: string[][]): void {
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (r: string[]) => '  ' + r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : (cell ?? '').padStart(widths[c]))).join('   ');
-  console.log(`\n${title}\n${line(header)}\n  ${widths.map((w) => '-'.repeat(w)).join('   ')}`);
-  rows.forEach((r) => console.log(line(r)));
-}
-
-/** Round-robin over the classes (in order of first appearance), so any prefix is class-balanced. */
-function balanced(imgs: Img[], n: number): Img[] {
-  const byClass = new Map<string, Img[]>();
-  for (const img of imgs) {
-    const queue = byClass.get(img.label);
-    if (queue) queue.push(img);
-    else byClass.set(img.label, [img]);
-  }
-  const queues = [...byClass.values()];
-  const out: Img[] = [];
-  for (let i = 0; out.length < Math.min(n, imgs.length); i++) for (const q of queues) if (i < q.length && out.length < n) out.push(q[i]);
-  return out;
-}
-
-async function listFolder(root: string): Promise<Img[]> {
-  const out: Img[] = [];
-  for (const dir of (await fs.readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
-    for (const file of (await fs.readdir(path.join(root, dir))).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort()) {
-      out.push({ path: path.join(root, dir, file), label: dir });
-    }
-  }
-  return out;
-}
-
-async function listManifest(file: string): Promise<Img[]> {
-  const rows = parseCsv(await fs.readFile(file, 'utf8'), { columns: true, skip_empty_lines: true, trim: true }) as { path: string; label: string }[];
-  return rows.map((r) => ({ path: path.resolve(path.dirname(file), r.path), label: r.label }));
-}
 
 // ---------- processes ----------
 

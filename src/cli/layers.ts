@@ -6,17 +6,8 @@ import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Source } from '../jobs/sources.js';
 import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
+import { num, positiveInt } from './args.js';
 
-const num = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new InvalidArgumentError('not a number');
-  return n;
-};
-const positiveInt = (v: string) => {
-  const n = num(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('not a positive integer');
-  return n;
-};
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 const grid = (v: string) => {
   const values = list(v).map(Number);

@@ -5,6 +5,7 @@ import { promises as fs, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CachetClient, ApiError } from './client.js';
 import { followJob } from './progress.js';
+import { int, num } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import type { CacheInfo } from '../cache/definition.js';
 import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
@@ -17,16 +18,6 @@ const program = new Command('cachet')
 
 const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
 const client = (opts: { url: string }) => new CachetClient(opts.url);
-const num = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new InvalidArgumentError('not a number');
-  return n;
-};
-const int = (v: string) => {
-  const n = num(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError('not an integer');
-  return n;
-};
 
 program
   .command('serve')

@@ -1,0 +1,20 @@
+// Parsers for numeric command-line arguments, with messages commander shows.
+import { InvalidArgumentError } from 'commander';
+
+export const num = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError('not a number');
+  return n;
+};
+
+export const int = (v: string): number => {
+  const n = num(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError('not an integer');
+  return n;
+};
+
+export const positiveInt = (v: string): number => {
+  const n = int(v);
+  if (n < 1) throw new InvalidArgumentError('not a positive integer');
+  return n;
+};

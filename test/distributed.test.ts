@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Queue, Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET } from './harness.js';
+import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET, sampleFolder } from './harness.js';
 import { freePort, startRedis, TestRedis } from './redis-harness.js';
 import { redisKeys, queueNames } from '../src/distributed/keys.js';
 
@@ -194,6 +194,21 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     }
     const info = (await call(late.url!, 'GET', '/v1/caches/shared')).body;
     assert.deepEqual([info.theta, info.lambda, info.index.type], [50, 0.5, 'hnsw'], 'definitions come from Redis');
+  });
+
+  test('tune and eval jobs run on an api replica, through BullMQ', async () => {
+    const source = { type: 'folder', path: sampleFolder('heldout', 2) };
+    const tune = await call(api.url!, 'POST', '/v1/caches/shared/tune-jobs', { source, theta: [40, 60], lambda: [0.3, 0.6], dryRun: true });
+    assert.equal(tune.status, 202, JSON.stringify(tune.body));
+    const t = await finished(api, tune.body.id);
+    assert.equal(t.type, 'tune');
+    assert.equal(t.state, 'completed', t.failedReason);
+    assert.equal(t.result.images, 20);
+    assert.equal(t.result.accuracy.length, 2);
+    const evalJob = await call(api.url!, 'POST', '/v1/caches/shared/eval-jobs', { source });
+    const e = await finished(api, evalJob.body.id);
+    assert.equal(e.type, 'eval');
+    assert.equal(e.result.images, 20);
   });
 
   test('a plain BullMQ producer can submit an index job from the documented schema', async () => {

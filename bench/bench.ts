@@ -28,6 +28,7 @@ import { DEFAULT_INDEX_OPTIONS, hnswParams } from '../src/index/factory.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_K } from '../src/cache/definition.js';
 import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
+import { CachetClient } from '../src/cli/client.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODEL = path.join(ROOT, 'models/cifar10-resnet20.onnx');
@@ -128,16 +129,8 @@ const service = await startService({
   dataDir: path.join(tmp, 'indexes'),
   batcher: { maxBatch: opts.maxBatch, maxWaitMs: opts.maxWaitMs },
 });
-async function api<T = Record<string, unknown>>(method: string, route: string, body?: unknown): Promise<T> {
-  const res = await fetch(service.url + route, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = (await res.json()) as T;
-  if (!res.ok) throw new Error(`${method} ${route}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const client = new CachetClient(service.url);
+const api = <T = Record<string, unknown>>(method: string, route: string, body?: unknown) => client.request<T>(method, route, body);
 interface Job {
   id: string;
   state: string;
@@ -157,7 +150,7 @@ type Kind = (typeof KINDS)[number];
 const CACHE_OPTIONS: Record<Kind, object> = {
   exact: { index: { type: 'exact' } },
   hnsw: { index: { type: 'hnsw' } },
-  pca: { index: { type: 'hnsw' }, searchKey: { reduce: 'pca', dimension: 128, fitSample: Math.min(5000, Math.floor(items / 2)), rerank: true } },
+  pca: { index: { type: 'hnsw' }, searchKey: { reduce: 'pca', dimension: 128, fitSample: Math.max(100, Math.min(5000, Math.floor(items / 2))), rerank: true } },
 };
 const LABEL: Record<Kind, string> = { exact: 'exact', hnsw: 'hnsw', pca: 'hnsw on PCA-128 + re-rank' };
 

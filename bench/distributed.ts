@@ -29,6 +29,7 @@ import { Redis } from 'ioredis';
 import { freePort, startRedis, TestRedis } from '../test/redis-harness.js';
 import { queueNames } from '../src/distributed/keys.js';
 import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
+import { CachetClient } from '../src/cli/client.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = path.join(ROOT, 'src/cli/main.ts');
@@ -146,16 +147,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 // ---------- the api ----------
 
 let API = '';
-async function api<T = Record<string, unknown>>(method: string, route: string, body?: unknown): Promise<T> {
-  const res = await fetch(API + route, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = (await res.json()) as T;
-  if (!res.ok) throw new Error(`${method} ${route}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const api = <T = Record<string, unknown>>(method: string, route: string, body?: unknown) => new CachetClient(API).request<T>(method, route, body);
 interface Job {
   id: string;
   state: string;

@@ -10,7 +10,8 @@ import { loadModelSpec } from '../src/model/spec-file.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { resolveSource } from '../src/jobs/sources.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
-import { REPO, RESNET, SAMPLE, sampleFolder } from './harness.js';
+import { REPO, RESNET, SAMPLE, sampleFolder, tempDir } from './harness.js';
+import { readFileSync } from 'node:fs';
 
 const run = promisify(execFile);
 const CANDIDATES = ['activation_2', 'activation_10', 'activation_18', 'flatten_1'];
@@ -106,7 +107,8 @@ describe('layer advisor', () => {
     assert.ok(Math.abs(single[0] - combined[0]) > 1e-3);
   });
 
-  test('cachet layers --json prints the result with the recommendation', async () => {
+  test('cachet layers --json prints the result with the recommendation, and writes the report', async () => {
+    const reports = tempDir('cachet-layers-report-');
     const { stdout } = await run(
       process.execPath,
       [
@@ -125,6 +127,8 @@ describe('layer advisor', () => {
         String(MAX_DIMENSION),
         '--top',
         '2',
+        '--report-dir',
+        reports,
         '--json',
       ],
       { cwd: REPO },
@@ -135,5 +139,10 @@ describe('layer advisor', () => {
     assert.ok(r.recommendation.layers.length >= 1);
     assert.equal(r.ranking.length, 3 + 1); // 3 single layers and the one pair of the best 2
     assert.equal(r.tooLarge[0].layer, 'activation_2');
+    const dir = path.join(reports, 'layers-cifar10-resnet20');
+    assert.match(readFileSync(path.join(dir, 'report.md'), 'utf8'), new RegExp(`--layers ${r.recommendation.layers.join(',')}`));
+    const svg = readFileSync(path.join(dir, 'by-layer.svg'), 'utf8');
+    assert.match(svg, /^<svg[\s\S]*model alone[\s\S]*<\/svg>\s*$/);
+    assert.equal((svg.match(/<title>/g) ?? []).length, 2 * r.ranking.length, 'two bars per key');
   });
 });

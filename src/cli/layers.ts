@@ -1,12 +1,13 @@
 // `cachet layers`: recommend key layers for a model by validation error (the layer advisor).
 // Runs locally (no service): extracts every candidate layer once, then scores keys in memory.
 import path from 'node:path';
-import { statSync } from 'node:fs';
+import { promises as fs, statSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Source } from '../jobs/sources.js';
 import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
 import { num, positiveInt } from './args.js';
+import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 const grid = (v: string) => {
@@ -37,6 +38,7 @@ interface LayersCliOptions {
   flip?: boolean;
   theta?: number[];
   lambda?: number[];
+  reportDir: string;
   json?: boolean;
 }
 
@@ -54,6 +56,7 @@ export function registerLayersCommand(program: Command): void {
     .option('--flip', 'also cache each train image mirrored left-right, as the paper does')
     .option('--theta <values>', 'θ grid "a,b,c" (default 10,20,…,90)', grid)
     .option('--lambda <values>', 'λ grid "a,b,c" (default 0.1,0.2,…,0.9)', grid)
+    .option('--report-dir <dir>', 'where to write the report (Markdown, SVG, JSON)', 'reports')
     .option('--json', 'print the whole result as JSON')
     .action(async (model: string, o: LayersCliOptions) => {
       const { adviseLayers } = await import('../advisor/layers.js');
@@ -92,6 +95,12 @@ export function registerLayersCommand(program: Command): void {
         },
       );
       (bar as cliProgress.SingleBar | null)?.stop();
+      const dir = path.resolve(o.reportDir, `layers-${path.basename(model, '.onnx')}`);
+      await fs.mkdir(dir, { recursive: true });
+      await fs.writeFile(path.join(dir, 'report.md'), layersMarkdown(advice));
+      await fs.writeFile(path.join(dir, 'by-layer.svg'), layersSvg(advice));
+      await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(advice, null, 2) + '\n');
+      console.error(`report: ${path.relative(process.cwd(), dir)}/report.md`);
       if (o.json) {
         console.log(JSON.stringify(advice, null, 2));
         return;

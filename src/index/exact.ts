@@ -10,7 +10,7 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { innerProducts } from './similarity.js';
 import type { IndexKind, Neighbours, VectorIndex } from './types.js';
-import { readFully, writeFully } from '../util/files.js';
+import { readRowBlocks, writeFully } from '../util/files.js';
 
 export const KEYS_FILE = 'keys.f32';
 const BLOCK_BYTES = 128 * 1024 * 1024;
@@ -155,19 +155,8 @@ export class ExactIndex implements VectorIndex {
     }
     const index = new ExactIndex(dimension, options);
     const total = bytes / rowBytes;
-    const file = await open(path, 'r');
-    try {
-      // Read straight into each block's memory: no intermediate Buffer.
-      for (let first = 0; first < total; first += index.blockRows) {
-        const rows = Math.min(index.blockRows, total - first);
-        const data = new Float32Array(rows * dimension);
-        await readFully(file, new Uint8Array(data.buffer), first * rowBytes, path);
-        index.blocks.push({ data, rows });
-        index.count += rows;
-      }
-    } finally {
-      await file.close();
-    }
+    index.blocks.push(...(await readRowBlocks(path, total, rowBytes, index.blockRows, (rows) => new Float32Array(rows * dimension))));
+    index.count = total;
     return index;
   }
 

@@ -24,7 +24,7 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
-import { readFully, writeFully } from '../util/files.js';
+import { readRowBlocks, writeFully } from '../util/files.js';
 
 const { onnx } = onnxProto;
 
@@ -261,19 +261,8 @@ export class FullKeyStore {
     if (bytes !== total * rowBytes) {
       throw new Error(`${path}: ${bytes} bytes, but ${metaPath} says ${total} keys of ${rowBytes} bytes`);
     }
-    const file = await open(path, 'r');
-    try {
-      // Read straight into each block's memory: no intermediate Buffer.
-      for (let first = 0; first < total; first += store.blockRows) {
-        const rows = Math.min(store.blockRows, total - first);
-        const data = store.newArray(rows * store.dimension);
-        await readFully(file, new Uint8Array(data.buffer), first * rowBytes, path);
-        store.blocks.push({ data, rows });
-        store.count += rows;
-      }
-    } finally {
-      await file.close();
-    }
+    store.blocks.push(...(await readRowBlocks(path, total, rowBytes, store.blockRows, (rows) => store.newArray(rows * store.dimension))));
+    store.count = total;
     return store;
   }
 }

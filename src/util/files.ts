@@ -29,3 +29,29 @@ export async function fsyncPath(path: string): Promise<void> {
     await handle.close();
   }
 }
+
+/**
+ * Reads `total` rows of `rowBytes` from the start of a file into blocks of at most
+ * `blockRows` rows, each straight into its own typed array (no intermediate Buffer).
+ */
+export async function readRowBlocks<T extends Float32Array | Uint16Array>(
+  path: string,
+  total: number,
+  rowBytes: number,
+  blockRows: number,
+  allocate: (rows: number) => T,
+): Promise<{ data: T; rows: number }[]> {
+  const blocks: { data: T; rows: number }[] = [];
+  const file = await open(path, 'r');
+  try {
+    for (let first = 0; first < total; first += blockRows) {
+      const rows = Math.min(blockRows, total - first);
+      const data = allocate(rows);
+      await readFully(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), first * rowBytes, path);
+      blocks.push({ data, rows });
+    }
+  } finally {
+    await file.close();
+  }
+  return blocks;
+}

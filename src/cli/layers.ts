@@ -6,7 +6,7 @@ import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Source } from '../jobs/sources.js';
 import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
-import { num, positiveInt } from './args.js';
+import { positiveInt } from './args.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);

@@ -9,7 +9,7 @@
 // readSnapshot repairs the directory. A cache directory belongs to one process;
 // within it, writes and reads of one directory are serialised here.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { IndexKind, VectorIndex } from './types.js';
 import { fsyncPath, writeFully } from '../util/files.js';

@@ -212,6 +212,47 @@ describe('HnswIndex', () => {
   });
 });
 
+describe('removing items (tombstones)', () => {
+  const dim = 32;
+  const n = 300;
+  const keys = clustered(n, dim, 5, 11);
+  const queries = keys.subarray(0, 20 * dim); // each query's nearest item is itself
+  const removed = [0, 3, 7, 150, 299];
+
+  for (const kind of ['exact', 'hnsw'] as const) {
+    it(`${kind}: removed positions leave search results, k is clamped to the live items, and a reload keeps them out`, async () => {
+      const make = () => (kind === 'exact' ? new ExactIndex(dim) : HnswIndex.create(dim, { ...hnswParams, efSearch: 400 }));
+      const index = make();
+      await index.add(keys, n);
+      for (const p of removed) index.remove(p);
+      index.remove(3); // idempotent
+      assert.equal(index.removed, removed.length);
+      assert.equal(index.size, n, 'positions do not move');
+      const found = await index.search(queries, 20, 10);
+      for (const f of found) for (const p of f.positions) assert.ok(!removed.includes(p), `removed position ${p} returned`);
+      assert.equal(found[1].positions[0], 1, 'a live item still finds itself');
+      assert.notEqual(found[0].positions[0], 0, 'a removed one does not');
+      const all = await index.search(queries, 1, 10_000);
+      assert.equal(all[0].positions.length, n - removed.length);
+      const dir = await tempDir();
+      await index.save(dir);
+      const loaded = kind === 'exact' ? await ExactIndex.load(dir, dim) : await HnswIndex.load(dir, dim, hnswParams);
+      for (const p of removed) loaded.remove(p); // the cache re-applies its tombstones after a load
+      assert.equal(loaded.removed, removed.length);
+      assertSameNeighbours(await loaded.search(queries, 20, 10), found);
+    });
+  }
+
+  it('exact: similaritiesAll gives removed items −∞', async () => {
+    const index = new ExactIndex(dim);
+    await index.add(keys, n);
+    index.remove(5);
+    const [sims] = await index.similaritiesAll(queries, 1);
+    assert.equal(sims[5], -Infinity);
+    assert.ok(Number.isFinite(sims[6]));
+  });
+});
+
 describe('factory', () => {
   const dim = 32;
   const keys = clustered(600, dim, 10, 5);

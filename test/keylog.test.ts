@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { FileKeyLog } from '../src/keylog/file-log.js';
-import type { KeyLog, KeyRecord } from '../src/keylog/types.js';
+import type { KeyLog, KeyRecord, LogRecord } from '../src/keylog/types.js';
 
 const dim = 8;
 const HEADER = 32;
@@ -19,7 +19,7 @@ function records(from: number, n: number): KeyRecord[] {
 }
 
 async function readAll(log: KeyLog, from: number, batchSize?: number) {
-  const out: KeyRecord[] = [];
+  const out: LogRecord[] = [];
   const firsts: number[] = [];
   const end = await log.readFrom(
     from,
@@ -155,7 +155,7 @@ describe('FileKeyLog', () => {
   it('compactTo while a reader is mid-way keeps the reader on the old file', async () => {
     const log = await FileKeyLog.open(await logPath(), dim);
     await log.append(records(0, 30));
-    const got: KeyRecord[] = [];
+    const got: LogRecord[] = [];
     let compaction: Promise<void> | null = null;
     await log.readFrom(
       0,
@@ -172,6 +172,47 @@ describe('FileKeyLog', () => {
     assert.equal(log.base(), 25);
     assert.deepEqual((await readAll(log, 25)).records, records(25, 5));
     await log.close();
+  });
+
+  it('keeps deletions and image sources in order with the adds, across a reopen and a compaction', async () => {
+    const path = await logPath();
+    const log = await FileKeyLog.open(path, dim);
+    const [a, b] = records(0, 2);
+    const withSource = { ...b, source: '/data/cats/0001.jpg' };
+    const tooLong = { ...records(2, 1)[0], source: 'x'.repeat(5000) }; // kept without its source
+    const sequence: LogRecord[] = [a, { id: a.id, deleted: true }, withSource, tooLong, { ...a, label: 3 }];
+    assert.equal(await log.append(sequence), 5);
+    await log.close();
+    const reopened = await FileKeyLog.open(path, dim);
+    assert.equal(reopened.recoveredBytes, 0);
+    const { records: got } = await readAll(reopened, 0);
+    const { source: _, ...tooLongWithout } = tooLong;
+    assert.deepEqual(got, [a, { id: a.id, deleted: true }, withSource, tooLongWithout, { ...a, label: 3 }]);
+    await reopened.compactTo(1);
+    assert.deepEqual((await readAll(reopened, 1)).records, got.slice(1));
+    await reopened.close();
+  });
+
+  it('reads a version-1 log (adds only, no sources) as it is, and appends to it', async () => {
+    const path = await logPath();
+    const log = await FileKeyLog.open(path, dim);
+    await log.append(records(0, 3));
+    await log.close();
+    // rewrite the header as version 1 (the v1 record layout is the v2 add without a source)
+    const { open } = await import('node:fs/promises');
+    const { crc32 } = await import('node:zlib');
+    const f = await open(path, 'r+');
+    const h = Buffer.alloc(HEADER);
+    await f.read(h, 0, HEADER, 0);
+    h.writeUInt32LE(1, 8);
+    h.writeUInt32LE(crc32(h.subarray(0, 24)), 24);
+    await f.write(h, 0, HEADER, 0);
+    await f.close();
+    const v1 = await FileKeyLog.open(path, dim);
+    assert.equal(v1.end(), 3);
+    await v1.append([{ id: 'img-0-é', deleted: true }]);
+    assert.deepEqual((await readAll(v1, 0)).records, [...records(0, 3), { id: 'img-0-é', deleted: true }]);
+    await v1.close();
   });
 
   it('refuses a log of another dimension', async () => {

@@ -8,7 +8,7 @@ import { ExactIndex } from '../index/exact.js';
 import { HnswIndex } from '../index/hnsw.js';
 import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
 import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
-import { KeyLog, KeyRecord } from '../keylog/types.js';
+import { isDelete, KeyLog, KeyRecord, LogRecord } from '../keylog/types.js';
 import { Mutex } from './mutex.js';
 import { conflict } from '../errors.js';
 import { fitPca, Projection, randomProjection } from '../index/projection.js';
@@ -35,9 +35,15 @@ const APPLY_SLICE = 32;
 const yieldToMessages = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class CacheState {
+  /** by position; a deleted item keeps its id and label here (positions never move) */
   readonly ids: string[] = [];
   labels = new Uint16Array(1024);
+  /** by position: where the item's image came from, when known (previews) */
+  readonly sources: (string | undefined)[] = [];
+  /** the live items' positions by id (a deleted id is not here) */
   readonly positionOf = new Map<string, number>();
+  /** positions of deleted items */
+  readonly deleted = new Set<number>();
   /** log position up to which records are applied to the index */
   appliedPosition = 0;
   snapshotPosition = 0;
@@ -59,7 +65,13 @@ export class CacheState {
     private readonly publish: ProjectionPublisher,
   ) {}
 
+  /** live items */
   get size(): number {
+    return this.ids.length - this.deleted.size;
+  }
+
+  /** positions used, deleted items included */
+  get positions(): number {
     return this.ids.length;
   }
 
@@ -79,7 +91,8 @@ export class CacheState {
       state = new CacheState(definition, dir, extractor, index, log, publish);
       state.projection = await Projection.load(snapshot.dir);
       state.fullKeys = await FullKeyStore.load(snapshot.dir);
-      snapshot.ids.forEach((id, position) => state.remember(id, snapshot.labels[position]));
+      snapshot.ids.forEach((id, position) => state.remember(id, snapshot.labels[position], snapshot.sources[position]));
+      for (const position of snapshot.deleted) state.forget(position);
       state.appliedPosition = state.snapshotPosition = m.logPosition;
     } else if (sk.reduce === 'random') {
       const projection = randomProjection(extractor.keyDimension, sk.dimension, seedOf(definition.name));
@@ -106,6 +119,20 @@ export class CacheState {
     return this.log.readFrom(this.appliedPosition, (records) => this.applyInSlices(records), 256);
   }
 
+  /** Durably log the deletion of the ids the cache holds, then apply it. */
+  async delete(ids: string[]): Promise<{ deleted: string[]; notFound: string[] }> {
+    return this.appendLock.run(async () => {
+      const unique = [...new Set(ids)];
+      const held = unique.filter((id) => this.positionOf.has(id));
+      if (held.length > 0) {
+        await this.log.append(held.map((id) => ({ id, deleted: true as const })));
+        await this.applyInSlices(held.map((id) => ({ id, deleted: true as const })));
+      }
+      const found = new Set(held);
+      return { deleted: held, notFound: unique.filter((id) => !found.has(id)) };
+    });
+  }
+
   /** Durably log new items, then apply them. Ids already present (or repeated in `records`) are skipped. */
   async add(records: KeyRecord[]): Promise<{ added: number; duplicates: number }> {
     return this.appendLock.run(async () => {
@@ -123,7 +150,7 @@ export class CacheState {
    * records are applied a slice at a time under the lock, yielding in between:
    * predictions and other messages get in between slices.
    */
-  private async applyInSlices(records: KeyRecord[]): Promise<void> {
+  private async applyInSlices(records: LogRecord[]): Promise<void> {
     for (let i = 0; i < records.length; i += APPLY_SLICE) {
       await this.lock.run(() => this.apply(records.slice(i, i + APPLY_SLICE)));
       await yieldToMessages();
@@ -140,9 +167,25 @@ export class CacheState {
   }
 
   /** Apply log records to the index, in log order; a replayed or repeated id is one item. */
-  private async apply(records: KeyRecord[]): Promise<void> {
-    const fresh = this.unknown(records);
+  private async apply(records: LogRecord[]): Promise<void> {
+    // runs of adds go to the index together; a deletion applies between them, in order
+    let run: KeyRecord[] = [];
+    for (const r of records) {
+      if (!isDelete(r)) {
+        run.push(r);
+        continue;
+      }
+      await this.addToIndex(run);
+      run = [];
+      const position = this.positionOf.get(r.id);
+      if (position !== undefined) this.forget(position);
+    }
+    await this.addToIndex(run);
     this.appliedPosition += records.length;
+  }
+
+  private async addToIndex(records: KeyRecord[]): Promise<void> {
+    const fresh = this.unknown(records);
     if (fresh.length === 0) return;
     const dim = this.extractor.keyDimension;
     const keys = new Float32Array(fresh.length * dim);
@@ -153,7 +196,7 @@ export class CacheState {
     } else {
       await this.index.add(keys, fresh.length);
     }
-    for (const r of fresh) this.remember(r.id, r.label);
+    for (const r of fresh) this.remember(r.id, r.label, r.source);
   }
 
   private get pendingPca(): boolean {
@@ -191,6 +234,7 @@ export class CacheState {
     await copy(0, exact.size);
     await this.lock.run(async () => {
       await copy(index.size, exact.size);
+      for (const p of this.deleted) index.remove(p);
       this.index = index;
       this.projection = projection;
       this.fullKeys = fullKeys;
@@ -205,18 +249,19 @@ export class CacheState {
    */
   async score(keys: Float32Array, n: number, theta: number, wanted: number): Promise<CacheScore[]> {
     return this.lock.run(async () => {
-      const size = this.size;
+      const live = this.size;
+      const used = this.positions;
       const C = this.extractor.numClasses;
-      if (size === 0) return Array.from({ length: n }, () => ({ pCache: null, neighbours: [] }));
+      if (live === 0) return Array.from({ length: n }, () => ({ pCache: null, neighbours: [] }));
       const index = this.index;
       if (index instanceof ExactIndex && !this.projection) {
-        const all = await index.similaritiesAll(keys, n);
+        const all = await index.similaritiesAll(keys, n); // −∞ for deleted items: weight 0
         return all.map((sims) => {
-          const top = new TopK(Math.min(wanted, size));
-          top.offer(sims, 0, size, 0);
+          const top = new TopK(Math.min(wanted, live));
+          top.offer(sims, 0, used, 0);
           const { positions, similarities } = top.result();
           return {
-            pCache: cacheProbabilities(sims, this.labels.subarray(0, size), theta, C),
+            pCache: cacheProbabilities(sims, this.labels.subarray(0, used), theta, C),
             neighbours: Array.from(positions, (position, j) => ({ position, similarity: similarities[j] })),
           };
         });
@@ -255,6 +300,7 @@ export class CacheState {
     const hnsw = await migrateToHnsw(exact, this.definition.index, yieldToMessages);
     await this.lock.run(async () => {
       for (let p = hnsw.size; p < exact.size; p++) await hnsw.add(exact.key(p), 1);
+      for (const p of this.deleted) hnsw.remove(p);
       this.index = hnsw;
     });
   }
@@ -264,7 +310,22 @@ export class CacheState {
     if (this.index instanceof HnswIndex) this.index.setEfSearch(this.definition.index.efSearch);
   }
 
-  private remember(id: string, label: number): void {
+  /** The image source of a live item: undefined when the cache does not hold the id, null when no source was recorded. */
+  sourceOf(id: string): string | null | undefined {
+    const position = this.positionOf.get(id);
+    return position === undefined ? undefined : (this.sources[position] ?? null);
+  }
+
+  /** Take a position out of search; its id may be added again later, as a new item. */
+  private forget(position: number): void {
+    if (this.deleted.has(position)) return;
+    this.deleted.add(position);
+    this.index.remove(position);
+    const id = this.ids[position];
+    if (this.positionOf.get(id) === position) this.positionOf.delete(id);
+  }
+
+  private remember(id: string, label: number, source: string | undefined): void {
     const position = this.ids.length;
     if (position >= this.labels.length) {
       const grown = new Uint16Array(this.labels.length * 2);
@@ -272,6 +333,7 @@ export class CacheState {
       this.labels = grown;
     }
     this.ids.push(id);
+    this.sources.push(source);
     this.labels[position] = label;
     this.positionOf.set(id, position);
   }
@@ -283,7 +345,8 @@ export class CacheState {
       formatVersion: 1,
       createdAt: new Date().toISOString(),
       logPosition: this.appliedPosition,
-      size: this.size,
+      size: this.positions,
+      deleted: this.deleted.size,
       dimension: this.index.dimension,
       indexKind: this.index.kind,
       indexParams: this.index.params(),
@@ -297,7 +360,7 @@ export class CacheState {
       projection: this.projection?.fingerprint ?? null,
     };
     const extras = [this.projection, this.fullKeys].filter((x): x is Projection | FullKeyStore => x !== null);
-    await writeSnapshot(this.dir, manifest, this.ids, this.labels.subarray(0, this.size), this.index, extras);
+    await writeSnapshot(this.dir, manifest, this.ids, this.labels.subarray(0, this.positions), this.index, extras, { sources: this.sources, deleted: this.deleted });
     this.snapshotPosition = this.appliedPosition;
     await this.log.compactTo(this.snapshotPosition);
   }

@@ -14,6 +14,8 @@ export interface DefinitionStore {
   /** false if the name is taken */
   create(definition: CacheDefinition): Promise<boolean>;
   update(definition: CacheDefinition): Promise<void>;
+  /** forget the definition and everything stored with it (the cache's directory / its Redis keys) */
+  delete(name: string): Promise<void>;
 }
 
 export const DEFINITION_FILE = 'cache.json';
@@ -58,6 +60,12 @@ export class FileDefinitions implements DefinitionStore {
     await writeFileAtomic(this.file(definition.name), JSON.stringify(definition, null, 2) + '\n');
   }
 
+  async delete(name: string): Promise<void> {
+    // the definition first: a half-deleted directory without it is not a cache
+    await fs.rm(this.file(name), { force: true });
+    await fs.rm(path.join(this.dataDir, name), { recursive: true, force: true });
+  }
+
   private file(name: string): string {
     return path.join(this.dataDir, name, DEFINITION_FILE);
   }
@@ -90,5 +98,11 @@ export class RedisDefinitions implements DefinitionStore {
 
   async update(definition: CacheDefinition): Promise<void> {
     await this.redis.hset(redisKeys.caches, definition.name, JSON.stringify(definition));
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.redis.hdel(redisKeys.caches, name);
+    const k = redisKeys;
+    await this.redis.del(k.log(name), k.ids(name), k.end(name), k.projection(name), k.dimension(name));
   }
 }

@@ -67,6 +67,8 @@ export interface ClassifyResult {
   lambda: number;
   cacheSize: number;
   results: Classification[];
+  /** engine-thread time of this call: the model run, and the search + p_cache (including the wait for the cache's lock) */
+  timings?: { inferenceMs: number; searchMs: number };
 }
 
 export interface IndexBatchResult {
@@ -212,7 +214,7 @@ export class Engine {
    * cache (embedded), or to its key log for the api replicas to apply (worker).
    * `images` is n images laid out as the model's input; labels are class indices.
    */
-  async indexBatch(name: string, images: Float32Array, ids: string[], labels: number[]): Promise<IndexBatchResult> {
+  async indexBatch(name: string, images: Float32Array, ids: string[], labels: number[], sources?: (string | null)[]): Promise<IndexBatchResult> {
     this.assertRole('embedded', 'worker');
     const definition = await this.definition(name);
     const extractor = await this.extractorFor(definition);
@@ -230,7 +232,9 @@ export class Engine {
         failed.push({ id: ids[i], error: 'its key is zero or not finite (every key layer is zero for this image), so it cannot be compared: not added' });
         continue;
       }
-      records.push({ id: ids[i], label: labels[i], key: keys.subarray(i * dim, (i + 1) * dim) });
+      const record: KeyRecord = { id: ids[i], label: labels[i], key: keys.subarray(i * dim, (i + 1) * dim) };
+      if (sources?.[i]) record.source = sources[i]!;
+      records.push(record);
     }
     if (this.options.role === 'worker') {
       const { added } = await (await this.workerLog(name, dim)).appendNew(records);
@@ -238,6 +242,48 @@ export class Engine {
     }
     const { added, duplicates } = await this.cache(name).add(records);
     return { added, duplicates, failed };
+  }
+
+  /**
+   * Delete items by id, through the key log (so replicas follow). The result says which
+   * ids the cache did not hold. An api replica answers once its own index has applied it.
+   */
+  async deleteItems(name: string, ids: string[]): Promise<{ deleted: number; notFound: string[]; cacheSize: number }> {
+    this.assertRole('embedded', 'api');
+    const cache = this.cache(name);
+    let deleted: string[];
+    if (cache.log instanceof RedisKeyLog) {
+      const logged = await cache.log.appendDeletes([...new Set(ids)]);
+      deleted = logged.deleted;
+      await this.waitForApplied(cache, logged.end);
+    } else {
+      deleted = (await cache.delete(ids)).deleted;
+    }
+    const gone = new Set(deleted);
+    return { deleted: deleted.length, notFound: [...new Set(ids)].filter((id) => !gone.has(id)), cacheSize: cache.size };
+  }
+
+  /** Delete a cache: its definition, key log, snapshots. Other replicas drop it when they see the definition gone. */
+  async deleteCache(name: string): Promise<{ deleted: string }> {
+    this.assertRole('embedded', 'api');
+    const cache = this.caches.get(name);
+    if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
+    if (cache) await this.drop(cache);
+    this.failed.delete(name);
+    await this.definitions.delete(name);
+    await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
+    return { deleted: name };
+  }
+
+  /** Where a live item's image came from: 404 when the cache does not hold it or recorded no source. */
+  async itemSource(name: string, id: string): Promise<string> {
+    const cache = this.cache(name);
+    const source = cache.sourceOf(id);
+    if (source === undefined) throw notFound('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
+    if (source === null) {
+      throw notFound('no_image', `item ${JSON.stringify(id)} was indexed from inline image bytes (or before sources were recorded): Cachet keeps no copy of its image`);
+    }
+    return source;
   }
 
   /**
@@ -260,9 +306,12 @@ export class Engine {
     const theta = options.theta === undefined ? d.theta : parseOr400(ThetaSchema, options.theta, 'theta');
     const lambda = options.lambda === undefined ? d.lambda : parseOr400(LambdaSchema, options.lambda, 'lambda');
     const wanted = options.neighbours ?? 0;
+    const t0 = performance.now();
     const { keys, probs } = await cache.extractor.run(images, n);
+    const t1 = performance.now();
     const numClasses = cache.extractor.numClasses;
     const scores = await cache.score(keys, n, theta, wanted);
+    const timings = { inferenceMs: t1 - t0, searchMs: performance.now() - t1 };
     const results: Classification[] = scores.map(({ pCache, neighbours }, i) => {
       const pModel = Array.from(probs.subarray(i * numClasses, (i + 1) * numClasses));
       const p = mixProbabilities(pModel, pCache ?? pModel, lambda, pCache === null);
@@ -273,7 +322,7 @@ export class Engine {
         neighbours: neighbours.map(({ position, similarity }) => ({ id: cache.ids[position], label: cache.labels[position], similarity })),
       };
     });
-    return { cache: name, theta, lambda, cacheSize: cache.size, results };
+    return { cache: name, theta, lambda, cacheSize: cache.size, results, timings };
   }
 
   /**
@@ -315,6 +364,21 @@ export class Engine {
     this.redis?.disconnect();
   }
 
+  /** Stop serving a cache held by this process and close its log (waits for work in hand). */
+  private async drop(cache: CacheState): Promise<void> {
+    const name = cache.definition.name;
+    this.caches.delete(name);
+    await cache.lock.run(() => cache.close());
+  }
+
+  private async waitForApplied(cache: CacheState, position: number): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (cache.appliedPosition < position) {
+      if (Date.now() > deadline) throw new Error(`cache "${cache.definition.name}": the key log was not applied up to ${position} within 30 s`);
+      await sleep(10);
+    }
+  }
+
   private async openCache(definition: CacheDefinition): Promise<void> {
     const name = definition.name;
     let opening = this.opening.get(name);
@@ -351,6 +415,14 @@ export class Engine {
   private async syncDefinitions(): Promise<void> {
     const { definitions, unreadable } = await this.definitions.list();
     for (const u of unreadable) this.failed.set(u.name, u.error);
+    // a cache deleted through another replica: drop it and its local snapshots
+    const stored = new Set([...definitions.map((d) => d.name), ...unreadable.map((u) => u.name)]);
+    for (const cache of [...this.caches.values()]) {
+      if (stored.has(cache.definition.name)) continue;
+      await this.drop(cache);
+      await fs.rm(cache.dir, { recursive: true, force: true });
+    }
+    for (const name of [...this.failed.keys()]) if (!stored.has(name)) this.failed.delete(name);
     for (const d of definitions) {
       const cache = this.caches.get(d.name);
       if (cache) {

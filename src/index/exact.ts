@@ -34,6 +34,7 @@ export class ExactIndex implements VectorIndex {
   readonly blockRows: number;
   private readonly blocks: Block[] = [];
   private count = 0;
+  private readonly tombstones = new Set<number>();
 
   constructor(
     readonly dimension: number,
@@ -78,8 +79,17 @@ export class ExactIndex implements VectorIndex {
     return block;
   }
 
+  remove(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position >= this.count) throw new RangeError(`position ${position} is outside 0…${this.count - 1}`);
+    this.tombstones.add(position);
+  }
+
+  get removed(): number {
+    return this.tombstones.size;
+  }
+
   async search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]> {
-    const kk = Math.max(0, Math.min(Math.floor(k), this.count));
+    const kk = Math.max(0, Math.min(Math.floor(k), this.count - this.tombstones.size));
     const heaps = Array.from({ length: nq }, () => new TopK(kk));
     if (kk > 0) {
       await this.forEachProduct(queries, nq, (s, q0, b, rows, first) => {
@@ -89,7 +99,7 @@ export class ExactIndex implements VectorIndex {
     return heaps.map((h) => h.result());
   }
 
-  /** Every item's similarity, for each query: p_cache summed over the whole cache. */
+  /** Every item's similarity, for each query (−∞ for removed items): p_cache summed over the whole cache. */
   async similaritiesAll(queries: Float32Array, nq: number): Promise<Float32Array[]> {
     const out = Array.from({ length: nq }, () => new Float32Array(this.count));
     await this.forEachProduct(queries, nq, (s, q0, b, rows, first) => {
@@ -113,9 +123,19 @@ export class ExactIndex implements VectorIndex {
       for (const block of this.blocks) {
         if (block.rows === 0) continue;
         const s = await innerProducts(q, b, block.data.subarray(0, block.rows * d), block.rows, d);
+        this.maskRemoved(s, b, block.rows, first);
         use(s, q0, b, block.rows, first);
         first += block.rows;
       }
+    }
+  }
+
+  /** Removed items get similarity −∞: never among the k nearest, weight 0 in p_cache. */
+  private maskRemoved(s: Float32Array, b: number, rows: number, first: number): void {
+    if (this.tombstones.size === 0) return;
+    for (const p of this.tombstones) {
+      if (p < first || p >= first + rows) continue;
+      for (let i = 0; i < b; i++) s[i * rows + p - first] = -Infinity;
     }
   }
 

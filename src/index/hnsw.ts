@@ -20,6 +20,8 @@ const MIN_CAPACITY = 1024;
 export class HnswIndex implements VectorIndex {
   readonly kind: IndexKind = 'hnsw';
   private saving = false;
+  /** positions marked deleted in the graph (hnswlib keeps the marks in its file, not their count) */
+  private readonly tombstones = new Set<number>();
 
   private constructor(
     readonly dimension: number,
@@ -78,12 +80,29 @@ export class HnswIndex implements VectorIndex {
     }
   }
 
+  remove(position: number): void {
+    this.assertIdle();
+    if (this.tombstones.has(position)) return;
+    if (!Number.isInteger(position) || position < 0 || position >= this.size) throw new RangeError(`position ${position} is outside 0…${this.size - 1}`);
+    try {
+      this.graph.markDelete(position);
+    } catch (err) {
+      // a graph loaded from a snapshot already holds the mark
+      if (!/already deleted/i.test((err as Error).message)) throw err;
+    }
+    this.tombstones.add(position);
+  }
+
+  get removed(): number {
+    return this.tombstones.size;
+  }
+
   async search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]> {
     this.assertIdle();
     const d = this.dimension;
     if (queries.length < nq * d) throw new RangeError(`search: ${nq} queries need ${nq * d} floats, got ${queries.length}`);
     // hnswlib throws when asked for more neighbours than it holds.
-    const kk = Math.max(0, Math.min(Math.floor(k), this.size));
+    const kk = Math.max(0, Math.min(Math.floor(k), this.size - this.tombstones.size));
     const results: Neighbours[] = [];
     if (kk === 0) {
       for (let q = 0; q < nq; q++) results.push({ positions: new Int32Array(0), similarities: new Float32Array(0) });

@@ -1,5 +1,5 @@
 // Snapshot of a cache's materialised view in <cacheDir>/snapshot/: the index's
-// own files, the items (id and label per position) and manifest.json, which
+// own files, the items (id, label, source, deleted per position) and manifest.json, which
 // says which key log position the snapshot covers. Replaying the log from
 // manifest.logPosition on top of it rebuilds the cache.
 //
@@ -30,6 +30,10 @@ export interface Snapshot {
   manifest: SnapshotManifest;
   ids: string[];
   labels: Uint32Array;
+  /** by position: the item's image source, where one was recorded */
+  sources: (string | undefined)[];
+  /** positions of deleted items */
+  deleted: number[];
   /** the directory to load the index from (factory.loadIndex) */
   dir: string;
 }
@@ -38,7 +42,13 @@ const SNAPSHOT = 'snapshot';
 const OLD = 'snapshot.old';
 const TMP_PREFIX = 'snapshot.tmp-';
 const MANIFEST = 'manifest.json';
-const ITEMS = 'items.jsonl'; // one {"id","label"} per line, in position order
+const ITEMS = 'items.jsonl'; // one {"id","label"[,"source"][,"deleted":true]} per line, in position order
+
+/** What a snapshot keeps per position beside id and label. */
+export interface ItemDetails {
+  sources?: (string | undefined)[];
+  deleted?: ReadonlySet<number>;
+}
 
 export async function writeSnapshot(
   cacheDir: string,
@@ -48,6 +58,7 @@ export async function writeSnapshot(
   index: VectorIndex,
   /** more parts of the cache's state to save in the same snapshot (a projection, full keys) */
   extras: { save(dir: string): Promise<void> }[] = [],
+  details: ItemDetails = {},
 ): Promise<void> {
   const n = index.size;
   const mismatch =
@@ -67,7 +78,7 @@ export async function writeSnapshot(
     try {
       await index.save(tmp);
       for (const extra of extras) await extra.save(tmp);
-      await writeItems(join(tmp, ITEMS), ids, labels);
+      await writeItems(join(tmp, ITEMS), ids, labels, details);
       await writeText(join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
       for (const name of await readdir(tmp)) await fsyncPath(join(tmp, name));
       await fsyncPath(tmp);
@@ -119,23 +130,23 @@ export async function readSnapshot(cacheDir: string): Promise<Snapshot | null> {
     if (manifest.formatVersion !== 1) {
       throw new Error(`${current}: snapshot format ${String(manifest.formatVersion)} is not supported (expected 1)`);
     }
-    const { ids, labels } = await readItems(join(current, ITEMS));
+    const { ids, labels, sources, deleted } = await readItems(join(current, ITEMS));
     if (ids.length !== manifest.size) {
       throw new Error(`${current}: ${ITEMS} holds ${ids.length} items but the manifest says ${manifest.size}`);
     }
-    return { manifest, ids, labels, dir: current };
+    return { manifest, ids, labels, sources, deleted, dir: current };
   });
 }
 
 // ---- items ----
 
-async function writeItems(path: string, ids: string[], labels: ArrayLike<number>): Promise<void> {
+async function writeItems(path: string, ids: string[], labels: ArrayLike<number>, { sources, deleted }: ItemDetails): Promise<void> {
   const file = await open(path, 'w');
   try {
     const lines: string[] = [];
     let position = 0;
     for (let i = 0; i < ids.length; i++) {
-      lines.push(JSON.stringify({ id: ids[i], label: labels[i] }));
+      lines.push(JSON.stringify({ id: ids[i], label: labels[i], source: sources?.[i], deleted: deleted?.has(i) || undefined }));
       if (lines.length === 4096 || i === ids.length - 1) {
         position += await writeFully(file, Buffer.from(lines.join('\n') + '\n', 'utf8'), position);
         lines.length = 0;
@@ -146,21 +157,25 @@ async function writeItems(path: string, ids: string[], labels: ArrayLike<number>
   }
 }
 
-async function readItems(path: string): Promise<{ ids: string[]; labels: Uint32Array }> {
+async function readItems(path: string): Promise<Pick<Snapshot, 'ids' | 'labels' | 'sources' | 'deleted'>> {
   const ids: string[] = [];
   const labelList: number[] = [];
+  const sources: (string | undefined)[] = [];
+  const deleted: number[] = [];
   const file = await open(path, 'r');
   try {
     for await (const line of file.readLines()) {
       if (line === '') continue;
-      const item = JSON.parse(line) as { id: string; label: number };
+      const item = JSON.parse(line) as { id: string; label: number; source?: string; deleted?: boolean };
+      if (item.deleted) deleted.push(ids.length);
       ids.push(item.id);
       labelList.push(item.label);
+      sources.push(item.source);
     }
   } finally {
     await file.close().catch(() => undefined); // readLines may have closed it already
   }
-  return { ids, labels: Uint32Array.from(labelList) };
+  return { ids, labels: Uint32Array.from(labelList), sources, deleted };
 }
 
 // ---- files ----

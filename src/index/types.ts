@@ -26,7 +26,14 @@ export interface VectorIndex {
   readonly size: number;
   /** n rows of `dimension` floats (already L2-normalised) get positions size … size+n−1, in order. */
   add(keys: Float32Array, n: number): Promise<void>;
-  /** k nearest by inner product for each of nq query rows. k > size returns size results; empty index → empty results. */
+  /**
+   * Removes an item from search results (a tombstone: positions do not move, the key stays
+   * readable with key()). Idempotent.
+   */
+  remove(position: number): void;
+  /** items removed */
+  readonly removed: number;
+  /** k nearest by inner product for each of nq query rows, removed items excluded. k > live items returns that many; empty index → empty results. */
   search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]>;
   /** the stored key at a position (a copy or view) */
   key(position: number): Float32Array;

@@ -1,7 +1,7 @@
 // Decode a job's images in batches for the model. The next batch is decoded
 // (sharp, on libuv's thread pool) while the engine thread works on the current one.
 import pLimit from 'p-limit';
-import { flipTensor, imageToTensor, stackBatch } from '../preprocess/image.js';
+import { FLIP_SUFFIX, flipTensor, imageToTensor, stackBatch } from '../preprocess/image.js';
 import { imageBytes } from './fetch.js';
 import { ModelSpec } from '../model/spec.js';
 import { SourceItem } from './sources.js';
@@ -57,7 +57,7 @@ export async function forEachBatch(
     const tensors: Float32Array[] = [];
     decoded.forEach((views, i) =>
       views.forEach((t, v) => {
-        batch.items.push({ ...slice[i], id: v === 0 ? slice[i].id : `${slice[i].id}#flip`, flipped: v === 1 });
+        batch.items.push({ ...slice[i], id: v === 0 ? slice[i].id : slice[i].id + FLIP_SUFFIX, flipped: v === 1 });
         tensors.push(t);
       }),
     );

@@ -3,8 +3,12 @@
 //   header (32 B)  magic "CACHETKL" · u32 version · u32 dimension · u64 base position
 //                  · u32 crc32(bytes 0–23) · u32 reserved
 //   record         u32 body length · u32 crc32(body) · body
-//   body           u16 id length · id (utf8) · u32 label · float32 × dimension
+//   body (add)     u16 id length · id (utf8) · u32 label · float32 × dimension
+//                  [· u16 source length · source (utf8)]     (version 2; optional)
+//   body (delete)  u16 id length · id (utf8) · u32 0xffffffff (version 2)
 //
+// Version 1 files (adds without sources) are read as they are; new files and
+// compacted ones are written as version 2.
 // All integers and floats little-endian. A crash mid-append leaves a torn or
 // garbage tail; open() truncates the file at the first record that does not
 // check out and reports the bytes dropped in `recoveredBytes` (those appends
@@ -16,11 +20,13 @@ import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
 import { conflict } from '../errors.js';
-import { MAX_ID_BYTES, validateRecords, type KeyLog, type KeyRecord } from './types.js';
+import { isDelete, MAX_ID_BYTES, MAX_SOURCE_BYTES, storableSource, validateRecords, type KeyLog, type LogRecord } from './types.js';
 import { fsyncPath, readFully, writeFully } from '../util/files.js';
 
 const MAGIC = Buffer.from('CACHETKL', 'latin1');
-const VERSION = 1;
+const VERSION = 2;
+const READABLE_VERSIONS = [1, 2];
+const DELETE_LABEL = 0xffffffff;
 const HEADER_BYTES = 32;
 const PREFIX_BYTES = 8;
 const SCAN_CHUNK = 8 * 1024 * 1024;
@@ -108,7 +114,7 @@ export class FileKeyLog implements KeyLog {
     return this.segment.base;
   }
 
-  async append(records: KeyRecord[]): Promise<number> {
+  async append(records: LogRecord[]): Promise<number> {
     this.assertOpen();
     const bytes = encodeRecords(records, this.dimension); // validate before queueing
     return this.serialised(async () => {
@@ -134,7 +140,7 @@ export class FileKeyLog implements KeyLog {
 
   async readFrom(
     position: number,
-    onBatch: (records: KeyRecord[], firstPosition: number) => Promise<void> | void,
+    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
     batchSize?: number,
   ): Promise<number> {
     this.assertOpen();
@@ -154,7 +160,7 @@ export class FileKeyLog implements KeyLog {
         const to = p + n < end ? seg.offsets[p + n - seg.base] : endOffset;
         const bytes = Buffer.allocUnsafe(to - from);
         await readFully(seg.file, bytes, from, 'key log file');
-        const records: KeyRecord[] = [];
+        const records: LogRecord[] = [];
         for (let o = 0; o < bytes.length; ) {
           const parsed = parseRecord(bytes, o, this.dimension);
           if (!parsed) throw new Error(`key log ${this.path} is corrupt at position ${p + records.length}`);
@@ -234,7 +240,7 @@ async function readHeader(file: FileHandle, path: string, dimension: number): Pr
     throw new Error(`${path} is not a Cachet key log (bad header)`);
   }
   const version = h.readUInt32LE(8);
-  if (version !== VERSION) throw new Error(`${path}: key log version ${version} is not supported (expected ${VERSION})`);
+  if (!READABLE_VERSIONS.includes(version)) throw new Error(`${path}: key log version ${version} is not supported (expected ${READABLE_VERSIONS.join(' or ')})`);
   const fileDimension = h.readUInt32LE(12);
   if (fileDimension !== dimension) {
     throw conflict(
@@ -246,46 +252,75 @@ async function readHeader(file: FileHandle, path: string, dimension: number): Pr
   return Number(h.readBigUInt64LE(16));
 }
 
-function encodeRecords(records: KeyRecord[], dimension: number): Buffer {
+function encodeRecords(records: LogRecord[], dimension: number): Buffer {
   validateRecords(records, dimension);
-  const ids = records.map((r) => Buffer.from(r.id, 'utf8'));
-  const bodyBytes = (idBytes: number) => 2 + idBytes + 4 + 4 * dimension;
-  const out = Buffer.allocUnsafe(ids.reduce((sum, id) => sum + PREFIX_BYTES + bodyBytes(id.length), 0));
-  let o = 0;
-  records.forEach((r, i) => {
-    const len = bodyBytes(ids[i].length);
-    const body = o + PREFIX_BYTES;
-    out.writeUInt32LE(len, o);
-    out.writeUInt16LE(ids[i].length, body);
-    ids[i].copy(out, body + 2);
-    out.writeUInt32LE(r.label, body + 2 + ids[i].length);
-    out.set(new Uint8Array(r.key.buffer, r.key.byteOffset, r.key.byteLength), body + 6 + ids[i].length);
-    out.writeUInt32LE(crc32(out.subarray(body, body + len)), o + 4);
-    o = body + len;
+  const bodies = records.map((r) => {
+    const id = Buffer.from(r.id, 'utf8');
+    if (isDelete(r)) {
+      const body = Buffer.allocUnsafe(6 + id.length);
+      body.writeUInt16LE(id.length, 0);
+      id.copy(body, 2);
+      body.writeUInt32LE(DELETE_LABEL, 2 + id.length);
+      return body;
+    }
+    const stored = storableSource(r);
+    const source = stored === undefined ? null : Buffer.from(stored, 'utf8');
+    const body = Buffer.allocUnsafe(6 + id.length + 4 * dimension + (source ? 2 + source.length : 0));
+    body.writeUInt16LE(id.length, 0);
+    id.copy(body, 2);
+    body.writeUInt32LE(r.label, 2 + id.length);
+    body.set(new Uint8Array(r.key.buffer, r.key.byteOffset, r.key.byteLength), 6 + id.length);
+    if (source) {
+      const o = 6 + id.length + 4 * dimension;
+      body.writeUInt16LE(source.length, o);
+      source.copy(body, o + 2);
+    }
+    return body;
   });
+  const out = Buffer.allocUnsafe(bodies.reduce((sum, b) => sum + PREFIX_BYTES + b.length, 0));
+  let o = 0;
+  for (const body of bodies) {
+    out.writeUInt32LE(body.length, o);
+    out.writeUInt32LE(crc32(body), o + 4);
+    body.copy(out, o + PREFIX_BYTES);
+    o += PREFIX_BYTES + body.length;
+  }
   return out;
 }
 
 /** The record at `o`, or null if it is incomplete, inconsistent or fails its crc. */
-function parseRecord(buf: Buffer, o: number, dimension: number): { record: KeyRecord; next: number } | null {
+function parseRecord(buf: Buffer, o: number, dimension: number): { record: LogRecord; next: number } | null {
   if (buf.length - o < PREFIX_BYTES) return null;
   const len = buf.readUInt32LE(o);
   const body = o + PREFIX_BYTES;
-  if (len < 6 + 4 * dimension || len > 6 + MAX_ID_BYTES + 4 * dimension || body + len > buf.length) return null;
+  if (len < 6 || len > MAX_RECORD_BODY(dimension) || body + len > buf.length) return null;
   const idBytes = buf.readUInt16LE(body);
-  if (2 + idBytes + 4 + 4 * dimension !== len) return null;
+  const keyAt = body + 6 + idBytes;
+  const keyEnd = keyAt + 4 * dimension;
+  const isDeletion = len === 6 + idBytes;
+  let sourceBytes = -1; // −1: no source
+  if (!isDeletion) {
+    if (len === 6 + idBytes + 4 * dimension) sourceBytes = -1;
+    else if (len >= 8 + idBytes + 4 * dimension && len === 8 + idBytes + 4 * dimension + buf.readUInt16LE(keyEnd)) sourceBytes = buf.readUInt16LE(keyEnd);
+    else return null;
+  }
   if (crc32(buf.subarray(body, body + len)) !== buf.readUInt32LE(o + 4)) return null;
   const id = buf.toString('utf8', body + 2, body + 2 + idBytes);
   const label = buf.readUInt32LE(body + 2 + idBytes);
+  const next = body + len;
+  if (isDeletion) return label === DELETE_LABEL ? { record: { id, deleted: true }, next } : null;
   const key = new Float32Array(dimension);
-  new Uint8Array(key.buffer).set(buf.subarray(body + 6 + idBytes, body + len)); // copy: the source may be unaligned
-  return { record: { id, label, key }, next: body + len };
+  new Uint8Array(key.buffer).set(buf.subarray(keyAt, keyEnd)); // copy: the source may be unaligned
+  if (sourceBytes < 0) return { record: { id, label, key }, next };
+  return { record: { id, label, key, source: buf.toString('utf8', keyEnd + 2, keyEnd + 2 + sourceBytes) }, next };
 }
+
+const MAX_RECORD_BODY = (dimension: number) => 8 + MAX_ID_BYTES + 4 * dimension + MAX_SOURCE_BYTES;
 
 /** Offsets of the valid records after the header, and where the valid part ends. */
 async function scanRecords(file: FileHandle, dimension: number) {
   const { size: fileSize } = await file.stat();
-  const maxRecord = PREFIX_BYTES + 6 + MAX_ID_BYTES + 4 * dimension;
+  const maxRecord = PREFIX_BYTES + MAX_RECORD_BODY(dimension);
   let buf = Buffer.alloc(0);
   let bufStart = HEADER_BYTES; // file offset of buf[0]
   const offsets: number[] = [];

@@ -9,20 +9,37 @@
 import type { Redis } from 'ioredis';
 import { conflict } from '../errors.js';
 import { redisKeys } from '../distributed/keys.js';
-import { validateRecords, type KeyLog, type KeyRecord } from './types.js';
+import { isDelete, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 
 const APPEND = `
 local added = 0
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  local id = ARGV[2 + i * 3]
+  local id = ARGV[2 + i * 4]
   if redis.call('SADD', KEYS[2], id) == 1 then
     local seq = redis.call('INCR', KEYS[3])
-    redis.call('XADD', KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[3 + i * 3], 'key', ARGV[4 + i * 3])
+    local source = ARGV[5 + i * 4]
+    if source == '' then
+      redis.call('XADD', KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[3 + i * 4], 'key', ARGV[4 + i * 4])
+    else
+      redis.call('XADD', KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[3 + i * 4], 'key', ARGV[4 + i * 4], 'source', source)
+    end
     added = added + 1
   end
 end
 return {added, tonumber(redis.call('GET', KEYS[3]) or '0')}
+`;
+
+const DELETE = `
+local deleted = {}
+for i = 1, #ARGV do
+  if redis.call('SREM', KEYS[2], ARGV[i]) == 1 then
+    local seq = redis.call('INCR', KEYS[3])
+    redis.call('XADD', KEYS[1], seq .. '-0', 'id', ARGV[i], 'op', 'delete')
+    deleted[#deleted + 1] = ARGV[i]
+  end
+end
+return {deleted, tonumber(redis.call('GET', KEYS[3]) or '0')}
 `;
 
 type StreamEntry = [Buffer, Buffer[]];
@@ -59,22 +76,36 @@ export class RedisKeyLog implements KeyLog {
   }
 
   /** Appends the records whose ids are new; durable as Redis's AOF is (appendfsync). */
-  async append(records: KeyRecord[]): Promise<number> {
-    return (await this.appendNew(records)).end;
+  async append(records: LogRecord[]): Promise<number> {
+    const adds = records.filter((r): r is KeyRecord => !isDelete(r));
+    if (adds.length === records.length) return (await this.appendNew(adds)).end;
+    let end = this.known;
+    for (const r of records) end = isDelete(r) ? (await this.appendDeletes([r.id])).end : (await this.appendNew([r])).end;
+    return end;
+  }
+
+  /** Logs the deletion of the ids the log holds; returns those ids. */
+  async appendDeletes(ids: string[]): Promise<{ deleted: string[]; end: number }> {
+    validateRecords(ids.map((id) => ({ id, deleted: true })), this.dimension);
+    if (ids.length === 0) return { deleted: [], end: await this.refreshEnd() };
+    const c = this.cache;
+    const [deleted, end] = (await this.redis.eval(DELETE, 3, redisKeys.log(c), redisKeys.ids(c), redisKeys.end(c), ...ids)) as [string[], number];
+    this.known = Math.max(this.known, end);
+    return { deleted, end };
   }
 
   async appendNew(records: KeyRecord[]): Promise<{ added: number; end: number }> {
     validateRecords(records, this.dimension);
     if (records.length === 0) return { added: 0, end: await this.refreshEnd() };
     const args: (string | Buffer)[] = [String(records.length)];
-    for (const r of records) args.push(r.id, String(r.label), Buffer.from(r.key.buffer, r.key.byteOffset, r.key.byteLength));
+    for (const r of records) args.push(r.id, String(r.label), Buffer.from(r.key.buffer, r.key.byteOffset, r.key.byteLength), storableSource(r) ?? '');
     const c = this.cache;
     const [added, end] = (await this.redis.eval(APPEND, 3, redisKeys.log(c), redisKeys.ids(c), redisKeys.end(c), ...args)) as [number, number];
     this.known = Math.max(this.known, end);
     return { added, end };
   }
 
-  async readFrom(position: number, onBatch: (records: KeyRecord[], firstPosition: number) => Promise<void> | void, batchSize = 256): Promise<number> {
+  async readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize = 256): Promise<number> {
     for (;;) {
       const entries = (await this.redis.xrangeBuffer(redisKeys.log(this.cache), `${position + 1}-0`, '+', 'COUNT', batchSize)) as StreamEntry[];
       if (entries.length === 0) break;
@@ -102,12 +133,15 @@ export class RedisKeyLog implements KeyLog {
 
   async close(): Promise<void> {}
 
-  private decode([, fields]: StreamEntry): KeyRecord {
+  private decode([, fields]: StreamEntry): LogRecord {
     const f: Record<string, Buffer> = {};
     for (let i = 0; i < fields.length; i += 2) f[fields[i].toString()] = fields[i + 1];
+    if (f.op?.toString() === 'delete') return { id: f.id.toString(), deleted: true };
     const bytes = f.key;
     const key = new Float32Array(bytes.byteLength / 4);
     new Uint8Array(key.buffer).set(bytes); // copy: the Buffer may be unaligned
-    return { id: f.id.toString(), label: Number(f.label.toString()), key };
+    const record: KeyRecord = { id: f.id.toString(), label: Number(f.label.toString()), key };
+    if (f.source) record.source = f.source.toString();
+    return record;
   }
 }

@@ -5,22 +5,35 @@ import { badRequest } from '../errors.js';
 // covering positions < p, plus a replay of the records from p). The log does not
 // deduplicate: item ids make a replayed or retried add idempotent downstream.
 
+/** An item added: its id, class index and key. */
 export interface KeyRecord {
   id: string;
   label: number;
   key: Float32Array;
+  /** where its image came from (a path or URL the service can read), for previews; optional */
+  source?: string;
 }
+
+/** An item removed. A later KeyRecord with the same id adds it again, as a new item. */
+export interface DeleteRecord {
+  id: string;
+  deleted: true;
+}
+
+export type LogRecord = KeyRecord | DeleteRecord;
+
+export const isDelete = (r: LogRecord): r is DeleteRecord => (r as DeleteRecord).deleted === true;
 
 export interface KeyLog {
   readonly dimension: number;
   /** position after the last record (records are numbered from 0 for the cache's whole life) */
   end(): number;
   /** durable (fsync'd) when it resolves; returns the new end() */
-  append(records: KeyRecord[]): Promise<number>;
+  append(records: LogRecord[]): Promise<number>;
   /** calls onBatch with consecutive records from `position` to end(), in bounded batches; returns the end reached */
   readFrom(
     position: number,
-    onBatch: (records: KeyRecord[], firstPosition: number) => Promise<void> | void,
+    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
     batchSize?: number,
   ): Promise<number>;
   /** forget records before `position` (they are covered by a snapshot) */
@@ -31,13 +44,23 @@ export interface KeyLog {
 /** Longest item id, in utf8 bytes (the file log stores its length in a u16). */
 export const MAX_ID_BYTES = 0xffff;
 
+/** Longest source kept, in utf8 bytes; a longer one is dropped (the item is added without a preview). */
+export const MAX_SOURCE_BYTES = 4096;
+
+/** The source a log stores for a record: none when absent or too long. */
+export function storableSource(r: KeyRecord): string | undefined {
+  return r.source && Buffer.byteLength(r.source, 'utf8') <= MAX_SOURCE_BYTES ? r.source : undefined;
+}
+
 /** Refuses, before anything is written, a record no log can store. */
-export function validateRecords(records: KeyRecord[], dimension: number): void {
+export function validateRecords(records: LogRecord[], dimension: number): void {
   records.forEach((r, i) => {
     if (typeof r.id !== 'string' || r.id.length === 0) throw badRequest('bad_item_id', `item ${i}: id must be a non-empty string`);
     const idBytes = Buffer.byteLength(r.id, 'utf8');
     if (idBytes > MAX_ID_BYTES) throw badRequest('bad_item_id', `item ${i}: id is ${idBytes} bytes; at most ${MAX_ID_BYTES}`);
-    if (!Number.isInteger(r.label) || r.label < 0 || r.label > 0xffffffff) {
+    if (isDelete(r)) return;
+    // 0xffffffff marks a deletion in the file log
+    if (!Number.isInteger(r.label) || r.label < 0 || r.label >= 0xffffffff) {
       throw badRequest('bad_label', `item ${i} (${r.id}): label must be a non-negative integer, got ${r.label}`);
     }
     if (!(r.key instanceof Float32Array) || r.key.length !== dimension) {

@@ -99,6 +99,9 @@ export function pixelsToTensor(rgb: Uint8Array, spec: ModelSpec): Float32Array {
 }
 
 /** Concatenates equally sized images into one batch buffer. */
+/** The id suffix of an item's mirror image, when a job indexes flips too. */
+export const FLIP_SUFFIX = '#flip';
+
 /** The mirror image (left-right) of one image tensor laid out per spec: no second decode. */
 export function flipTensor(image: Float32Array, spec: ModelSpec): Float32Array {
   const { height: h, width: w } = spec;

@@ -1,0 +1,64 @@
+// Routes on a cache's items and on the cache as a whole: delete items by id, delete
+// the cache, and an item's image as a thumbnail (the web page shows neighbours with it).
+// Deletions go through the key log, so every replica follows.
+import type express from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import sharp from 'sharp';
+import { z } from 'zod';
+import type { EngineApi } from '../engine/client.js';
+import { describeZodError } from '../engine/engine.js';
+import { imageBytes } from '../jobs/fetch.js';
+import { FLIP_SUFFIX } from '../preprocess/image.js';
+import { badRequest, notFound, UserError } from '../errors.js';
+
+export const DeleteItemsSchema = z
+  .object({ ids: z.array(z.string().min(1).max(512)).min(1).max(10_000).describe('ids of the items to delete') })
+  .strict();
+
+/** longest side of a thumbnail, in pixels; smaller images are sent as they are */
+export const THUMBNAIL_SIZE = 128;
+
+export interface ItemRoutesContext {
+  engine: EngineApi;
+  limitInputPixels: number;
+}
+
+/** Registered on the app itself (not a sub-router), so the app's route list shows them. */
+export function addItemRoutes(router: express.Express, { engine, limitInputPixels }: ItemRoutesContext): void {
+  router.delete('/v1/caches/:name', wrap(async (req, res) => {
+    res.json(await engine.deleteCache(String(req.params.name)));
+  }));
+
+  router.post('/v1/caches/:name/delete-items', wrap(async (req, res) => {
+    const parsed = DeleteItemsSchema.safeParse(req.body ?? {});
+    if (!parsed.success) throw badRequest('invalid_request', describeZodError(parsed.error));
+    res.json(await engine.deleteItems(String(req.params.name), parsed.data.ids));
+  }));
+
+  router.delete('/v1/caches/:name/items/:id', wrap(async (req, res) => {
+    const name = String(req.params.name);
+    const id = String(req.params.id);
+    const r = await engine.deleteItems(name, [id]);
+    if (r.deleted === 0) throw notFound('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
+    res.json({ deleted: r.deleted, cacheSize: r.cacheSize });
+  }));
+
+  router.get('/v1/caches/:name/items/:id/image', wrap(async (req, res) => {
+    const id = String(req.params.id);
+    const source = await engine.itemSource(String(req.params.name), id);
+    let image: ReturnType<typeof sharp>;
+    try {
+      image = sharp(await imageBytes(source), { limitInputPixels, failOn: 'error' });
+      if (id.endsWith(FLIP_SUFFIX)) image = image.flop(); // the item is the mirror image of its source
+      const png = await image.resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true }).png().toBuffer();
+      res.type('image/png').set('Cache-Control', 'private, max-age=3600').send(png);
+    } catch (err) {
+      if (err instanceof UserError && err.status !== 404) throw err;
+      throw notFound('image_unavailable', `the image of item ${JSON.stringify(id)} cannot be read from ${source}: ${(err as Error).message}`);
+    }
+  }));
+}
+
+function wrap(handler: (req: Request, res: Response) => Promise<void>) {
+  return (req: Request, res: Response, next: NextFunction) => handler(req, res).catch(next);
+}

@@ -8,7 +8,8 @@ import { ExactIndex } from '../index/exact.js';
 import { HnswIndex } from '../index/hnsw.js';
 import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
 import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
-import { isDelete, KeyLog, KeyRecord, LogRecord } from '../keylog/types.js';
+import { isDelete, isReduced, KeyLog, KeyRecord, LogRecord, type FullKeyRecord, type ReducedKeyRecord } from '../keylog/types.js';
+import { logsReducedKeys, reduceRecords } from './reduce-records.js';
 import { Mutex } from './mutex.js';
 import { conflict } from '../errors.js';
 import { fitPca, Projection, randomProjection } from '../index/projection.js';
@@ -133,13 +134,18 @@ export class CacheState {
     });
   }
 
-  /** Durably log new items, then apply them. Ids already present (or repeated in `records`) are skipped. */
-  async add(records: KeyRecord[]): Promise<{ added: number; duplicates: number }> {
+  /**
+   * Durably log new items, then apply them. Ids already present (or repeated in `records`) are
+   * skipped. Once the cache has its projection, the log gets reduced records (reduce-records.ts).
+   */
+  async add(records: FullKeyRecord[]): Promise<{ added: number; duplicates: number }> {
     return this.appendLock.run(async () => {
-      const fresh = this.unknown(records);
+      const fresh = this.unknown(records) as FullKeyRecord[];
       if (fresh.length > 0) {
-        await this.log.append(fresh);
-        await this.applyInSlices(fresh);
+        const sk = this.definition.searchKey;
+        const logged = this.projection && logsReducedKeys(sk) ? await reduceRecords(fresh, this.projection, sk.rerank) : fresh;
+        await this.log.append(logged);
+        await this.applyInSlices(logged);
       }
       return { added: fresh.length, duplicates: records.length - fresh.length };
     });
@@ -152,7 +158,18 @@ export class CacheState {
    */
   private async applyInSlices(records: LogRecord[]): Promise<void> {
     for (let i = 0; i < records.length; i += APPLY_SLICE) {
-      await this.lock.run(() => this.apply(records.slice(i, i + APPLY_SLICE)));
+      let slice = records.slice(i, i + APPLY_SLICE);
+      // A reduced record was written with the published projection, so the writer had
+      // fitSample items: a reader still waiting for its PCA sample applies the records
+      // before it, then fits (and so takes) that projection.
+      const firstReduced = this.pendingPca ? slice.findIndex((r) => !isDelete(r) && isReduced(r)) : -1;
+      if (firstReduced >= 0) {
+        const before = slice.slice(0, firstReduced);
+        await this.lock.run(() => this.apply(before));
+        await this.fitProjection(this.index as ExactIndex);
+        slice = slice.slice(firstReduced);
+      }
+      await this.lock.run(() => this.apply(slice));
       await yieldToMessages();
     }
     if (this.projectionDue) await this.fitProjection(this.index as ExactIndex);
@@ -186,7 +203,41 @@ export class CacheState {
 
   private async addToIndex(records: KeyRecord[]): Promise<void> {
     const fresh = this.unknown(records);
-    if (fresh.length === 0) return;
+    // runs of one kind: reduced records go straight in, full ones through the projection
+    for (let i = 0; i < fresh.length; ) {
+      let j = i + 1;
+      while (j < fresh.length && isReduced(fresh[j]) === isReduced(fresh[i])) j++;
+      const run = fresh.slice(i, j);
+      if (isReduced(run[0])) await this.addReduced(run as ReducedKeyRecord[]);
+      else await this.addFull(run as FullKeyRecord[]);
+      for (const r of run) this.remember(r.id, r.label, r.source);
+      i = j;
+    }
+  }
+
+  private async addReduced(records: ReducedKeyRecord[]): Promise<void> {
+    const projection = this.projection;
+    if (!projection) throw new Error(`cache "${this.definition.name}": a reduced key record came before the cache has a projection`);
+    const d = projection.outputDimension;
+    const D = this.extractor.keyDimension;
+    const n = records.length;
+    const searchKeys = new Float32Array(n * d);
+    records.forEach((r, i) => {
+      if (r.searchKey.length !== d) throw new Error(`cache "${this.definition.name}": item ${r.id} has a ${r.searchKey.length}-d search key; the projection gives ${d}`);
+      searchKeys.set(r.searchKey, i * d);
+    });
+    if (this.fullKeys) {
+      const full = new Uint16Array(n * D);
+      records.forEach((r, i) => {
+        if (!r.fullKey16) throw new Error(`cache "${this.definition.name}": item ${r.id} was logged without the full key this cache re-ranks with`);
+        full.set(r.fullKey16, i * D);
+      });
+      this.fullKeys.add(full, n);
+    }
+    await this.index.add(searchKeys, n);
+  }
+
+  private async addFull(fresh: FullKeyRecord[]): Promise<void> {
     const dim = this.extractor.keyDimension;
     const keys = new Float32Array(fresh.length * dim);
     fresh.forEach((r, i) => keys.set(r.key, i * dim));
@@ -196,7 +247,6 @@ export class CacheState {
     } else {
       await this.index.add(keys, fresh.length);
     }
-    for (const r of fresh) this.remember(r.id, r.label, r.source);
   }
 
   private get pendingPca(): boolean {

@@ -8,7 +8,7 @@ import { mixProbabilities } from '../cache/math.js';
 import { KeyExtractor } from '../model/extractor.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { ModelSpec } from '../model/spec.js';
-import { Projection } from '../index/projection.js';
+import { Projection, serialisedFingerprint } from '../index/projection.js';
 import { redisKeys } from '../distributed/keys.js';
 import { CacheState } from './cache-state.js';
 import { DefinitionStore, FileDefinitions, RedisDefinitions } from './definitions.js';
@@ -17,7 +17,8 @@ import { RedisKeyLog } from '../keylog/redis-log.js';
 import { connectRedis } from '../distributed/redis.js';
 import type { Redis } from 'ioredis';
 import { badRequest, conflict, notFound, UserError } from '../errors.js';
-import { KeyRecord } from '../keylog/types.js';
+import type { FullKeyRecord } from '../keylog/types.js';
+import { logsReducedKeys, reduceRecords } from './reduce-records.js';
 
 export interface Neighbour {
   id: string;
@@ -123,6 +124,7 @@ export class Engine {
   private definitions: DefinitionStore = new FileDefinitions('indexes');
   private redis: Redis | null = null;
   private readonly workerLogs = new Map<string, Promise<RedisKeyLog>>();
+  private readonly workerProjections = new Map<string, Projection>();
   private closed = false;
   private loops: Promise<void>[] = [];
 
@@ -226,18 +228,21 @@ export class Engine {
     const { keys, zeroKeys } = await extractor.run(images, n);
     const zero = new Set(zeroKeys);
     const dim = extractor.keyDimension;
-    const records: KeyRecord[] = [];
+    const records: FullKeyRecord[] = [];
     for (let i = 0; i < n; i++) {
       if (zero.has(i)) {
         failed.push({ id: ids[i], error: 'its key is zero or not finite (every key layer is zero for this image), so it cannot be compared: not added' });
         continue;
       }
-      const record: KeyRecord = { id: ids[i], label: labels[i], key: keys.subarray(i * dim, (i + 1) * dim) };
+      const record: FullKeyRecord = { id: ids[i], label: labels[i], key: keys.subarray(i * dim, (i + 1) * dim) };
       if (sources?.[i]) record.source = sources[i]!;
       records.push(record);
     }
     if (this.options.role === 'worker') {
-      const { added } = await (await this.workerLog(name, dim)).appendNew(records);
+      const sk = definition.searchKey;
+      const projection = logsReducedKeys(sk) ? await this.publishedProjection(name, dim) : null;
+      const logged = projection ? await reduceRecords(records, projection, sk.rerank) : records;
+      const { added } = await (await this.workerLog(name, dim)).appendNew(logged);
       return { added, duplicates: records.length - added, failed };
     }
     const { added, duplicates } = await this.cache(name).add(records);
@@ -403,9 +408,40 @@ export class Engine {
     await opening;
   }
 
-  /** Distributed mode: the first projection published for a cache is everybody's. */
+  /**
+   * A worker: the projection an api replica published for a cache, once there is one. The
+   * fingerprint in its head is checked on every call (a few bytes): a cache deleted and
+   * created again under the same name gets a new projection.
+   */
+  private async publishedProjection(cache: string, dimension: number): Promise<Projection | null> {
+    const key = redisKeys.projection(cache);
+    const fingerprint = serialisedFingerprint(await this.redis!.getrangeBuffer(key, 0, PROJECTION_HEAD_BYTES - 1));
+    if (fingerprint === null) return null;
+    const known = this.workerProjections.get(cache);
+    if (known?.fingerprint === fingerprint) return known;
+    const stored = await this.redis!.getBuffer(key);
+    if (!stored) return null;
+    const projection = Projection.fromBuffer(stored);
+    if (projection.inputDimension !== dimension) return null;
+    this.workerProjections.set(cache, projection);
+    return projection;
+  }
+
+  /**
+   * The first projection published for a cache is the one it keeps: in Redis for every
+   * replica and worker (distributed), in <cache>/projection/ (embedded). It is stored the
+   * moment it exists, before any record reduced with it is logged, so a replay from an
+   * older snapshot takes the same projection instead of fitting another.
+   */
   private async publishProjection(cache: string, projection: Projection): Promise<Projection> {
-    if (!this.redis) return projection;
+    if (!this.redis) {
+      const dir = path.join(this.options.dataDir, cache, PROJECTION_DIR);
+      const stored = await Projection.load(dir);
+      if (stored) return stored;
+      await fs.mkdir(dir, { recursive: true });
+      await projection.save(dir);
+      return projection;
+    }
     await this.redis.set(redisKeys.projection(cache), projection.toBuffer(), 'NX');
     const stored = await this.redis.getBuffer(redisKeys.projection(cache));
     return stored ? Projection.fromBuffer(stored) : projection;
@@ -525,6 +561,8 @@ export class Engine {
   }
 }
 
+/** enough of a serialised projection to hold its JSON header (kind, dimensions, fingerprint, fit info) */
+const PROJECTION_HEAD_BYTES = 16 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MAX_HISTORY = 20;
 
@@ -536,6 +574,7 @@ const MAX_HISTORY = 20;
  */
 const INTRA_OP_THREADS = Number(process.env.CACHET_INTRA_OP_THREADS ?? 1);
 const LOG_FILE = 'keylog.bin';
+const PROJECTION_DIR = 'projection';
 
 type Parser<T> = { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } };
 

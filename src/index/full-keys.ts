@@ -89,8 +89,12 @@ export class FullKeyStore {
     return bytes;
   }
 
-  /** n rows of `dimension` float32 (L2-normalised) appended at positions size … size+n−1 */
-  add(keys: Float32Array, n: number): void {
+  /**
+   * n rows of `dimension` keys (L2-normalised) appended at positions size … size+n−1: float32,
+   * or float16 bits (a Uint16Array, as reduced key-log records carry them) into a float16 store.
+   */
+  add(keys: Float32Array | Uint16Array, n: number): void {
+    if (keys instanceof Uint16Array && this.format !== 'float16') throw new TypeError('float16 rows go only into a float16 store');
     const d = this.dimension;
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`add: n must be a non-negative integer, got ${n}`);
     if (keys.length < n * d) throw new RangeError(`add: ${n} keys need ${n * d} floats, got ${keys.length}`);
@@ -100,7 +104,7 @@ export class FullKeyStore {
       const take = Math.min(n - done, block.data.length / d - block.rows);
       const src = keys.subarray(done * d, (done + take) * d);
       const dst = block.data.subarray(block.rows * d, (block.rows + take) * d);
-      if (dst instanceof Float32Array) dst.set(src);
+      if (dst instanceof Float32Array || src instanceof Uint16Array) dst.set(src);
       else float32ToFloat16(src, dst);
       block.rows += take;
       this.count += take;

@@ -158,6 +158,15 @@ export class Projection {
   }
 }
 
+/** The fingerprint recorded in the head of a serialised projection (its first bytes suffice), or null. */
+export function serialisedFingerprint(head: Buffer): string | null {
+  if (head.length < 12 || head.toString('latin1', 0, 4) !== MAGIC) return null;
+  const jsonLength = head.readUInt32LE(8);
+  if (12 + jsonLength > head.length) return null;
+  const meta = JSON.parse(head.toString('utf8', 12, 12 + jsonLength)) as { fingerprint?: unknown };
+  return typeof meta.fingerprint === 'string' ? meta.fingerprint : null;
+}
+
 function fromParts(metaIn: unknown, bytes: Uint8Array, where: string): Projection {
   const meta = metaIn as Partial<ProjectionMeta> | null;
   if (!meta || typeof meta !== 'object') throw new Error(`${where}: not a projection description`);

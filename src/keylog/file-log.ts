@@ -5,6 +5,8 @@
 //   record         u32 body length · u32 crc32(body) · body
 //   body (add)     u16 id length · id (utf8) · u32 label · float32 × dimension
 //                  [· u16 source length · source (utf8)]     (version 2; optional)
+//   body (reduced) u16 id length · id · u32 (label | 0x80000000) · u32 d · float32 × d
+//                  · u32 c (0 or dimension) · float16 × c [· u16 source length · source]   (version 2)
 //   body (delete)  u16 id length · id (utf8) · u32 0xffffffff (version 2)
 //
 // Version 1 files (adds without sources) are read as they are; new files and
@@ -20,13 +22,14 @@ import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
 import { conflict } from '../errors.js';
-import { isDelete, MAX_ID_BYTES, MAX_SOURCE_BYTES, storableSource, validateRecords, type KeyLog, type LogRecord } from './types.js';
+import { isDelete, isReduced, MAX_ID_BYTES, MAX_SOURCE_BYTES, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 import { fsyncPath, readFully, writeFully } from '../util/files.js';
 
 const MAGIC = Buffer.from('CACHETKL', 'latin1');
 const VERSION = 2;
 const READABLE_VERSIONS = [1, 2];
 const DELETE_LABEL = 0xffffffff;
+const REDUCED_FLAG = 0x80000000;
 const HEADER_BYTES = 32;
 const PREFIX_BYTES = 8;
 const SCAN_CHUNK = 8 * 1024 * 1024;
@@ -254,29 +257,7 @@ async function readHeader(file: FileHandle, path: string, dimension: number): Pr
 
 function encodeRecords(records: LogRecord[], dimension: number): Buffer {
   validateRecords(records, dimension);
-  const bodies = records.map((r) => {
-    const id = Buffer.from(r.id, 'utf8');
-    if (isDelete(r)) {
-      const body = Buffer.allocUnsafe(6 + id.length);
-      body.writeUInt16LE(id.length, 0);
-      id.copy(body, 2);
-      body.writeUInt32LE(DELETE_LABEL, 2 + id.length);
-      return body;
-    }
-    const stored = storableSource(r);
-    const source = stored === undefined ? null : Buffer.from(stored, 'utf8');
-    const body = Buffer.allocUnsafe(6 + id.length + 4 * dimension + (source ? 2 + source.length : 0));
-    body.writeUInt16LE(id.length, 0);
-    id.copy(body, 2);
-    body.writeUInt32LE(r.label, 2 + id.length);
-    body.set(new Uint8Array(r.key.buffer, r.key.byteOffset, r.key.byteLength), 6 + id.length);
-    if (source) {
-      const o = 6 + id.length + 4 * dimension;
-      body.writeUInt16LE(source.length, o);
-      source.copy(body, o + 2);
-    }
-    return body;
-  });
+  const bodies = records.map((r) => (isDelete(r) ? deleteBody(r.id) : addBody(r, dimension)));
   const out = Buffer.allocUnsafe(bodies.reduce((sum, b) => sum + PREFIX_BYTES + b.length, 0));
   let o = 0;
   for (const body of bodies) {
@@ -288,34 +269,114 @@ function encodeRecords(records: LogRecord[], dimension: number): Buffer {
   return out;
 }
 
+function deleteBody(id: string): Buffer {
+  const idBytes = Buffer.from(id, 'utf8');
+  const body = Buffer.allocUnsafe(6 + idBytes.length);
+  body.writeUInt16LE(idBytes.length, 0);
+  idBytes.copy(body, 2);
+  body.writeUInt32LE(DELETE_LABEL, 2 + idBytes.length);
+  return body;
+}
+
+function addBody(r: KeyRecord, dimension: number): Buffer {
+  const id = Buffer.from(r.id, 'utf8');
+  const stored = storableSource(r);
+  const source = stored === undefined ? null : Buffer.from(stored, 'utf8');
+  const parts: Uint8Array[] = [];
+  const head = Buffer.allocUnsafe(6 + id.length);
+  head.writeUInt16LE(id.length, 0);
+  id.copy(head, 2);
+  parts.push(head);
+  if (isReduced(r)) {
+    head.writeUInt32LE((r.label | REDUCED_FLAG) >>> 0, 2 + id.length);
+    parts.push(u32(r.searchKey.length), bytesOf(r.searchKey), u32(r.fullKey16?.length ?? 0));
+    if (r.fullKey16) parts.push(bytesOf(r.fullKey16));
+  } else {
+    head.writeUInt32LE(r.label, 2 + id.length);
+    if (r.key.length !== dimension) throw new RangeError(`key of ${r.key.length} floats in a log of dimension ${dimension}`);
+    parts.push(bytesOf(r.key));
+  }
+  if (source) {
+    const len = Buffer.allocUnsafe(2);
+    len.writeUInt16LE(source.length, 0);
+    parts.push(len, source);
+  }
+  return Buffer.concat(parts);
+}
+
+const u32 = (v: number) => {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32LE(v, 0);
+  return b;
+};
+const bytesOf = (a: Float32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
 /** The record at `o`, or null if it is incomplete, inconsistent or fails its crc. */
 function parseRecord(buf: Buffer, o: number, dimension: number): { record: LogRecord; next: number } | null {
   if (buf.length - o < PREFIX_BYTES) return null;
   const len = buf.readUInt32LE(o);
   const body = o + PREFIX_BYTES;
   if (len < 6 || len > MAX_RECORD_BODY(dimension) || body + len > buf.length) return null;
+  const end = body + len;
   const idBytes = buf.readUInt16LE(body);
-  const keyAt = body + 6 + idBytes;
-  const keyEnd = keyAt + 4 * dimension;
-  const isDeletion = len === 6 + idBytes;
-  let sourceBytes = -1; // −1: no source
-  if (!isDeletion) {
-    if (len === 6 + idBytes + 4 * dimension) sourceBytes = -1;
-    else if (len >= 8 + idBytes + 4 * dimension && len === 8 + idBytes + 4 * dimension + buf.readUInt16LE(keyEnd)) sourceBytes = buf.readUInt16LE(keyEnd);
-    else return null;
+  if (6 + idBytes > len) return null;
+  const labelWord = buf.readUInt32LE(body + 2 + idBytes);
+  let at = body + 6 + idBytes;
+  // walk the layout, checking every length against the body's before the crc
+  let kind: 'delete' | 'full' | 'reduced';
+  let d = dimension;
+  let c = 0;
+  if (labelWord === DELETE_LABEL) {
+    if (at !== end) return null;
+    kind = 'delete';
+  } else if (labelWord & REDUCED_FLAG) {
+    kind = 'reduced';
+    if (at + 4 > end) return null;
+    d = buf.readUInt32LE(at);
+    if (d < 1 || d > dimension || at + 4 + 4 * d + 4 > end) return null;
+    c = buf.readUInt32LE(at + 4 + 4 * d);
+    if (c !== 0 && c !== dimension) return null;
+    at += 4 + 4 * d + 4 + 2 * c;
+  } else {
+    kind = 'full';
+    at += 4 * dimension;
   }
-  if (crc32(buf.subarray(body, body + len)) !== buf.readUInt32LE(o + 4)) return null;
+  let sourceBytes = -1; // −1: no source
+  if (kind !== 'delete' && at !== end) {
+    if (at + 2 > end || at + 2 + buf.readUInt16LE(at) !== end) return null;
+    sourceBytes = buf.readUInt16LE(at);
+  } else if (at > end) {
+    return null;
+  }
+  if (crc32(buf.subarray(body, end)) !== buf.readUInt32LE(o + 4)) return null;
   const id = buf.toString('utf8', body + 2, body + 2 + idBytes);
-  const label = buf.readUInt32LE(body + 2 + idBytes);
-  const next = body + len;
-  if (isDeletion) return label === DELETE_LABEL ? { record: { id, deleted: true }, next } : null;
-  const key = new Float32Array(dimension);
-  new Uint8Array(key.buffer).set(buf.subarray(keyAt, keyEnd)); // copy: the source may be unaligned
-  if (sourceBytes < 0) return { record: { id, label, key }, next };
-  return { record: { id, label, key, source: buf.toString('utf8', keyEnd + 2, keyEnd + 2 + sourceBytes) }, next };
+  if (kind === 'delete') return { record: { id, deleted: true }, next: end };
+  const source = sourceBytes < 0 ? undefined : buf.toString('utf8', at + 2, at + 2 + sourceBytes);
+  const keyAt = body + 6 + idBytes;
+  let record: KeyRecord;
+  if (kind === 'full') {
+    record = { id, label: labelWord, key: copyFloat32(buf, keyAt, dimension) };
+  } else {
+    const searchKey = copyFloat32(buf, keyAt + 4, d);
+    record = { id, label: (labelWord & ~REDUCED_FLAG) >>> 0, searchKey };
+    if (c > 0) {
+      const full = new Uint16Array(c);
+      new Uint8Array(full.buffer).set(buf.subarray(keyAt + 4 + 4 * d + 4, keyAt + 4 + 4 * d + 4 + 2 * c));
+      record.fullKey16 = full;
+    }
+  }
+  if (source !== undefined) record.source = source;
+  return { record, next: end };
 }
 
-const MAX_RECORD_BODY = (dimension: number) => 8 + MAX_ID_BYTES + 4 * dimension + MAX_SOURCE_BYTES;
+/** a copy: the bytes may be unaligned */
+function copyFloat32(buf: Buffer, at: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  new Uint8Array(out.buffer).set(buf.subarray(at, at + 4 * n));
+  return out;
+}
+
+const MAX_RECORD_BODY = (dimension: number) => 8 + MAX_ID_BYTES + 4 * dimension + 8 + 2 * dimension + MAX_SOURCE_BYTES;
 
 /** Offsets of the valid records after the header, and where the valid part ends. */
 async function scanRecords(file: FileHandle, dimension: number) {

@@ -9,21 +9,21 @@
 import type { Redis } from 'ioredis';
 import { conflict } from '../errors.js';
 import { redisKeys } from '../distributed/keys.js';
-import { isDelete, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
+import { isDelete, isReduced, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 
+// ARGV per record: id, label, key field name (key | skey), key bytes, float16 full key bytes or '', source or ''
 const APPEND = `
 local added = 0
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  local id = ARGV[2 + i * 4]
+  local o = 1 + i * 6
+  local id = ARGV[o + 1]
   if redis.call('SADD', KEYS[2], id) == 1 then
     local seq = redis.call('INCR', KEYS[3])
-    local source = ARGV[5 + i * 4]
-    if source == '' then
-      redis.call('XADD', KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[3 + i * 4], 'key', ARGV[4 + i * 4])
-    else
-      redis.call('XADD', KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[3 + i * 4], 'key', ARGV[4 + i * 4], 'source', source)
-    end
+    local entry = {KEYS[1], seq .. '-0', 'id', id, 'label', ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]}
+    if ARGV[o + 5] ~= '' then entry[#entry + 1] = 'fkey16'; entry[#entry + 1] = ARGV[o + 5] end
+    if ARGV[o + 6] ~= '' then entry[#entry + 1] = 'source'; entry[#entry + 1] = ARGV[o + 6] end
+    redis.call('XADD', unpack(entry))
     added = added + 1
   end
 end
@@ -98,7 +98,11 @@ export class RedisKeyLog implements KeyLog {
     validateRecords(records, this.dimension);
     if (records.length === 0) return { added: 0, end: await this.refreshEnd() };
     const args: (string | Buffer)[] = [String(records.length)];
-    for (const r of records) args.push(r.id, String(r.label), Buffer.from(r.key.buffer, r.key.byteOffset, r.key.byteLength), storableSource(r) ?? '');
+    for (const r of records) {
+      const [field, key] = isReduced(r) ? ['skey', r.searchKey] : ['key', r.key];
+      const full16 = isReduced(r) && r.fullKey16 ? bytes(r.fullKey16) : '';
+      args.push(r.id, String(r.label), field, bytes(key), full16, storableSource(r) ?? '');
+    }
     const c = this.cache;
     const [added, end] = (await this.redis.eval(APPEND, 3, redisKeys.log(c), redisKeys.ids(c), redisKeys.end(c), ...args)) as [number, number];
     this.known = Math.max(this.known, end);
@@ -137,11 +141,24 @@ export class RedisKeyLog implements KeyLog {
     const f: Record<string, Buffer> = {};
     for (let i = 0; i < fields.length; i += 2) f[fields[i].toString()] = fields[i + 1];
     if (f.op?.toString() === 'delete') return { id: f.id.toString(), deleted: true };
-    const bytes = f.key;
-    const key = new Float32Array(bytes.byteLength / 4);
-    new Uint8Array(key.buffer).set(bytes); // copy: the Buffer may be unaligned
-    const record: KeyRecord = { id: f.id.toString(), label: Number(f.label.toString()), key };
+    const id = f.id.toString();
+    const label = Number(f.label.toString());
+    let record: KeyRecord;
+    if (f.skey) {
+      record = { id, label, searchKey: copyInto(new Float32Array(f.skey.byteLength / 4), f.skey) };
+      if (f.fkey16) record.fullKey16 = copyInto(new Uint16Array(f.fkey16.byteLength / 2), f.fkey16);
+    } else {
+      record = { id, label, key: copyInto(new Float32Array(f.key.byteLength / 4), f.key) };
+    }
     if (f.source) record.source = f.source.toString();
     return record;
   }
+}
+
+const bytes = (a: Float32Array | Uint16Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** a copy: the Buffer may be unaligned */
+function copyInto<T extends Float32Array | Uint16Array>(out: T, b: Buffer): T {
+  new Uint8Array(out.buffer).set(b);
+  return out;
 }

@@ -5,14 +5,32 @@ import { badRequest } from '../errors.js';
 // covering positions < p, plus a replay of the records from p). The log does not
 // deduplicate: item ids make a replayed or retried add idempotent downstream.
 
-/** An item added: its id, class index and key. */
-export interface KeyRecord {
+interface AddedItem {
   id: string;
   label: number;
-  key: Float32Array;
   /** where its image came from (a path or URL the service can read), for previews; optional */
   source?: string;
 }
+
+/** An item added with its full key (`dimension` floats, L2-normalised). */
+export interface FullKeyRecord extends AddedItem {
+  key: Float32Array;
+}
+
+/**
+ * An item added by a writer that knew the cache's search-key projection: the reduced
+ * search key (what the index holds) and, when the cache re-ranks, the full key as
+ * float16. ~50–100× smaller than a full float32 key at the paper's 12,288 dimensions.
+ */
+export interface ReducedKeyRecord extends AddedItem {
+  searchKey: Float32Array;
+  fullKey16?: Uint16Array;
+}
+
+/** An item added: its id, class index and key. */
+export type KeyRecord = FullKeyRecord | ReducedKeyRecord;
+
+export const isReduced = (r: KeyRecord): r is ReducedKeyRecord => (r as ReducedKeyRecord).searchKey !== undefined;
 
 /** An item removed. A later KeyRecord with the same id adds it again, as a new item. */
 export interface DeleteRecord {
@@ -44,6 +62,8 @@ export interface KeyLog {
 /** Longest item id, in utf8 bytes (the file log stores its length in a u16). */
 export const MAX_ID_BYTES = 0xffff;
 
+export const MAX_LABEL = 0x7fffffff;
+
 /** Longest source kept, in utf8 bytes; a longer one is dropped (the item is added without a preview). */
 export const MAX_SOURCE_BYTES = 4096;
 
@@ -59,11 +79,18 @@ export function validateRecords(records: LogRecord[], dimension: number): void {
     const idBytes = Buffer.byteLength(r.id, 'utf8');
     if (idBytes > MAX_ID_BYTES) throw badRequest('bad_item_id', `item ${i}: id is ${idBytes} bytes; at most ${MAX_ID_BYTES}`);
     if (isDelete(r)) return;
-    // 0xffffffff marks a deletion in the file log
-    if (!Number.isInteger(r.label) || r.label < 0 || r.label >= 0xffffffff) {
-      throw badRequest('bad_label', `item ${i} (${r.id}): label must be a non-negative integer, got ${r.label}`);
+    // the file log keeps the label's top bit for its own flags
+    if (!Number.isInteger(r.label) || r.label < 0 || r.label > MAX_LABEL) {
+      throw badRequest('bad_label', `item ${i} (${r.id}): label must be an integer 0–${MAX_LABEL}, got ${r.label}`);
     }
-    if (!(r.key instanceof Float32Array) || r.key.length !== dimension) {
+    if (isReduced(r)) {
+      if (!(r.searchKey instanceof Float32Array) || r.searchKey.length < 1 || r.searchKey.length > dimension) {
+        throw badRequest('bad_key', `item ${i} (${r.id}): a search key must be 1–${dimension} float32s, got ${r.searchKey?.length}`);
+      }
+      if (r.fullKey16 !== undefined && (!(r.fullKey16 instanceof Uint16Array) || r.fullKey16.length !== dimension)) {
+        throw badRequest('bad_key', `item ${i} (${r.id}): a float16 full key must be ${dimension} values, got ${r.fullKey16?.length}`);
+      }
+    } else if (!(r.key instanceof Float32Array) || r.key.length !== dimension) {
       throw badRequest('bad_key', `item ${i} (${r.id}): key must be ${dimension} float32s, got ${r.key?.length}`);
     }
   });

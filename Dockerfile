@@ -13,6 +13,7 @@ ENV NODE_ENV=production
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY package.json ./
+COPY public public
 COPY models models
 ENTRYPOINT ["node", "dist/src/cli/main.js"]
 CMD ["serve"]

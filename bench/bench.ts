@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
 import { startService } from '../src/api/service.js';
+import { createLogger } from '../src/api/logging.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
@@ -124,6 +125,7 @@ const queryB64 = queryBytes.map((b) => b.toString('base64'));
 // ---------- 1, 3, 4: through the service ----------
 
 const service = await startService({
+  logger: createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }), // no line per request in the timings
   port: 0,
   host: '127.0.0.1',
   dataDir: path.join(tmp, 'indexes'),

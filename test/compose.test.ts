@@ -15,6 +15,7 @@ interface Service {
   deploy?: { replicas?: number };
   container_name?: string;
   ports?: string[];
+  healthcheck?: { test: string[] };
 }
 
 const compose = parse(readFileSync(path.join(REPO, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
@@ -41,4 +42,14 @@ test('two api replicas and a worker that scales: all on Redis and one shared vol
     assert.ok(s.volumes?.includes('cachet-data:/data'));
   }
   assert.ok('cachet-data' in compose.volumes);
+});
+
+test('the api listens on 0.0.0.0, so compose refuses to start without API keys', () => {
+  const { api, worker } = compose.services;
+  assert.match(api.entrypoint!.join(' '), /serve .*--host 0\.0\.0\.0/);
+  for (const s of [api, worker]) {
+    // ${VAR:?message}: docker compose stops with the message when CACHET_API_KEYS is unset or empty
+    assert.match(s.environment?.CACHET_API_KEYS ?? '', /^\$\{CACHET_API_KEYS:\?[^}]*role:key[^}]*\}$/);
+  }
+  assert.match(api.healthcheck!.test.join(' '), /\/healthz/, 'the health check needs no key');
 });

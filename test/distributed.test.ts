@@ -211,6 +211,50 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     assert.equal(e.result.images, 20);
   });
 
+  test('a PCA cache: once a replica has published the projection, workers log reduced keys; a new replica replays both kinds', async () => {
+    const r = await call(api.url!, 'POST', '/v1/caches', {
+      name: 'pca', model: RESNET, keyLayers: ['activation_16', 'activation_18'], theta: 50, lambda: 0.5, index: { type: 'hnsw' },
+      searchKey: { reduce: 'pca', dimension: 16, fitSample: 100, rerank: false },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    await finished(api, await submit(api, 'pca', 100)); // the replica fits and publishes at 100 items
+    await caughtUp(api, 'pca', 100);
+    await until(async () => (await call(api.url!, 'GET', '/v1/caches/pca')).body.searchKey.projection !== null, 'the projection');
+    await finished(api, await submit(api, 'pca', 400)); // ids img-0…99 again (duplicates), then 300 new
+    await caughtUp(api, 'pca', 400);
+    const entries = (await client.xrangeBuffer(redisKeys.log('pca'), '-', '+')) as [Buffer, Buffer[]][];
+    const kinds = entries.map(([, f]) => (f.some((x) => x.toString() === 'skey') ? 'reduced' : 'full'));
+    assert.deepEqual(kinds, [...Array(100).fill('full'), ...Array(300).fill('reduced')]);
+    const sizes = entries.map(([, f]) => f[f.findIndex((x) => ['key', 'skey'].includes(x.toString())) + 1].length);
+    assert.deepEqual([sizes[0], sizes[399]], [4 * 8192, 4 * 16], 'a full 8,192-d key vs a 16-d search key');
+    const fresh = await startApi(redis, tempDir(), 'api-pca');
+    procs.push(fresh);
+    await caughtUp(fresh, 'pca', 400);
+    assert.deepEqual(await predictions(fresh, 'pca'), await predictions(api, 'pca'));
+  });
+
+  test('items and a whole cache deleted through one replica: the other follows, through the key log', async () => {
+    const other = await startApi(redis, tempDir(), 'api-del');
+    procs.push(other);
+    await caughtUp(other, 'killed', 3000);
+    const gone = Array.from({ length: 10 }, (_, i) => `img-${i}`);
+    const r = await call(api.url!, 'POST', '/v1/caches/killed/delete-items', { ids: [...gone, 'nope', 'img-0'] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body, { deleted: 10, notFound: ['nope'], cacheSize: 2990 });
+    assert.equal(await client.xlen(redisKeys.log('killed')), 3010, 'deletions are log records');
+    assert.equal(await client.scard(redisKeys.ids('killed')), 2990);
+    await caughtUp(other, 'killed', 2990);
+    const here = await predictions(api, 'killed');
+    assert.deepEqual(await predictions(other, 'killed'), here);
+    for (const p of here) for (const n of p.neighbours) assert.ok(!gone.includes(n.id), `${n.id} was deleted`);
+
+    assert.equal((await call(api.url!, 'DELETE', '/v1/caches/killed')).status, 200);
+    assert.equal((await call(api.url!, 'GET', '/v1/caches/killed')).status, 404);
+    await until(async () => (await call(other.url!, 'GET', '/v1/caches/killed')).status === 404, 'the other replica drops the cache');
+    assert.equal(await client.exists(redisKeys.log('killed'), redisKeys.ids('killed'), redisKeys.end('killed')), 0);
+    assert.equal(await client.hexists(redisKeys.caches, 'killed'), 0);
+  });
+
   test('a plain BullMQ producer can submit an index job from the documented schema', async () => {
     await createCache(api, 'external');
     const queue = new Queue(queueNames.index, { connection: client });

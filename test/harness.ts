@@ -3,7 +3,8 @@
 import { mkdtempSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startService, RunningService } from '../src/api/service.js';
+import { startService, RunningService, type ServeOptions } from '../src/api/service.js';
+import { silentLogger } from '../src/api/logging.js';
 import type { ApiLimits } from '../src/api/app.js';
 
 export const REPO = new URL('..', import.meta.url).pathname;
@@ -16,14 +17,16 @@ export function tempDir(prefix = 'cachet-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
 }
 
-export async function start(dataDir = tempDir(), limits?: Partial<ApiLimits>): Promise<RunningService & { dataDir: string }> {
-  const service = await startService({ port: 0, host: '127.0.0.1', dataDir, limits });
+/** `options` override the rest (e.g. apiKeys, or a logger: silent unless given, so tests stay quiet). */
+export async function start(dataDir = tempDir(), limits?: Partial<ApiLimits>, options: Partial<ServeOptions> = {}): Promise<RunningService & { dataDir: string }> {
+  const service = await startService({ port: 0, host: '127.0.0.1', dataDir, limits, logger: silentLogger(), ...options });
   return Object.assign(service, { dataDir });
 }
 
 export interface Reply<T = any> {
   status: number;
   body: T;
+  headers: Headers;
 }
 
 export async function call<T = any>(base: string, method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply<T>> {
@@ -36,13 +39,13 @@ export async function call<T = any>(base: string, method: string, route: string,
   }
   const res = await fetch(base + route, init);
   const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
+  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
 }
 
 /** Waits for a job to end and returns it. */
-export async function waitForJob(base: string, id: string): Promise<any> {
+export async function waitForJob(base: string, id: string, headers: Record<string, string> = {}): Promise<any> {
   for (;;) {
-    const { body } = await call(base, 'GET', `/v1/jobs/${id}`);
+    const { body } = await call(base, 'GET', `/v1/jobs/${id}`, undefined, headers);
     if (body.state === 'completed' || body.state === 'failed') return body;
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -57,6 +57,8 @@ export interface AdviseOptions {
   /** images per ORT run (default 64) */
   batchSize?: number;
   spec?: ModelSpec;
+  /** stops the extraction between batches and the scoring between keys (the promise rejects with its reason) */
+  signal?: AbortSignal;
 }
 
 export interface LayerScore {
@@ -111,7 +113,7 @@ export function defaultCandidates(tensors: { name: string; opType: string; shape
 
 const toSource = (s: Source | string): Source => (typeof s !== 'string' ? s : /\.(csv|jsonl|ndjson)$/i.test(s) ? { type: 'manifest', path: s } : { type: 'folder', path: s });
 
-function capPerClass(items: SourceItem[], perClass: number | undefined): SourceItem[] {
+export function capPerClass(items: SourceItem[], perClass: number | undefined): SourceItem[] {
   if (perClass === undefined) return items;
   const count = new Map<number, number>();
   return items.filter((it) => {
@@ -147,7 +149,7 @@ export async function extractLayers(
   spec: ModelSpec,
   layers: string[],
   sets: { items: SourceItem[]; flip: boolean }[],
-  opts: { batchSize?: number; onProgress?: (done: number) => void } = {},
+  opts: { batchSize?: number; onProgress?: (done: number) => void; signal?: AbortSignal } = {},
 ): Promise<ExtractedSet[]> {
   const C = spec.classes.length;
   const { bytes, graph } = await loadModelBytes(modelPath);
@@ -178,7 +180,7 @@ export async function extractLayers(
       let n = 0;
       await forEachBatch(
         items,
-        { spec, flip, batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS },
+        { spec, flip, batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS, signal: opts.signal },
         async ({ items: batchItems, tensor }) => {
           const m = batchItems.length;
           const step = singleImageBatches ? 1 : m;
@@ -266,7 +268,7 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
       { items: trainItems, flip },
       { items: valItems, flip: false },
     ],
-    { batchSize: opts.batchSize, onProgress: (done) => onProgress?.({ phase: 'extract', done, total: trainItems.length + valItems.length }) },
+    { batchSize: opts.batchSize, signal: opts.signal, onProgress: (done) => onProgress?.({ phase: 'extract', done, total: trainItems.length + valItems.length }) },
   );
   const failedImages = [...train.failed, ...val.failed];
   if (train.n === 0) throw badRequest('bad_source', 'no train image could be decoded');
@@ -303,6 +305,7 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     singles.push(score([j], [await dotsOf(j)]));
     onProgress?.({ phase: 'score', done: j + 1, total: totalScores });
     await new Promise((resolve) => setImmediate(resolve));
+    opts.signal?.throwIfAborted();
   }
   const bestSingles = singles
     .map((s, j) => ({ s, j }))
@@ -322,6 +325,7 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     );
     onProgress?.({ phase: 'score', done: layers.length + concatenations.length, total: totalScores });
     await new Promise((resolve) => setImmediate(resolve));
+    opts.signal?.throwIfAborted();
   }
   const ranking = [...singles, ...concatenations].sort(compareScores);
   return {

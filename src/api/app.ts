@@ -5,23 +5,32 @@ import { z } from 'zod';
 import { EngineApi } from '../engine/client.js';
 import { describeZodError, Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
-import { resolveSource, SourceSchema } from '../jobs/sources.js';
-import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { resolveSource } from '../jobs/sources.js';
+import { axisValues, EvalJobSchema, IndexJobSchema, PredictJsonSchema, PredictOptionsSchema, TuneJobSchema, UpdateCacheSchema } from './schemas.js';
+import { openApiDocument } from './openapi.js';
 import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../cache/math.js';
 import { badRequest, conflict, notFound, UserError } from '../errors.js';
-import { linspace, PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
+import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
 import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-report.js';
 import { evalBySizeSvg, evalMarkdown } from '../reports/eval-report.js';
 import type { EvalJobResult } from '../jobs/processors.js';
 import { errorHandler, notFoundRoute } from './errors.js';
 import type { PredictBatcher } from './batcher.js';
+import type { Operations } from './operations.js';
+import { webRoutes } from '../web/static.js';
+import { addItemRoutes } from './items.js';
+import { addLayerJobRoutes, sendLayersReport } from './layers-route.js';
 
 export interface ApiLimits {
   /** bytes of a JSON body or of one uploaded file */
   maxBodyBytes: number;
   maxImagesPerRequest: number;
   limitInputPixels: number;
+  /** unfinished (waiting or running) jobs per cache; beyond, 429 too_many_jobs */
+  maxJobsPerCache: number;
+  /** predict requests in flight in this process; beyond, 429 busy */
+  maxConcurrentPredicts: number;
 }
 
 export interface ApiContext {
@@ -32,65 +41,24 @@ export interface ApiContext {
   limits: ApiLimits;
   mode: 'embedded' | 'distributed';
   isReady: () => boolean;
-  log: (err: unknown) => void;
+  log: (err: unknown, req?: Request) => void;
+  /** request ids and logs, metrics, API keys, predict limit: installed before every route (operations.ts) */
+  ops?: Operations;
 }
 
-const PredictOptionsSchema = z
-  .object({
-    topK: z.coerce.number().int().min(1).max(1000).default(5),
-    neighbours: z.coerce.number().int().min(0).max(1000).default(0),
-    theta: z.coerce.number().pipe(ThetaSchema).optional(),
-    lambda: z.coerce.number().pipe(LambdaSchema).optional(),
-  })
-  .strict();
-
-const PredictJsonSchema = PredictOptionsSchema.extend({
-  image: z.string().min(1).optional().describe('one image, base64'),
-  images: z.array(z.string().min(1)).min(1).optional().describe('several images, base64'),
-}).strict();
-
-const IndexJobSchema = z.object({ source: SourceSchema, flip: z.boolean().default(false) }).strict();
-const EvalJobSchema = z
-  .object({
-    source: SourceSchema,
-    theta: ThetaSchema.optional(),
-    lambda: LambdaSchema.optional(),
-    compareWith: z.string().min(1).optional().describe('another cache to classify the same images with, e.g. an hnsw twin'),
-    cacheSizes: z.array(z.number().gt(0).max(1)).min(1).max(20).optional().describe('also the error with these fractions of the cache (random subsets)'),
-  })
-  .strict();
-/** A grid axis: the values, or {from, to, steps} (as numpy's linspace). */
-const axis = (value: z.ZodNumber) =>
-  z.union([
-    z.array(value).min(1).max(200),
-    z.object({ from: value, to: value, steps: z.number().int().min(1).max(200) }).strict(),
-  ]);
-const TuneJobSchema = z
-  .object({
-    source: SourceSchema,
-    flip: z.boolean().default(false).describe("also score each image's mirror image, as the paper's validation set does"),
-    theta: axis(ThetaSchema).optional().describe('default: the paper\'s 33 values from 10 to 90'),
-    lambda: axis(LambdaSchema).optional().describe('default: the paper\'s 33 values from 0.1 to 0.9'),
-    dryRun: z.boolean().default(false).describe('report the best θ and λ without storing them'),
-  })
-  .strict();
-const values = (a: z.infer<ReturnType<typeof axis>> | undefined, fallback: number[]) =>
-  a === undefined ? fallback : Array.isArray(a) ? a : linspace(a.from, a.to, a.steps);
-
-const UpdateCacheSchema = z
-  .object({ theta: ThetaSchema.optional(), lambda: LambdaSchema.optional(), k: KSchema.optional(), efSearch: EfSearchSchema.optional() })
-  .strict();
 
 export function createApp(ctx: ApiContext): express.Express {
   const { engine, queue, limits } = ctx;
   const app = express();
   app.disable('x-powered-by');
+  ctx.ops?.install(app);
   app.use(express.json({ limit: limits.maxBodyBytes }));
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limits.maxBodyBytes, files: limits.maxImagesPerRequest, fields: 20 } });
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+  app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.get('/readyz', async (_req, res) => {
-    if (!ctx.isReady()) return void res.status(503).json({ status: 'starting' });
+    if (!ctx.isReady()) return void res.status(503).json({ status: ctx.ops?.isStopping ? 'stopping' : 'starting' });
     const [caches, logs] = await Promise.all([engine.listCaches(), engine.logStatus()]);
     const lag = new Map(logs.map((l) => [l.name, l]));
     res.json({
@@ -136,7 +104,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const info = await engine.getCache(name);
     if (info.size === 0) throw conflict('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
     const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
-    const data = { cache: name, items, flip: body.flip, thetas: values(body.theta, PAPER_THETAS), lambdas: values(body.lambda, PAPER_LAMBDAS), dryRun: body.dryRun };
+    const data = { cache: name, items, flip: body.flip, thetas: axisValues(body.theta) ?? PAPER_THETAS, lambdas: axisValues(body.lambda) ?? PAPER_LAMBDAS, dryRun: body.dryRun };
     const job = await queue.submit('tune', name, data, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
   }));
@@ -152,6 +120,7 @@ export function createApp(ctx: ApiContext): express.Express {
       if (!svg) throw badRequest('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes)`);
       return void res.type('image/svg+xml').send(svg);
     }
+    if (job.type === 'layers') return sendLayersReport(res, job, format);
     if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job's report comes as format=json${job.type === 'eval' ? ', md or svg' : ''}`);
     const result = job.result as TuneResult;
     if (format === 'md') return void res.type('text/markdown').send(tuneMarkdown(result));
@@ -163,6 +132,9 @@ export function createApp(ctx: ApiContext): express.Express {
     if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')}${ctx.mode === 'embedded' ? ' (embedded mode forgets jobs when the service restarts)' : ''}`);
     res.json(job);
   }));
+
+  addItemRoutes(app, { engine, queue, limitInputPixels: limits.limitInputPixels });
+  addLayerJobRoutes(app, { queue, maxJobs: limits.maxJobsPerCache });
 
   app.post('/v1/caches/:name/predict', multipartIfAny(upload), wrap(async (req, res) => {
     const name = param(req, 'name');
@@ -187,6 +159,7 @@ export function createApp(ctx: ApiContext): express.Express {
     });
   }));
 
+  app.use(webRoutes());
   app.use(notFoundRoute);
   app.use(errorHandler(ctx.log));
   return app;

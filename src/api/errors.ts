@@ -1,8 +1,9 @@
 // Every error leaves as JSON: { error: { code, message, details? } }.
 // `code` is stable for programs; `message` tells a person what to fix.
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import multer from 'multer';
 import { UserError } from '../errors.js';
+import { RetryLaterError } from './limits.js';
 
 export const notFoundRoute: RequestHandler = (req, res) => {
   res.status(404).json({ error: { code: 'unknown_route', message: `no route ${req.method} ${req.path}; see the README for the API` } });
@@ -14,14 +15,18 @@ interface HttpParserError extends Error {
   limit?: number;
 }
 
-export function errorHandler(log: (err: unknown) => void): ErrorRequestHandler {
-  return (err: unknown, _req, res, _next) => {
+export function errorHandler(log: (err: unknown, req?: Request) => void): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
     const e = toUserError(err);
     if (!e) {
-      log(err);
-      res.status(500).json({ error: { code: 'internal', message: 'internal error; the service logged the details' } });
+      log(err, req);
+      // the request id (also in the X-Request-Id header) finds the details in the service's log
+      const requestId = req.id === undefined ? undefined : String(req.id);
+      const where = requestId ? ` under request id ${requestId}` : '';
+      res.status(500).json({ error: { code: 'internal', message: `internal error; the service logged the details${where}`, ...(requestId && { requestId }) } });
       return;
     }
+    if (e instanceof RetryLaterError) res.set('Retry-After', String(e.retryAfter));
     res.status(e.status).json({ error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }) } });
   };
 }

@@ -9,7 +9,8 @@ import type { EngineApi } from '../engine/client.js';
 import { describeZodError } from '../engine/engine.js';
 import { imageBytes } from '../jobs/fetch.js';
 import { FLIP_SUFFIX } from '../preprocess/image.js';
-import { badRequest, notFound, UserError } from '../errors.js';
+import type { JobQueue } from '../jobs/types.js';
+import { badRequest, conflict, notFound, UserError } from '../errors.js';
 
 export const DeleteItemsSchema = z
   .object({ ids: z.array(z.string().min(1).max(512)).min(1).max(10_000).describe('ids of the items to delete') })
@@ -20,13 +21,20 @@ export const THUMBNAIL_SIZE = 128;
 
 export interface ItemRoutesContext {
   engine: EngineApi;
+  queue: JobQueue;
   limitInputPixels: number;
 }
 
 /** Registered on the app itself (not a sub-router), so the app's route list shows them. */
-export function addItemRoutes(router: express.Express, { engine, limitInputPixels }: ItemRoutesContext): void {
+export function addItemRoutes(router: express.Express, { engine, queue, limitInputPixels }: ItemRoutesContext): void {
   router.delete('/v1/caches/:name', wrap(async (req, res) => {
-    res.json(await engine.deleteCache(String(req.params.name)));
+    const name = String(req.params.name);
+    // a job still running would write into a cache that is gone (or into a new one of the same name)
+    const busy = await queue.unfinished(name);
+    if (busy.length > 0) {
+      throw conflict('cache_busy', `cache "${name}" has ${busy.length} unfinished job(s) (${busy.map((j) => `${j.type} ${j.id}`).join(', ')}): wait for them to finish, then delete it`);
+    }
+    res.json(await engine.deleteCache(name));
   }));
 
   router.post('/v1/caches/:name/delete-items', wrap(async (req, res) => {

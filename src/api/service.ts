@@ -1,12 +1,16 @@
 // Starts the service in embedded mode: the engine thread, the in-process job
 // queue and the HTTP API, with a graceful shutdown that snapshots every cache.
 import http from 'node:http';
+import type express from 'express';
 import { AddressInfo } from 'node:net';
 import { startEngine, EngineClient } from '../engine/client.js';
 import { EmbeddedQueue } from '../jobs/embedded-queue.js';
 import { runEvalJob, runIndexJob, IndexJobData, EvalJobData, ProcessorSettings } from '../jobs/processors.js';
 import { JobQueue } from '../jobs/types.js';
 import { runTuneJob, TuneJobData } from '../jobs/tune.js';
+import { runLayersJob, type LayerJobData } from '../advisor/job.js';
+import { abortLayerJobs } from '../distributed/layers-job.js';
+import { replicaJobType } from '../distributed/job-schema.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 import { createApp, ApiLimits } from './app.js';
 import { BatcherOptions, PredictBatcher } from './batcher.js';
@@ -17,6 +21,9 @@ import { connectRedis } from '../distributed/redis.js';
 import { DistributedQueue } from '../distributed/queue.js';
 import { evalProcessor } from '../distributed/processors.js';
 import { queueNames } from '../distributed/keys.js';
+import { Operations } from './operations.js';
+import { checkLimits } from './limits.js';
+import { createLogger, type Logger } from './logging.js';
 
 export interface ServeOptions {
   port: number;
@@ -31,6 +38,16 @@ export interface ServeOptions {
   redisUrl?: string;
   /** distributed mode: images per chunk job */
   chunkSize?: number;
+  /** structured logs; default JSON on stdout at LOG_LEVEL (info) */
+  logger?: Logger;
+  /** API keys as in CACHET_API_KEYS: `role:key[:name]`, separated by commas or newlines */
+  apiKeys?: string;
+  /** a file of API keys: `role key [name]` per line, `#` comments */
+  apiKeysFile?: string;
+  /** close(): how long /readyz answers 503 while requests are still taken, for load balancers to drain (default 0) */
+  drainDelayMs?: number;
+  /** close(): how long to wait for requests in flight before cutting their connections (default 30 s) */
+  shutdownTimeoutMs?: number;
 }
 
 export interface RunningService {
@@ -39,6 +56,11 @@ export interface RunningService {
   batcher: PredictBatcher;
   queue: JobQueue;
   caches: CacheStatus[];
+  logger: Logger;
+  /** metrics (ops.metrics.registry), API keys, limits */
+  ops: Operations;
+  /** the express app (test/openapi.test.ts lists its routes) */
+  app: express.Express;
   close(): Promise<void>;
 }
 
@@ -46,10 +68,15 @@ export const DEFAULT_LIMITS: ApiLimits = {
   maxBodyBytes: 16 * 1024 * 1024,
   maxImagesPerRequest: 64,
   limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS,
+  maxJobsPerCache: 4,
+  maxConcurrentPredicts: 64,
 };
 
 export async function startService(opts: ServeOptions): Promise<RunningService> {
-  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const limits = checkLimits({ ...DEFAULT_LIMITS, ...opts.limits });
+  const logger = opts.logger ?? createLogger();
+  // API keys are read (and a bad one refused) before anything starts
+  const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
   const engine = startEngine();
   let ready = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
@@ -61,32 +88,41 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     queue = new DistributedQueue(redis, { chunkSize: opts.chunkSize ?? 256, attempts: 5 });
     // api replicas hold the indexes, so they take the eval jobs
     evalWorker = new Worker(queueNames.eval, evalProcessor(engine, settings), { connection: redis, concurrency: 1, autorun: false });
-    evalWorker.on('error', (err) => console.error(`cachet: eval worker: ${err.message}`));
+    evalWorker.on('error', (err) => logger.error({ err }, `eval worker: ${err.message}`));
+    // jobs this replica ran (index jobs finish on workers: not counted here)
+    const type = replicaJobType;
+    evalWorker.on('completed', (job) => ops.jobFinished({ type: type(job.name), state: 'completed' }));
+    evalWorker.on('failed', (job) => {
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) ops.jobFinished({ type: type(job.name), state: 'failed' });
+    });
   } else {
     queue = new EmbeddedQueue({
       index: (data, ctx) => runIndexJob(engine, settings, data as IndexJobData, ctx),
       eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
       tune: (data, ctx) => runTuneJob(engine, settings, data as TuneJobData, ctx),
-    });
+      layers: (data, ctx) => runLayersJob(data as LayerJobData, ctx, settings), // in a thread of its own
+    }, (job) => ops.jobFinished(job));
   }
-  const log = (err: unknown) => console.error(err);
+  queue = ops.attach(engine, queue); // + the jobs-per-cache limit
+  const log = (err: unknown, req?: express.Request) => (req?.log ?? logger).error({ err }, `internal error: ${err instanceof Error ? err.message : String(err)}`);
   const mode = opts.redisUrl ? 'distributed' : 'embedded';
-  const batcher = new PredictBatcher(engine, opts.batcher);
-  const app = createApp({ engine, batcher, queue, limits, mode, isReady: () => ready, log });
+  const batcher = new PredictBatcher(ops.instrumentClassify(engine), opts.batcher);
+  const app = createApp({ engine, batcher, queue, limits, mode, isReady: () => ready, log, ops });
   const server = http.createServer(app);
   // Longer than the usual 60 s of load balancers and clients' pools, so that the server is
   // not the side that closes an idle kept-alive connection just as a request arrives.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
+  const bindHost = ops.bindHost(opts.host); // loopback only without API keys
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () => resolve());
+    server.listen(opts.port, bindHost, () => resolve());
   });
   const caches = await engine.open({ role: opts.redisUrl ? 'api' : 'embedded', dataDir: opts.dataDir, redisUrl: opts.redisUrl });
-  evalWorker?.run().catch((err: Error) => console.error(`cachet: eval worker: ${err.message}`));
+  evalWorker?.run().catch((err: Error) => logger.error({ err }, `eval worker: ${err.message}`));
   ready = true;
   const { port } = server.address() as AddressInfo;
-  const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  const host = bindHost.includes(':') ? `[${bindHost}]` : bindHost;
   let closing: Promise<void> | null = null;
   return {
     url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
@@ -94,16 +130,23 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     batcher,
     queue,
     caches,
+    logger,
+    ops,
+    app,
+    // In this order: /readyz answers 503 at once (load balancers drain); the server takes no new
+    // connection and answers the requests in flight; the jobs stop; the engine snapshots every cache.
     close: () =>
       (closing ??= (async () => {
         ready = false;
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeAllConnections();
+        logger.info('stopping: finishing the requests in flight, then snapshotting every cache');
+        await ops.closeServer(server, { drainMs: opts.drainDelayMs ?? 0, timeoutMs: opts.shutdownTimeoutMs ?? 30_000 });
+        abortLayerJobs(); // a layers job may run for hours: stop it, BullMQ retries it elsewhere
         await evalWorker?.close();
         await queue.close();
         await engine.close();
         await engine.terminate();
         redis?.disconnect();
+        logger.info('stopped');
       })()),
   };
 }

@@ -8,7 +8,16 @@ export class ApiError extends Error {
 }
 
 export class CachetClient {
-  constructor(readonly baseUrl: string) {}
+  /** `apiKey` goes as `Authorization: Bearer <key>` (CACHET_API_KEY or --api-key in the CLI) */
+  constructor(
+    readonly baseUrl: string,
+    private readonly apiKey?: string,
+  ) {}
+
+  /** The headers that authenticate a request, for callers that fetch themselves. */
+  authHeaders(): Record<string, string> {
+    return this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {};
+  }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     let res: Response | null = null;
@@ -17,7 +26,7 @@ export class CachetClient {
       try {
         res = await fetch(new URL(path, this.baseUrl), {
           method,
-          headers: body === undefined ? {} : { 'content-type': 'application/json' },
+          headers: { ...this.authHeaders(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
           body: body === undefined ? undefined : JSON.stringify(body),
         });
       } catch (err) {
@@ -37,7 +46,8 @@ export class CachetClient {
     }
     if (!res.ok) {
       const e = (json as { error?: { code?: string; message?: string } } | null)?.error;
-      throw new ApiError(res.status, e?.code ?? 'http_error', e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+      const hint = res.status === 401 ? (this.apiKey ? ' (the key given with CACHET_API_KEY or --api-key was refused)' : ' (give one with CACHET_API_KEY or --api-key)') : '';
+      throw new ApiError(res.status, e?.code ?? 'http_error', (e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`) + hint);
     }
     return json as T;
   }

@@ -3,11 +3,12 @@
 import path from 'node:path';
 import { promises as fs, statSync } from 'node:fs';
 import cliProgress from 'cli-progress';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Source } from '../jobs/sources.js';
 import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
 import { positiveInt } from './args.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
+import { adviseRemotely } from './layers-remote.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 const grid = (v: string) => {
@@ -40,12 +41,16 @@ interface LayersCliOptions {
   lambda?: number[];
   reportDir: string;
   json?: boolean;
+  /** run it as a job of the service at `url` */
+  remote?: boolean;
+  url: string;
+  apiKey?: string;
 }
 
 export function registerLayersCommand(program: Command): void {
   program
     .command('layers <model>')
-    .description('recommend key layers: score single layers and concatenations of the best by the cache model\'s validation error (runs locally)')
+    .description('recommend key layers: score single layers and concatenations of the best by the cache model\'s validation error (runs locally, or as a job of a running service with --remote)')
     .requiredOption('--train <source>', 'cache images: a folder (one subfolder per class) or a .csv/.jsonl manifest')
     .requiredOption('--val <source>', 'labelled validation images: a folder or a manifest')
     .option('--candidates <names>', 'candidate layers, comma-separated (default: Relu/Add/Flatten/pooling/MatMul/Gemm outputs)', list)
@@ -58,10 +63,27 @@ export function registerLayersCommand(program: Command): void {
     .option('--lambda <values>', 'λ grid "a,b,c" (default 0.1,0.2,…,0.9)', grid)
     .option('--report-dir <dir>', 'where to write the report (Markdown, SVG, JSON)', 'reports')
     .option('--json', 'print the whole result as JSON')
-    .action(async (model: string, o: LayersCliOptions) => {
+    .option('--remote', 'run it as a job of the service at --url (POST /v1/layer-jobs): the service reads the model and the images by path')
+    .addOption(new Option('--url <url>', 'the Cachet service (given on the command line, implies --remote)').env('CACHET_URL').default('http://localhost:8080'))
+    .action(async (model: string, o: LayersCliOptions, cmd: Command) => {
+      const remote = Boolean(o.remote) || cmd.getOptionValueSource('url') === 'cli';
       const { adviseLayers } = await import('../advisor/layers.js');
       let bar: cliProgress.SingleBar | null = null;
-      const advice = await adviseLayers(
+      const advice = remote
+        ? await adviseRemotely(o.url, o.apiKey, {
+            model: path.resolve(model),
+            train: sourceOf(o.train),
+            val: sourceOf(o.val),
+            candidates: o.candidates,
+            maxDimension: o.maxDimension,
+            top: o.top,
+            perClass: o.perClass,
+            valPerClass: o.valPerClass,
+            flip: Boolean(o.flip),
+            theta: o.theta,
+            lambda: o.lambda,
+          })
+        : await adviseLayers(
         {
           model: path.resolve(model),
           train: sourceOf(o.train),

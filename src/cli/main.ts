@@ -5,7 +5,7 @@ import { promises as fs, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CachetClient, ApiError } from './client.js';
 import { followJob } from './progress.js';
-import { int, num } from './args.js';
+import { int, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import type { CacheInfo } from '../cache/definition.js';
 import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
@@ -17,7 +17,9 @@ const program = new Command('cachet')
   .showHelpAfterError();
 
 const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
-const client = (opts: { url: string }) => new CachetClient(opts.url);
+const client = (opts: { url: string; apiKey?: string }) => new CachetClient(opts.url, opts.apiKey);
+/** Every command that talks to the service (those with --url) also takes --api-key: added below, before parsing. */
+const apiKeyOption = () => new Option('--api-key <key>', 'API key for the service, sent as "Authorization: Bearer <key>"').env('CACHET_API_KEY');
 
 program
   .command('serve')
@@ -27,10 +29,36 @@ program
   .addOption(new Option('--data-dir <dir>', 'where caches (embedded) or this replica\'s snapshots (distributed) live').env('CACHET_DATA_DIR').default('indexes'))
   .addOption(new Option('--redis-url <url>', 'distributed mode: coordinate with workers and other replicas through this Redis').env('REDIS_URL'))
   .addOption(new Option('--chunk-size <n>', 'distributed mode: images per chunk job').default(256).argParser(int))
-  .action(async (opts: { port: number; host: string; dataDir: string; redisUrl?: string; chunkSize: number }) => {
+  .addOption(new Option('--api-keys-file <file>', 'API keys, "role key [name]" per line (also CACHET_API_KEYS="role:key[:name],…"); without keys the service listens on localhost only').env('CACHET_API_KEYS_FILE'))
+  .addOption(new Option('--max-body-bytes <n>', 'bytes of a JSON body or of one uploaded file (default 16 MiB)').env('CACHET_MAX_BODY_BYTES').argParser(positiveInt))
+  .addOption(new Option('--max-images <n>', 'images per predict request (default 64)').env('CACHET_MAX_IMAGES_PER_REQUEST').argParser(positiveInt))
+  .addOption(new Option('--max-pixels <n>', 'pixels per image, checked before decoding (default 16.8 M)').env('CACHET_MAX_INPUT_PIXELS').argParser(positiveInt))
+  .addOption(new Option('--max-jobs-per-cache <n>', 'jobs waiting or running per cache (default 4)').env('CACHET_MAX_JOBS_PER_CACHE').argParser(positiveInt))
+  .addOption(new Option('--max-concurrent-predicts <n>', 'predict requests in flight in this process (default 64)').env('CACHET_MAX_CONCURRENT_PREDICTS').argParser(positiveInt))
+  .addOption(new Option('--drain-delay-ms <ms>', 'on SIGTERM, answer /readyz 503 this long before closing, for load balancers to drain').env('CACHET_DRAIN_DELAY_MS').default(0).argParser(int))
+  .addOption(new Option('--shutdown-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight').env('CACHET_SHUTDOWN_TIMEOUT_MS').default(30_000).argParser(int))
+  .action(async (opts: ServeFlags) => {
     const { serve } = await import('./serve.js');
-    await serve(opts);
+    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, ...rest } = opts;
+    const limits = { maxBodyBytes, maxImagesPerRequest: maxImages, limitInputPixels: maxPixels, maxJobsPerCache, maxConcurrentPredicts };
+    await serve({ ...rest, limits: Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) });
   });
+
+interface ServeFlags {
+  port: number;
+  host: string;
+  dataDir: string;
+  redisUrl?: string;
+  chunkSize: number;
+  apiKeysFile?: string;
+  drainDelayMs: number;
+  shutdownTimeoutMs: number;
+  maxBodyBytes?: number;
+  maxImages?: number;
+  maxPixels?: number;
+  maxJobsPerCache?: number;
+  maxConcurrentPredicts?: number;
+}
 
 program
   .command('worker')
@@ -209,7 +237,7 @@ program
     const dir = path.resolve(o.reportDir, `${name}-tune-${done.id.slice(0, 8)}`);
     await fs.mkdir(dir, { recursive: true });
     for (const [format, file] of [['md', 'report.md'], ['svg', 'heatmap.svg']] as const) {
-      const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url));
+      const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url), { headers: api.authHeaders() });
       await fs.writeFile(path.join(dir, file), await res.text());
     }
     await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
@@ -250,6 +278,11 @@ function print(value: unknown): void {
 }
 
 (await import('./layers.js')).registerLayersCommand(program);
+
+const allCommands = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...allCommands(sub)]);
+for (const command of allCommands(program)) {
+  if (command.options.some((o) => o.long === '--url')) command.addOption(apiKeyOption());
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError || err instanceof UserError) {

@@ -1,20 +1,36 @@
 // `cachet serve`: the service in the foreground, until SIGTERM or SIGINT.
 import { startService, RunningService } from '../api/service.js';
+import type { ApiLimits } from '../api/app.js';
+import { createLogger } from '../api/logging.js';
 import { closeOnSignals } from './signals.js';
 
-export async function serve(opts: { port: number; host: string; dataDir: string; redisUrl?: string; chunkSize?: number }): Promise<RunningService> {
-  const service = await startService(opts);
+export interface ServeCliOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  redisUrl?: string;
+  chunkSize?: number;
+  apiKeysFile?: string;
+  limits?: Partial<ApiLimits>;
+  drainDelayMs?: number;
+  shutdownTimeoutMs?: number;
+}
+
+/** Logs are JSON lines on stdout (LOG_LEVEL); API keys from CACHET_API_KEYS and/or --api-keys-file. */
+export async function serve(opts: ServeCliOptions): Promise<RunningService> {
+  const logger = createLogger();
+  const service = await startService({ ...opts, logger, apiKeys: process.env.CACHET_API_KEYS });
   for (const c of service.caches) {
-    if (c.status === 'failed') console.error(`cache ${c.name} could not be loaded: ${c.error}`);
+    if (c.status === 'failed') logger.error({ cache: c.name }, `cache ${c.name} could not be loaded: ${c.error}`);
   }
   const mode = opts.redisUrl ? `distributed mode, Redis ${redactUrl(opts.redisUrl)}` : 'embedded mode';
-  console.log(`cachet: serving ${service.caches.length} cache(s) from ${opts.dataDir} at ${service.url} (${mode})`);
+  logger.info({ url: service.url, mode: opts.redisUrl ? 'distributed' : 'embedded' }, `cachet: serving ${service.caches.length} cache(s) from ${opts.dataDir} at ${service.url} (${mode})`);
   stopOnSignals(service);
   return service;
 }
 
 export function stopOnSignals(service: RunningService): void {
-  closeOnSignals('cachet', () => service.close());
+  closeOnSignals('cachet', () => service.close(), service.logger);
 }
 
 /** A URL without its password, for logs. */

@@ -1,14 +1,17 @@
 // SIGTERM and SIGINT: close (finish the work in hand, write what must be written), then exit 0.
-export function closeOnSignals(what: string, close: () => Promise<void>): void {
+// `log`: where to say so (a service's structured logger); default the console.
+export function closeOnSignals(what: string, close: () => Promise<void>, log?: { info(msg: string): void; error(obj: object, msg: string): void }): void {
   let closing = false;
   const stop = (signal: string) => {
     if (closing) return;
     closing = true;
-    console.log(`${what}: ${signal}: finishing the work in hand…`);
+    if (log) log.info(`${what}: ${signal}: finishing the work in hand…`);
+    else console.log(`${what}: ${signal}: finishing the work in hand…`);
     close().then(
       () => process.exit(0),
       (err: unknown) => {
-        console.error(err);
+        if (log) log.error({ err }, `${what}: could not close cleanly`);
+        else console.error(err);
         process.exit(1);
       },
     );

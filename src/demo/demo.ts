@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CachetClient } from '../cli/client.js';
 import { followJob } from '../cli/progress.js';
 import { startService } from '../api/service.js';
+import { createLogger } from '../api/logging.js';
 import { stopOnSignals } from '../cli/serve.js';
 import type { CacheStatus } from '../engine/engine.js';
 import type { JobView } from '../jobs/types.js';
@@ -24,7 +25,8 @@ const DEMO = {
 const SAMPLE = path.join(REPO, 'samples', 'cifar10');
 
 export async function runDemo(opts: { port: number; host: string; dataDir: string; exit?: boolean }): Promise<void> {
-  const service = await startService(opts);
+  // the demo talks to people: the service's JSON logs only from warnings up (LOG_LEVEL overrides)
+  const service = await startService({ ...opts, logger: createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }) });
   const api = new CachetClient(service.url);
   try {
     const caches = await api.request<{ caches: CacheStatus[] }>('GET', '/v1/caches');

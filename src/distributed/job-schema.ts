@@ -1,6 +1,7 @@
 // The data of Cachet's BullMQ jobs. Documented in docs/jobs.md, so that any BullMQ
 // producer (not only our api) can submit an index job; the worker validates it.
 import { z } from 'zod';
+import { SourceSchema } from '../jobs/sources.js';
 
 /** One image of a chunk: a path or URL every worker can read, or (small inline batches only) its bytes. */
 export const ItemRefSchema = z
@@ -68,3 +69,29 @@ export const TuneJobSchema = z
   })
   .strict();
 export type TuneJobData = z.input<typeof TuneJobSchema>;
+
+/**
+ * Queue cachet-eval, job name "layers": the layer advisor (api replicas, in a thread of their
+ * own). Paths (model, folder and manifest sources) must be readable by every api replica.
+ */
+export const LayersJobSchema = z
+  .object({
+    model: z.string().min(1).describe('the .onnx model, an absolute path'),
+    train: SourceSchema.describe('cache images'),
+    val: SourceSchema.describe('labelled validation images'),
+    candidates: z.array(z.string().min(1)).min(1).optional(),
+    maxDimension: z.number().int().min(1).optional(),
+    top: z.number().int().min(1).max(6).optional(),
+    perClass: z.number().int().min(1).optional(),
+    valPerClass: z.number().int().min(1).optional(),
+    flip: z.boolean().default(false),
+    thetas: z.array(z.number().min(0)).min(1).optional(),
+    lambdas: z.array(z.number().min(0).max(1)).min(1).optional(),
+    maxMemoryBytes: z.number().int().min(1).optional(),
+    total: z.number().int().min(0).optional().describe('images to extract (train × 2 with flip, + val), for progress until the job starts'),
+  })
+  .strict();
+export type LayersJobData = z.input<typeof LayersJobSchema>;
+
+/** The job type of a cachet-eval job, by its name. */
+export const replicaJobType = (name: string): 'eval' | 'tune' | 'layers' => (name === 'tune' ? 'tune' : name === 'layers' ? 'layers' : 'eval');

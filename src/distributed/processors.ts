@@ -9,6 +9,8 @@ import { describeZodError } from '../engine/engine.js';
 import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';
 import { runTuneJob } from '../jobs/tune.js';
 import type { TuneResult } from '../reports/tune-report.js';
+import type { LayerAdvice } from '../advisor/layers.js';
+import { processLayersJob } from './layers-job.js';
 
 /** Errors kept per chunk: the parent shows at most MAX_ITEM_ERRORS in all. */
 const CHUNK_ERRORS = 100;
@@ -92,9 +94,10 @@ async function replicaJob(engine: EngineApi, job: Job, data: { cache: string; it
   return { items, ctx };
 }
 
-/** cachet-eval / eval and tune: on an api replica, which holds the index. */
+/** cachet-eval / eval and tune: on an api replica, which holds the index; and layers (layers-job.ts). */
 export function evalProcessor(engine: EngineApi, settings: ProcessorSettings) {
-  return async (job: Job): Promise<EvalJobResult | TuneResult> => {
+  return async (job: Job): Promise<EvalJobResult | TuneResult | LayerAdvice> => {
+    if (job.name === 'layers') return processLayersJob(job, settings); // needs no cache: in a thread of its own
     if (job.name === 'tune') {
       const data = parse(TuneJobSchema, job);
       const { items, ctx } = await replicaJob(engine, job, data);

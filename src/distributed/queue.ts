@@ -4,11 +4,13 @@
 import { randomUUID } from 'node:crypto';
 import { FlowProducer, Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { JobQueue, JobType, JobView, MAX_ITEM_ERRORS, ItemError, JobStateName } from '../jobs/types.js';
+import { JobQueue, JobType, JobView, MAX_ITEM_ERRORS, ItemError, JobStateName, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 import type { SourceItem } from '../jobs/sources.js';
 import type { IndexJobData, EvalJobData as EmbeddedEvalData } from '../jobs/processors.js';
 import { queueNames } from './keys.js';
 import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef, TuneJobData } from './job-schema.js';
+import { replicaJobType, type LayersJobData } from './job-schema.js';
+import type { LayerJobData } from '../advisor/job.js';
 import type { TuneJobData as EmbeddedTuneData } from '../jobs/tune.js';
 
 export interface DistributedQueueOptions {
@@ -32,10 +34,14 @@ export class DistributedQueue implements JobQueue {
   private readonly parents: Queue;
   private readonly evals: Queue;
 
+  /** chunk jobs: only counted here (metrics); workers take them */
+  private readonly chunks: Queue;
+
   constructor(connection: Redis, private readonly opts: DistributedQueueOptions) {
     this.flows = new FlowProducer({ connection });
     this.parents = new Queue(queueNames.jobs, { connection });
     this.evals = new Queue(queueNames.eval, { connection });
+    this.chunks = new Queue(queueNames.index, { connection });
   }
 
   async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {
@@ -49,6 +55,9 @@ export class DistributedQueue implements JobQueue {
       const d = data as EmbeddedTuneData;
       const job: TuneJobData = { cache, items: d.items.map(toRef), flip: d.flip, thetas: d.thetas, lambdas: d.lambdas, dryRun: d.dryRun };
       await this.evals.add('tune', job, onReplica);
+    } else if (type === 'layers') {
+      const job: LayersJobData = { ...(data as LayerJobData), total }; // no cache: api replicas take it like eval jobs
+      await this.evals.add('layers', job, onReplica);
     } else {
       const d = data as IndexJobData;
       const parent: IndexParentData = { cache, total, flip: d.flip };
@@ -74,8 +83,38 @@ export class DistributedQueue implements JobQueue {
     return null;
   }
 
+  /** Reads the data of every unfinished index, eval and tune job (a handful: the limit per cache keeps them few). */
+  async unfinished(cache: string): Promise<UnfinishedJob[]> {
+    const out: UnfinishedJob[] = [];
+    const groups = [
+      ['active', ['active', 'waiting-children']],
+      ['waiting', ['waiting', 'delayed', 'prioritized']],
+    ] as const;
+    for (const queue of [this.parents, this.evals]) {
+      for (const [state, types] of groups) {
+        for (const job of await queue.getJobs([...types])) {
+          if (!job || ((job.data as { cache?: string }).cache ?? '') !== cache) continue; // layers jobs: cache ''
+          const type: JobType = queue === this.parents ? 'index' : replicaJobType(job.name);
+          out.push({ id: String(job.id), type, cache, state });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Counted in Redis: index (parent jobs), chunk (their chunks, taken by workers), eval (eval and tune jobs). */
+  async depth(): Promise<QueueDepth[]> {
+    const out: QueueDepth[] = [];
+    for (const [type, queue] of [['index', this.parents], ['chunk', this.chunks], ['eval', this.evals]] as const) {
+      const c = await queue.getJobCounts('waiting', 'delayed', 'prioritized', 'active', 'waiting-children');
+      out.push({ type, state: 'waiting', count: (c.waiting ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0) });
+      out.push({ type, state: 'active', count: (c.active ?? 0) + (c['waiting-children'] ?? 0) });
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
-    await Promise.all([this.flows.close(), this.parents.close(), this.evals.close()]);
+    await Promise.all([this.flows.close(), this.parents.close(), this.evals.close(), this.chunks.close()]);
   }
 }
 
@@ -113,8 +152,9 @@ interface EvalProgress {
 
 async function evalJobView(job: Job, state: string): Promise<JobView> {
   const data = job.data as EvalJobData;
-  const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total: data.items.length }) as EvalProgress;
-  return view(job, job.name === 'tune' ? 'tune' : 'eval', data.cache, mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
+  const total = data.items?.length ?? (job.data as LayersJobData).total ?? 0; // a layers job has no items
+  const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total }) as EvalProgress;
+  return view(job, replicaJobType(job.name), data.cache ?? '', mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
 }
 
 function mapState(state: string, started: boolean): JobStateName {

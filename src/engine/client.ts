@@ -2,6 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Engine } from './engine.js';
 import { deserialiseError, SerialisedError } from '../errors.js';
+import { threadEntry } from '../util/thread-entry.js';
 
 type EngineMethod = {
   [K in keyof Engine]: Engine[K] extends (...args: never[]) => Promise<unknown> ? K : never;
@@ -22,7 +23,7 @@ export interface EngineClient extends EngineApi {
 
 /** Start the engine thread. Float32Array arguments are transferred, not copied. */
 export function startEngine(): EngineClient {
-  const worker = new Worker(threadEntry());
+  const worker = new Worker(threadEntry(import.meta.url, 'thread')); // thread.js, or thread.ts under tsx
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   let nextId = 1;
   let dead: Error | null = null;
@@ -58,17 +59,4 @@ export function startEngine(): EngineClient {
       return (...args: unknown[]) => call(prop as EngineMethod, args);
     },
   });
-}
-
-/**
- * The compiled thread.js, or, when running from TypeScript source (tests, tsx),
- * a bootstrap that registers tsx in the new thread first: on Node 20 a worker
- * does not inherit the parent's `--import tsx` loader hooks.
- */
-function threadEntry(): URL {
-  if (!import.meta.url.endsWith('.ts')) return new URL('./thread.js', import.meta.url);
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const thread = new URL('./thread.ts', import.meta.url).href;
-  const code = `import { register } from ${JSON.stringify(tsx)}; register(); await import(${JSON.stringify(thread)});`;
-  return new URL(`data:text/javascript,${encodeURIComponent(code)}`);
 }

@@ -3,7 +3,7 @@
 // Job records live in memory: a restart forgets them, while the items they
 // added stay in the cache's key log.
 import { randomUUID } from 'node:crypto';
-import { JobContext, JobProcessor, JobQueue, JobType, JobView, MAX_ITEM_ERRORS } from './types.js';
+import { JobContext, JobProcessor, JobQueue, JobType, JobView, MAX_ITEM_ERRORS, QueueDepth, UnfinishedJob } from './types.js';
 
 export class EmbeddedQueue implements JobQueue {
   private readonly jobs = new Map<string, JobView>();
@@ -11,7 +11,11 @@ export class EmbeddedQueue implements JobQueue {
   private closing = false;
   private readonly shutdown = new AbortController();
 
-  constructor(private readonly processors: Record<JobType, JobProcessor<unknown>>) {}
+  constructor(
+    private readonly processors: Record<JobType, JobProcessor<unknown>>,
+    /** called when a job completes or fails (metrics) */
+    private readonly onFinished?: (job: JobView) => void,
+  ) {}
 
   async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {
     if (this.closing) throw new Error('the service is shutting down and takes no new jobs');
@@ -37,6 +41,23 @@ export class EmbeddedQueue implements JobQueue {
   async get(id: string): Promise<JobView | null> {
     const job = this.jobs.get(id);
     return job ? { ...job, progress: { ...job.progress }, errors: [...job.errors] } : null;
+  }
+
+  async unfinished(cache: string): Promise<UnfinishedJob[]> {
+    const out: UnfinishedJob[] = [];
+    for (const j of this.jobs.values()) {
+      if (j.cache === cache && (j.state === 'waiting' || j.state === 'active')) out.push({ id: j.id, type: j.type, cache: j.cache, state: j.state });
+    }
+    return out;
+  }
+
+  async depth(): Promise<QueueDepth[]> {
+    const counts = new Map<string, QueueDepth>();
+    for (const type of Object.keys(this.processors)) for (const state of ['waiting', 'active'] as const) counts.set(`${type} ${state}`, { type, state, count: 0 });
+    for (const j of this.jobs.values()) {
+      if (j.state === 'waiting' || j.state === 'active') counts.get(`${j.type} ${j.state}`)!.count++;
+    }
+    return [...counts.values()];
   }
 
   async close(): Promise<void> {
@@ -67,6 +88,7 @@ export class EmbeddedQueue implements JobQueue {
       job.failedReason = err instanceof Error ? err.message : String(err);
     } finally {
       job.finishedAt = new Date().toISOString();
+      this.onFinished?.({ ...job });
     }
   }
 }

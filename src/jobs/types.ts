@@ -1,6 +1,6 @@
 // Jobs: bulk indexing and evaluation. The processors are plain functions of
 // (data, context) so that the embedded queue and (later) BullMQ workers run the same code.
-export type JobType = 'index' | 'eval' | 'tune';
+export type JobType = 'index' | 'eval' | 'tune' | 'layers';
 export type JobStateName = 'waiting' | 'active' | 'completed' | 'failed';
 
 export interface JobProgress {
@@ -41,9 +41,28 @@ export interface JobContext {
 
 export type JobProcessor<D> = (data: D, ctx: JobContext) => Promise<unknown>;
 
+/** A job that has not finished: for the jobs-per-cache limit and its message. */
+export interface UnfinishedJob {
+  id: string;
+  type: JobType;
+  cache: string;
+  state: 'waiting' | 'active';
+}
+
+/** Jobs waiting or active, by type (distributed: by BullMQ queue), for metrics. */
+export interface QueueDepth {
+  type: string;
+  state: 'waiting' | 'active';
+  count: number;
+}
+
 export interface JobQueue {
   submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView>;
   get(id: string): Promise<JobView | null>;
+  /** the jobs of a cache that are waiting or active */
+  unfinished(cache: string): Promise<UnfinishedJob[]>;
+  /** how many jobs wait and run, by type */
+  depth(): Promise<QueueDepth[]>;
   /** stop taking jobs; the one in hand stops after its current batch */
   close(): Promise<void>;
 }

@@ -1,0 +1,146 @@
+// POST /v1/layer-jobs: the layer advisor (which inner layers make the best cache key) as a job,
+// and its reports for GET /v1/jobs/:id/report. A layers job belongs to no cache: it reads a
+// model and two image sources. Everything that can be checked before it runs is checked at
+// submission (400): the model file, the sources, the candidate layer names and the memory the
+// advisor would need. The model's tensors are listed in a thread of its own (one probe run of
+// onnxruntime), once per model file.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type express from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import { z } from 'zod';
+import { axis, axisValues } from './schemas.js';
+import { LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { describeZodError } from '../engine/engine.js';
+import { badRequest } from '../errors.js';
+import { SourceSchema } from '../jobs/sources.js';
+import type { JobQueue, JobView } from '../jobs/types.js';
+import type { InspectedTensor } from '../model/inspect.js';
+import type { ModelSpec } from '../model/spec.js';
+import { checkLayersMemory, planLayerJob, type InspectTensors, type LayerJobData } from '../advisor/job.js';
+import type { LayerAdvice } from '../advisor/layers.js';
+import { inspectInThread } from '../advisor/run-in-thread.js';
+import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
+import { JOBS_RETRY_AFTER_S, RetryLaterError } from './limits.js';
+
+/** The `cache` of a layers job in the queues: none (no cache name is empty). */
+export const LAYERS_JOB_CACHE = '';
+
+/** The body of POST /v1/layer-jobs. */
+export const LayerJobSchema = z
+  .object({
+    model: z.string().min(1).describe('the .onnx model, a path the service reads (relative paths: from its working directory); its spec file beside it'),
+    train: SourceSchema.describe('the cache images (labelled)'),
+    val: SourceSchema.describe('labelled validation images'),
+    candidates: z
+      .array(z.string().min(1))
+      .min(1)
+      .max(1000)
+      .optional()
+      .describe('candidate layers (tensor names); default: the outputs of Relu, Add, Flatten, pooling, MatMul and Gemm nodes'),
+    maxDimension: z.number().int().min(1).optional().describe('layers with larger keys are reported, not scored (default 20,000)'),
+    top: z.number().int().min(1).max(6).optional().describe('concatenations are tried of this many best single layers (default 3)'),
+    perClass: z.number().int().min(1).optional().describe('use at most this many train images per class'),
+    valPerClass: z.number().int().min(1).optional().describe('use at most this many val images per class'),
+    flip: z.boolean().default(false).describe('also put each train image mirrored left-right in the cache, as the paper does'),
+    theta: axis(ThetaSchema).optional().describe('θ grid (default 10, 20, …, 90)'),
+    lambda: axis(LambdaSchema).optional().describe('λ grid (default 0.1, 0.2, …, 0.9)'),
+    maxMemoryBytes: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('memory budget of the job: over it, the job is refused (400 too_much_memory); default 8 GiB, at most CACHET_LAYERS_MAX_MEMORY'),
+  })
+  .strict();
+export type LayerJobRequest = z.infer<typeof LayerJobSchema>;
+
+
+/** The job data of a request (paths made absolute: the job may run elsewhere, or later). */
+export function layerJobData(body: LayerJobRequest): LayerJobData {
+  const abs = <S extends LayerJobRequest['train']>(s: S): S => (s.type === 'inline' ? s : { ...s, path: path.resolve(s.path) });
+  return {
+    model: path.resolve(body.model),
+    train: abs(body.train),
+    val: abs(body.val),
+    candidates: body.candidates,
+    maxDimension: body.maxDimension,
+    top: body.top,
+    perClass: body.perClass,
+    valPerClass: body.valPerClass,
+    flip: body.flip,
+    thetas: axisValues(body.theta),
+    lambdas: axisValues(body.lambda),
+    maxMemoryBytes: body.maxMemoryBytes,
+  };
+}
+
+export interface LayerJobRoutesContext {
+  queue: JobQueue;
+  /** at most this many layers jobs wait or run at once (the service's maxJobsPerCache) */
+  maxJobs: number;
+  /** lists a model's tensors (default: in a thread, remembered per model file) */
+  inspect?: InspectTensors;
+}
+
+/** Registered on the app itself (not a sub-router), so the app's route list shows it. */
+export function addLayerJobRoutes(app: express.Express, ctx: LayerJobRoutesContext): void {
+  const inspect = ctx.inspect ?? rememberedInspection(inspectInThread);
+  app.post(
+    '/v1/layer-jobs',
+    wrap(async (req, res) => {
+      const parsed = LayerJobSchema.safeParse(req.body ?? {});
+      if (!parsed.success) throw badRequest('invalid_request', describeZodError(parsed.error));
+      const data = layerJobData(parsed.data);
+      const plan = await planLayerJob(data, inspect);
+      checkLayersMemory(plan, data.maxMemoryBytes);
+      // the queue limits jobs per cache; layers jobs share one pseudo-cache: say so in their terms
+      const unfinished = await ctx.queue.unfinished(LAYERS_JOB_CACHE);
+      if (unfinished.length >= ctx.maxJobs)
+        throw new RetryLaterError(
+          429,
+          'too_many_jobs',
+          `at most ${ctx.maxJobs} layers jobs wait or run at once, and ${unfinished.length} do (${unfinished
+            .slice(0, 10)
+            .map((j) => `${j.id} ${j.state}`)
+            .join(', ')}): wait for one to finish (GET /v1/jobs/:id) and submit again`,
+          JOBS_RETRY_AFTER_S,
+        );
+      const job = await ctx.queue.submit('layers', LAYERS_JOB_CACHE, data, plan.total);
+      res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+    }),
+  );
+}
+
+/** GET /v1/jobs/:id/report of a completed layers job: the advice (json), layersMarkdown (md) or layersSvg (svg). */
+export function sendLayersReport(res: Response, job: JobView, format: string): void {
+  const advice = job.result as LayerAdvice;
+  if (format === 'json') return void res.json(advice);
+  if (format === 'md') return void res.type('text/markdown').send(layersMarkdown(advice));
+  if (format === 'svg') return void res.type('image/svg+xml').send(layersSvg(advice));
+  throw badRequest('invalid_request', `format=${format}: use json, md or svg`);
+}
+
+/** An inspection per model file (path, size, mtime) and spec: submissions after the first skip the thread. */
+export function rememberedInspection(inspect: (model: string, spec: ModelSpec) => Promise<InspectedTensor[]>, max = 16): InspectTensors {
+  const known = new Map<string, Promise<InspectedTensor[]>>();
+  return async (model, spec) => {
+    const stat = await fs.stat(model);
+    const key = JSON.stringify([model, stat.size, stat.mtimeMs, spec]);
+    let tensors = known.get(key);
+    if (!tensors) {
+      tensors = inspect(model, spec);
+      known.set(key, tensors);
+      tensors.catch(() => known.delete(key)); // a failure is not remembered
+      while (known.size > max) known.delete(known.keys().next().value!);
+    } else {
+      known.delete(key); // most recently used last
+      known.set(key, tensors);
+    }
+    return tensors;
+  };
+}
+
+function wrap(handler: (req: Request, res: Response) => Promise<void>) {
+  return (req: Request, res: Response, next: NextFunction) => handler(req, res).catch(next);
+}

@@ -2,6 +2,7 @@
 // is documented and every documented operation is served, and the bodies of real responses
 // (successes and errors) validate against the document's schema for their operation and status.
 import assert from 'node:assert/strict';
+import sharp from 'sharp';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -286,6 +287,10 @@ describe('OpenAPI document', () => {
       assert.match(md.body, /^#/m);
       const svg = await check('GET', '/v1/jobs/:id/report', `/v1/jobs/${id}/report?format=svg`, 200);
       assert.match(svg.body, /<svg/);
+      // the same chart as a PNG, at twice the SVG's size
+      const png = await check('GET', '/v1/jobs/:id/report', `/v1/jobs/${id}/report?format=png`, 200);
+      const { width } = await sharp(png.body as Buffer).metadata();
+      assert.equal(width, 2 * Number(/<svg[^>]*width="(\d+)/.exec(svg.body)![1]));
     }
     await check('GET', '/v1/jobs/:id/report', `/v1/jobs/${tuned.body.id}/report?format=pdf`, 400);
     if (has('POST /v1/layer-jobs')) {

@@ -6,7 +6,7 @@ import { EngineApi } from '../engine/client.js';
 import { describeZodError, Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
 import { resolveSource } from '../jobs/sources.js';
-import { axisValues, EvalJobSchema, IndexJobSchema, PredictJsonSchema, PredictOptionsSchema, TuneJobSchema, UpdateCacheSchema } from './schemas.js';
+import { axisValues, ReportQuerySchema, EvalJobSchema, IndexJobSchema, PredictJsonSchema, PredictOptionsSchema, TuneJobSchema, UpdateCacheSchema } from './schemas.js';
 import { openApiDocument } from './openapi.js';
 import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../cache/math.js';
@@ -20,7 +20,8 @@ import type { PredictBatcher } from './batcher.js';
 import type { Operations } from './operations.js';
 import { webRoutes } from '../web/static.js';
 import { addItemRoutes } from './items.js';
-import { addLayerJobRoutes, sendLayersReport } from './layers-route.js';
+import { addLayerJobRoutes } from './layers-route.js';
+import { reportMarkdown, reportSvg, svgToPng } from '../reports/job-report.js';
 
 export interface ApiLimits {
   /** bytes of a JSON body or of one uploaded file */
@@ -112,20 +113,16 @@ export function createApp(ctx: ApiContext): express.Express {
     const job = await queue.get(param(req, 'id'));
     if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')}`);
     if (job.state !== 'completed') throw conflict('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
-    const format = String(req.query.format ?? 'json');
+    const { format } = parse(ReportQuerySchema, req.query);
     if (format === 'json') return void res.json(job.result);
-    if (job.type === 'eval' && format === 'md') return void res.type('text/markdown').send(evalMarkdown(job.result as EvalJobResult));
-    if (job.type === 'eval' && format === 'svg') {
-      const svg = evalBySizeSvg(job.result as EvalJobResult);
-      if (!svg) throw badRequest('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes)`);
-      return void res.type('image/svg+xml').send(svg);
+    if (format === 'md') {
+      const md = reportMarkdown(job); // before the content type: an error goes out as JSON
+      return void res.type('text/markdown').send(md);
     }
-    if (job.type === 'layers') return sendLayersReport(res, job, format);
-    if (job.type !== 'tune') throw badRequest('no_such_report', `a ${job.type} job's report comes as format=json${job.type === 'eval' ? ', md or svg' : ''}`);
-    const result = job.result as TuneResult;
-    if (format === 'md') return void res.type('text/markdown').send(tuneMarkdown(result));
-    if (format === 'svg') return void res.type('image/svg+xml').send(tuneHeatmapSvg(result));
-    throw badRequest('invalid_request', `format=${format}: use json, md or svg`);
+    const svg = reportSvg(job);
+    if (format === 'svg') return void res.type('image/svg+xml').send(svg);
+    const png = await svgToPng(svg);
+    res.type('image/png').send(png);
   }));
   app.get('/v1/jobs/:id', wrap(async (req, res) => {
     const job = await queue.get(param(req, 'id'));

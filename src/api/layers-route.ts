@@ -112,15 +112,6 @@ export function addLayerJobRoutes(app: express.Express, ctx: LayerJobRoutesConte
   );
 }
 
-/** GET /v1/jobs/:id/report of a completed layers job: the advice (json), layersMarkdown (md) or layersSvg (svg). */
-export function sendLayersReport(res: Response, job: JobView, format: string): void {
-  const advice = job.result as LayerAdvice;
-  if (format === 'json') return void res.json(advice);
-  if (format === 'md') return void res.type('text/markdown').send(layersMarkdown(advice));
-  if (format === 'svg') return void res.type('image/svg+xml').send(layersSvg(advice));
-  throw badRequest('invalid_request', `format=${format}: use json, md or svg`);
-}
-
 /** An inspection per model file (path, size, mtime) and spec: submissions after the first skip the thread. */
 export function rememberedInspection(inspect: (model: string, spec: ModelSpec) => Promise<InspectedTensor[]>, max = 16): InspectTensors {
   const known = new Map<string, Promise<InspectedTensor[]>>();

@@ -68,7 +68,7 @@ export const UpdateCacheSchema = z
 
 /** GET /v1/jobs/:id/report (documentation: the handler reads `format` itself) */
 export const ReportQuerySchema = z
-  .object({ format: z.enum(['json', 'md', 'svg']).default('json').describe('json: the result; md: a Markdown report; svg: the tune heatmap, or the eval error against cache size') })
+  .object({ format: z.enum(['json', 'md', 'svg', 'png']).default('json').describe('json: the result; md: a Markdown report; svg or png: the chart (tune heatmap, eval error against cache size, layers ranking)') })
   .strict();
 
 /** POST /v1/caches/:name/predict as multipart/form-data (documentation: multer parses it, PredictOptionsSchema checks the fields). */

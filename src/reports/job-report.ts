@@ -1,0 +1,49 @@
+// A finished job's report for people: Markdown, and a chart as SVG or PNG (the SVG
+// rendered by sharp's librsvg, for tools that show pictures but not SVG).
+import sharp from 'sharp';
+import { badRequest } from '../errors.js';
+import type { JobView } from '../jobs/types.js';
+import type { EvalJobResult } from '../jobs/processors.js';
+import type { LayerAdvice } from '../advisor/layers.js';
+import { evalBySizeSvg, evalMarkdown } from './eval-report.js';
+import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from './tune-report.js';
+import { layersMarkdown, layersSvg } from './layers-report.js';
+
+export type ReportFormat = 'json' | 'md' | 'svg' | 'png';
+
+/** PNG pixels per SVG unit: 2 keeps text sharp on high-density screens. */
+const PNG_SCALE = 2;
+
+export function reportMarkdown(job: JobView): string {
+  switch (job.type) {
+    case 'eval':
+      return evalMarkdown(job.result as EvalJobResult);
+    case 'tune':
+      return tuneMarkdown(job.result as TuneResult);
+    case 'layers':
+      return layersMarkdown(job.result as LayerAdvice);
+    default:
+      throw badRequest('no_such_report', `an ${job.type} job's report comes as format=json`);
+  }
+}
+
+/** The job's chart: the tune heatmap, the eval error against cache size, the layers ranking. */
+export function reportSvg(job: JobView): string {
+  switch (job.type) {
+    case 'tune':
+      return tuneHeatmapSvg(job.result as TuneResult);
+    case 'layers':
+      return layersSvg(job.result as LayerAdvice);
+    case 'eval': {
+      const svg = evalBySizeSvg(job.result as EvalJobResult);
+      if (!svg) throw badRequest('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes): its report comes as format=json or md`);
+      return svg;
+    }
+    default:
+      throw badRequest('no_such_report', `an ${job.type} job's report comes as format=json`);
+  }
+}
+
+export async function svgToPng(svg: string): Promise<Buffer> {
+  return sharp(Buffer.from(svg), { density: 72 * PNG_SCALE }).png().toBuffer();
+}

@@ -11,26 +11,18 @@ import type { ModelSpec } from '../model/spec.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { resolveSource, type Source } from '../jobs/sources.js';
 import type { JobContext } from '../jobs/types.js';
-import { capPerClass, defaultCandidates, type LayerAdvice } from './layers.js';
+import { capPerClass, defaultCandidates, type AdviseOptions, type LayerAdvice } from './layers.js';
 import { adviseInThread } from './run-in-thread.js';
 
-/** A layers job: the advisor's options (see AdviseOptions), with sources, not paths. */
-export interface LayerJobData {
+/** A layers job: the advisor's options (AdviseOptions), with sources, not paths, and a memory budget. */
+export type LayerJobData = Omit<AdviseOptions, 'train' | 'val' | 'batchSize' | 'spec'> & {
   /** the .onnx file, read by the process that runs the job (an absolute path) */
   model: string;
   train: Source;
   val: Source;
-  candidates?: string[];
-  maxDimension?: number;
-  top?: number;
-  perClass?: number;
-  valPerClass?: number;
-  flip?: boolean;
-  thetas?: number[];
-  lambdas?: number[];
   /** the memory budget of this job (default DEFAULT_LAYERS_MEMORY, at most layersMemoryCap()) */
   maxMemoryBytes?: number;
-}
+};
 
 export const DEFAULT_MAX_DIMENSION = 20_000;
 export const DEFAULT_TOP = 3;

@@ -69,34 +69,22 @@ export function registerLayersCommand(program: Command): void {
       const remote = Boolean(o.remote) || cmd.getOptionValueSource('url') === 'cli';
       const { adviseLayers } = await import('../advisor/layers.js');
       let bar: cliProgress.SingleBar | null = null;
+      // the same options either way; the HTTP body names the grids theta/lambda, as tune-jobs do
+      const common = {
+        model: path.resolve(model),
+        train: sourceOf(o.train),
+        val: sourceOf(o.val),
+        candidates: o.candidates,
+        maxDimension: o.maxDimension,
+        top: o.top,
+        perClass: o.perClass,
+        valPerClass: o.valPerClass,
+        flip: Boolean(o.flip),
+      };
       const advice = remote
-        ? await adviseRemotely(o.url, o.apiKey, {
-            model: path.resolve(model),
-            train: sourceOf(o.train),
-            val: sourceOf(o.val),
-            candidates: o.candidates,
-            maxDimension: o.maxDimension,
-            top: o.top,
-            perClass: o.perClass,
-            valPerClass: o.valPerClass,
-            flip: Boolean(o.flip),
-            theta: o.theta,
-            lambda: o.lambda,
-          })
+        ? await adviseRemotely(o.url, o.apiKey, { ...common, theta: o.theta, lambda: o.lambda })
         : await adviseLayers(
-        {
-          model: path.resolve(model),
-          train: sourceOf(o.train),
-          val: sourceOf(o.val),
-          candidates: o.candidates,
-          maxDimension: o.maxDimension,
-          top: o.top,
-          perClass: o.perClass,
-          valPerClass: o.valPerClass,
-          flip: Boolean(o.flip),
-          thetas: o.theta,
-          lambdas: o.lambda,
-        },
+        { ...common, thetas: o.theta, lambdas: o.lambda },
         (p) => {
           if (p.phase !== 'extract') {
             if (bar) {

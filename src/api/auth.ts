@@ -11,6 +11,7 @@
 // cannot tell a missing route (404) from a protected one (401).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { pathToRegexp } from 'path-to-regexp';
 import type { Request, RequestHandler, Response } from 'express';
 import { UserError } from '../errors.js';
 
@@ -145,31 +146,12 @@ export interface CompiledRoute<R extends RouteRole = RouteRole> {
   regex: RegExp;
 }
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** An express (path-to-regexp v8) pattern as a regex: `:param` is one segment, `*splat` the rest, `{…}` optional. */
+/**
+ * An express pattern as a regex, by express's own path-to-regexp with express's defaults:
+ * case-insensitive, one trailing slash allowed.
+ */
 export function patternToRegex(pattern: string): RegExp {
-  let re = '';
-  for (let i = 0; i < pattern.length; ) {
-    const ch = pattern[i];
-    const name = /^[:*]([A-Za-z_$][\w$]*|"[^"]*")/.exec(pattern.slice(i));
-    if (name) {
-      re += ch === ':' ? '[^/]+' : '.+';
-      i += name[0].length;
-    } else if (ch === '{') {
-      re += '(?:';
-      i++;
-    } else if (ch === '}') {
-      re += ')?';
-      i++;
-    } else {
-      if (ch === '\\' && i + 1 < pattern.length) i++;
-      re += escape(pattern[i]);
-      i++;
-    }
-  }
-  // express routes are case-insensitive and ignore one trailing slash by default
-  return new RegExp(`^${re}/?$`, 'i');
+  return pathToRegexp(pattern, { sensitive: false, trailing: true, end: true }).regexp;
 }
 
 export function compileRoutes<R extends RouteRole>(routes: readonly R[]): CompiledRoute<R>[] {

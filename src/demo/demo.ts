@@ -49,7 +49,7 @@ export async function runDemo(opts: { port: number; host: string; dataDir: strin
     console.log(`  top-1 error, cache model:  ${pct(r.error.cacheModel)}`);
     console.log(`  top-1 error, cache alone:  ${pct(r.error.cacheOnly)}`);
     const example = path.relative(process.cwd(), path.join(SAMPLE, 'heldout', 'cat', '4500.jpg'));
-    console.log(`\nCachet is serving at ${service.url}. Try:`);
+    console.log(`\nCachet is serving at ${service.url}. Open ${service.url}/ in a browser and drop an image, or try:`);
     console.log(`  curl -s -F image=@${example} '${service.url}/v1/caches/${DEMO.name}/predict?neighbours=3'`);
     console.log(`  curl -s ${service.url}/v1/caches/${DEMO.name}`);
   } catch (err) {

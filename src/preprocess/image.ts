@@ -98,7 +98,6 @@ export function pixelsToTensor(rgb: Uint8Array, spec: ModelSpec): Float32Array {
   return out;
 }
 
-/** Concatenates equally sized images into one batch buffer. */
 /** The id suffix of an item's mirror image, when a job indexes flips too. */
 export const FLIP_SUFFIX = '#flip';
 
@@ -125,6 +124,7 @@ export function flipTensor(image: Float32Array, spec: ModelSpec): Float32Array {
   return out;
 }
 
+/** Concatenates equally sized images into one batch buffer. */
 export function stackBatch(images: Float32Array[]): Float32Array {
   if (images.length === 0) return new Float32Array(0);
   const size = images[0].length;

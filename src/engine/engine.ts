@@ -376,10 +376,18 @@ export class Engine {
     await cache.lock.run(() => cache.close());
   }
 
+  /** An api replica: until its own index has applied the log up to `position` (what it just logged). */
   private async waitForApplied(cache: CacheState, position: number): Promise<void> {
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + APPLY_WAIT_MS;
     while (cache.appliedPosition < position) {
-      if (Date.now() > deadline) throw new Error(`cache "${cache.definition.name}": the key log was not applied up to ${position} within 30 s`);
+      if (Date.now() > deadline) {
+        // the deletion is durable in the log: every replica applies it when it gets there
+        throw new UserError(
+          503,
+          'replica_behind',
+          `the deletion is in cache "${cache.definition.name}"'s key log (position ${position}) and every replica will apply it, but this replica is still ${position - cache.appliedPosition} records behind (GET /readyz shows its lag); do not resend it`,
+        );
+      }
       await sleep(10);
     }
   }
@@ -563,6 +571,8 @@ export class Engine {
 
 /** enough of a serialised projection to hold its JSON header (kind, dimensions, fingerprint, fit info) */
 const PROJECTION_HEAD_BYTES = 16 * 1024;
+/** how long a delete request waits for this replica to apply it */
+const APPLY_WAIT_MS = 30_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MAX_HISTORY = 20;
 

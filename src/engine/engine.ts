@@ -517,12 +517,14 @@ export class Engine {
     }
   }
 
+  /** Keyed by dimension too: a cache deleted and created again under its name may have another. */
   private workerLog(name: string, dimension: number): Promise<RedisKeyLog> {
-    let log = this.workerLogs.get(name);
+    const key = `${name}\u0000${dimension}`;
+    let log = this.workerLogs.get(key);
     if (!log) {
       log = RedisKeyLog.open(this.redis!, name, dimension);
-      this.workerLogs.set(name, log);
-      log.catch(() => this.workerLogs.delete(name));
+      this.workerLogs.set(key, log);
+      log.catch(() => this.workerLogs.delete(key));
     }
     return log;
   }

@@ -3,7 +3,7 @@ import express, { NextFunction, Request, Response } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
 import { EngineApi } from '../engine/client.js';
-import { describeZodError, Classification } from '../engine/engine.js';
+import type { Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
 import { resolveSource } from '../jobs/sources.js';
 import { axisValues, ReportQuerySchema, EvalJobSchema, IndexJobSchema, PredictJsonSchema, PredictOptionsSchema, TuneJobSchema, UpdateCacheSchema } from './schemas.js';
@@ -16,6 +16,7 @@ import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-r
 import { evalBySizeSvg, evalMarkdown } from '../reports/eval-report.js';
 import type { EvalJobResult } from '../jobs/processors.js';
 import { errorHandler, notFoundRoute } from './errors.js';
+import { param, parse, requireObject, wrap } from './handlers.js';
 import type { PredictBatcher } from './batcher.js';
 import type { Operations } from './operations.js';
 import { webRoutes } from '../web/static.js';
@@ -205,26 +206,4 @@ function decodeBase64(b64: string, i: number): Buffer {
 function multipartIfAny(upload: multer.Multer) {
   const any = upload.any();
   return (req: Request, res: Response, next: NextFunction) => (req.is('multipart/form-data') ? any(req, res, next) : next());
-}
-
-function param(req: Request, name: string): string {
-  return String(req.params[name]);
-}
-
-function requireObject(body: unknown): Record<string, unknown> {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) {
-    throw badRequest('invalid_body', 'send a JSON object with Content-Type: application/json');
-  }
-  return body as Record<string, unknown>;
-}
-
-function parse<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
-  const r = schema.safeParse(body ?? {});
-  if (!r.success) throw badRequest('invalid_request', describeZodError(r.error));
-  return r.data;
-}
-
-/** express 5 forwards rejected promises to the error handler; this keeps handlers typed. */
-function wrap(handler: (req: Request, res: Response) => Promise<void>) {
-  return (req: Request, res: Response, next: NextFunction) => handler(req, res).catch(next);
 }

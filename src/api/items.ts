@@ -2,15 +2,14 @@
 // the cache, and an item's image as a thumbnail (the web page shows neighbours with it).
 // Deletions go through the key log, so every replica follows.
 import type express from 'express';
-import type { NextFunction, Request, Response } from 'express';
 import sharp from 'sharp';
 import { z } from 'zod';
 import type { EngineApi } from '../engine/client.js';
-import { describeZodError } from '../engine/engine.js';
 import { imageBytes } from '../jobs/fetch.js';
 import { FLIP_SUFFIX } from '../preprocess/image.js';
 import type { JobQueue } from '../jobs/types.js';
-import { badRequest, conflict, notFound, UserError } from '../errors.js';
+import { conflict, notFound, UserError } from '../errors.js';
+import { param, parse, wrap } from './handlers.js';
 
 export const DeleteItemsSchema = z
   .object({ ids: z.array(z.string().min(1).max(512)).min(1).max(10_000).describe('ids of the items to delete') })
@@ -28,7 +27,7 @@ export interface ItemRoutesContext {
 /** Registered on the app itself (not a sub-router), so the app's route list shows them. */
 export function addItemRoutes(router: express.Express, { engine, queue, limitInputPixels }: ItemRoutesContext): void {
   router.delete('/v1/caches/:name', wrap(async (req, res) => {
-    const name = String(req.params.name);
+    const name = param(req, 'name');
     // a job still running would write into a cache that is gone (or into a new one of the same name)
     const busy = await queue.unfinished(name);
     if (busy.length > 0) {
@@ -38,22 +37,20 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
   }));
 
   router.post('/v1/caches/:name/delete-items', wrap(async (req, res) => {
-    const parsed = DeleteItemsSchema.safeParse(req.body ?? {});
-    if (!parsed.success) throw badRequest('invalid_request', describeZodError(parsed.error));
-    res.json(await engine.deleteItems(String(req.params.name), parsed.data.ids));
+    res.json(await engine.deleteItems(param(req, 'name'), parse(DeleteItemsSchema, req.body).ids));
   }));
 
   router.delete('/v1/caches/:name/items/:id', wrap(async (req, res) => {
-    const name = String(req.params.name);
-    const id = String(req.params.id);
+    const name = param(req, 'name');
+    const id = param(req, 'id');
     const r = await engine.deleteItems(name, [id]);
     if (r.deleted === 0) throw notFound('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
     res.json({ deleted: r.deleted, cacheSize: r.cacheSize });
   }));
 
   router.get('/v1/caches/:name/items/:id/image', wrap(async (req, res) => {
-    const id = String(req.params.id);
-    const source = await engine.itemSource(String(req.params.name), id);
+    const id = param(req, 'id');
+    const source = await engine.itemSource(param(req, 'name'), id);
     let image: ReturnType<typeof sharp>;
     try {
       image = sharp(await imageBytes(source), { limitInputPixels, failOn: 'error' });
@@ -65,8 +62,4 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
       throw notFound('image_unavailable', `the image of item ${JSON.stringify(id)} cannot be read from ${source}: ${(err as Error).message}`);
     }
   }));
-}
-
-function wrap(handler: (req: Request, res: Response) => Promise<void>) {
-  return (req: Request, res: Response, next: NextFunction) => handler(req, res).catch(next);
 }

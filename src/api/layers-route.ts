@@ -7,12 +7,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type express from 'express';
-import type { NextFunction, Request, Response } from 'express';
 import { z } from 'zod';
 import { axis, axisValues } from './schemas.js';
+import { parse, wrap } from './handlers.js';
 import { LambdaSchema, ThetaSchema } from '../cache/definition.js';
-import { describeZodError } from '../engine/engine.js';
-import { badRequest } from '../errors.js';
 import { SourceSchema } from '../jobs/sources.js';
 import type { JobQueue, JobView } from '../jobs/types.js';
 import type { InspectedTensor } from '../model/inspect.js';
@@ -89,9 +87,7 @@ export function addLayerJobRoutes(app: express.Express, ctx: LayerJobRoutesConte
   app.post(
     '/v1/layer-jobs',
     wrap(async (req, res) => {
-      const parsed = LayerJobSchema.safeParse(req.body ?? {});
-      if (!parsed.success) throw badRequest('invalid_request', describeZodError(parsed.error));
-      const data = layerJobData(parsed.data);
+      const data = layerJobData(parse(LayerJobSchema, req.body));
       const plan = await planLayerJob(data, inspect);
       checkLayersMemory(plan, data.maxMemoryBytes);
       // the queue limits jobs per cache; layers jobs share one pseudo-cache: say so in their terms
@@ -130,8 +126,4 @@ export function rememberedInspection(inspect: (model: string, spec: ModelSpec) =
     }
     return tensors;
   };
-}
-
-function wrap(handler: (req: Request, res: Response) => Promise<void>) {
-  return (req: Request, res: Response, next: NextFunction) => handler(req, res).catch(next);
 }

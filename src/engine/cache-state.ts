@@ -120,17 +120,16 @@ export class CacheState {
     return this.log.readFrom(this.appliedPosition, (records) => this.applyInSlices(records), 256);
   }
 
-  /** Durably log the deletion of the ids the cache holds, then apply it. */
-  async delete(ids: string[]): Promise<{ deleted: string[]; notFound: string[] }> {
+  /** Durably log the deletion of the ids the cache holds, then apply it; returns those ids. */
+  async delete(ids: string[]): Promise<string[]> {
     return this.appendLock.run(async () => {
-      const unique = [...new Set(ids)];
-      const held = unique.filter((id) => this.positionOf.has(id));
+      const held = [...new Set(ids)].filter((id) => this.positionOf.has(id));
       if (held.length > 0) {
-        await this.log.append(held.map((id) => ({ id, deleted: true as const })));
-        await this.applyInSlices(held.map((id) => ({ id, deleted: true as const })));
+        const records = held.map((id) => ({ id, deleted: true as const }));
+        await this.log.append(records);
+        await this.applyInSlices(records);
       }
-      const found = new Set(held);
-      return { deleted: held, notFound: unique.filter((id) => !found.has(id)) };
+      return held;
     });
   }
 

@@ -256,16 +256,17 @@ export class Engine {
   async deleteItems(name: string, ids: string[]): Promise<{ deleted: number; notFound: string[]; cacheSize: number }> {
     this.assertRole('embedded', 'api');
     const cache = this.cache(name);
+    const unique = [...new Set(ids)];
     let deleted: string[];
     if (cache.log instanceof RedisKeyLog) {
-      const logged = await cache.log.appendDeletes([...new Set(ids)]);
+      const logged = await cache.log.appendDeletes(unique);
       deleted = logged.deleted;
       await this.waitForApplied(cache, logged.end);
     } else {
-      deleted = (await cache.delete(ids)).deleted;
+      deleted = await cache.delete(unique);
     }
     const gone = new Set(deleted);
-    return { deleted: deleted.length, notFound: [...new Set(ids)].filter((id) => !gone.has(id)), cacheSize: cache.size };
+    return { deleted: deleted.length, notFound: unique.filter((id) => !gone.has(id)), cacheSize: cache.size };
   }
 
   /** Delete a cache: its definition, key log, snapshots. Other replicas drop it when they see the definition gone. */

@@ -345,8 +345,6 @@ function parseRecord(buf: Buffer, o: number, dimension: number): { record: LogRe
   if (kind !== 'delete' && at !== end) {
     if (at + 2 > end || at + 2 + buf.readUInt16LE(at) !== end) return null;
     sourceBytes = buf.readUInt16LE(at);
-  } else if (at > end) {
-    return null;
   }
   if (crc32(buf.subarray(body, end)) !== buf.readUInt32LE(o + 4)) return null;
   const id = buf.toString('utf8', body + 2, body + 2 + idBytes);

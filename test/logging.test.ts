@@ -3,7 +3,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { capturingLogger } from '../src/api/logging.js';
-import { call, start, tempDir } from './harness.js';
+import { Redis } from 'ioredis';
+import { call, RESNET, start, tempDir } from './harness.js';
+import { startRedis } from './redis-harness.js';
+import { redisKeys } from '../src/distributed/keys.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -62,5 +65,32 @@ describe('request ids and logs', () => {
     assert.ok(logged.length >= 2, JSON.stringify(logged));
     assert.ok(logged.every((l) => l.level === 50));
     assert.ok(logged.some((l) => /engine thread exited/.test(l.err?.message ?? '') && typeof l.err.stack === 'string'));
+  });
+});
+
+describe('the engine thread logs through the service logger', () => {
+  test('a key-log record this replica cannot read is a warn line with component engine, and it keeps serving', async () => {
+    const redis = await startRedis();
+    const lines: Record<string, any>[] = [];
+    const svc = await start(tempDir(), undefined, { redisUrl: redis.url, logger: capturingLogger(lines) });
+    const client = new Redis(redis.url);
+    try {
+      const created = await call(svc.url, 'POST', '/v1/caches', { name: 'poisoned', model: RESNET, keyLayers: ['activation_18'], index: { type: 'exact' } });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      await client.xadd(redisKeys.log('poisoned'), '1-0', 'id', 'x', 'label', 'not-a-number');
+      let warned: Record<string, any> | undefined;
+      for (let i = 0; i < 200 && !warned; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        warned = lines.find((l) => l.component === 'engine');
+      }
+      assert.ok(warned, 'a log line from the engine thread');
+      assert.equal(warned.level, 40);
+      assert.match(warned.msg, /^engine: tailing the key logs: .+; retrying$/);
+      assert.equal((await call(svc.url, 'GET', '/v1/caches')).status, 200);
+    } finally {
+      client.disconnect();
+      await svc.close();
+      await redis.destroy();
+    }
   });
 });

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type express from 'express';
 import { AddressInfo } from 'node:net';
-import { startEngine, EngineClient } from '../engine/client.js';
+import { startEngine, engineLogTo, EngineClient } from '../engine/client.js';
 import { EmbeddedQueue } from '../jobs/embedded-queue.js';
 import { runEvalJob, runIndexJob, IndexJobData, EvalJobData, ProcessorSettings } from '../jobs/processors.js';
 import { JobQueue } from '../jobs/types.js';
@@ -77,7 +77,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const logger = opts.logger ?? createLogger();
   // API keys are read (and a bad one refused) before anything starts
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
-  const engine = startEngine();
+  const engine = startEngine(engineLogTo(logger));
   let ready = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
   let queue: JobQueue;

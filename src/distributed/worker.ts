@@ -3,11 +3,12 @@
 // thread's event loop stays free to renew BullMQ's job locks.
 import os from 'node:os';
 import { Worker } from 'bullmq';
-import { startEngine } from '../engine/client.js';
+import { startEngine, engineLogTo } from '../engine/client.js';
 import { connectRedis } from './redis.js';
 import { queueNames } from './keys.js';
 import { chunkProcessor, parentProcessor } from './processors.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
+import { createLogger, type Logger } from '../api/logging.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -16,6 +17,8 @@ export interface WorkerOptions {
   batchSize?: number;
   /** BullMQ lock: a worker that dies loses its chunk to another after this long */
   lockDurationMs?: number;
+  /** default: JSON lines on stdout at LOG_LEVEL */
+  logger?: Logger;
 }
 
 export interface RunningWorker {
@@ -24,7 +27,8 @@ export interface RunningWorker {
 }
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
-  const engine = startEngine();
+  const logger = opts.logger ?? createLogger();
+  const engine = startEngine(engineLogTo(logger));
   await engine.open({ role: 'worker', dataDir: 'indexes', redisUrl: opts.redisUrl });
   const connection = connectRedis(opts.redisUrl);
   const settings = { batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
@@ -36,7 +40,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     new Worker(queueNames.index, chunkProcessor(engine, settings), { ...common, concurrency: opts.concurrency }),
     new Worker(queueNames.jobs, parentProcessor(engine), { ...common, concurrency: 1 }),
   ];
-  for (const w of workers) w.on('error', (err) => console.error(`cachet worker: ${err.message}`));
+  for (const w of workers) w.on('error', (err) => logger.error({ err }, `cachet worker: ${err.message}`));
   return {
     close: async () => {
       await Promise.all(workers.map((w) => w.close()));

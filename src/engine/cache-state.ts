@@ -2,7 +2,7 @@
 // its key log), and the id → position map that makes adding an id idempotent.
 import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheInfo } from '../cache/definition.js';
-import { KeyExtractor } from '../model/extractor.js';
+import type { Extractor } from '../model/inference.js';
 import { Neighbours, VectorIndex } from '../index/types.js';
 import { ExactIndex } from '../index/exact.js';
 import { HnswIndex } from '../index/hnsw.js';
@@ -60,7 +60,7 @@ export class CacheState {
   private constructor(
     public definition: CacheDefinition,
     readonly dir: string,
-    readonly extractor: KeyExtractor,
+    readonly extractor: Extractor,
     public index: VectorIndex,
     readonly log: KeyLog,
     private readonly publish: ProjectionPublisher,
@@ -80,7 +80,7 @@ export class CacheState {
    * A cache as its snapshot (if any) left it, caught up with its key log.
    * `log` is the cache's key log: a file in embedded mode, a Redis Stream in distributed mode.
    */
-  static async open(definition: CacheDefinition, dir: string, extractor: KeyExtractor, log: KeyLog, publish: ProjectionPublisher): Promise<CacheState> {
+  static async open(definition: CacheDefinition, dir: string, extractor: Extractor, log: KeyLog, publish: ProjectionPublisher): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
     const snapshot = await readSnapshot(dir);
     if (snapshot) checkSnapshotMatches(snapshot.manifest, definition, extractor);
@@ -451,7 +451,7 @@ export class CacheState {
   }
 }
 
-function checkSnapshotMatches(m: SnapshotManifest, d: CacheDefinition, extractor: KeyExtractor): void {
+function checkSnapshotMatches(m: SnapshotManifest, d: CacheDefinition, extractor: Extractor): void {
   const fix = `Restore the model the cache was built with, or delete indexes/${d.name}/ and index the images again.`;
   if (m.modelHash !== extractor.modelHash) {
     throw conflict(

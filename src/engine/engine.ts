@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheDefinitionSchema, CacheInfo, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { mixProbabilities } from '../cache/math.js';
-import { KeyExtractor } from '../model/extractor.js';
+import { InferenceThread, type Extractor } from '../model/inference.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { ModelSpec } from '../model/spec.js';
 import { Projection, serialisedFingerprint } from '../index/projection.js';
@@ -114,12 +114,22 @@ export interface LogStatus {
   lag: number;
 }
 
+/** What the engine reports of its background work (tailing logs, syncing definitions). */
+export interface EngineLogEntry {
+  level: 'warn' | 'error';
+  msg: string;
+}
+
 export class Engine {
+  /** `report`: where log entries go (the main thread's logger, when the engine runs in a thread) */
+  constructor(private readonly report: (entry: EngineLogEntry) => void = ({ msg }) => console.error(msg)) {}
+
   private readonly caches = new Map<string, CacheState>();
   private readonly failed = new Map<string, string>();
   private readonly opening = new Map<string, Promise<void>>();
-  /** one onnxruntime session per (model, spec, key layers) for the life of the process */
-  private readonly extractors = new Map<string, Promise<KeyExtractor>>();
+  /** one onnxruntime session per (model, spec, key layers) for the life of the process, on one inference thread */
+  private readonly extractors = new Map<string, Promise<Extractor>>();
+  private inference: InferenceThread | null = null;
   private options: EngineOptions = { role: 'embedded', dataDir: 'indexes' };
   private definitions: DefinitionStore = new FileDefinitions('indexes');
   private redis: Redis | null = null;
@@ -367,6 +377,7 @@ export class Engine {
         await cache.close();
       });
     }
+    await this.inference?.terminate();
     this.redis?.disconnect();
   }
 
@@ -502,7 +513,7 @@ export class Engine {
             }
           }
         } catch (err) {
-          if (!this.closed) console.error(`cachet: tailing the key logs: ${(err as Error).message}; retrying`);
+          if (!this.closed) this.report({ level: 'warn', msg: `tailing the key logs: ${(err as Error).message}; retrying` });
           await sleep(500);
         }
       }
@@ -514,7 +525,7 @@ export class Engine {
   private async every(ms: number, task: () => Promise<void>): Promise<void> {
     while (!this.closed) {
       await sleep(ms);
-      await task().catch((err: Error) => console.error(`cachet: ${err.message}`));
+      await task().catch((err: Error) => this.report({ level: 'error', msg: err.message }));
     }
   }
 
@@ -554,7 +565,7 @@ export class Engine {
     if (!roles.includes(this.options.role)) throw new Error(`not available to a process of role ${this.options.role}`);
   }
 
-  private extractorFor(d: CacheDefinition): Promise<KeyExtractor> {
+  private extractorFor(d: CacheDefinition): Promise<Extractor> {
     const key = JSON.stringify([path.resolve(d.model), d.spec ?? {}, d.keyLayers]);
     let extractor = this.extractors.get(key);
     if (!extractor) {
@@ -564,7 +575,7 @@ export class Engine {
           throw badRequest('bad_model', `model ${d.model}: no such file; give the path of the .onnx file as the service sees it`);
         })
         .then(() => loadModelSpec(d.model, d.spec))
-        .then((spec) => KeyExtractor.create(d.model, spec, d.keyLayers, { intraOpNumThreads: INTRA_OP_THREADS }));
+        .then((spec) => (this.inference ??= InferenceThread.start()).load(d.model, spec, d.keyLayers, { intraOpNumThreads: INTRA_OP_THREADS }));
       this.extractors.set(key, extractor);
       extractor.catch(() => this.extractors.delete(key)); // a failed load may succeed once the user fixes the file
     }

@@ -12,6 +12,7 @@ import { l2NormaliseRows, softmaxRows } from '../cache/math.js';
 import { decodeModel, graphInfo, modelHash, withExtraOutputs, type GraphInfo } from './onnx-graph.js';
 import { nearestNames } from './names.js';
 import type { ModelSpec } from './spec.js';
+import type { Extractor } from './inference.js';
 
 export interface ExtractorOptions {
   intraOpNumThreads?: number;
@@ -53,7 +54,7 @@ export async function loadModelBytes(modelPath: string): Promise<{ bytes: Uint8A
   return { bytes, graph };
 }
 
-export class KeyExtractor {
+export class KeyExtractor implements Extractor {
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly spec: ModelSpec,

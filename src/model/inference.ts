@@ -1,0 +1,56 @@
+// Model inference on a thread of its own.
+//
+// onnxruntime-node runs a session synchronously on the thread that calls run(), so on the engine
+// thread a batch's inference and another batch's index search (hnswlib, the re-ranking Gemm:
+// also synchronous) could only take turns. Here the engine thread searches batch i while this
+// thread runs the model on batch i+1: on 2 cores, inference on one, search beside it.
+import { Worker } from 'node:worker_threads';
+import type { ExtractorOptions, ExtractorResult } from './extractor.js';
+import type { ModelSpec } from './spec.js';
+import { threadEntry } from '../util/thread-entry.js';
+import { threadCaller, type ThreadCaller } from '../util/thread-rpc.js';
+
+/** What the engine needs of a model: its keys and probabilities for a batch of images. */
+export interface Extractor {
+  readonly spec: ModelSpec;
+  readonly keyLayers: string[];
+  /** sha256 of the model file */
+  readonly modelHash: string;
+  readonly keyDimension: number;
+  readonly numClasses: number;
+  /** `batch` holds `n` images laid out as the spec says; it is moved to the inference thread */
+  run(batch: Float32Array, n: number): Promise<ExtractorResult>;
+  release(): Promise<void>;
+}
+
+interface Loaded {
+  id: number;
+  spec: ModelSpec;
+  keyLayers: string[];
+  modelHash: string;
+  keyDimension: number;
+  numClasses: number;
+}
+
+export class InferenceThread {
+  private constructor(private readonly thread: ThreadCaller) {}
+
+  static start(): InferenceThread {
+    return new InferenceThread(threadCaller(new Worker(threadEntry(import.meta.url, 'inference-thread')), 'inference'));
+  }
+
+  /** Load a model in the thread (errors as KeyExtractor.create's: a UserError stays one). */
+  async load(modelPath: string, spec: ModelSpec, keyLayers: string[], opts: ExtractorOptions = {}): Promise<Extractor> {
+    const { id, ...info } = (await this.thread.call('load', [modelPath, spec, keyLayers, opts])) as Loaded;
+    const thread = this.thread;
+    return {
+      ...info,
+      run: (batch, n) => thread.call('run', [id, batch, n]) as Promise<ExtractorResult>,
+      release: async () => void (await thread.call('release', [id])),
+    };
+  }
+
+  async terminate(): Promise<void> {
+    await this.thread.terminate();
+  }
+}

@@ -1,13 +1,13 @@
 // Image bytes → the float32 tensor a model spec asks for (sharp / libvips).
-import { stat } from 'node:fs/promises';
-import sharp, { type Metadata, type OutputInfo } from 'sharp';
+import { readFile } from 'node:fs/promises';
+import sharp, { type OutputInfo } from 'sharp';
 import { badRequest, UserError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
 
 export interface DecodeOptions {
   /** mirror horizontally (the paper's caches hold every training image and its flip) */
   flip?: boolean;
-  /** largest width × height accepted, checked from the header before any pixel is decoded */
+  /** largest width × height accepted, checked (by libvips) from the header before any pixel is decoded */
   limitInputPixels: number;
 }
 
@@ -19,7 +19,7 @@ export interface DecodeOptions {
 export const DEFAULT_LIMIT_INPUT_PIXELS = 4096 * 4096;
 
 export const ACCEPTED_FORMATS = ['jpeg', 'png', 'webp'] as const;
-const ACCEPTED = new Set<string>(ACCEPTED_FORMATS);
+export type AcceptedFormat = (typeof ACCEPTED_FORMATS)[number];
 const accepted = 'JPEG, PNG or WebP';
 
 /**
@@ -33,51 +33,75 @@ function describe(input: Buffer | string): string {
   return typeof input === 'string' ? input : `${input.length}-byte upload`;
 }
 
+/**
+ * The accepted format named by the file's first bytes, or null. Checked before decoding so that
+ * formats libvips also reads (GIF, TIFF, SVG, …) are refused without parsing them.
+ */
+export function sniffFormat(bytes: Uint8Array): AcceptedFormat | null {
+  const at = (offset: number, ...b: number[]) => b.every((v, i) => bytes[offset + i] === v);
+  if (at(0, 0xff, 0xd8, 0xff)) return 'jpeg';
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';
+  if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return 'webp'; // RIFF….WEBP
+  return null;
+}
+
+/**
+ * One sharp pass: the pixel limit is checked by libvips from the header before any pixel is
+ * decoded, and resizing to the model's size is a no-op when the image already has it (CIFAR's
+ * 32×32 pass through bit for bit). The header is read separately only to explain a refusal.
+ */
 export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opts: DecodeOptions): Promise<Float32Array> {
   const what = describe(input);
-  if (typeof input === 'string') {
-    const st = await stat(input).catch(() => undefined);
-    if (!st?.isFile()) throw badRequest('bad_image', `image file not found: ${input}`);
-  }
+  const bytes = typeof input === 'string' ? await readImageFile(input) : input;
+  const format = sniffFormat(bytes);
+  if (!format) throw await notAccepted(bytes, what);
 
-  // Header only (no pixels decoded): format and size, for clear errors before any large allocation.
-  let meta: Metadata;
-  try {
-    meta = await sharp(input, { limitInputPixels: false, failOn: FAIL_ON }).metadata();
-  } catch (err) {
-    throw badRequest('bad_image', `${what} is not a readable image (${(err as Error).message}); send ${accepted}`);
-  }
-  if (!meta.format || !ACCEPTED.has(meta.format))
-    throw badRequest('bad_image', `${what} is ${meta.format ?? 'an unknown format'}; accepted formats are ${accepted}`);
-  const width = meta.autoOrient?.width ?? meta.width ?? 0;
-  const height = meta.autoOrient?.height ?? meta.height ?? 0;
-  if (width * height > opts.limitInputPixels)
-    throw new UserError(
-      413,
-      'image_too_large',
-      `${what} is ${width}×${height} = ${width * height} pixels; the limit is ${opts.limitInputPixels} pixels. Downscale it before sending`,
-    );
-
-  let pipeline = sharp(input, { limitInputPixels: opts.limitInputPixels, failOn: FAIL_ON, autoOrient: true });
-  // Resize only when needed, so images already at the model's size (e.g. CIFAR's 32×32) pass through bit for bit.
-  if (width !== spec.width || height !== spec.height) pipeline = pipeline.resize(spec.width, spec.height, { fit: 'fill' });
-  if (opts.flip) pipeline = pipeline.flop();
-  // Alpha is dropped (as PIL's convert('RGB') does); greyscale/CMYK/16-bit become 8-bit sRGB.
-  pipeline = pipeline.removeAlpha().toColourspace('srgb');
-
+  const pipeline = sharp(bytes, { limitInputPixels: opts.limitInputPixels, failOn: FAIL_ON, autoOrient: true })
+    .resize(spec.width, spec.height, { fit: 'fill' })
+    .flop(opts.flip ?? false)
+    // Alpha is dropped (as PIL's convert('RGB') does); greyscale/CMYK/16-bit become 8-bit sRGB.
+    .removeAlpha()
+    .toColourspace('srgb');
   let pixels: { data: Buffer; info: OutputInfo };
   try {
     pixels = await pipeline.raw().toBuffer({ resolveWithObject: true });
   } catch (err) {
     const message = (err as Error).message;
-    if (/pixel limit/i.test(message))
-      throw new UserError(413, 'image_too_large', `${what} exceeds the limit of ${opts.limitInputPixels} pixels`);
-    throw badRequest('bad_image', `${what} (${meta.format}) cannot be decoded: ${message}; it may be truncated or corrupt`);
+    if (/pixel limit/i.test(message)) throw await tooLarge(bytes, what, opts.limitInputPixels);
+    throw badRequest('bad_image', `${what} (${format}) cannot be decoded: ${message}; it may be truncated or corrupt`);
   }
   const { data, info } = pixels;
   if (info.width !== spec.width || info.height !== spec.height || info.channels !== 3)
     throw new Error(`decoded ${info.width}×${info.height}×${info.channels}, expected ${spec.width}×${spec.height}×3`);
   return pixelsToTensor(data, spec);
+}
+
+async function readImageFile(file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw badRequest('bad_image', code === 'ENOENT' || code === 'EISDIR' ? `image file not found: ${file}` : `cannot read image file ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The 400 for bytes that are not JPEG, PNG or WebP, naming their format when libvips knows it. */
+async function notAccepted(bytes: Buffer, what: string): Promise<UserError> {
+  const format = await sharp(bytes, { limitInputPixels: false })
+    .metadata()
+    .then((m) => m.format)
+    .catch(() => undefined);
+  return format
+    ? badRequest('bad_image', `${what} is ${format}; accepted formats are ${accepted}`)
+    : badRequest('bad_image', `${what} is not a readable image; send ${accepted}`);
+}
+
+async function tooLarge(bytes: Buffer, what: string, limit: number): Promise<UserError> {
+  const meta = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => null);
+  const width = meta?.autoOrient?.width ?? meta?.width;
+  const height = meta?.autoOrient?.height ?? meta?.height;
+  const size = width && height ? ` is ${width}×${height} = ${width * height} pixels;` : ' exceeds the pixel limit:';
+  return new UserError(413, 'image_too_large', `${what}${size} the limit is ${limit} pixels. Downscale it before sending`);
 }
 
 /** Interleaved 8-bit RGB (HWC) → float32 per spec: layout, channel order, (pixel·scale − mean[c]) / std[c]. */

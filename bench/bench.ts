@@ -1,25 +1,28 @@
-// Benchmark of Cachet: indexing, predict latency and throughput through the real service,
-// against bare key extraction and bare onnxruntime inference; exact vs hnsw search.
+// Benchmark of Cachet: indexing, predict latency and throughput through the real service
+// (`cachet serve`, a process of its own, reached over HTTP as a user would), against bare key
+// extraction and bare onnxruntime inference on the same images; exact vs hnsw search.
 // Prints figures and ratios; it asserts nothing.
 //
 //   npm run bench -- [--items 2000] [--queries 500] [--clients 8] [--layers a,b,c]
 //                    [--data <dir>] [--json] [--max-batch 64] [--max-wait-ms 2]
+//                    [--throughput-images 2048]
 //
 // --data: a folder with cache/ and heldout/ (one subfolder per class), the default being
 // samples/cifar10; or a folder with the manifests cache-45k.csv and val-5k.csv
 // (e.g. ../shared/datasets/cifar10). Each set is made class-balanced by interleaving.
 // --max-batch, --max-wait-ms: the service's predict micro-batching (src/api/batcher.ts);
 // --max-batch 1 turns it off (every request is its own engine call).
+// --throughput-images: images sent per (cache, batch size) in the throughput comparison.
 import path from 'node:path';
 import os from 'node:os';
-import { existsSync, promises as fs } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fs } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
-import { startService } from '../src/api/service.js';
-import { createLogger } from '../src/api/logging.js';
+import { spawn } from 'node:child_process';
+import { freePort } from '../test/redis-harness.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
@@ -46,6 +49,7 @@ const { values: flags } = parseArgs({
     json: { type: 'boolean', default: false },
     'max-batch': { type: 'string', default: '64' },
     'max-wait-ms': { type: 'string', default: '2' },
+    'throughput-images': { type: 'string', default: '2048' },
   },
 });
 const positiveInt = (name: string, v: string) => {
@@ -61,7 +65,12 @@ const opts = {
   data: path.resolve(flags.data),
   maxBatch: positiveInt('max-batch', flags['max-batch']),
   maxWaitMs: Number(flags['max-wait-ms']),
+  throughputImages: positiveInt('throughput-images', flags['throughput-images']),
 };
+/** images per request in the throughput comparison, each against bare onnxruntime at the same batch size */
+const BATCH_SIZES = [1, 8, BATCH];
+/** concurrent clients: single images need many to keep the engine busy; for batches, two keep one in the engine while the other travels */
+const clientsFor = (b: number) => (b === 1 ? opts.clients : 2);
 
 // ---------- helpers ----------
 
@@ -124,14 +133,31 @@ const queryB64 = queryBytes.map((b) => b.toString('base64'));
 
 // ---------- 1, 3, 4: through the service ----------
 
-const service = await startService({
-  logger: createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }), // no line per request in the timings
-  port: 0,
-  host: '127.0.0.1',
-  dataDir: path.join(tmp, 'indexes'),
-  batcher: { maxBatch: opts.maxBatch, maxWaitMs: opts.maxWaitMs },
-});
-const client = new CachetClient(service.url);
+// The service in a process of its own: the bench's client work (JSON, base64, HTTP) does not share its event loop.
+const CLI = path.join(ROOT, 'src/cli/main.ts');
+const port = await freePort();
+const serviceLog = path.join(tmp, 'service.log');
+const logFd = openSync(serviceLog, 'a');
+const serviceProc = spawn(
+  process.execPath,
+  ['--import', 'tsx', CLI, 'serve', '--port', String(port), '--data-dir', path.join(tmp, 'indexes'), '--predict-max-batch', String(opts.maxBatch), '--predict-max-wait-ms', String(opts.maxWaitMs)],
+  { cwd: ROOT, stdio: ['ignore', logFd, logFd], env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
+);
+closeSync(logFd);
+process.once('exit', () => serviceProc.kill()); // whatever way the bench ends
+const serviceUrl = `http://127.0.0.1:${port}`;
+const serviceExited = new Promise<never>((_, reject) =>
+  serviceProc.once('exit', (code) => reject(new Error(`cachet serve exited (code ${code}); its log: ${serviceLog}`))),
+);
+serviceExited.catch(() => {}); // awaited below, where it matters
+async function stopService() {
+  if (serviceProc.exitCode !== null) return;
+  const exited = new Promise((r) => serviceProc.once('exit', r));
+  serviceProc.kill('SIGTERM');
+  await exited;
+}
+while (!(await fetch(`${serviceUrl}/readyz`).then((r) => r.ok, () => false))) await Promise.race([sleep(100), serviceExited]);
+const client = new CachetClient(serviceUrl);
 const api = <T = Record<string, unknown>>(method: string, route: string, body?: unknown) => client.request<T>(method, route, body);
 interface Job {
   id: string;
@@ -191,26 +217,54 @@ async function predictSequential(cache: string) {
   return { ...stats(ms), labels, theta: answer!.theta, lambda: answer!.lambda };
 }
 
-async function predictConcurrent(cache: string, clients: number) {
+/** The predict batcher's totals so far, from /metrics: engine runs and the images they held. */
+async function batcherTotals(): Promise<{ batches: number; images: number }> {
+  const text = await (await fetch(`${serviceUrl}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { batches: value('cachet_predict_batch_size_count'), images: value('cachet_predict_batch_size_sum') };
+}
+
+/**
+ * `clients` concurrent clients, each sending requests of `batch` images (bodies built
+ * beforehand: the client's own work stays small) until `total` images have been sent.
+ */
+async function predictLoad(cache: string, batch: number, clients: number, total: number) {
+  const requests = Math.ceil(total / batch);
+  const bodies = Array.from({ length: requests }, (_, r) => {
+    const images = Array.from({ length: batch }, (_, j) => queryB64[(r * batch + j) % queryB64.length]);
+    return JSON.stringify(batch === 1 ? { image: images[0] } : { images });
+  });
+  const post = async (body: string) => {
+    const res = await fetch(`${serviceUrl}/v1/caches/${cache}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    if (!res.ok) throw new Error(`predict on ${cache}: HTTP ${res.status} ${await res.text()}`);
+    await res.arrayBuffer();
+  };
+  for (let i = 0; i < Math.min(clients, requests); i++) await post(bodies[i]); // warm-up
+  const before = await batcherTotals();
   let next = 0;
   const ms: number[] = [];
-  const before = service.batcher.stats();
   const { ms: wall } = await timed(() =>
     Promise.all(
       Array.from({ length: clients }, async () => {
-        for (let i = next++; i < queryImgs.length; i = next++) ms.push((await predictOne(cache, i)).ms);
+        for (let r = next++; r < requests; r = next++) {
+          const t0 = now();
+          await post(bodies[r]);
+          ms.push(now() - t0);
+        }
       }),
     ),
   );
-  const after = service.batcher.stats();
+  const after = await batcherTotals();
   const batches = after.batches - before.batches;
-  return { ...stats(ms), imagesPerSecond: (1000 * queryImgs.length) / wall, batches, meanBatch: (after.images - before.images) / batches, largestBatch: after.largestBatch };
+  return { ...stats(ms), imagesPerSecond: (1000 * requests * batch) / wall, batches, meanBatch: (after.images - before.images) / batches };
 }
 
 const svc = { exact: {}, hnsw: {}, pca: {} } as Record<Kind, {
   index: Awaited<ReturnType<typeof indexCache>>;
   sequential: Awaited<ReturnType<typeof predictSequential>>;
-  concurrent: Awaited<ReturnType<typeof predictConcurrent>>;
+  concurrent: Awaited<ReturnType<typeof predictLoad>>;
+  /** by images per request */
+  throughput: Record<number, Awaited<ReturnType<typeof predictLoad>>>;
 }>;
 try {
   for (const type of KINDS) {
@@ -223,11 +277,16 @@ try {
     process.stdout.write(`predict on ${type} cache: sequential… `);
     svc[type].sequential = await predictSequential(`bench-${type}`);
     process.stdout.write(`${opts.clients} clients… `);
-    svc[type].concurrent = await predictConcurrent(`bench-${type}`, opts.clients);
+    svc[type].concurrent = await predictLoad(`bench-${type}`, 1, opts.clients, queryImgs.length);
+    svc[type].throughput = {};
+    for (const b of BATCH_SIZES) {
+      process.stdout.write(`${opts.throughputImages} images in requests of ${b}… `);
+      svc[type].throughput[b] = await predictLoad(`bench-${type}`, b, clientsFor(b), opts.throughputImages);
+    }
     console.log('done');
   }
 } finally {
-  await service.close();
+  await stopService();
 }
 
 // ---------- 2, 5: bare decoding, key extraction, onnxruntime ----------
@@ -247,6 +306,7 @@ const extractTime = await timed(async () => {
 });
 
 const queryTensors = await decodeAll(queryImgs, spec, false);
+const Q = queryTensors.length;
 const queryKeys = new Float32Array(queryTensors.length * dim);
 const modelLabels: number[] = [];
 const extract1: number[] = [];
@@ -275,6 +335,41 @@ const bareBatch = await timed(async () => {
   for (const batch of cacheBatches) await infer(stackBatch(batch), batch.length);
 });
 await session.release();
+
+// The plain model at each batch size of the throughput comparison, on the query images the
+// service got (cycled to the same count), with the service's onnxruntime threads
+// (CACHET_INTRA_OP_THREADS, default 1) and with onnxruntime's default (every core); and what a
+// user's own script would do: decode the same JPEG bytes with sharp, then run.
+const SERVICE_THREADS = Number(process.env.CACHET_INTRA_OP_THREADS ?? 1);
+const bareThroughput: Record<number, { serviceThreads: number; defaultThreads: number; decodeAndRun: number }> = {};
+{
+  const sessions = {
+    service: await ort.InferenceSession.create(MODEL, { graphOptimizationLevel: 'all', intraOpNumThreads: SERVICE_THREADS }),
+    default: await ort.InferenceSession.create(MODEL, { graphOptimizationLevel: 'all' }),
+  };
+  const run = (s: ort.InferenceSession, data: Float32Array, m: number) => s.run({ [spec.input]: new ort.Tensor('float32', data, shape(m)) }, [spec.output]);
+  for (const b of BATCH_SIZES) {
+    const requests = Math.ceil(opts.throughputImages / b);
+    const pick = (r: number) => Array.from({ length: b }, (_, j) => (r * b + j) % Q);
+    const batches = Array.from({ length: requests }, (_, r) => stackBatch(pick(r).map((i) => queryTensors[i])));
+    const rate = async (s: ort.InferenceSession) => {
+      await run(s, batches[0], b); // warm-up
+      const { ms } = await timed(async () => {
+        for (const batch of batches) await run(s, batch, b);
+      });
+      return (1000 * requests * b) / ms;
+    };
+    const decodeAndRun = await timed(async () => {
+      for (let r = 0; r < requests; r++) {
+        const decoded = await Promise.all(pick(r).map((i) => imageToTensor(queryBytes[i], spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS })));
+        await run(sessions.default, stackBatch(decoded), b);
+      }
+    });
+    bareThroughput[b] = { serviceThreads: await rate(sessions.service), defaultThreads: await rate(sessions.default), decodeAndRun: (1000 * requests * b) / decodeAndRun.ms };
+  }
+  await sessions.service.release();
+  await sessions.default.release();
+}
 console.log('done');
 
 // ---------- 6: the indexes alone ----------
@@ -285,7 +380,6 @@ const exact = new ExactIndex(dim);
 const exactBuild = await timed(() => exact.add(cacheKeys, n));
 const hnsw = HnswIndex.create(dim, hnswParams(DEFAULT_INDEX_OPTIONS), n);
 const hnswBuild = await timed(() => hnsw.add(cacheKeys, n));
-const Q = queryTensors.length;
 const query = (i: number) => queryKeys.subarray(i * dim, (i + 1) * dim);
 await exact.search(query(0), 1, K); // warm-up (creates the Gemm session)
 
@@ -346,7 +440,7 @@ console.log(
 );
 
 printTable(
-  `3–5. Predict, one image per request (${Q} query images; θ = ${svc.exact.sequential.theta}, λ = ${svc.exact.sequential.lambda}, hnsw k = ${K})`,
+  `3–5. Predict latency, one image per request (${Q} query images; θ = ${svc.exact.sequential.theta}, λ = ${svc.exact.sequential.lambda}, hnsw k = ${K})`,
   ['what', 'p50 ms', 'p99 ms', 'mean ms', 'images/s'],
   [
     ...KINDS.flatMap((t) => [
@@ -355,28 +449,46 @@ printTable(
     ]),
     ['bare ORT model, batch 1, sequential', fmt(b1.p50), fmt(b1.p99), fmt(b1.mean), fmt(1000 / b1.mean, 0)],
     ['bare KeyExtractor, batch 1, sequential', fmt(e1.p50), fmt(e1.p99), fmt(e1.mean), fmt(1000 / e1.mean, 0)],
-    [`bare ORT model, batch ${BATCH}`, '', '', fmt(bareBatch.ms / n) + '/img', fmt(rate(n, bareBatch.ms), 0)],
   ],
-);
-const predictRatios = Object.fromEntries(
-  KINDS.map((t) => [
-    t,
-    {
-      latencyP50OverBare1: svc[t].sequential.p50 / b1.p50,
-      throughputBare1OverConcurrent: 1000 / b1.mean / svc[t].concurrent.imagesPerSecond,
-      throughputBare64OverConcurrent: rate(n, bareBatch.ms) / svc[t].concurrent.imagesPerSecond,
-    },
-  ]),
 );
 console.log(
   `  micro-batching (max ${opts.maxBatch} images, wait ≤ ${opts.maxWaitMs} ms), ${opts.clients} clients: ` +
-    KINDS.map((t) => `${t} ${svc[t].concurrent.batches} engine runs, mean ${fmt(svc[t].concurrent.meanBatch)} images/run`).join('; ') +
-    ` (largest so far ${svc.hnsw.concurrent.largestBatch})`,
+    KINDS.map((t) => `${t} ${svc[t].concurrent.batches} engine runs, mean ${fmt(svc[t].concurrent.meanBatch)} images/run`).join('; '),
+);
+
+// Throughput against bare onnxruntime at the same batch sizes, on the same images.
+const throughputRatios = Object.fromEntries(
+  KINDS.map((t) => [
+    t,
+    Object.fromEntries(
+      BATCH_SIZES.map((b) => {
+        const got = svc[t].throughput[b].imagesPerSecond;
+        const bare = bareThroughput[b];
+        return [b, { overServiceThreads: got / bare.serviceThreads, overDefaultThreads: got / bare.defaultThreads, overDecodeAndRun: got / bare.decodeAndRun }];
+      }),
+    ),
+  ]),
+);
+printTable(
+  `3, 6. Predict throughput against bare onnxruntime, same images, same batch sizes (${opts.throughputImages} images per row; ` +
+    `service: requests of B images from ${clientsFor(1)} clients for B = 1, ${clientsFor(BATCH)} otherwise)`,
+  ['what', ...BATCH_SIZES.map((b) => `B=${b} img/s`), ...BATCH_SIZES.map((b) => `B=${b} p99 ms`)],
+  [
+    ...KINDS.map((t) => [
+      `predict via HTTP, ${LABEL[t]}`,
+      ...BATCH_SIZES.map((b) => fmt(svc[t].throughput[b].imagesPerSecond, 0)),
+      ...BATCH_SIZES.map((b) => fmt(svc[t].throughput[b].p99, 1)),
+    ]),
+    [`bare ORT model, ${SERVICE_THREADS} intra-op thread(s) (the service's)`, ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].serviceThreads, 0)), '', '', ''],
+    [`bare ORT model, ORT's default threads (${os.cpus().length} cores)`, ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].defaultThreads, 0)), '', '', ''],
+    ['bare sharp decode + ORT model (default threads)', ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].decodeAndRun, 0)), '', '', ''],
+  ],
 );
 for (const t of KINDS) {
-  const r = predictRatios[t];
+  const r = throughputRatios[t];
   console.log(
-    `  ${t}: predict p50 / bare batch-1 p50 = ${fmt(r.latencyP50OverBare1)}×;  time per image, ${opts.clients} clients vs bare batch 1 = ${fmt(r.throughputBare1OverConcurrent)}×, vs bare batch ${BATCH} = ${fmt(r.throughputBare64OverConcurrent)}×`,
+    `  ${t}: predict throughput / bare ORT (service threads · default threads · decode + run): ` +
+      BATCH_SIZES.map((b) => `B=${b} ${fmt(r[b].overServiceThreads)}× · ${fmt(r[b].overDefaultThreads)}× · ${fmt(r[b].overDecodeAndRun)}×`).join(';  '),
   );
 }
 
@@ -408,13 +520,14 @@ if (flags.json) {
   console.log(
     JSON.stringify({
       config: { ...opts, cacheImages: cacheImgs.length, cacheItems: n, queryImages: Q, keyDimension: dim, source: source.type, batch: BATCH, k: K },
-      service: Object.fromEntries(KINDS.map((t) => [t, { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent }])),
+      service: Object.fromEntries(KINDS.map((t) => [t, { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent, throughputByBatchSize: svc[t].throughput }])),
       bare: {
         decodeMs: decodeTime.ms,
         extractMs: extractTime.ms,
         modelBatchMs: bareBatch.ms,
         modelBatch1: b1,
         extractorBatch1: e1,
+        throughputByBatchSize: bareThroughput,
       },
       index: {
         exactBuildMs: exactBuild.ms,
@@ -425,7 +538,7 @@ if (flags.json) {
         hnswSearch: hnswSearch.time,
         recallAtK: recall,
       },
-      ratios: { ...ratios, predict: predictRatios },
+      ratios: { ...ratios, predictThroughput: throughputRatios },
       errors,
       agreement,
     }),

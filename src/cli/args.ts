@@ -18,3 +18,9 @@ export const positiveInt = (v: string): number => {
   if (n < 1) throw new InvalidArgumentError('not a positive integer');
   return n;
 };
+
+export const nonNegative = (v: string): number => {
+  const n = num(v);
+  if (n < 0) throw new InvalidArgumentError('must be ≥ 0');
+  return n;
+};

@@ -5,7 +5,7 @@ import { promises as fs, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CachetClient, ApiError } from './client.js';
 import { followJob } from './progress.js';
-import { int, num, positiveInt } from './args.js';
+import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import type { CacheInfo } from '../cache/definition.js';
 import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
@@ -35,13 +35,17 @@ program
   .addOption(new Option('--max-pixels <n>', 'pixels per image, checked before decoding (default 16.8 M)').env('CACHET_MAX_INPUT_PIXELS').argParser(positiveInt))
   .addOption(new Option('--max-jobs-per-cache <n>', 'jobs waiting or running per cache (default 4)').env('CACHET_MAX_JOBS_PER_CACHE').argParser(positiveInt))
   .addOption(new Option('--max-concurrent-predicts <n>', 'predict requests in flight in this process (default 64)').env('CACHET_MAX_CONCURRENT_PREDICTS').argParser(positiveInt))
+  .addOption(new Option('--predict-max-batch <n>', 'micro-batching: the most images of concurrent predicts in one model run (default 64; 1 turns it off)').env('CACHET_PREDICT_MAX_BATCH').argParser(positiveInt))
+  .addOption(new Option('--predict-max-wait-ms <ms>', 'micro-batching: the longest a predict waits for others to join its batch while the engine is busy (default 2)').env('CACHET_PREDICT_MAX_WAIT_MS').argParser(nonNegative))
   .addOption(new Option('--drain-delay-ms <ms>', 'on SIGTERM, answer /readyz 503 this long before closing, for load balancers to drain').env('CACHET_DRAIN_DELAY_MS').default(0).argParser(int))
   .addOption(new Option('--shutdown-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight').env('CACHET_SHUTDOWN_TIMEOUT_MS').default(30_000).argParser(int))
   .action(async (opts: ServeFlags) => {
     const { serve } = await import('./serve.js');
-    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, ...rest } = opts;
+    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
     const limits = { maxBodyBytes, maxImagesPerRequest: maxImages, limitInputPixels: maxPixels, maxJobsPerCache, maxConcurrentPredicts };
-    await serve({ ...rest, limits: Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) });
+    const batcher = { maxBatch: predictMaxBatch, maxWaitMs: predictMaxWaitMs };
+    const given = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+    await serve({ ...rest, limits: given(limits), batcher: given(batcher) });
   });
 
 interface ServeFlags {
@@ -58,6 +62,8 @@ interface ServeFlags {
   maxPixels?: number;
   maxJobsPerCache?: number;
   maxConcurrentPredicts?: number;
+  predictMaxBatch?: number;
+  predictMaxWaitMs?: number;
 }
 
 program

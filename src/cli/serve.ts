@@ -1,6 +1,7 @@
 // `cachet serve`: the service in the foreground, until SIGTERM or SIGINT.
 import { startService, RunningService } from '../api/service.js';
 import type { ApiLimits } from '../api/app.js';
+import type { BatcherOptions } from '../api/batcher.js';
 import { createLogger } from '../api/logging.js';
 import { closeOnSignals } from './signals.js';
 
@@ -12,6 +13,7 @@ export interface ServeCliOptions {
   chunkSize?: number;
   apiKeysFile?: string;
   limits?: Partial<ApiLimits>;
+  batcher?: Partial<BatcherOptions>;
   drainDelayMs?: number;
   shutdownTimeoutMs?: number;
 }

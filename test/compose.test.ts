@@ -53,3 +53,12 @@ test('the api listens on 0.0.0.0, so compose refuses to start without API keys',
   }
   assert.match(api.healthcheck!.test.join(' '), /\/healthz/, 'the health check needs no key');
 });
+
+test('the api reads models and images only under the shared volume’s models and images folders, made at start', () => {
+  const { api } = compose.services;
+  const roots = (api.environment?.CACHET_READ_ROOTS ?? '').split(':');
+  assert.deepEqual(roots, ['/data/models', '/data/images']);
+  const entry = api.entrypoint!.join(' ');
+  for (const root of roots) assert.ok(entry.includes(root), `${root} is created before serve starts`);
+  assert.ok(entry.indexOf('mkdir -p') < entry.indexOf('serve'));
+});

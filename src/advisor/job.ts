@@ -10,6 +10,7 @@ import { nearestNames } from '../model/names.js';
 import type { ModelSpec } from '../model/spec.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { resolveSource, type Source } from '../jobs/sources.js';
+import { ReadRoots } from '../jobs/read-roots.js';
 import type { JobContext } from '../jobs/types.js';
 import { capPerClass, defaultCandidates, type AdviseOptions, type LayerAdvice } from './layers.js';
 import { adviseInThread } from './run-in-thread.js';
@@ -65,12 +66,13 @@ export type InspectTensors = (model: string, spec: ModelSpec) => Promise<Inspect
  * at submission: the model file, the sources (resolved, with perClass and valPerClass), the
  * candidate layers (an unknown name comes with the nearest ones) and the memory estimate.
  */
-export async function planLayerJob(data: LayerJobData, inspect: InspectTensors): Promise<LayerJobPlan> {
+export async function planLayerJob(data: LayerJobData, inspect: InspectTensors, readRoots = ReadRoots.anywhere()): Promise<LayerJobPlan> {
+  await readRoots.check(data.model, 'model');
   await checkModelFile(data.model);
   const spec = await loadModelSpec(data.model);
   const classes = spec.classes;
-  const train = capPerClass(await resolveSource(data.train, { classes, requireLabels: true }), data.perClass);
-  const val = capPerClass(await resolveSource(data.val, { classes, requireLabels: true }), data.valPerClass);
+  const train = capPerClass(await resolveSource(data.train, { classes, requireLabels: true, readRoots }), data.perClass);
+  const val = capPerClass(await resolveSource(data.val, { classes, requireLabels: true, readRoots }), data.valPerClass);
   const tensors = await inspect(data.model, spec);
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const candidates = data.candidates ?? defaultCandidates(tensors, spec.output);

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { EngineApi } from '../engine/client.js';
 import type { Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
+import { ReadRoots } from '../jobs/read-roots.js';
 import { resolveSource } from '../jobs/sources.js';
 import { axisValues, ReportQuerySchema, EvalJobSchema, IndexJobSchema, PredictJsonSchema, PredictOptionsSchema, TuneJobSchema, UpdateCacheSchema } from './schemas.js';
 import { openApiDocument } from './openapi.js';
@@ -37,6 +38,8 @@ export interface ApiLimits {
 
 export interface ApiContext {
   engine: EngineApi;
+  /** the folders models and images may be read from on a caller's behalf */
+  readRoots: ReadRoots;
   /** merges concurrent predict requests into one engine.classify call (see batcher.ts) */
   batcher: PredictBatcher;
   queue: JobQueue;
@@ -50,7 +53,7 @@ export interface ApiContext {
 
 
 export function createApp(ctx: ApiContext): express.Express {
-  const { engine, queue, limits } = ctx;
+  const { engine, queue, limits, readRoots } = ctx;
   const app = express();
   app.disable('x-powered-by');
   ctx.ops?.install(app);
@@ -71,7 +74,9 @@ export function createApp(ctx: ApiContext): express.Express {
   });
 
   app.post('/v1/caches', wrap(async (req, res) => {
-    res.status(201).json(await engine.createCache(requireObject(req.body)));
+    const body = requireObject(req.body);
+    if (typeof body.model === 'string') await readRoots.check(body.model, 'model');
+    res.status(201).json(await engine.createCache(body));
   }));
   app.get('/v1/caches', wrap(async (_req, res) => {
     res.json({ caches: await engine.listCaches() });
@@ -87,7 +92,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const name = param(req, 'name');
     const body = parse(IndexJobSchema, req.body);
     const info = await engine.getCache(name);
-    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
+    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
     const job = await queue.submit('index', name, { cache: name, items, flip: body.flip }, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
   }));
@@ -96,7 +101,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const body = parse(EvalJobSchema, req.body);
     const info = await engine.getCache(name);
     if (body.compareWith) await engine.getCache(body.compareWith);
-    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
+    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
     const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith, cacheSizes: body.cacheSizes }, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
   }));
@@ -105,7 +110,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const body = parse(TuneJobSchema, req.body);
     const info = await engine.getCache(name);
     if (info.size === 0) throw conflict('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
-    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true });
+    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
     const data = { cache: name, items, flip: body.flip, thetas: axisValues(body.theta) ?? PAPER_THETAS, lambdas: axisValues(body.lambda) ?? PAPER_LAMBDAS, dryRun: body.dryRun };
     const job = await queue.submit('tune', name, data, items.length);
     res.status(202).location(`/v1/jobs/${job.id}`).json(job);
@@ -131,8 +136,8 @@ export function createApp(ctx: ApiContext): express.Express {
     res.json(job);
   }));
 
-  addItemRoutes(app, { engine, queue, limitInputPixels: limits.limitInputPixels });
-  addLayerJobRoutes(app, { queue, maxJobs: limits.maxJobsPerCache });
+  addItemRoutes(app, { engine, queue, limitInputPixels: limits.limitInputPixels, readRoots });
+  addLayerJobRoutes(app, { queue, maxJobs: limits.maxJobsPerCache, readRoots });
 
   app.post('/v1/caches/:name/predict', multipartIfAny(upload), wrap(async (req, res) => {
     const name = param(req, 'name');

@@ -2,6 +2,7 @@
 // the cache, and an item's image as a thumbnail (the web page shows neighbours with it).
 // Deletions go through the key log, so every replica follows.
 import type express from 'express';
+import type { ReadRoots } from '../jobs/read-roots.js';
 import sharp from 'sharp';
 import { z } from 'zod';
 import type { EngineApi } from '../engine/client.js';
@@ -22,10 +23,12 @@ export interface ItemRoutesContext {
   engine: EngineApi;
   queue: JobQueue;
   limitInputPixels: number;
+  /** an item's recorded source is read only inside these (it may predate them) */
+  readRoots: ReadRoots;
 }
 
 /** Registered on the app itself (not a sub-router), so the app's route list shows them. */
-export function addItemRoutes(router: express.Express, { engine, queue, limitInputPixels }: ItemRoutesContext): void {
+export function addItemRoutes(router: express.Express, { engine, queue, limitInputPixels, readRoots }: ItemRoutesContext): void {
   router.delete('/v1/caches/:name', wrap(async (req, res) => {
     const name = param(req, 'name');
     // a job still running would write into a cache that is gone (or into a new one of the same name)
@@ -51,6 +54,7 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
   router.get('/v1/caches/:name/items/:id/image', wrap(async (req, res) => {
     const id = param(req, 'id');
     const source = await engine.itemSource(param(req, 'name'), id);
+    await readRoots.check(source, 'the image of this item,');
     let image: ReturnType<typeof sharp>;
     try {
       image = sharp(await imageBytes(source), { limitInputPixels, failOn: 'error' });

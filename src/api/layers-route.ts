@@ -5,6 +5,7 @@
 // advisor would need. The model's tensors are listed in a thread of its own (one probe run of
 // onnxruntime), once per model file.
 import { promises as fs } from 'node:fs';
+import type { ReadRoots } from '../jobs/read-roots.js';
 import path from 'node:path';
 import type express from 'express';
 import { z } from 'zod';
@@ -79,6 +80,8 @@ export interface LayerJobRoutesContext {
   maxJobs: number;
   /** lists a model's tensors (default: in a thread, remembered per model file) */
   inspect?: InspectTensors;
+  /** the folders the model and the images may be read from; default: anywhere */
+  readRoots?: ReadRoots;
 }
 
 /** Registered on the app itself (not a sub-router), so the app's route list shows it. */
@@ -88,7 +91,7 @@ export function addLayerJobRoutes(app: express.Express, ctx: LayerJobRoutesConte
     '/v1/layer-jobs',
     wrap(async (req, res) => {
       const data = layerJobData(parse(LayerJobSchema, req.body));
-      const plan = await planLayerJob(data, inspect);
+      const plan = await planLayerJob(data, inspect, ctx.readRoots);
       checkLayersMemory(plan, data.maxMemoryBytes);
       // the queue limits jobs per cache; layers jobs share one pseudo-cache: say so in their terms
       const unfinished = await ctx.queue.unfinished(LAYERS_JOB_CACHE);

@@ -390,7 +390,11 @@ const responseComponents: Record<string, z.ZodType> = {
 const STANDARD_ERRORS: Record<ErrorStatus, { name: string; description: string }> = {
   400: { name: 'BadRequest', description: 'the request does not validate (invalid_request, invalid_json, invalid_body, …): the message says what to fix' },
   401: { name: 'Unauthorized', description: 'no API key, or not a valid one (unauthorized, invalid_api_key); only when the service is configured with API keys' },
-  403: { name: 'Forbidden', description: "the API key's role is below the one the operation needs (x-cachet-role) (forbidden)" },
+  403: {
+    name: 'Forbidden',
+    description:
+      "the API key's role is below the one the operation needs (x-cachet-role) (forbidden); or a file the request names is outside the service's read roots (path_not_allowed)",
+  },
   404: { name: 'NotFound', description: 'no such cache, job or item' },
   409: { name: 'Conflict', description: 'the request conflicts with the state of a cache or job' },
   413: { name: 'PayloadTooLarge', description: 'the body is over the byte limit (payload_too_large; 16 MiB by default)' },

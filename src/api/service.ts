@@ -3,6 +3,7 @@
 import http from 'node:http';
 import type express from 'express';
 import { AddressInfo } from 'node:net';
+import { ReadRoots } from '../jobs/read-roots.js';
 import { startEngine, engineLogTo, EngineClient } from '../engine/client.js';
 import { EmbeddedQueue } from '../jobs/embedded-queue.js';
 import { runEvalJob, runIndexJob, IndexJobData, EvalJobData, ProcessorSettings } from '../jobs/processors.js';
@@ -44,6 +45,8 @@ export interface ServeOptions {
   apiKeys?: string;
   /** a file of API keys: `role key [name]` per line, `#` comments */
   apiKeysFile?: string;
+  /** the folders models and images may be read from on a caller's behalf (a string: separated by ':'); default: anywhere */
+  readRoots?: string[] | string;
   /** close(): how long /readyz answers 503 while requests are still taken, for load balancers to drain (default 0) */
   drainDelayMs?: number;
   /** close(): how long to wait for requests in flight before cutting their connections (default 30 s) */
@@ -77,6 +80,8 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const logger = opts.logger ?? createLogger();
   // API keys are read (and a bad one refused) before anything starts
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
+  const readRoots = ReadRoots.of(opts.readRoots); // a root that does not exist stops the start
+  if (readRoots.roots) logger.info({ readRoots: readRoots.roots }, `models and images are read only under ${readRoots.roots.join(', ')}`);
   const engine = startEngine(engineLogTo(logger));
   let ready = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
@@ -107,7 +112,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const log = (err: unknown, req?: express.Request) => (req?.log ?? logger).error({ err }, `internal error: ${err instanceof Error ? err.message : String(err)}`);
   const mode = opts.redisUrl ? 'distributed' : 'embedded';
   const batcher = new PredictBatcher(ops.instrumentClassify(engine), opts.batcher);
-  const app = createApp({ engine, batcher, queue, limits, mode, isReady: () => ready, log, ops });
+  const app = createApp({ engine, batcher, queue, limits, readRoots, mode, isReady: () => ready, log, ops });
   const server = http.createServer(app);
   // Longer than the usual 60 s of load balancers and clients' pools, so that the server is
   // not the side that closes an idle kept-alive connection just as a request arrives.

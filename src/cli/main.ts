@@ -30,6 +30,7 @@ program
   .addOption(new Option('--redis-url <url>', 'distributed mode: coordinate with workers and other replicas through this Redis').env('REDIS_URL'))
   .addOption(new Option('--chunk-size <n>', 'distributed mode: images per chunk job').default(256).argParser(int))
   .addOption(new Option('--api-keys-file <file>', 'API keys, "role key [name]" per line (also CACHET_API_KEYS="role:key[:name],…"); without keys the service listens on localhost only').env('CACHET_API_KEYS_FILE'))
+  .addOption(new Option('--read-roots <dirs>', `the only folders models and images are read from on a caller's behalf, separated by "${path.delimiter}" (default: anywhere the process can read)`).env('CACHET_READ_ROOTS'))
   .addOption(new Option('--max-body-bytes <n>', 'bytes of a JSON body or of one uploaded file (default 16 MiB)').env('CACHET_MAX_BODY_BYTES').argParser(positiveInt))
   .addOption(new Option('--max-images <n>', 'images per predict request (default 64)').env('CACHET_MAX_IMAGES_PER_REQUEST').argParser(positiveInt))
   .addOption(new Option('--max-pixels <n>', 'pixels per image, checked before decoding (default 16.8 M)').env('CACHET_MAX_INPUT_PIXELS').argParser(positiveInt))
@@ -55,6 +56,7 @@ interface ServeFlags {
   redisUrl?: string;
   chunkSize: number;
   apiKeysFile?: string;
+  readRoots?: string;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
   maxBodyBytes?: number;

@@ -12,6 +12,7 @@ export interface ServeCliOptions {
   redisUrl?: string;
   chunkSize?: number;
   apiKeysFile?: string;
+  readRoots?: string;
   limits?: Partial<ApiLimits>;
   batcher?: Partial<BatcherOptions>;
   drainDelayMs?: number;

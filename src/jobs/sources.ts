@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { z } from 'zod';
 import { badRequest } from '../errors.js';
+import { ReadRoots } from './read-roots.js';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
 
@@ -39,15 +40,24 @@ export interface ResolveOptions {
   classes: string[];
   /** index jobs need a label on every item; eval jobs need one to score */
   requireLabels: boolean;
+  /** the folders files may be read from (403 path_not_allowed outside them); default: anywhere */
+  readRoots?: ReadRoots;
 }
 
 export async function resolveSource(source: Source, opts: ResolveOptions): Promise<SourceItem[]> {
   const labelOf = labelResolver(opts.classes);
+  const roots = opts.readRoots ?? ReadRoots.anywhere();
   switch (source.type) {
     case 'folder':
+      // its images are inside it: listing skips symbolic links (Dirent.isFile/isDirectory are false for them)
+      await roots.check(source.path, 'image folder');
       return folderItems(source.path, labelOf);
-    case 'manifest':
-      return manifestItems(source.path, labelOf, opts.requireLabels);
+    case 'manifest': {
+      await roots.check(source.path, 'manifest');
+      const items = await manifestItems(source.path, labelOf, opts.requireLabels);
+      await roots.checkAll(items.map((i) => i.image as string), `image listed in ${source.path}:`);
+      return items;
+    }
     case 'inline':
       return source.items.map((item, i) => {
         const bytes = Buffer.from(item.image, 'base64');

@@ -184,14 +184,19 @@ describe('layers jobs', () => {
   });
 
   test('distributed: the replica processor fails bad data and user errors at once (no retries); a shutdown stops it, for a retry', async () => {
-    const fakeJob = (data: unknown) => ({ id: 'j1', queueName: 'cachet-eval', name: 'layers', data, updateProgress: async () => {} }) as unknown as Job;
+    const fakeJob = (data: unknown, onProgress = () => {}) =>
+      ({ id: 'j1', queueName: 'cachet-eval', name: 'layers', data, updateProgress: async () => onProgress() }) as unknown as Job;
     await assert.rejects(processLayersJob(fakeJob({ model: RESNET }), {}), (err: Error) => err.name === 'UnrecoverableError' && /invalid data/.test(err.message));
     const data = layerJobData(LayerJobSchema.parse(body));
-    const stopped = processLayersJob(fakeJob(data), {}); // runs meanwhile, until the shutdown below
+    // runs meanwhile; the shutdown below comes once it has reported progress, so it is surely running
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const stopped = processLayersJob(fakeJob(data, () => started()), {});
     await assert.rejects(
       processLayersJob(fakeJob({ ...data, candidates: ['activation_81'] }), {}),
       (err: Error) => err.name === 'UnrecoverableError' && /"activation_81" is not a tensor/.test(err.message),
     );
+    await running;
     abortLayerJobs();
     await assert.rejects(stopped, (err: Error) => err.name === 'Error' && /the api replica shut down; the job will be retried/.test(err.message));
   });

@@ -5,7 +5,7 @@
 //
 //   npm run bench -- [--items 2000] [--queries 500] [--clients 8] [--layers a,b,c]
 //                    [--data <dir>] [--json] [--max-batch 64] [--max-wait-ms 2]
-//                    [--throughput-images 2048]
+//                    [--throughput-images 2048] [--model <file.onnx>]
 //
 // --data: a folder with cache/ and heldout/ (one subfolder per class), the default being
 // samples/cifar10; or a folder with the manifests cache-45k.csv and val-5k.csv
@@ -13,6 +13,8 @@
 // --max-batch, --max-wait-ms: the service's predict micro-batching (src/api/batcher.ts);
 // --max-batch 1 turns it off (every request is its own engine call).
 // --throughput-images: images sent per (cache, batch size) in the throughput comparison.
+// --model: another classifier (its spec file beside it; name its key layers with --layers), e.g.
+// the costlier one bench/heavy-model.ts writes. Default: the repo's ResNet-20.
 import path from 'node:path';
 import os from 'node:os';
 import { closeSync, existsSync, openSync, promises as fs } from 'node:fs';
@@ -35,7 +37,6 @@ import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } fr
 import { CachetClient } from '../src/cli/client.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MODEL = path.join(ROOT, 'models/cifar10-resnet20.onnx');
 const BATCH = 64; // the service's batch size for index jobs
 const K = DEFAULT_K; // the cache definition's default k
 
@@ -50,6 +51,7 @@ const { values: flags } = parseArgs({
     'max-batch': { type: 'string', default: '64' },
     'max-wait-ms': { type: 'string', default: '2' },
     'throughput-images': { type: 'string', default: '2048' },
+    model: { type: 'string', default: path.join(ROOT, 'models/cifar10-resnet20.onnx') },
   },
 });
 const positiveInt = (name: string, v: string) => {
@@ -57,6 +59,7 @@ const positiveInt = (name: string, v: string) => {
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
   return n;
 };
+const MODEL = path.resolve(flags.model);
 const opts = {
   items: positiveInt('items', flags.items),
   queries: positiveInt('queries', flags.queries),

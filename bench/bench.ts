@@ -355,15 +355,17 @@ await session.release();
 
 // The plain model at each batch size of the throughput comparison, on the query images the
 // service got (cycled to the same count), with the service's onnxruntime threads
-// (CACHET_INTRA_OP_THREADS, default 1) and with one per core (onnxruntime's own default counts
-// physical cores, 1 on a 2-vCPU VM); and what a user's own script would do: decode the same
-// JPEG bytes with sharp, then run.
+// (CACHET_INTRA_OP_THREADS, default 1), with onnxruntime's default session options (the bare
+// onnxruntime a user gets: its thread count is its count of physical cores, 1 on this 2-vCPU VM)
+// and with one thread per core; and what a user's own script would do: decode the same JPEG
+// bytes with sharp, then run.
 const SERVICE_THREADS = Number(process.env.CACHET_INTRA_OP_THREADS ?? 1);
 const CORES = os.cpus().length;
-const bareThroughput: Record<number, { serviceThreads: number; everyCore: number; decodeAndRun: number }> = {};
+const bareThroughput: Record<number, { serviceThreads: number; defaults: number; everyCore: number; decodeAndRun: number }> = {};
 {
   const sessions = {
     service: await ort.InferenceSession.create(MODEL, { graphOptimizationLevel: 'all', intraOpNumThreads: SERVICE_THREADS }),
+    defaults: await ort.InferenceSession.create(MODEL),
     everyCore: await ort.InferenceSession.create(MODEL, { graphOptimizationLevel: 'all', intraOpNumThreads: CORES }),
   };
   const run = (s: ort.InferenceSession, data: Float32Array, m: number) => s.run({ [spec.input]: new ort.Tensor('float32', data, shape(m)) }, [spec.output]);
@@ -384,9 +386,15 @@ const bareThroughput: Record<number, { serviceThreads: number; everyCore: number
         await run(sessions.everyCore, stackBatch(decoded), b);
       }
     });
-    bareThroughput[b] = { serviceThreads: await rate(sessions.service), everyCore: await rate(sessions.everyCore), decodeAndRun: (1000 * requests * b) / decodeAndRun.ms };
+    bareThroughput[b] = {
+      serviceThreads: await rate(sessions.service),
+      defaults: await rate(sessions.defaults),
+      everyCore: await rate(sessions.everyCore),
+      decodeAndRun: (1000 * requests * b) / decodeAndRun.ms,
+    };
   }
   await sessions.service.release();
+  await sessions.defaults.release();
   await sessions.everyCore.release();
 }
 console.log('done');
@@ -483,7 +491,7 @@ const throughputRatios = Object.fromEntries(
       BATCH_SIZES.map((b) => {
         const got = svc[t].throughput[b].imagesPerSecond;
         const bare = bareThroughput[b];
-        return [b, { overServiceThreads: got / bare.serviceThreads, overEveryCore: got / bare.everyCore, overDecodeAndRun: got / bare.decodeAndRun }];
+        return [b, { overDefaults: got / bare.defaults, overServiceThreads: got / bare.serviceThreads, overEveryCore: got / bare.everyCore, overDecodeAndRun: got / bare.decodeAndRun }];
       }),
     ),
   ]),
@@ -498,6 +506,7 @@ printTable(
       ...BATCH_SIZES.map((b) => fmt(svc[t].throughput[b].imagesPerSecond, 0)),
       ...BATCH_SIZES.map((b) => fmt(svc[t].throughput[b].p99, 1)),
     ]),
+    ['bare ORT model, default session options', ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].defaults, 0)), '', '', ''],
     [`bare ORT model, ${SERVICE_THREADS} intra-op thread(s) (the service's)`, ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].serviceThreads, 0)), '', '', ''],
     [`bare ORT model, ${CORES} intra-op threads (one per core)`, ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].everyCore, 0)), '', '', ''],
     [`bare sharp decode + ORT model (${CORES} threads)`, ...BATCH_SIZES.map((b) => fmt(bareThroughput[b].decodeAndRun, 0)), '', '', ''],
@@ -512,8 +521,8 @@ console.log(
 for (const t of KINDS) {
   const r = throughputRatios[t];
   console.log(
-    `  ${t}: predict throughput / bare ORT (service's threads · one per core · decode + run): ` +
-      BATCH_SIZES.map((b) => `B=${b} ${fmt(r[b].overServiceThreads)}× · ${fmt(r[b].overEveryCore)}× · ${fmt(r[b].overDecodeAndRun)}×`).join(';  '),
+    `  ${t}: predict throughput / bare ORT (defaults · service's threads · one per core · decode + run): ` +
+      BATCH_SIZES.map((b) => `B=${b} ${fmt(r[b].overDefaults)}× · ${fmt(r[b].overServiceThreads)}× · ${fmt(r[b].overEveryCore)}× · ${fmt(r[b].overDecodeAndRun)}×`).join(';  '),
   );
 }
 

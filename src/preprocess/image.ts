@@ -1,5 +1,5 @@
 // Image bytes → the float32 tensor a model spec asks for (sharp / libvips).
-import { readFile } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import sharp, { type OutputInfo } from 'sharp';
 import { badRequest, UserError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
@@ -52,11 +52,11 @@ export function sniffFormat(bytes: Uint8Array): AcceptedFormat | null {
  */
 export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opts: DecodeOptions): Promise<Float32Array> {
   const what = describe(input);
-  const bytes = typeof input === 'string' ? await readImageFile(input) : input;
-  const format = sniffFormat(bytes);
-  if (!format) throw await notAccepted(bytes, what);
+  const format = sniffFormat(typeof input === 'string' ? await readHead(input) : input);
+  if (!format) throw await notAccepted(input, what);
 
-  const pipeline = sharp(bytes, { limitInputPixels: opts.limitInputPixels, failOn: FAIL_ON, autoOrient: true })
+  // a path goes to libvips as a path: it reads what it needs, not necessarily the whole file
+  const pipeline = sharp(input, { limitInputPixels: opts.limitInputPixels, failOn: FAIL_ON, autoOrient: true })
     .resize(spec.width, spec.height, { fit: 'fill' })
     .flop(opts.flip ?? false)
     // Alpha is dropped (as PIL's convert('RGB') does); greyscale/CMYK/16-bit become 8-bit sRGB.
@@ -67,7 +67,7 @@ export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opt
     pixels = await pipeline.raw().toBuffer({ resolveWithObject: true });
   } catch (err) {
     const message = (err as Error).message;
-    if (/pixel limit/i.test(message)) throw await tooLarge(bytes, what, opts.limitInputPixels);
+    if (/pixel limit/i.test(message)) throw await tooLarge(input, what, opts.limitInputPixels);
     throw badRequest('bad_image', `${what} (${format}) cannot be decoded: ${message}; it may be truncated or corrupt`);
   }
   const { data, info } = pixels;
@@ -76,18 +76,26 @@ export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opt
   return pixelsToTensor(data, spec);
 }
 
-async function readImageFile(file: string): Promise<Buffer> {
+/** The first bytes of an image file, enough to name its format. */
+async function readHead(file: string): Promise<Buffer> {
+  let handle: FileHandle | undefined;
   try {
-    return await readFile(file);
+    handle = await open(file, 'r');
+    const head = Buffer.alloc(HEAD_BYTES);
+    const { bytesRead } = await handle.read(head, 0, HEAD_BYTES, 0);
+    return head.subarray(0, bytesRead);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw badRequest('bad_image', code === 'ENOENT' || code === 'EISDIR' ? `image file not found: ${file}` : `cannot read image file ${file}: ${(err as Error).message}`);
+  } finally {
+    await handle?.close();
   }
 }
+const HEAD_BYTES = 12;
 
 /** The 400 for bytes that are not JPEG, PNG or WebP, naming their format when libvips knows it. */
-async function notAccepted(bytes: Buffer, what: string): Promise<UserError> {
-  const format = await sharp(bytes, { limitInputPixels: false })
+async function notAccepted(input: Buffer | string, what: string): Promise<UserError> {
+  const format = await sharp(input, { limitInputPixels: false })
     .metadata()
     .then((m) => m.format)
     .catch(() => undefined);
@@ -96,8 +104,8 @@ async function notAccepted(bytes: Buffer, what: string): Promise<UserError> {
     : badRequest('bad_image', `${what} is not a readable image; send ${accepted}`);
 }
 
-async function tooLarge(bytes: Buffer, what: string, limit: number): Promise<UserError> {
-  const meta = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => null);
+async function tooLarge(input: Buffer | string, what: string, limit: number): Promise<UserError> {
+  const meta = await sharp(input, { limitInputPixels: false }).metadata().catch(() => null);
   const width = meta?.autoOrient?.width ?? meta?.width;
   const height = meta?.autoOrient?.height ?? meta?.height;
   const size = width && height ? ` is ${width}×${height} = ${width * height} pixels;` : ' exceeds the pixel limit:';

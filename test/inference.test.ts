@@ -45,6 +45,7 @@ describe('inference thread', () => {
     assert.deepEqual(theirs.keys, mine.keys);
     assert.deepEqual(theirs.probs, mine.probs);
     assert.deepEqual(theirs.zeroKeys, []);
+    assert.ok(theirs.runMs > 0 && Number.isFinite(theirs.runMs), 'the run is timed where it ran');
   });
 
   test('a batch that owns its buffer is moved to the thread; a view of a larger buffer is copied', async () => {

@@ -5,8 +5,8 @@
 //   (`/v1/caches/:name/predict`), never the raw URL; a request no route matched is "unmatched".
 // - cachet_predict_batch_size: images per engine.classify call the predict batcher makes.
 // - cachet_model_inference_seconds {cache}, cachet_index_search_seconds {cache}: the onnxruntime
-//   run and the cache search of those calls, as timed on the engine thread (which waits for the
-//   inference thread's run).
+//   run of those calls, timed on the inference thread (no queueing), and their cache search, timed
+//   on the engine thread.
 // - cachet_predict_in_flight: predict requests being served by this process.
 // - cachet_cache_items {cache}, cachet_keylog_lag {cache}: read from the engine at scrape time.
 // - cachet_jobs {type, state}: jobs waiting or active, read from the queue at scrape time.
@@ -50,7 +50,7 @@ export class ServiceMetrics {
     const timeBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
     this.inference = new Histogram({
       name: 'cachet_model_inference_seconds',
-      help: 'onnxruntime run (keys and p_model) of one predict batch on the inference thread, as the engine thread waits for it',
+      help: 'onnxruntime run (keys and p_model) of one predict batch, timed on the inference thread (without the wait for it)',
       labelNames: ['cache'],
       buckets: timeBuckets,
       registers,

@@ -25,6 +25,8 @@ export interface ExtractorResult {
   probs: Float32Array;
   /** rows whose key was zero or not finite (left unnormalised; unusable as cache items) */
   zeroKeys: number[];
+  /** how long this run took where it ran (without the wait for, or the hops to, the inference thread) */
+  runMs: number;
 }
 
 /** [1, …] input shape for a batch of `n` images, from the spec. */
@@ -138,6 +140,7 @@ export class KeyExtractor implements Extractor {
 
   /** `batch` holds `n` preprocessed images laid out as the spec says. */
   async run(batch: Float32Array, n: number): Promise<ExtractorResult> {
+    const t0 = performance.now();
     const imageSize = this.spec.height * this.spec.width * 3;
     if (!Number.isInteger(n) || n < 0 || batch.length !== n * imageSize)
       throw new UserError(400, 'bad_batch', `batch has ${batch.length} floats; ${n} images of ${inputShape(this.spec, 1).slice(1).join('×')} need ${n * imageSize}`);
@@ -161,7 +164,7 @@ export class KeyExtractor implements Extractor {
     if (this.spec.outputKind === 'logits') softmaxRows(probs, n, this.numClasses);
     const ok = l2NormaliseRows(keys, n, this.keyDimension);
     const zeroKeys = ok.flatMap((good, r) => (good ? [] : [r]));
-    return { keys, probs, zeroKeys };
+    return { keys, probs, zeroKeys, runMs: performance.now() - t0 };
   }
 
   async release(): Promise<void> {

@@ -270,7 +270,7 @@ async function predictLoad(cache: string, batch: number, clients: number, total:
     imagesPerSecond: (1000 * images) / wall,
     batches,
     meanBatch: (after.images - before.images) / batches,
-    /** per image, as the engine thread timed them: the model run (on the inference thread), and search + p_cache */
+    /** per image, as the service timed them: the model run (on the inference thread), and search + p_cache (on the engine thread) */
     modelMsPerImage: (1000 * (after.modelS - before.modelS)) / images,
     searchMsPerImage: (1000 * (after.searchS - before.searchS)) / images,
   };

@@ -1,6 +1,8 @@
 // Calls into a worker thread as promises: the engine thread and the inference thread are served
-// this way. A thread can also send events (log entries) that are not replies. Typed arrays that own their whole buffer are moved between threads, not copied, both
-// as arguments and as (top-level fields of) results: the sender must not use them afterwards.
+// this way. A thread can also send events (log entries) that are not replies.
+// Typed arrays that own their whole buffer are moved between threads, not copied, both as
+// arguments and as (top-level fields of) results: the sender must not use them afterwards, so a
+// served method returns fresh arrays, never state it keeps.
 import type { MessagePort, Worker } from 'node:worker_threads';
 import { deserialiseError, serialiseError, type SerialisedError } from '../errors.js';
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import { UserError } from '../src/errors.js';
@@ -126,6 +127,8 @@ describe('imageToTensor', () => {
     const tiff = await encode(px, W, H).tiff().toBuffer();
     await rejectsWith(imageToTensor(tiff, raw(W, H), opts), 400, 'bad_image', /tiff/);
     await rejectsWith(imageToTensor('/nonexistent/cat.jpg', raw(W, H), opts), 400, 'bad_image', /\/nonexistent\/cat\.jpg/);
+    await rejectsWith(imageToTensor('/dev/zero', raw(W, H), opts), 400, 'bad_image', /not found: \/dev\/zero/); // a device never ends
+    await rejectsWith(imageToTensor(path.dirname(CAT), raw(W, H), opts), 400, 'bad_image', /not found/); // a folder
   });
 
   test('an image declaring more pixels than the limit → 413 image_too_large', async () => {

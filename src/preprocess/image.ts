@@ -1,5 +1,5 @@
 // Image bytes → the float32 tensor a model spec asks for (sharp / libvips).
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import sharp, { type OutputInfo } from 'sharp';
 import { badRequest, UserError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
@@ -78,6 +78,9 @@ export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opt
 
 /** The first bytes of an image file, enough to name its format. */
 async function readHead(file: string): Promise<Buffer> {
+  // a regular file only: opening a FIFO would block, and a device (/dev/zero) never ends
+  const st = await stat(file).catch(() => undefined);
+  if (!st?.isFile()) throw badRequest('bad_image', `image file not found: ${file}`);
   let handle: FileHandle | undefined;
   try {
     handle = await open(file, 'r');

@@ -2,9 +2,9 @@
 // the CIFAR-10 sample and the paper's ResNet-20 shipped in the repo; prints the
 // error of the model alone vs the cache model on the sample's held-out part.
 import path from 'node:path';
-import { readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { IMAGE_EXTENSIONS } from '../jobs/sources.js';
+import { resolveSource } from '../jobs/sources.js';
+import { loadModelSpec } from '../model/spec-file.js';
 import { CachetClient } from '../cli/client.js';
 import { followJob } from '../cli/progress.js';
 import { startService } from '../api/service.js';
@@ -26,16 +26,6 @@ const DEMO = {
 };
 const SAMPLE = path.join(REPO, 'samples', 'cifar10');
 
-/** Images in a class-folder tree (one level of subfolders), as an index job of it would list them. */
-async function countImages(root: string): Promise<number> {
-  let n = 0;
-  for (const dir of await readdir(root, { withFileTypes: true })) {
-    if (!dir.isDirectory()) continue;
-    n += (await readdir(path.join(root, dir.name))).filter((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase())).length;
-  }
-  return n;
-}
-
 export async function runDemo(opts: { port: number; host: string; dataDir: string; exit?: boolean }): Promise<void> {
   // the demo talks to people: the service's JSON logs only from warnings up (LOG_LEVEL overrides)
   const service = await startService({ ...opts, logger: createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }) });
@@ -49,7 +39,8 @@ export async function runDemo(opts: { port: number; host: string; dataDir: strin
     }
     // An earlier run stopped while indexing leaves part of the sample in the cache: index it again
     // (items already there are skipped as duplicates), or the figures below would be of that part.
-    const expected = 2 * (await countImages(path.join(SAMPLE, 'cache'))); // with flips
+    const sample = await resolveSource({ type: 'folder', path: path.join(SAMPLE, 'cache') }, { classes: (await loadModelSpec(DEMO.model)).classes, requireLabels: true });
+    const expected = 2 * sample.length; // with flips
     const size = existing?.info?.size ?? 0;
     if (existing && size > 0 && size < expected) console.log(`cache ${DEMO.name} holds ${size} of the sample's ${expected} items (an earlier run stopped while indexing): indexing the rest`);
     if (size < expected) {

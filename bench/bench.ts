@@ -10,7 +10,7 @@
 // --data: a folder with cache/ and heldout/ (one subfolder per class), the default being
 // samples/cifar10; or a folder with the manifests cache-45k.csv and val-5k.csv
 // (e.g. ../shared/datasets/cifar10). Each set is made class-balanced by interleaving.
-// --max-batch, --max-wait-ms: the service's predict micro-batching (src/api/batcher.ts);
+// --max-batch, --max-wait-ms: the service's predict micro-batching (src/http/batcher.ts);
 // --max-batch 1 turns it off (every request is its own engine call).
 // --throughput-images: images sent per (cache, batch size) in the throughput comparison.
 // --model: another classifier (its spec file beside it; name its key layers with --layers), e.g.

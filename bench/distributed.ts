@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { freePort, startRedis, TestRedis } from '../test/redis-harness.js';
-import { queueNames } from '../src/distributed/keys.js';
+import { queueNames } from '../src/redis/keys.js';
 import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
 import { CachetClient } from '../src/cli/client.js';
 

@@ -11,9 +11,9 @@ import { ExactIndex } from '../src/index/exact.js';
 import { HnswIndex } from '../src/index/hnsw.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
-import { resolveSource } from '../src/jobs/sources.js';
+import { resolveSource } from '../src/sources/sources.js';
 import { forEachBatch } from '../src/jobs/pipeline.js';
-import { cacheProbabilities, mixProbabilities } from '../src/cache/math.js';
+import { cacheProbabilities, mixProbabilities } from '../src/math/cache-model.js';
 import path from 'node:path';
 
 const { values: args } = parseArgs({

@@ -24,14 +24,14 @@ import { fitPca, type Projection } from '../src/index/projection.js';
 import type { FullKeyRecord } from '../src/keylog/types.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
-import { resolveSource } from '../src/jobs/sources.js';
+import { resolveSource } from '../src/sources/sources.js';
 import { forEachBatch } from '../src/jobs/pipeline.js';
 import { CacheDefinitionSchema } from '../src/cache/definition.js';
 import { FileDefinitions } from '../src/engine/definitions.js';
 import { FileKeyLog } from '../src/keylog/file-log.js';
-import { l2NormaliseRows } from '../src/cache/math.js';
-import { startService } from '../src/api/service.js';
-import { createLogger } from '../src/api/logging.js';
+import { l2NormaliseRows } from '../src/math/cache-model.js';
+import { startService } from '../src/server.js';
+import { createLogger } from '../src/util/logging.js';
 
 const { values: args } = parseArgs({
   options: {

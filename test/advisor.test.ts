@@ -8,7 +8,7 @@ import { adviseLayers, concatSimilarity, extractLayers, layerDots, type LayerAdv
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import type { ModelSpec } from '../src/model/spec.js';
-import { resolveSource } from '../src/jobs/sources.js';
+import { resolveSource } from '../src/sources/sources.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
 import { REPO, RESNET, SAMPLE, sampleFolder, tempDir } from './harness.js';
 import { readFileSync } from 'node:fs';

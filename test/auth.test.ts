@@ -9,9 +9,9 @@ import { syncBuiltinESMExports } from 'node:module';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, mock, test } from 'node:test';
-import { KeyMatcher, isLoopback, parseApiKeysEnv, parseApiKeysFile, patternToRegex } from '../src/api/auth.js';
-import { capturingLogger } from '../src/api/logging.js';
-import { startService } from '../src/api/service.js';
+import { KeyMatcher, isLoopback, parseApiKeysEnv, parseApiKeysFile, patternToRegex } from '../src/http/auth.js';
+import { capturingLogger } from '../src/util/logging.js';
+import { startService } from '../src/server.js';
 import { call, PAPER_KEY_LAYERS, REPO, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
 
 const READ = 'read-key-0123456789abcdef';

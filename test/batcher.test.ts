@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PredictBatcher } from '../src/api/batcher.js';
+import { PredictBatcher } from '../src/http/batcher.js';
 import type { ClassifyOptions, ClassifyResult } from '../src/engine/engine.js';
-import { UserError } from '../src/errors.js';
+import { UserError } from '../src/errors/user-error.js';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, waitForJob } from './harness.js';
 
 /** An engine that answers each image with p = [its first value]; calls return when `release()` is called. */

@@ -9,7 +9,7 @@ import { Queue, Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET, sampleFolder } from './harness.js';
 import { freePort, startRedis, TestRedis } from './redis-harness.js';
-import { redisKeys, queueNames } from '../src/distributed/keys.js';
+import { redisKeys, queueNames } from '../src/redis/keys.js';
 
 const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
 const logs = tempDir('cachet-dist-logs-');

@@ -3,9 +3,9 @@
 import { mkdtempSync, mkdirSync, copyFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startService, RunningService, type ServeOptions } from '../src/api/service.js';
-import { silentLogger } from '../src/api/logging.js';
-import type { ApiLimits } from '../src/api/app.js';
+import { startService, RunningService, type ServeOptions } from '../src/server.js';
+import { silentLogger } from '../src/util/logging.js';
+import type { ApiLimits } from '../src/http/app.js';
 
 export const REPO = new URL('..', import.meta.url).pathname;
 export const RESNET = path.join(REPO, 'models', 'cifar10-resnet20.onnx');

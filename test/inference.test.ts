@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { UserError } from '../src/errors.js';
+import { UserError } from '../src/errors/user-error.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { InferenceThread, type Extractor } from '../src/model/inference.js';
 import { loadModelSpec } from '../src/model/spec-file.js';

@@ -3,7 +3,7 @@ import { appendFile, mkdtemp, readdir, rm, stat, truncate } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { UserError } from '../src/errors.js';
+import { UserError } from '../src/errors/user-error.js';
 import { FileKeyLog } from '../src/keylog/file-log.js';
 import type { KeyLog, KeyRecord, LogRecord } from '../src/keylog/types.js';
 

@@ -2,11 +2,11 @@
 // echoed in the response header, on every log line of that request, and in a 500's body.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { capturingLogger } from '../src/api/logging.js';
+import { capturingLogger } from '../src/util/logging.js';
 import { Redis } from 'ioredis';
 import { call, RESNET, start, tempDir } from './harness.js';
 import { startRedis } from './redis-harness.js';
-import { redisKeys } from '../src/distributed/keys.js';
+import { redisKeys } from '../src/redis/keys.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

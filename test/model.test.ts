@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { UserError } from '../src/errors.js';
+import { UserError } from '../src/errors/user-error.js';
 import { inputShape, KeyExtractor } from '../src/model/extractor.js';
 import { inspectModel } from '../src/model/inspect.js';
 import { modelHash, readGraph, withExtraOutputs } from '../src/model/onnx-graph.js';

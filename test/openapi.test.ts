@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
-import { openApiDocument, openApiPath, routes } from '../src/api/openapi.js';
+import { openApiDocument, openApiPath, routes } from '../src/http/openapi.js';
 import { PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir } from './harness.js';
 
 /**
@@ -185,7 +185,7 @@ describe('OpenAPI document', () => {
     assert.equal(documented.size, routes.length, 'a route is in the table twice');
     assert.equal(Object.values<Json>(doc.paths).reduce((n, item) => n + Object.keys(item).length, 0), routes.length);
     const undocumented = [...registered].filter((r) => !documented.has(r));
-    assert.deepEqual(undocumented, [], 'routes the app registers that src/api/openapi.ts does not document');
+    assert.deepEqual(undocumented, [], 'routes the app registers that src/http/openapi.ts does not document');
     const pending: string[] = [];
     for (const op of documented) {
       if (registered.has(op)) continue;

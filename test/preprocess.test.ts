@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
-import { UserError } from '../src/errors.js';
+import { UserError } from '../src/errors/user-error.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, flipTensor, imageToTensor, stackBatch } from '../src/preprocess/image.js';
 

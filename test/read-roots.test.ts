@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { UserError } from '../src/errors.js';
-import { ReadRoots } from '../src/jobs/read-roots.js';
+import { UserError } from '../src/errors/user-error.js';
+import { ReadRoots } from '../src/sources/read-roots.js';
 import { call, RESNET, SAMPLE, start, tempDir, waitForJob } from './harness.js';
 
 async function refused(p: Promise<unknown>): Promise<UserError> {

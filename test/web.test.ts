@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import express from 'express';
 import type { AddressInfo } from 'node:net';
 import { call, PAPER_KEY_LAYERS, REPO, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
-import { findPublicDir, webRoutes } from '../src/web/static.js';
+import { findPublicDir, webRoutes } from '../src/http/web.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CAT = path.join(SAMPLE, 'heldout', 'cat', '4500.jpg');

@@ -1,9 +1,9 @@
 // Entry point of a worker process (`cachet worker`, or `node dist/workers/index-worker.js`
 // with REDIS_URL set): takes index chunks from BullMQ until SIGTERM, then finishes
 // the chunks in hand and exits 0.
-import { startWorker } from '../src/distributed/worker.js';
+import { startWorker } from '../src/worker-process.js';
 import { redactUrl } from '../src/cli/serve.js';
-import { closeOnSignals } from '../src/cli/signals.js';
+import { closeOnSignals } from '../src/util/signals.js';
 
 export async function runWorkerProcess(opts: { redisUrl: string; concurrency: number; lockDuration?: number }): Promise<void> {
   const worker = await startWorker({ redisUrl: opts.redisUrl, concurrency: opts.concurrency, lockDurationMs: opts.lockDuration });

@@ -4,13 +4,13 @@
 // Gemms synchronously, which would stall the HTTP thread, and on the engine thread every
 // prediction would wait for the whole job.
 import { promises as fs } from 'node:fs';
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 import type { InspectedTensor } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
 import type { ModelSpec } from '../model/spec.js';
 import { loadModelSpec } from '../model/spec-file.js';
-import { resolveSource, type Source } from '../jobs/sources.js';
-import { ReadRoots } from '../jobs/read-roots.js';
+import { resolveSource, type Source } from '../sources/sources.js';
+import { ReadRoots } from '../sources/read-roots.js';
 import type { JobContext } from '../jobs/types.js';
 import { capPerClass, defaultCandidates, type AdviseOptions, type LayerAdvice } from './layers.js';
 import { adviseInThread } from './run-in-thread.js';

@@ -12,9 +12,9 @@
 // Each key is scored by the cache model's top-1 validation error over a θ × λ grid, with
 // p_cache summed over every train item (exact), using the one cache math.
 import * as ort from 'onnxruntime-node';
-import { badRequest } from '../errors.js';
-import { cacheProbabilities, mixProbabilities, softmaxRows } from '../cache/math.js';
-import { innerProducts } from '../index/similarity.js';
+import { badRequest } from '../errors/user-error.js';
+import { cacheProbabilities, mixProbabilities, softmaxRows } from '../math/cache-model.js';
+import { innerProducts } from '../math/gemm.js';
 import { inputShape, loadModelBytes } from '../model/extractor.js';
 import { inspectModel } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
@@ -22,7 +22,7 @@ import { withExtraOutputs } from '../model/onnx-graph.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import type { ModelSpec } from '../model/spec.js';
 import { forEachBatch } from '../jobs/pipeline.js';
-import { resolveSource, type Source, type SourceItem } from '../jobs/sources.js';
+import { resolveSource, type Source, type SourceItem } from '../sources/sources.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
 import type { ItemError } from '../jobs/types.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';

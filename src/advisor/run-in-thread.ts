@@ -2,7 +2,7 @@
 // onnxruntime and large Gemms synchronously, which must stall neither the HTTP thread nor the
 // engine thread (predictions). Progress comes back as messages; an abort stops the thread.
 import { Worker } from 'node:worker_threads';
-import { deserialiseError, type SerialisedError } from '../errors.js';
+import { deserialiseError, type SerialisedError } from '../errors/user-error.js';
 import type { InspectedTensor } from '../model/inspect.js';
 import type { ModelSpec } from '../model/spec.js';
 import { threadEntry } from '../util/thread-entry.js';

@@ -1,7 +1,7 @@
 // Worker-thread entry of the layer advisor (started by run-in-thread.ts, one thread per job):
 // runs one request given as workerData, posts progress messages, then its result or error.
 import { parentPort, workerData } from 'node:worker_threads';
-import { serialiseError } from '../errors.js';
+import { serialiseError } from '../errors/user-error.js';
 import { inspectModel } from '../model/inspect.js';
 import { adviseLayers } from './layers.js';
 import { checkLayersMemory, planLayerJob, type InspectTensors } from './job.js';

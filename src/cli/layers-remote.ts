@@ -1,9 +1,9 @@
 // `cachet layers --remote`: the layer advisor as a job of a running service (POST /v1/layer-jobs),
 // followed with the progress bar of the other job commands; the result is the same LayerAdvice.
-import type { Source } from '../jobs/sources.js';
+import type { Source } from '../sources/sources.js';
 import type { JobView } from '../jobs/types.js';
 import type { LayerAdvice } from '../advisor/layers.js';
-import type { LayerJobRequest } from '../api/layers-route.js';
+import type { LayerJobRequest } from '../http/layers-route.js';
 import { CachetClient } from './client.js';
 import { followJob } from './progress.js';
 

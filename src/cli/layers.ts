@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promises as fs, statSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { Source } from '../jobs/sources.js';
+import type { Source } from '../sources/sources.js';
 import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
 import { positiveInt } from './args.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';

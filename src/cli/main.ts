@@ -10,7 +10,7 @@ import type { JobView } from '../jobs/types.js';
 import type { CacheInfo } from '../cache/definition.js';
 import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
 import type { TuneResult } from '../reports/tune-report.js';
-import { UserError } from '../errors.js';
+import { UserError } from '../errors/user-error.js';
 
 const program = new Command('cachet')
   .description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP')

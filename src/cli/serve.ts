@@ -1,9 +1,9 @@
 // `cachet serve`: the service in the foreground, until SIGTERM or SIGINT.
-import { startService, RunningService } from '../api/service.js';
-import type { ApiLimits } from '../api/app.js';
-import type { BatcherOptions } from '../api/batcher.js';
-import { createLogger } from '../api/logging.js';
-import { closeOnSignals } from './signals.js';
+import { startService, RunningService } from '../server.js';
+import type { ApiLimits } from '../http/app.js';
+import type { BatcherOptions } from '../http/batcher.js';
+import { createLogger } from '../util/logging.js';
+import { closeOnSignals } from '../util/signals.js';
 
 export interface ServeCliOptions {
   port: number;

@@ -3,12 +3,12 @@
 // error of the model alone vs the cache model on the sample's held-out part.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resolveSource } from '../jobs/sources.js';
+import { resolveSource } from '../sources/sources.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { CachetClient } from '../cli/client.js';
 import { followJob } from '../cli/progress.js';
-import { startService } from '../api/service.js';
-import { createLogger } from '../api/logging.js';
+import { startService } from '../server.js';
+import { createLogger } from '../util/logging.js';
 import { stopOnSignals } from '../cli/serve.js';
 import type { CacheStatus } from '../engine/engine.js';
 import type { JobView } from '../jobs/types.js';

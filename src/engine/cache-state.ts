@@ -10,11 +10,11 @@ import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/f
 import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
 import { isDelete, isReduced, KeyLog, KeyRecord, LogRecord, type FullKeyRecord, type ReducedKeyRecord } from '../keylog/types.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
-import { Mutex } from './mutex.js';
-import { conflict } from '../errors.js';
+import { Mutex } from '../util/mutex.js';
+import { conflict } from '../errors/user-error.js';
 import { fitPca, Projection, randomProjection } from '../index/projection.js';
 import { FullKeyStore } from '../index/full-keys.js';
-import { cacheProbabilities } from '../cache/math.js';
+import { cacheProbabilities } from '../math/cache-model.js';
 import { TopK } from '../index/exact.js';
 import { createHash } from 'node:crypto';
 

@@ -3,7 +3,7 @@ import { Worker } from 'node:worker_threads';
 import type { Engine, EngineLogEntry } from './engine.js';
 import { threadEntry } from '../util/thread-entry.js';
 import { threadCaller } from '../util/thread-rpc.js';
-import type { Logger } from '../api/logging.js';
+import type { Logger } from '../util/logging.js';
 
 type EngineMethod = {
   [K in keyof Engine]: Engine[K] extends (...args: never[]) => Promise<unknown> ? K : never;

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import writeFileAtomic from 'write-file-atomic';
 import type { Redis } from 'ioredis';
 import { CacheDefinition, CacheDefinitionSchema } from '../cache/definition.js';
-import { redisKeys } from '../distributed/keys.js';
+import { redisKeys } from '../redis/keys.js';
 
 export interface DefinitionStore {
   /** every stored definition; one that does not parse is reported by name */

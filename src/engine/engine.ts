@@ -4,19 +4,19 @@
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheDefinitionSchema, CacheInfo, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
-import { mixProbabilities } from '../cache/math.js';
+import { mixProbabilities } from '../math/cache-model.js';
 import { InferenceThread, type Extractor } from '../model/inference.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { ModelSpec } from '../model/spec.js';
 import { Projection, serialisedFingerprint } from '../index/projection.js';
-import { redisKeys } from '../distributed/keys.js';
+import { redisKeys } from '../redis/keys.js';
 import { CacheState } from './cache-state.js';
 import { DefinitionStore, FileDefinitions, RedisDefinitions } from './definitions.js';
 import { FileKeyLog } from '../keylog/file-log.js';
 import { RedisKeyLog } from '../keylog/redis-log.js';
-import { connectRedis } from '../distributed/redis.js';
+import { connectRedis } from '../redis/connection.js';
 import type { Redis } from 'ioredis';
-import { badRequest, conflict, notFound, UserError } from '../errors.js';
+import { badRequest, conflict, notFound, UserError } from '../errors/user-error.js';
 import type { FullKeyRecord } from '../keylog/types.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
 

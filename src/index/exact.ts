@@ -8,7 +8,7 @@
 import { open, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
-import { innerProducts } from './similarity.js';
+import { innerProducts } from '../math/gemm.js';
 import type { IndexKind, Neighbours, VectorIndex } from './types.js';
 import { readRowBlocks, writeFully } from '../util/files.js';
 

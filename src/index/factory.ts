@@ -3,7 +3,7 @@
 // 'auto' starts exact (exact results, no build cost) and is meant to move to
 // hnsw once the cache holds more than `exactThreshold` items; the caller decides
 // when with `shouldMigrate` and does it with `migrateToHnsw`.
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 import { ExactIndex } from './exact.js';
 import { HnswIndex } from './hnsw.js';
 import type { HnswParams, IndexKind, VectorIndex } from './types.js';

@@ -19,7 +19,7 @@ import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
-import { innerProducts } from './similarity.js';
+import { innerProducts } from '../math/gemm.js';
 
 export type ProjectionKind = 'pca' | 'random';
 

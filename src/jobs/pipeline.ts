@@ -2,9 +2,9 @@
 // (sharp, on libuv's thread pool) while the engine thread works on the current one.
 import pLimit from 'p-limit';
 import { FLIP_SUFFIX, flipTensor, imageToTensor, stackBatch } from '../preprocess/image.js';
-import { imageBytes } from './fetch.js';
+import { imageBytes } from '../sources/fetch.js';
 import { ModelSpec } from '../model/spec.js';
-import { SourceItem } from './sources.js';
+import { SourceItem } from '../sources/sources.js';
 import { ItemError } from './types.js';
 
 export interface DecodedBatch {

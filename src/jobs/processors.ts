@@ -1,11 +1,11 @@
 // The job processors: index (bulk ingest) and eval (error of model, cache model, cache alone).
 import { EngineApi } from '../engine/client.js';
 import { forEachBatch } from './pipeline.js';
-import { SourceItem } from './sources.js';
+import { SourceItem } from '../sources/sources.js';
 import { JobContext } from './types.js';
 import { ModelSpec } from '../model/spec.js';
 import type { Classification, NeighbourScores } from '../engine/engine.js';
-import { cacheProbabilities, mixProbabilities } from '../cache/math.js';
+import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 
 export interface ProcessorSettings {
   batchSize: number;

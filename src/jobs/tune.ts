@@ -4,9 +4,9 @@
 // log-loss breaks ties. Unless it is a dry run, the choice is stored in the cache, and
 // the previous θ and λ go into its history.
 import { EngineApi } from '../engine/client.js';
-import { cacheProbabilities, mixProbabilities } from '../cache/math.js';
+import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import { forEachBatch } from './pipeline.js';
-import { SourceItem } from './sources.js';
+import { SourceItem } from '../sources/sources.js';
 import { JobContext } from './types.js';
 import { ProcessorSettings } from './processors.js';
 import type { TuneResult } from '../reports/tune-report.js';

@@ -21,7 +21,7 @@ import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
-import { conflict } from '../errors.js';
+import { conflict } from '../errors/user-error.js';
 import { isDelete, isReduced, MAX_ID_BYTES, MAX_SOURCE_BYTES, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 import { fsyncPath, readFully, writeFully } from '../util/files.js';
 

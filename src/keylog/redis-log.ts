@@ -7,8 +7,8 @@
 // the file log; an id appended twice (a retried chunk, two workers racing) is one
 // record; and a reader can start from any position with XRANGE.
 import type { Redis } from 'ioredis';
-import { conflict } from '../errors.js';
-import { redisKeys } from '../distributed/keys.js';
+import { conflict } from '../errors/user-error.js';
+import { redisKeys } from '../redis/keys.js';
 import { isDelete, isReduced, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 
 // ARGV per record: id, label, key field name (key | skey), key bytes, float16 full key bytes or '', source or ''

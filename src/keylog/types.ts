@@ -1,4 +1,4 @@
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 
 // The key log: the ordered record of items added to a cache, numbered from 0 for
 // the cache's whole life. The index is a materialised view of it (a snapshot

@@ -7,8 +7,8 @@
 // ORT's graph optimiser, so optimisation stays at its default ('all').
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import { badRequest, UserError } from '../errors.js';
-import { l2NormaliseRows, softmaxRows } from '../cache/math.js';
+import { badRequest, UserError } from '../errors/user-error.js';
+import { l2NormaliseRows, softmaxRows } from '../math/cache-model.js';
 import { decodeModel, graphInfo, modelHash, withExtraOutputs, type GraphInfo } from './onnx-graph.js';
 import { nearestNames } from './names.js';
 import type { ModelSpec } from './spec.js';

@@ -2,7 +2,7 @@
 // Shapes come from one real probe run (batch 1, zeros), not from shape inference in the file,
 // which many exporters leave incomplete.
 import * as ort from 'onnxruntime-node';
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 import { inputShape, loadModelBytes } from './extractor.js';
 import { withExtraOutputs } from './onnx-graph.js';
 import type { ModelSpec } from './spec.js';

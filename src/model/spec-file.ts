@@ -1,7 +1,7 @@
 // Loading a model spec: `<model>.spec.json` beside the model (or `<model>.json`), overrides on top.
 import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 import { ModelSpecSchema, type ModelSpec } from './spec.js';
 
 /** Where the spec file of a model is looked for, in order. */

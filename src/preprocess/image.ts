@@ -1,7 +1,7 @@
 // Image bytes → the float32 tensor a model spec asks for (sharp / libvips).
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import sharp, { type OutputInfo } from 'sharp';
-import { badRequest, UserError } from '../errors.js';
+import { badRequest, UserError } from '../errors/user-error.js';
 import type { ModelSpec } from '../model/spec.js';
 
 export interface DecodeOptions {

@@ -1,7 +1,7 @@
 // A finished job's report for people: Markdown, and a chart as SVG or PNG (the SVG
 // rendered by sharp's librsvg, for tools that show pictures but not SVG).
 import sharp from 'sharp';
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 import type { JobView } from '../jobs/types.js';
 import type { EvalJobResult } from '../jobs/processors.js';
 import type { LayerAdvice } from '../advisor/layers.js';

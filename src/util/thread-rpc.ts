@@ -4,7 +4,7 @@
 // arguments and as (top-level fields of) results: the sender must not use them afterwards, so a
 // served method returns fresh arrays, never state it keeps.
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { deserialiseError, serialiseError, type SerialisedError } from '../errors.js';
+import { deserialiseError, serialiseError, type SerialisedError } from '../errors/user-error.js';
 
 interface Request {
   id: number;

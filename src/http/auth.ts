@@ -13,7 +13,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { pathToRegexp } from 'path-to-regexp';
 import type { Request, RequestHandler, Response } from 'express';
-import { UserError } from '../errors.js';
+import { UserError } from '../errors/user-error.js';
 
 export type Role = 'read' | 'write' | 'admin';
 export const ROLES: readonly Role[] = ['read', 'write', 'admin'];

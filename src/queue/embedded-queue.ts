@@ -3,7 +3,7 @@
 // Job records live in memory: a restart forgets them, while the items they
 // added stay in the cache's key log.
 import { randomUUID } from 'node:crypto';
-import { JobContext, JobProcessor, JobQueue, JobType, JobView, MAX_ITEM_ERRORS, QueueDepth, UnfinishedJob } from './types.js';
+import { JobContext, JobProcessor, JobQueue, JobType, JobView, MAX_ITEM_ERRORS, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 
 export class EmbeddedQueue implements JobQueue {
   private readonly jobs = new Map<string, JobView>();

@@ -1,7 +1,7 @@
 // Limits that protect the service from its callers (the body, image and pixel limits are in
 // app.ts): unfinished jobs per cache, and predict requests in flight per process.
 import type { RequestHandler } from 'express';
-import { UserError } from '../errors.js';
+import { UserError } from '../errors/user-error.js';
 import type { JobQueue, JobType, JobView, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 
 /** A 429 (or 503) that tells the caller when to try again (the Retry-After header, in seconds). */

@@ -4,7 +4,7 @@
 // (abortLayerJobs) stops the thread; the job fails this attempt and BullMQ retries it.
 import { Job, UnrecoverableError } from 'bullmq';
 import { describeZodError } from '../engine/engine.js';
-import { UserError } from '../errors.js';
+import { UserError } from '../errors/user-error.js';
 import { runLayersJob, type LayersJobSettings } from '../advisor/job.js';
 import type { LayerAdvice } from '../advisor/layers.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS } from '../jobs/types.js';

@@ -2,7 +2,7 @@
 // `code` is stable for programs; `message` tells a person what to fix.
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import multer from 'multer';
-import { UserError } from '../errors.js';
+import { UserError } from '../errors/user-error.js';
 import { RetryLaterError } from './limits.js';
 
 export const notFoundRoute: RequestHandler = (req, res) => {

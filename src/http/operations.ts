@@ -9,7 +9,7 @@ import type { ApiLimits } from './app.js';
 import { authenticate, compileRoutes, findRoute, isLoopback, KeyMatcher, loadApiKeys, type RouteRole } from './auth.js';
 import { routeRoles } from './openapi.js';
 import { LimitedQueue, PredictLimiter } from './limits.js';
-import { requestLogging, type Logger } from './logging.js';
+import { requestLogging, type Logger } from '../util/logging.js';
 import { ServiceMetrics } from './metrics.js';
 
 export interface OperationsOptions {

@@ -2,14 +2,14 @@
 // the cache, and an item's image as a thumbnail (the web page shows neighbours with it).
 // Deletions go through the key log, so every replica follows.
 import type express from 'express';
-import type { ReadRoots } from '../jobs/read-roots.js';
+import type { ReadRoots } from '../sources/read-roots.js';
 import sharp from 'sharp';
 import { z } from 'zod';
 import type { EngineApi } from '../engine/client.js';
-import { imageBytes } from '../jobs/fetch.js';
+import { imageBytes } from '../sources/fetch.js';
 import { FLIP_SUFFIX } from '../preprocess/image.js';
 import type { JobQueue } from '../jobs/types.js';
-import { conflict, notFound, UserError } from '../errors.js';
+import { conflict, notFound, UserError } from '../errors/user-error.js';
 import { param, parse, wrap } from './handlers.js';
 
 export const DeleteItemsSchema = z

@@ -1,7 +1,7 @@
 // The data of Cachet's BullMQ jobs. Documented in docs/jobs.md, so that any BullMQ
 // producer (not only our api) can submit an index job; the worker validates it.
 import { z } from 'zod';
-import { SourceSchema } from '../jobs/sources.js';
+import { SourceSchema } from '../sources/sources.js';
 
 /** One image of a chunk: a path or URL every worker can read, or (small inline batches only) its bytes. */
 export const ItemRefSchema = z

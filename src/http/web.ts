@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 import express from 'express';
 
 /**
- * The public/ folder: walks up from this file (src/web/static.ts when run from source,
- * dist/src/web/static.js when compiled) to the first directory that holds both
+ * The public/ folder: walks up from this file (src/http/web.ts when run from source,
+ * dist/src/http/web.js when compiled) to the first directory that holds both
  * package.json and public/index.html.
  */
 export function findPublicDir(from = path.dirname(fileURLToPath(import.meta.url))): string | null {

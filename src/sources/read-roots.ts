@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { realpathSync, statSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
-import { UserError } from '../errors.js';
+import { UserError } from '../errors/user-error.js';
 
 export class ReadRoots {
   private constructor(

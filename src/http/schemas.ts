@@ -1,14 +1,14 @@
 // The HTTP API's schemas, in zod: the request schemas validate bodies and queries (app.ts),
 // and, with the response schemas, they generate the OpenAPI document (openapi.ts).
 // The cache definition (CacheDefinitionSchema, src/cache/definition.ts) and a job's image
-// source (SourceSchema, src/jobs/sources.ts) and the delete-items body (DeleteItemsSchema,
+// source (SourceSchema, src/sources/sources.ts) and the delete-items body (DeleteItemsSchema,
 // items.ts) are defined beside the code that uses them.
 // Where a TypeScript interface already describes a response, the checks at the end of this
 // file fail to compile if the interface and its schema stop agreeing.
 import { z } from 'zod';
 import { linspace } from '../jobs/tune.js';
 import { CacheDefinitionSchema, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema, type CacheInfo } from '../cache/definition.js';
-import { SourceSchema } from '../jobs/sources.js';
+import { SourceSchema } from '../sources/sources.js';
 import type { JobView } from '../jobs/types.js';
 import type { CacheStatus, LogStatus } from '../engine/engine.js';
 import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';

@@ -2,7 +2,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { z } from 'zod';
 import { describeZodError } from '../engine/engine.js';
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 
 /** express 5 forwards rejected promises to the error handler; this keeps handlers typed. */
 export function wrap(handler: (req: Request, res: Response) => Promise<void>) {

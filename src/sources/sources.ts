@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { z } from 'zod';
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 import { ReadRoots } from './read-roots.js';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];

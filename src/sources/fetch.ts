@@ -1,6 +1,6 @@
 // An item's image: bytes given inline, a file path (sharp reads it), or an http(s) URL
 // on storage every worker can reach, fetched with a time and size limit.
-import { badRequest } from '../errors.js';
+import { badRequest } from '../errors/user-error.js';
 
 export const MAX_FETCH_BYTES = 32 * 1024 * 1024;
 const FETCH_TIMEOUT_MS = 30_000;

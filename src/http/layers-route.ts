@@ -5,14 +5,14 @@
 // advisor would need. The model's tensors are listed in a thread of its own (one probe run of
 // onnxruntime), once per model file.
 import { promises as fs } from 'node:fs';
-import type { ReadRoots } from '../jobs/read-roots.js';
+import type { ReadRoots } from '../sources/read-roots.js';
 import path from 'node:path';
 import type express from 'express';
 import { z } from 'zod';
 import { axis, axisValues } from './schemas.js';
 import { parse, wrap } from './handlers.js';
 import { LambdaSchema, ThetaSchema } from '../cache/definition.js';
-import { SourceSchema } from '../jobs/sources.js';
+import { SourceSchema } from '../sources/sources.js';
 import type { JobQueue, JobView } from '../jobs/types.js';
 import type { InspectedTensor } from '../model/inspect.js';
 import type { ModelSpec } from '../model/spec.js';

@@ -3,7 +3,7 @@
 import { Job, UnrecoverableError } from 'bullmq';
 import { EngineApi } from '../engine/client.js';
 import { runEvalJob, runIndexJob, ProcessorSettings, EvalJobResult } from '../jobs/processors.js';
-import { labelResolver, SourceItem } from '../jobs/sources.js';
+import { labelResolver, SourceItem } from '../sources/sources.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS } from '../jobs/types.js';
 import { describeZodError } from '../engine/engine.js';
 import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { CacheDefinitionSchema } from '../cache/definition.js';
-import { SourceSchema } from '../jobs/sources.js';
+import { SourceSchema } from '../sources/sources.js';
 import { DeleteItemsSchema } from './items.js';
 import { LayerJobSchema } from './layers-route.js';
 import * as S from './schemas.js';

@@ -3,12 +3,12 @@
 // thread's event loop stays free to renew BullMQ's job locks.
 import os from 'node:os';
 import { Worker } from 'bullmq';
-import { startEngine, engineLogTo } from '../engine/client.js';
-import { connectRedis } from './redis.js';
-import { queueNames } from './keys.js';
-import { chunkProcessor, parentProcessor } from './processors.js';
-import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
-import { createLogger, type Logger } from '../api/logging.js';
+import { startEngine, engineLogTo } from './engine/client.js';
+import { connectRedis } from './redis/connection.js';
+import { queueNames } from './redis/keys.js';
+import { chunkProcessor, parentProcessor } from './queue/bullmq-processors.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS } from './preprocess/image.js';
+import { createLogger, type Logger } from './util/logging.js';
 
 export interface WorkerOptions {
   redisUrl: string;

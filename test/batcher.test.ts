@@ -123,7 +123,7 @@ describe('PredictBatcher', () => {
   });
 
   test('an engine error reaches every request of that batch, a UserError as a UserError', async () => {
-    const engine = fakeEngine(new UserError(400, 'invalid_theta', 'theta = -1: too small'));
+    const engine = fakeEngine(new UserError('invalid_theta', 'theta = -1: too small'));
     const batcher = new PredictBatcher(engine, { maxWaitMs: 10_000 });
     const all = [batcher.classify('c', [img(0)]), batcher.classify('c', [img(1)]), batcher.classify('c', [img(2), img(3)])];
     const settled = Promise.allSettled(all);

@@ -4,7 +4,7 @@
 // Gemms synchronously, which would stall the HTTP thread, and on the engine thread every
 // prediction would wait for the whole job.
 import { promises as fs } from 'node:fs';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import type { InspectedTensor } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
 import type { ModelSpec } from '../model/spec.js';
@@ -78,13 +78,13 @@ export async function planLayerJob(data: LayerJobData, inspect: InspectTensors, 
   const candidates = data.candidates ?? defaultCandidates(tensors, spec.output);
   for (const c of candidates) {
     if (!byName.has(c))
-      throw badRequest('unknown_layer', `candidate layer "${c}" is not a tensor of ${data.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`);
+      throw new UserError('unknown_layer', `candidate layer "${c}" is not a tensor of ${data.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`);
   }
-  if (new Set(candidates).size !== candidates.length) throw badRequest('bad_key_layers', `a candidate layer is named twice: ${candidates.join(', ')}`);
+  if (new Set(candidates).size !== candidates.length) throw new UserError('bad_key_layers', `a candidate layer is named twice: ${candidates.join(', ')}`);
   const maxDimension = data.maxDimension ?? DEFAULT_MAX_DIMENSION;
   const sized = candidates.map((name) => ({ name, dimension: byName.get(name)!.size }));
   const layers = sized.filter((l) => l.dimension <= maxDimension);
-  if (layers.length === 0) throw badRequest('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
+  if (layers.length === 0) throw new UserError('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
   const cacheItems = train.length * (data.flip ? 2 : 1);
   return {
     spec,
@@ -149,23 +149,23 @@ export function formatBytes(n: number): string {
 export function checkLayersMemory(plan: LayerJobPlan, maxMemoryBytes: number | undefined, env: NodeJS.ProcessEnv = process.env): void {
   const cap = layersMemoryCap(env);
   if (maxMemoryBytes !== undefined && maxMemoryBytes > cap)
-    throw badRequest(
+    throw new UserError(
       'memory_over_cap',
       `maxMemoryBytes ${maxMemoryBytes} (${formatBytes(maxMemoryBytes)}) is over this service's cap of ${cap} (${formatBytes(cap)}; ${LAYERS_MEMORY_ENV})`,
-      { maxMemoryBytes, capBytes: cap },
+      { details: { maxMemoryBytes, capBytes: cap } },
     );
   const budget = maxMemoryBytes ?? Math.min(DEFAULT_LAYERS_MEMORY, cap);
   const m = plan.memory;
   if (m.bytes <= budget) return;
   const largest = [...plan.layers].sort((a, b) => b.dimension - a.dimension).slice(0, 3);
-  throw badRequest(
+  throw new UserError(
     'too_much_memory',
     `the layer advisor would hold about ${formatBytes(m.bytes)} in memory, over this job's budget of ${formatBytes(budget)}: ` +
       `${formatBytes(m.activations)} of activations (${plan.layers.length} layers, ${sum(plan.layers.map((l) => l.dimension))} values per image, ` +
       `${plan.cacheItems} cache items + ${plan.valImages} val images, float32) and ${formatBytes(m.products)} of val × cache products. ` +
       `Take fewer images with perClass (train images per class) and valPerClass, fewer candidates (the largest: ${largest.map((l) => `${l.name} ${l.dimension}`).join(', ')}) or a smaller maxDimension` +
       (budget < cap ? `, or raise maxMemoryBytes (up to ${formatBytes(cap)})` : ''),
-    { estimateBytes: m.bytes, activationBytes: m.activations, productBytes: m.products, budgetBytes: budget, capBytes: cap },
+    { details: { estimateBytes: m.bytes, activationBytes: m.activations, productBytes: m.products, budgetBytes: budget, capBytes: cap } },
   );
 }
 
@@ -173,9 +173,9 @@ const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
 
 async function checkModelFile(model: string): Promise<void> {
   const stat = await fs.stat(model).catch((err: NodeJS.ErrnoException) => {
-    throw badRequest('bad_model', err.code === 'ENOENT' ? `model file not found: ${model}` : `cannot read model file ${model}: ${err.message}`);
+    throw new UserError('bad_model', err.code === 'ENOENT' ? `model file not found: ${model}` : `cannot read model file ${model}: ${err.message}`);
   });
-  if (!stat.isFile()) throw badRequest('bad_model', `${model} is not a file: give the path of an .onnx model`);
+  if (!stat.isFile()) throw new UserError('bad_model', `${model} is not a file: give the path of an .onnx model`);
 }
 
 export interface LayersJobSettings {

@@ -12,7 +12,7 @@
 // Each key is scored by the cache model's top-1 validation error over a θ × λ grid, with
 // p_cache summed over every train item (exact), using the one cache math.
 import * as ort from 'onnxruntime-node';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { cacheProbabilities, mixProbabilities, softmaxRows } from '../math/cache-model.js';
 import { innerProducts } from '../math/gemm.js';
 import { inputShape, loadModelBytes } from '../model/extractor.js';
@@ -159,7 +159,7 @@ export async function extractLayers(
   try {
     session = await ort.InferenceSession.create(withExtraOutputs(bytes, fetches), { graphOptimizationLevel: 'all' });
   } catch (err) {
-    throw badRequest('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
+    throw new UserError('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
   }
   const imageSize = spec.height * spec.width * 3;
   let sizes: number[] | null = null;
@@ -230,9 +230,9 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
   const thetas = opts.thetas ?? ADVISOR_THETAS;
   const lambdas = opts.lambdas ?? ADVISOR_LAMBDAS;
   const flip = Boolean(opts.flip);
-  if (!(maxDimension > 0)) throw badRequest('bad_request', `maxDimension must be positive (got ${maxDimension})`);
-  if (!Number.isInteger(top) || top < 1) throw badRequest('bad_request', `top must be a positive integer (got ${top})`);
-  if (thetas.length === 0 || lambdas.length === 0) throw badRequest('bad_request', 'the θ and λ grids must not be empty');
+  if (!(maxDimension > 0)) throw new UserError('bad_request', `maxDimension must be positive (got ${maxDimension})`);
+  if (!Number.isInteger(top) || top < 1) throw new UserError('bad_request', `top must be a positive integer (got ${top})`);
+  if (thetas.length === 0 || lambdas.length === 0) throw new UserError('bad_request', 'the θ and λ grids must not be empty');
   const spec = opts.spec ?? (await loadModelSpec(opts.model));
   const C = spec.classes.length;
 
@@ -242,9 +242,9 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
   const candidates = opts.candidates ?? defaultCandidates(inspection.tensors, spec.output);
   for (const c of candidates) {
     if (!byName.has(c))
-      throw badRequest('unknown_layer', `candidate layer "${c}" is not a tensor of ${opts.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`);
+      throw new UserError('unknown_layer', `candidate layer "${c}" is not a tensor of ${opts.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`);
   }
-  if (new Set(candidates).size !== candidates.length) throw badRequest('bad_key_layers', `a candidate layer is named twice: ${candidates.join(', ')}`);
+  if (new Set(candidates).size !== candidates.length) throw new UserError('bad_key_layers', `a candidate layer is named twice: ${candidates.join(', ')}`);
   const graphOrder = new Map(inspection.tensors.map((t, i) => [t.name, i]));
   const tooLarge = candidates
     .filter((c) => byName.get(c)!.size > maxDimension)
@@ -253,7 +253,7 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
       return { layer, dimension, message: `too large to index (${dimension} dims): pick a later layer or use a reduced search key` };
     });
   const layers = candidates.filter((c) => byName.get(c)!.size <= maxDimension);
-  if (layers.length === 0) throw badRequest('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
+  if (layers.length === 0) throw new UserError('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
 
   // 2. Extract once: every candidate layer, train and val.
   const classes = spec.classes;
@@ -271,8 +271,8 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     { batchSize: opts.batchSize, signal: opts.signal, onProgress: (done) => onProgress?.({ phase: 'extract', done, total: trainItems.length + valItems.length }) },
   );
   const failedImages = [...train.failed, ...val.failed];
-  if (train.n === 0) throw badRequest('bad_source', 'no train image could be decoded');
-  if (val.n === 0) throw badRequest('bad_source', 'no val image could be decoded');
+  if (train.n === 0) throw new UserError('bad_source', 'no train image could be decoded');
+  if (val.n === 0) throw new UserError('bad_source', 'no val image could be decoded');
   const extractSeconds = (performance.now() - t0) / 1000;
   const sizes = train.sizes;
 

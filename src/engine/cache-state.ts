@@ -11,7 +11,7 @@ import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot
 import { isDelete, isReduced, KeyLog, KeyRecord, LogRecord, type FullKeyRecord, type ReducedKeyRecord } from '../keylog/types.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
 import { Mutex } from '../util/mutex.js';
-import { conflict } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { fitPca, Projection, randomProjection } from '../index/projection.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { cacheProbabilities } from '../math/cache-model.js';
@@ -454,7 +454,7 @@ export class CacheState {
 function checkSnapshotMatches(m: SnapshotManifest, d: CacheDefinition, extractor: Extractor): void {
   const fix = `Restore the model the cache was built with, or delete indexes/${d.name}/ and index the images again.`;
   if (m.modelHash !== extractor.modelHash) {
-    throw conflict(
+    throw new UserError(
       'snapshot_model_mismatch',
       `cache "${d.name}": its snapshot was built with a model whose sha256 is ${String(m.modelHash).slice(0, 12)}…, but ${d.model} now has sha256 ${extractor.modelHash.slice(0, 12)}…. ${fix}`,
     );
@@ -462,7 +462,7 @@ function checkSnapshotMatches(m: SnapshotManifest, d: CacheDefinition, extractor
   const layers = JSON.stringify(m.keyLayers);
   const keyDimension = Number(m.keyDimension ?? m.dimension);
   if (layers !== JSON.stringify(d.keyLayers) || keyDimension !== extractor.keyDimension) {
-    throw conflict(
+    throw new UserError(
       'snapshot_layers_mismatch',
       `cache "${d.name}": its snapshot has key layers ${layers} (dimension ${keyDimension}), the definition asks for ${JSON.stringify(d.keyLayers)} (dimension ${extractor.keyDimension}). ${fix}`,
     );

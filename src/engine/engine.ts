@@ -16,7 +16,7 @@ import { FileKeyLog } from '../keylog/file-log.js';
 import { RedisKeyLog } from '../keylog/redis-log.js';
 import { connectRedis } from '../redis/connection.js';
 import type { Redis } from 'ioredis';
-import { badRequest, conflict, notFound, UserError } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import type { FullKeyRecord } from '../keylog/types.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
 
@@ -158,12 +158,12 @@ export class Engine {
   async createCache(input: unknown): Promise<CacheInfo> {
     this.assertRole('embedded', 'api');
     const parsed = CacheDefinitionSchema.safeParse(input);
-    if (!parsed.success) throw badRequest('invalid_cache_definition', describeZodError(parsed.error));
+    if (!parsed.success) throw new UserError('invalid_cache_definition', describeZodError(parsed.error));
     const definition = parsed.data;
     if (definition.keyLayers.length !== new Set(definition.keyLayers).size) {
-      throw badRequest('invalid_cache_definition', `keyLayers lists a layer twice: ${definition.keyLayers.join(', ')}`);
+      throw new UserError('invalid_cache_definition', `keyLayers lists a layer twice: ${definition.keyLayers.join(', ')}`);
     }
-    const taken = () => conflict('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
+    const taken = () => new UserError('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
     if (this.caches.has(definition.name) || this.failed.has(definition.name)) throw taken();
     await this.extractorFor(definition); // validates the model, its spec and the key layers
     if (!(await this.definitions.create(definition))) throw taken();
@@ -200,7 +200,7 @@ export class Engine {
     this.assertRole('embedded', 'api');
     const cache = this.cache(name);
     const d = cache.definition;
-    const value = <T>(schema: Parser<T>, v: T | undefined, current: T, field: string) => (v === undefined ? current : parseOr400(schema, v, field));
+    const value = <T>(schema: Parser<T>, v: T | undefined, current: T, field: 'theta' | 'lambda' | 'k' | 'efSearch') => (v === undefined ? current : parseOr400(schema, v, field));
     const theta = value(ThetaSchema, change.theta, d.theta, 'theta');
     const lambda = value(LambdaSchema, change.lambda, d.lambda, 'lambda');
     const changed = theta !== d.theta || lambda !== d.lambda;
@@ -234,7 +234,7 @@ export class Engine {
     const numClasses = extractor.numClasses;
     const failed: IndexBatchResult['failed'] = [];
     const bad = labels.findIndex((l) => !Number.isInteger(l) || l < 0 || l >= numClasses);
-    if (bad >= 0) throw badRequest('label_out_of_range', `item ${ids[bad]}: label ${labels[bad]} is not a class index 0–${numClasses - 1}`);
+    if (bad >= 0) throw new UserError('label_out_of_range', `item ${ids[bad]}: label ${labels[bad]} is not a class index 0–${numClasses - 1}`);
     const { keys, zeroKeys } = await extractor.run(images, n);
     const zero = new Set(zeroKeys);
     const dim = extractor.keyDimension;
@@ -295,9 +295,9 @@ export class Engine {
   async itemSource(name: string, id: string): Promise<string> {
     const cache = this.cache(name);
     const source = cache.sourceOf(id);
-    if (source === undefined) throw notFound('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
+    if (source === undefined) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
     if (source === null) {
-      throw notFound('no_image', `item ${JSON.stringify(id)} was indexed from inline image bytes (or before sources were recorded): Cachet keeps no copy of its image`);
+      throw new UserError('no_image', `item ${JSON.stringify(id)} was indexed from inline image bytes (or before sources were recorded): Cachet keeps no copy of its image`);
     }
     return source;
   }
@@ -393,9 +393,7 @@ export class Engine {
     while (cache.appliedPosition < position) {
       if (Date.now() > deadline) {
         // the deletion is durable in the log: every replica applies it when it gets there
-        throw new UserError(
-          503,
-          'replica_behind',
+        throw new UserError('replica_behind',
           `the deletion is in cache "${cache.definition.name}"'s key log (position ${position}) and every replica will apply it, but this replica is still ${position - cache.appliedPosition} records behind (GET /readyz shows its lag); do not resend it`,
         );
       }
@@ -555,9 +553,9 @@ export class Engine {
     const cache = this.caches.get(name);
     if (cache) return cache;
     const error = this.failed.get(name);
-    if (error !== undefined) throw new UserError(409, 'cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
+    if (error !== undefined) throw new UserError('cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
     const known = [...this.caches.keys()];
-    throw notFound('unknown_cache', `no cache named "${name}"; ${known.length ? `known caches: ${known.join(', ')}` : 'create one with POST /v1/caches'}`);
+    throw new UserError('unknown_cache', `no cache named "${name}"; ${known.length ? `known caches: ${known.join(', ')}` : 'create one with POST /v1/caches'}`);
   }
 
   private assertRole(...roles: EngineRole[]): void {
@@ -571,7 +569,7 @@ export class Engine {
       extractor = fs
         .access(d.model)
         .catch(() => {
-          throw badRequest('bad_model', `model ${d.model}: no such file; give the path of the .onnx file as the service sees it`);
+          throw new UserError('bad_model', `model ${d.model}: no such file; give the path of the .onnx file as the service sees it`);
         })
         .then(() => loadModelSpec(d.model, d.spec))
         .then((spec) => (this.inference ??= InferenceThread.start()).load(d.model, spec, d.keyLayers, { intraOpNumThreads: INTRA_OP_THREADS }));
@@ -601,10 +599,10 @@ const PROJECTION_DIR = 'projection';
 
 type Parser<T> = { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } };
 
-function parseOr400<T>(schema: Parser<T>, value: unknown, field: string): T {
+function parseOr400<T>(schema: Parser<T>, value: unknown, field: 'theta' | 'lambda' | 'k' | 'efSearch'): T {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  throw badRequest(`invalid_${field}`, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
+  throw new UserError(`invalid_${field}`, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
 }
 
 export function describeZodError(error: { issues: { path: PropertyKey[]; message: string }[] }): string {

@@ -11,7 +11,7 @@ import { axisValues, ReportQuerySchema, EvalJobSchema, IndexJobSchema, PredictJs
 import { openApiDocument } from './openapi.js';
 import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
-import { badRequest, conflict, notFound, UserError } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
 import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-report.js';
 import { evalBySizeSvg, evalMarkdown } from '../reports/eval-report.js';
@@ -109,7 +109,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const name = param(req, 'name');
     const body = parse(TuneJobSchema, req.body);
     const info = await engine.getCache(name);
-    if (info.size === 0) throw conflict('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
+    if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
     const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
     const data = { cache: name, items, flip: body.flip, thetas: axisValues(body.theta) ?? PAPER_THETAS, lambdas: axisValues(body.lambda) ?? PAPER_LAMBDAS, dryRun: body.dryRun };
     const job = await queue.submit('tune', name, data, items.length);
@@ -117,8 +117,8 @@ export function createApp(ctx: ApiContext): express.Express {
   }));
   app.get('/v1/jobs/:id/report', wrap(async (req, res) => {
     const job = await queue.get(param(req, 'id'));
-    if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')}`);
-    if (job.state !== 'completed') throw conflict('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
+    if (!job) throw new UserError('unknown_job', `no job with id ${param(req, 'id')}`);
+    if (job.state !== 'completed') throw new UserError('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
     const { format } = parse(ReportQuerySchema, req.query);
     if (format === 'json') return void res.json(job.result);
     if (format === 'md') {
@@ -132,7 +132,7 @@ export function createApp(ctx: ApiContext): express.Express {
   }));
   app.get('/v1/jobs/:id', wrap(async (req, res) => {
     const job = await queue.get(param(req, 'id'));
-    if (!job) throw notFound('unknown_job', `no job with id ${param(req, 'id')}${ctx.mode === 'embedded' ? ' (embedded mode forgets jobs when the service restarts)' : ''}`);
+    if (!job) throw new UserError('unknown_job', `no job with id ${param(req, 'id')}${ctx.mode === 'embedded' ? ' (embedded mode forgets jobs when the service restarts)' : ''}`);
     res.json(job);
   }));
 
@@ -146,7 +146,7 @@ export function createApp(ctx: ApiContext): express.Express {
     const tensors = await Promise.all(
       images.map((bytes, i) =>
         imageToTensor(bytes, spec, { limitInputPixels: limits.limitInputPixels }).catch((err: unknown) => {
-          if (err instanceof UserError) throw new UserError(err.status, err.code, `image ${i}: ${err.message}`);
+          if (err instanceof UserError) throw err.at(`image ${i}: `);
           throw err;
         }),
       ),
@@ -191,20 +191,20 @@ function predictInput(req: Request, limits: ApiLimits) {
   } else {
     const body = parse(PredictJsonSchema, { ...req.query, ...requireObject(req.body) });
     const { image, images: many, ...rest } = body;
-    if ((image === undefined) === (many === undefined)) throw badRequest('missing_images', 'send "image" (one base64 image) or "images" (an array of them), not both');
+    if ((image === undefined) === (many === undefined)) throw new UserError('missing_images', 'send "image" (one base64 image) or "images" (an array of them), not both');
     images = (many ?? [image!]).map((b64, i) => decodeBase64(b64, i));
     options = rest;
   }
-  if (images.length === 0) throw badRequest('missing_images', 'no image: upload files as multipart/form-data, or send JSON {"image": "<base64>"}');
+  if (images.length === 0) throw new UserError('missing_images', 'no image: upload files as multipart/form-data, or send JSON {"image": "<base64>"}');
   if (images.length > limits.maxImagesPerRequest) {
-    throw new UserError(413, 'too_many_images', `${images.length} images in one request; the limit is ${limits.maxImagesPerRequest}: split the request`);
+    throw new UserError('too_many_images', `${images.length} images in one request; the limit is ${limits.maxImagesPerRequest}: split the request`);
   }
   return { images, options };
 }
 
 function decodeBase64(b64: string, i: number): Buffer {
   const clean = b64.replace(/^data:[^,]*,/, '');
-  if (!/^[A-Za-z0-9+/=_\-\s]+$/.test(clean)) throw badRequest('bad_image', `image ${i} is not base64: send the image file's bytes base64-encoded`);
+  if (!/^[A-Za-z0-9+/=_\-\s]+$/.test(clean)) throw new UserError('bad_image', `image ${i} is not base64: send the image file's bytes base64-encoded`);
   return Buffer.from(clean, 'base64');
 }
 

@@ -47,7 +47,7 @@ export interface Principal {
   name: string;
 }
 
-const badKeys = (message: string) => new UserError(400, 'bad_api_keys', message);
+const badKeys = (message: string) => new UserError('bad_api_keys', message);
 
 function entry(role: string, key: string, name: string | undefined, where: string, fallbackName: string): ApiKeyEntry {
   if (!(ROLES as readonly string[]).includes(role)) throw badKeys(`${where}: role "${role}" is not one of ${ROLES.join(', ')}`);
@@ -172,9 +172,11 @@ export const isApiPath = (path: string): boolean => /^\/+v1(\/|$)/i.test(path);
 
 // The middleware -----------------------------------------------------------------------------------
 
-function deny(res: Response, status: 401 | 403, code: string, message: string, invalidToken = false) {
-  if (status === 401) res.set('WWW-Authenticate', invalidToken ? 'Bearer realm="cachet", error="invalid_token"' : 'Bearer realm="cachet"');
-  res.status(status).json({ error: { code, message } });
+/** 401s carry WWW-Authenticate (RFC 6750), with error="invalid_token" for a key that is not known. */
+function deny(code: 'unauthorized' | 'invalid_api_key' | 'forbidden', message: string): UserError {
+  if (code === 'forbidden') return new UserError(code, message);
+  const challenge = code === 'invalid_api_key' ? 'Bearer realm="cachet", error="invalid_token"' : 'Bearer realm="cachet"';
+  return new UserError(code, message, { headers: { 'WWW-Authenticate': challenge } });
 }
 
 declare module 'http' {
@@ -190,7 +192,7 @@ declare module 'http' {
  */
 export function authenticate(keys: KeyMatcher, routes: readonly RouteRole[]): RequestHandler {
   const compiled = compileRoutes(routes.filter((r) => r.role));
-  return (req: Request, res: Response, next) => {
+  return (req: Request, _res: Response, next) => {
     if (!isApiPath(req.path)) return next();
     const route = findRoute(compiled, req.method, req.path);
     const needs: Role = route?.role ?? 'read';
@@ -198,14 +200,14 @@ export function authenticate(keys: KeyMatcher, routes: readonly RouteRole[]): Re
     const header = req.get('authorization');
     const bearer = header === undefined ? null : /^Bearer[ \t]+([^\s]+)[ \t]*$/i.exec(header);
     if (!bearer) {
-      return deny(res, 401, 'unauthorized', `${what} needs an API key: send the header "Authorization: Bearer <key>"${header === undefined ? '' : ' (the Authorization header given is not of that form)'}`);
+      return next(deny('unauthorized', `${what} needs an API key: send the header "Authorization: Bearer <key>"${header === undefined ? '' : ' (the Authorization header given is not of that form)'}`));
     }
     const principal = keys.match(bearer[1]);
-    if (!principal) return deny(res, 401, 'invalid_api_key', 'the API key is not valid: send a configured key as "Authorization: Bearer <key>"', true);
+    if (!principal) return next(deny('invalid_api_key', 'the API key is not valid: send a configured key as "Authorization: Bearer <key>"'));
     req.principal = principal;
     if (req.log) req.log = req.log.child({ apiKey: principal.name });
     if (!roleAllows(principal.role, needs)) {
-      return deny(res, 403, 'forbidden', `${what} needs role "${needs}"${needs === 'admin' ? '' : ' or higher'}; this key ("${principal.name}") has role "${principal.role}"`);
+      return next(deny('forbidden', `${what} needs role "${needs}"${needs === 'admin' ? '' : ' or higher'}; this key ("${principal.name}") has role "${principal.role}"`));
     }
     next();
   };

@@ -2,7 +2,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { z } from 'zod';
 import { describeZodError } from '../engine/engine.js';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 
 /** express 5 forwards rejected promises to the error handler; this keeps handlers typed. */
 export function wrap(handler: (req: Request, res: Response) => Promise<void>) {
@@ -15,7 +15,7 @@ export function param(req: Request, name: string): string {
 
 export function requireObject(body: unknown): Record<string, unknown> {
   if (!body || typeof body !== 'object' || Array.isArray(body)) {
-    throw badRequest('invalid_body', 'send a JSON object with Content-Type: application/json');
+    throw new UserError('invalid_body', 'send a JSON object with Content-Type: application/json');
   }
   return body as Record<string, unknown>;
 }
@@ -23,6 +23,6 @@ export function requireObject(body: unknown): Record<string, unknown> {
 /** The body (or query) as the schema reads it, or a 400 naming every problem. */
 export function parse<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
   const r = schema.safeParse(body ?? {});
-  if (!r.success) throw badRequest('invalid_request', describeZodError(r.error));
+  if (!r.success) throw new UserError('invalid_request', describeZodError(r.error));
   return r.data;
 }

@@ -9,7 +9,7 @@ import type { EngineApi } from '../engine/client.js';
 import { imageBytes } from '../sources/fetch.js';
 import { FLIP_SUFFIX } from '../preprocess/image.js';
 import type { JobQueue } from '../jobs/types.js';
-import { conflict, notFound, UserError } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { param, parse, wrap } from './handlers.js';
 
 export const DeleteItemsSchema = z
@@ -34,7 +34,7 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
     // a job still running would write into a cache that is gone (or into a new one of the same name)
     const busy = await queue.unfinished(name);
     if (busy.length > 0) {
-      throw conflict('cache_busy', `cache "${name}" has ${busy.length} unfinished job(s) (${busy.map((j) => `${j.type} ${j.id}`).join(', ')}): wait for them to finish, then delete it`);
+      throw new UserError('cache_busy', `cache "${name}" has ${busy.length} unfinished job(s) (${busy.map((j) => `${j.type} ${j.id}`).join(', ')}): wait for them to finish, then delete it`);
     }
     res.json(await engine.deleteCache(name));
   }));
@@ -47,7 +47,7 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
     const name = param(req, 'name');
     const id = param(req, 'id');
     const r = await engine.deleteItems(name, [id]);
-    if (r.deleted === 0) throw notFound('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
+    if (r.deleted === 0) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
     res.json({ deleted: r.deleted, cacheSize: r.cacheSize });
   }));
 
@@ -63,7 +63,7 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
       res.type('image/png').set('Cache-Control', 'private, max-age=3600').send(png);
     } catch (err) {
       if (err instanceof UserError && err.status !== 404) throw err;
-      throw notFound('image_unavailable', `the image of item ${JSON.stringify(id)} cannot be read from ${source}: ${(err as Error).message}`);
+      throw new UserError('image_unavailable', `the image of item ${JSON.stringify(id)} cannot be read from ${source}: ${(err as Error).message}`);
     }
   }));
 }

@@ -20,7 +20,8 @@ import { checkLayersMemory, planLayerJob, type InspectTensors, type LayerJobData
 import type { LayerAdvice } from '../advisor/layers.js';
 import { inspectInThread } from '../advisor/run-in-thread.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
-import { JOBS_RETRY_AFTER_S, RetryLaterError } from './limits.js';
+import { JOBS_RETRY_AFTER_S, retryAfter } from './limits.js';
+import { UserError } from '../errors/user-error.js';
 
 /** The `cache` of a layers job in the queues: none (no cache name is empty). */
 export const LAYERS_JOB_CACHE = '';
@@ -96,14 +97,12 @@ export function addLayerJobRoutes(app: express.Express, ctx: LayerJobRoutesConte
       // the queue limits jobs per cache; layers jobs share one pseudo-cache: say so in their terms
       const unfinished = await ctx.queue.unfinished(LAYERS_JOB_CACHE);
       if (unfinished.length >= ctx.maxJobs)
-        throw new RetryLaterError(
-          429,
-          'too_many_jobs',
+        throw new UserError('too_many_jobs',
           `at most ${ctx.maxJobs} layers jobs wait or run at once, and ${unfinished.length} do (${unfinished
             .slice(0, 10)
             .map((j) => `${j.id} ${j.state}`)
             .join(', ')}): wait for one to finish (GET /v1/jobs/:id) and submit again`,
-          JOBS_RETRY_AFTER_S,
+          retryAfter(JOBS_RETRY_AFTER_S),
         );
       const job = await ctx.queue.submit('layers', LAYERS_JOB_CACHE, data, plan.total);
       res.status(202).location(`/v1/jobs/${job.id}`).json(job);

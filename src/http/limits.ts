@@ -4,12 +4,8 @@ import type { RequestHandler } from 'express';
 import { UserError } from '../errors/user-error.js';
 import type { JobQueue, JobType, JobView, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 
-/** A 429 (or 503) that tells the caller when to try again (the Retry-After header, in seconds). */
-export class RetryLaterError extends UserError {
-  constructor(status: number, code: string, message: string, readonly retryAfter: number) {
-    super(status, code, message);
-  }
-}
+/** The Retry-After header of a 429: when to try again, in seconds. */
+export const retryAfter = (seconds: number) => ({ headers: { 'Retry-After': String(seconds) } });
 
 /** Seconds a caller is told to wait when a cache has too many jobs. */
 export const JOBS_RETRY_AFTER_S = 30;
@@ -59,15 +55,13 @@ export class LimitedQueue implements JobQueue {
   }
 }
 
-function tooManyJobs(cache: string, jobs: UnfinishedJob[], submitting: number, max: number): RetryLaterError {
+function tooManyJobs(cache: string, jobs: UnfinishedJob[], submitting: number, max: number): UserError {
   const shown = jobs.slice(0, 10).map((j) => `${j.type} job ${j.id} (${j.state})`);
   const more = jobs.length > shown.length ? ` and ${jobs.length - shown.length} more` : '';
   const also = submitting ? `${shown.length ? ', and ' : ''}${submitting} being submitted` : '';
-  return new RetryLaterError(
-    429,
-    'too_many_jobs',
+  return new UserError('too_many_jobs',
     `cache "${cache}" takes at most ${max} unfinished jobs at once and has ${jobs.length + submitting}: ${shown.join(', ')}${more}${also}; wait for one to finish (GET /v1/jobs/:id) and submit again`,
-    JOBS_RETRY_AFTER_S,
+    retryAfter(JOBS_RETRY_AFTER_S),
   );
 }
 
@@ -84,11 +78,8 @@ export class PredictLimiter {
   middleware(): RequestHandler {
     return (_req, res, next) => {
       if (this.inFlight >= this.max) {
-        res.set('Retry-After', '1');
-        res.status(429).json({
-          error: { code: 'busy', message: `this process is serving ${this.inFlight} predict requests, its limit: retry in a second, or send several images per request` },
-        });
-        return;
+        const message = `this process is serving ${this.inFlight} predict requests, its limit: retry in a second, or send several images per request`;
+        return next(new UserError('busy', message, retryAfter(1)));
       }
       this.inFlight++;
       let released = false;
@@ -107,7 +98,7 @@ export class PredictLimiter {
 /** Every limit must be a positive integer: a zero or a typo would lock callers out. */
 export function checkLimits<L extends object>(limits: L): L {
   for (const [name, value] of Object.entries(limits)) {
-    if (!Number.isInteger(value) || (value as number) < 1) throw new UserError(400, 'bad_limit', `limit ${name} must be a positive integer, got ${String(value)}`);
+    if (!Number.isInteger(value) || (value as number) < 1) throw new UserError('bad_limit', `limit ${name} must be a positive integer, got ${String(value)}`);
   }
   return limits;
 }

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express from 'express';
+import { UserError } from '../errors/user-error.js';
 
 /**
  * The public/ folder: walks up from this file (src/http/web.ts when run from source,
@@ -32,8 +33,8 @@ const CONTENT_SECURITY_POLICY = [
 export function webRoutes(publicDir: string | null = findPublicDir()): express.Router {
   const router = express.Router();
   if (!publicDir) {
-    router.get(['/', '/jobs/:id'], (_req, res) => {
-      res.status(404).json({ error: { code: 'web_page_missing', message: 'the web page was not installed with this service (no public/ folder beside package.json); the API under /v1 works' } });
+    router.get(['/', '/jobs/:id'], (_req, _res, next) => {
+      next(new UserError('web_page_missing', 'the web page was not installed with this service (no public/ folder beside package.json); the API under /v1 works'));
     });
     return router;
   }

@@ -3,7 +3,7 @@
 // 'auto' starts exact (exact results, no build cost) and is meant to move to
 // hnsw once the cache holds more than `exactThreshold` items; the caller decides
 // when with `shouldMigrate` and does it with `migrateToHnsw`.
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { ExactIndex } from './exact.js';
 import { HnswIndex } from './hnsw.js';
 import type { HnswParams, IndexKind, VectorIndex } from './types.js';
@@ -27,7 +27,7 @@ export const DEFAULT_INDEX_OPTIONS: Readonly<IndexOptions> = Object.freeze({
 /** Throws a 400 UserError naming the first bad option. */
 export function validateIndexOptions(options: IndexOptions): void {
   if (!['auto', 'exact', 'hnsw'].includes(options.type)) {
-    throw badRequest('bad_index_type', `index type must be 'auto', 'exact' or 'hnsw', got '${options.type}'`);
+    throw new UserError('bad_index_type', `index type must be 'auto', 'exact' or 'hnsw', got '${options.type}'`);
   }
   const ints: [keyof IndexOptions, number][] = [
     ['exactThreshold', 0],
@@ -38,7 +38,7 @@ export function validateIndexOptions(options: IndexOptions): void {
   for (const [name, min] of ints) {
     const v = options[name];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-      throw badRequest('bad_index_option', `index option ${name} must be an integer ≥ ${min}, got ${String(v)}`);
+      throw new UserError('bad_index_option', `index option ${name} must be an integer ≥ ${min}, got ${String(v)}`);
     }
   }
 }

@@ -21,7 +21,7 @@ import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
-import { conflict } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { isDelete, isReduced, MAX_ID_BYTES, MAX_SOURCE_BYTES, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 import { fsyncPath, readFully, writeFully } from '../util/files.js';
 
@@ -246,7 +246,7 @@ async function readHeader(file: FileHandle, path: string, dimension: number): Pr
   if (!READABLE_VERSIONS.includes(version)) throw new Error(`${path}: key log version ${version} is not supported (expected ${READABLE_VERSIONS.join(' or ')})`);
   const fileDimension = h.readUInt32LE(12);
   if (fileDimension !== dimension) {
-    throw conflict(
+    throw new UserError(
       'key_dimension_mismatch',
       `key log ${path} holds keys of dimension ${fileDimension}, but this cache's keys have dimension ${dimension}; ` +
         'use the model and key layers the cache was built with, or a new cache',

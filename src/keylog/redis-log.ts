@@ -7,7 +7,7 @@
 // the file log; an id appended twice (a retried chunk, two workers racing) is one
 // record; and a reader can start from any position with XRANGE.
 import type { Redis } from 'ioredis';
-import { conflict } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { redisKeys } from '../redis/keys.js';
 import { isDelete, isReduced, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
 
@@ -58,7 +58,7 @@ export class RedisKeyLog implements KeyLog {
     await redis.set(redisKeys.dimension(cache), String(dimension), 'NX');
     const stored = Number(await redis.get(redisKeys.dimension(cache)));
     if (stored !== dimension) {
-      throw conflict('key_dimension_mismatch', `the key log of cache "${cache}" holds ${stored}-float keys; this model gives ${dimension}`);
+      throw new UserError('key_dimension_mismatch', `the key log of cache "${cache}" holds ${stored}-float keys; this model gives ${dimension}`);
     }
     const log = new RedisKeyLog(redis, cache, dimension);
     await log.refreshEnd();

@@ -1,4 +1,4 @@
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 
 // The key log: the ordered record of items added to a cache, numbered from 0 for
 // the cache's whole life. The index is a materialised view of it (a snapshot
@@ -75,23 +75,23 @@ export function storableSource(r: KeyRecord): string | undefined {
 /** Refuses, before anything is written, a record no log can store. */
 export function validateRecords(records: LogRecord[], dimension: number): void {
   records.forEach((r, i) => {
-    if (typeof r.id !== 'string' || r.id.length === 0) throw badRequest('bad_item_id', `item ${i}: id must be a non-empty string`);
+    if (typeof r.id !== 'string' || r.id.length === 0) throw new UserError('bad_item_id', `item ${i}: id must be a non-empty string`);
     const idBytes = Buffer.byteLength(r.id, 'utf8');
-    if (idBytes > MAX_ID_BYTES) throw badRequest('bad_item_id', `item ${i}: id is ${idBytes} bytes; at most ${MAX_ID_BYTES}`);
+    if (idBytes > MAX_ID_BYTES) throw new UserError('bad_item_id', `item ${i}: id is ${idBytes} bytes; at most ${MAX_ID_BYTES}`);
     if (isDelete(r)) return;
     // the file log keeps the label's top bit for its own flags
     if (!Number.isInteger(r.label) || r.label < 0 || r.label > MAX_LABEL) {
-      throw badRequest('bad_label', `item ${i} (${r.id}): label must be an integer 0–${MAX_LABEL}, got ${r.label}`);
+      throw new UserError('bad_label', `item ${i} (${r.id}): label must be an integer 0–${MAX_LABEL}, got ${r.label}`);
     }
     if (isReduced(r)) {
       if (!(r.searchKey instanceof Float32Array) || r.searchKey.length < 1 || r.searchKey.length > dimension) {
-        throw badRequest('bad_key', `item ${i} (${r.id}): a search key must be 1–${dimension} float32s, got ${r.searchKey?.length}`);
+        throw new UserError('bad_key', `item ${i} (${r.id}): a search key must be 1–${dimension} float32s, got ${r.searchKey?.length}`);
       }
       if (r.fullKey16 !== undefined && (!(r.fullKey16 instanceof Uint16Array) || r.fullKey16.length !== dimension)) {
-        throw badRequest('bad_key', `item ${i} (${r.id}): a float16 full key must be ${dimension} values, got ${r.fullKey16?.length}`);
+        throw new UserError('bad_key', `item ${i} (${r.id}): a float16 full key must be ${dimension} values, got ${r.fullKey16?.length}`);
       }
     } else if (!(r.key instanceof Float32Array) || r.key.length !== dimension) {
-      throw badRequest('bad_key', `item ${i} (${r.id}): key must be ${dimension} float32s, got ${r.key?.length}`);
+      throw new UserError('bad_key', `item ${i} (${r.id}): key must be ${dimension} float32s, got ${r.key?.length}`);
     }
   });
 }

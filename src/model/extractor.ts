@@ -7,7 +7,7 @@
 // ORT's graph optimiser, so optimisation stays at its default ('all').
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import { badRequest, UserError } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { l2NormaliseRows, softmaxRows } from '../math/cache-model.js';
 import { decodeModel, graphInfo, modelHash, withExtraOutputs, type GraphInfo } from './onnx-graph.js';
 import { nearestNames } from './names.js';
@@ -43,16 +43,16 @@ export async function loadModelBytes(modelPath: string): Promise<{ bytes: Uint8A
     bytes = await readFile(modelPath);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw badRequest('bad_model', code === 'ENOENT' ? `model file not found: ${modelPath}` : `cannot read model file ${modelPath}: ${(err as Error).message}`);
+    throw new UserError('bad_model', code === 'ENOENT' ? `model file not found: ${modelPath}` : `cannot read model file ${modelPath}: ${(err as Error).message}`);
   }
   let graph: GraphInfo;
   try {
     graph = graphInfo(decodeModel(bytes));
   } catch (err) {
-    throw badRequest('bad_model', `${modelPath} is not an ONNX model (protobuf decode failed: ${(err as Error).message})`);
+    throw new UserError('bad_model', `${modelPath} is not an ONNX model (protobuf decode failed: ${(err as Error).message})`);
   }
   if (graph.tensors.length === 0 || graph.outputs.length === 0 || graph.inputs.length === 0)
-    throw badRequest('bad_model', `${modelPath} is not an ONNX model (no graph inputs, nodes or outputs)`);
+    throw new UserError('bad_model', `${modelPath} is not an ONNX model (no graph inputs, nodes or outputs)`);
   return { bytes, graph };
 }
 
@@ -79,28 +79,28 @@ export class KeyExtractor implements Extractor {
     const inputs = graph.inputs;
     const input = inputs.find((v) => v.name === spec.input);
     if (!input)
-      throw badRequest('bad_model_spec', `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`);
+      throw new UserError('bad_model_spec', `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`);
     if (input.elemType !== FLOAT && input.elemType !== 0)
-      throw badRequest('bad_model', `input "${spec.input}" of ${modelPath} has ONNX element type ${input.elemType}; only float32 (1) inputs are supported`);
+      throw new UserError('bad_model', `input "${spec.input}" of ${modelPath} has ONNX element type ${input.elemType}; only float32 (1) inputs are supported`);
     const batchDim = checkInputDims(input.dims, spec, modelPath);
 
     const nodeOutputs = graph.tensors.map((t) => t.name);
     const graphOutputs = graph.outputs;
     const known = new Set([...nodeOutputs, ...graphOutputs]);
     if (!known.has(spec.output))
-      throw badRequest('bad_model_spec', `spec.output "${spec.output}" is not a tensor of ${modelPath}; its outputs are: ${graphOutputs.join(', ')}`);
+      throw new UserError('bad_model_spec', `spec.output "${spec.output}" is not a tensor of ${modelPath}; its outputs are: ${graphOutputs.join(', ')}`);
     if (keyLayers.length === 0)
-      throw badRequest('bad_key_layers', 'keyLayers is empty: name at least one inner tensor (e.g. a ReLU output near the end of the network)');
+      throw new UserError('bad_key_layers', 'keyLayers is empty: name at least one inner tensor (e.g. a ReLU output near the end of the network)');
     for (const layer of keyLayers) {
       if (!known.has(layer))
-        throw badRequest(
+        throw new UserError(
           'unknown_layer',
           `key layer "${layer}" is not a tensor of ${modelPath}. Nearest names: ${nearestNames(layer, nodeOutputs).join(', ')} ` +
             `(${nodeOutputs.length} tensors in all; \`cachet inspect\` lists them with shapes)`,
         );
     }
     if (new Set(keyLayers).size !== keyLayers.length)
-      throw badRequest('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
+      throw new UserError('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
 
     let session: ort.InferenceSession;
     try {
@@ -110,7 +110,7 @@ export class KeyExtractor implements Extractor {
         graphOptimizationLevel: 'all',
       });
     } catch (err) {
-      throw badRequest('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
+      throw new UserError('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
     }
 
     // One probe on a zero image gives every tensor's per-image size.
@@ -123,13 +123,13 @@ export class KeyExtractor implements Extractor {
       );
     } catch (err) {
       await session.release();
-      throw badRequest('bad_model_spec', `probe run of ${modelPath} with input shape [${inputShape(spec, 1)}] failed: ${(err as Error).message}`);
+      throw new UserError('bad_model_spec', `probe run of ${modelPath} with input shape [${inputShape(spec, 1)}] failed: ${(err as Error).message}`);
     }
     const layerSizes = keyLayers.map((l) => fetched[l].data.length);
     const numClasses = fetched[spec.output].data.length;
     if (numClasses !== spec.classes.length) {
       await session.release();
-      throw badRequest(
+      throw new UserError(
         'bad_model_spec',
         `output "${spec.output}" has ${numClasses} values per image (shape [${fetched[spec.output].dims}]) but spec.classes names ${spec.classes.length} classes; list one class name per output value`,
       );
@@ -143,7 +143,7 @@ export class KeyExtractor implements Extractor {
     const t0 = performance.now();
     const imageSize = this.spec.height * this.spec.width * 3;
     if (!Number.isInteger(n) || n < 0 || batch.length !== n * imageSize)
-      throw new UserError(400, 'bad_batch', `batch has ${batch.length} floats; ${n} images of ${inputShape(this.spec, 1).slice(1).join('×')} need ${n * imageSize}`);
+      throw new UserError('bad_batch', `batch has ${batch.length} floats; ${n} images of ${inputShape(this.spec, 1).slice(1).join('×')} need ${n * imageSize}`);
     const keys = new Float32Array(n * this.keyDimension);
     const probs = new Float32Array(n * this.numClasses);
     const step = this.singleImageBatches ? 1 : Math.max(n, 1);
@@ -179,7 +179,7 @@ function checkInputDims(dims: (number | string)[], spec: ModelSpec, modelPath: s
   const got = dims.slice(1);
   const mismatch = dims.length !== 4 || got.some((d, i) => typeof d === 'number' && d !== want[i]);
   if (mismatch)
-    throw badRequest(
+    throw new UserError(
       'bad_model_spec',
       `input "${spec.input}" of ${modelPath} has shape [${dims.join(',')}], but the spec (${spec.layout}, ${spec.height}×${spec.width}) expects [N,${want.join(',')}]; fix layout/height/width`,
     );

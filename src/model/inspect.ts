@@ -2,7 +2,7 @@
 // Shapes come from one real probe run (batch 1, zeros), not from shape inference in the file,
 // which many exporters leave incomplete.
 import * as ort from 'onnxruntime-node';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { inputShape, loadModelBytes } from './extractor.js';
 import { withExtraOutputs } from './onnx-graph.js';
 import type { ModelSpec } from './spec.js';
@@ -34,7 +34,7 @@ export async function inspectModel(modelPath: string, spec?: ModelSpec): Promise
 
   const input = spec ? inputs.find((v) => v.name === spec.input) : floatInputs[0];
   if (!input)
-    throw badRequest(
+    throw new UserError(
       spec ? 'bad_model_spec' : 'bad_model',
       spec
         ? `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`
@@ -46,10 +46,10 @@ export async function inspectModel(modelPath: string, spec?: ModelSpec): Promise
   let shape: number[];
   if (spec) shape = inputShape(spec, 1);
   else {
-    if (dims.length === 0) throw badRequest('bad_model_spec', `input "${input.name}" of ${modelPath} records no shape; give a model spec (layout, height, width)`);
+    if (dims.length === 0) throw new UserError('bad_model_spec', `input "${input.name}" of ${modelPath} records no shape; give a model spec (layout, height, width)`);
     const symbolic = dims.slice(1).filter((d) => typeof d !== 'number');
     if (symbolic.length > 0)
-      throw badRequest(
+      throw new UserError(
         'bad_model_spec',
         `input "${input.name}" of ${modelPath} has symbolic dims [${dims.join(',')}]; give a model spec (layout, height, width) so the probe knows the image size`,
       );
@@ -63,7 +63,7 @@ export async function inspectModel(modelPath: string, spec?: ModelSpec): Promise
   try {
     session = await ort.InferenceSession.create(withExtraOutputs(bytes, tensorNames));
   } catch (err) {
-    throw badRequest('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
+    throw new UserError('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
   }
   try {
     const size = shape.reduce((a, b) => a * b, 1);
@@ -71,7 +71,7 @@ export async function inspectModel(modelPath: string, spec?: ModelSpec): Promise
     try {
       fetched = await session.run({ [input.name]: new ort.Tensor('float32', new Float32Array(size), shape) }, tensorNames);
     } catch (err) {
-      throw badRequest('bad_model_spec', `probe run of ${modelPath} with input "${input.name}" of shape [${shape}] failed: ${(err as Error).message}`);
+      throw new UserError('bad_model_spec', `probe run of ${modelPath} with input "${input.name}" of shape [${shape}] failed: ${(err as Error).message}`);
     }
     const tensors = tensorNames.map((name) => {
       const t = fetched[name];

@@ -1,7 +1,7 @@
 // Loading a model spec: `<model>.spec.json` beside the model (or `<model>.json`), overrides on top.
 import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { ModelSpecSchema, type ModelSpec } from './spec.js';
 
 /** Where the spec file of a model is looked for, in order. */
@@ -17,16 +17,16 @@ async function readSpecFile(modelPath: string): Promise<{ path?: string; data: R
       text = await readFile(path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw badRequest('bad_model_spec', `cannot read model spec ${path}: ${(err as Error).message}`);
+      throw new UserError('bad_model_spec', `cannot read model spec ${path}: ${(err as Error).message}`);
     }
     let data: unknown;
     try {
       data = JSON.parse(text);
     } catch (err) {
-      throw badRequest('bad_model_spec', `model spec ${path} is not valid JSON: ${(err as Error).message}`);
+      throw new UserError('bad_model_spec', `model spec ${path} is not valid JSON: ${(err as Error).message}`);
     }
     if (typeof data !== 'object' || data === null || Array.isArray(data))
-      throw badRequest('bad_model_spec', `model spec ${path} must be a JSON object`);
+      throw new UserError('bad_model_spec', `model spec ${path} must be a JSON object`);
     return { path, data: data as Record<string, unknown> };
   }
   return { data: {} };
@@ -50,8 +50,10 @@ export async function loadModelSpec(modelPath: string, overrides: Partial<ModelS
     ? `read from ${file.path}${Object.keys(definedOverrides).length ? ' plus overrides' : ''}`
     : `no spec file found (expected ${specFileCandidates(modelPath)[0]}), so every required field must be given as an override`;
   const issues = result.error.issues.map((i) => `  - ${describeIssue(i, merged)}`).join('\n');
-  throw badRequest('bad_model_spec', `bad model spec for ${modelPath} (${where}):\n${issues}`, {
-    specFile: file.path ?? specFileCandidates(modelPath)[0],
-    issues: result.error.issues.map((i) => ({ field: i.path.join('.'), message: i.message })),
+  throw new UserError('bad_model_spec', `bad model spec for ${modelPath} (${where}):\n${issues}`, {
+    details: {
+      specFile: file.path ?? specFileCandidates(modelPath)[0],
+      issues: result.error.issues.map((i) => ({ field: i.path.join('.'), message: i.message })),
+    },
   });
 }

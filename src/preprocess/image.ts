@@ -1,7 +1,7 @@
 // Image bytes → the float32 tensor a model spec asks for (sharp / libvips).
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import sharp, { type OutputInfo } from 'sharp';
-import { badRequest, UserError } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import type { ModelSpec } from '../model/spec.js';
 
 export interface DecodeOptions {
@@ -68,7 +68,7 @@ export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opt
   } catch (err) {
     const message = (err as Error).message;
     if (/pixel limit/i.test(message)) throw await tooLarge(input, what, opts.limitInputPixels);
-    throw badRequest('bad_image', `${what} (${format}) cannot be decoded: ${message}; it may be truncated or corrupt`);
+    throw new UserError('bad_image', `${what} (${format}) cannot be decoded: ${message}; it may be truncated or corrupt`);
   }
   const { data, info } = pixels;
   if (info.width !== spec.width || info.height !== spec.height || info.channels !== 3)
@@ -80,7 +80,7 @@ export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opt
 async function readHead(file: string): Promise<Buffer> {
   // a regular file only: opening a FIFO would block, and a device (/dev/zero) never ends
   const st = await stat(file).catch(() => undefined);
-  if (!st?.isFile()) throw badRequest('bad_image', `image file not found: ${file}`);
+  if (!st?.isFile()) throw new UserError('bad_image', `image file not found: ${file}`);
   let handle: FileHandle | undefined;
   try {
     handle = await open(file, 'r');
@@ -89,7 +89,7 @@ async function readHead(file: string): Promise<Buffer> {
     return head.subarray(0, bytesRead);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw badRequest('bad_image', code === 'ENOENT' || code === 'EISDIR' ? `image file not found: ${file}` : `cannot read image file ${file}: ${(err as Error).message}`);
+    throw new UserError('bad_image', code === 'ENOENT' || code === 'EISDIR' ? `image file not found: ${file}` : `cannot read image file ${file}: ${(err as Error).message}`);
   } finally {
     await handle?.close();
   }
@@ -103,8 +103,8 @@ async function notAccepted(input: Buffer | string, what: string): Promise<UserEr
     .then((m) => m.format)
     .catch(() => undefined);
   return format
-    ? badRequest('bad_image', `${what} is ${format}; accepted formats are ${accepted}`)
-    : badRequest('bad_image', `${what} is not a readable image; send ${accepted}`);
+    ? new UserError('bad_image', `${what} is ${format}; accepted formats are ${accepted}`)
+    : new UserError('bad_image', `${what} is not a readable image; send ${accepted}`);
 }
 
 async function tooLarge(input: Buffer | string, what: string, limit: number): Promise<UserError> {
@@ -112,7 +112,7 @@ async function tooLarge(input: Buffer | string, what: string, limit: number): Pr
   const width = meta?.autoOrient?.width ?? meta?.width;
   const height = meta?.autoOrient?.height ?? meta?.height;
   const size = width && height ? ` is ${width}×${height} = ${width * height} pixels;` : ' exceeds the pixel limit:';
-  return new UserError(413, 'image_too_large', `${what}${size} the limit is ${limit} pixels. Downscale it before sending`);
+  return new UserError('image_too_large', `${what}${size} the limit is ${limit} pixels. Downscale it before sending`);
 }
 
 /** Interleaved 8-bit RGB (HWC) → float32 per spec: layout, channel order, (pixel·scale − mean[c]) / std[c]. */

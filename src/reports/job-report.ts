@@ -1,7 +1,7 @@
 // A finished job's report for people: Markdown, and a chart as SVG or PNG (the SVG
 // rendered by sharp's librsvg, for tools that show pictures but not SVG).
 import sharp from 'sharp';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import type { JobView } from '../jobs/types.js';
 import type { EvalJobResult } from '../jobs/processors.js';
 import type { LayerAdvice } from '../advisor/layers.js';
@@ -23,7 +23,7 @@ export function reportMarkdown(job: JobView): string {
     case 'layers':
       return layersMarkdown(job.result as LayerAdvice);
     default:
-      throw badRequest('no_such_report', `an ${job.type} job's report comes as format=json`);
+      throw new UserError('no_such_report', `an ${job.type} job's report comes as format=json`);
   }
 }
 
@@ -36,11 +36,11 @@ export function reportSvg(job: JobView): string {
       return layersSvg(job.result as LayerAdvice);
     case 'eval': {
       const svg = evalBySizeSvg(job.result as EvalJobResult);
-      if (!svg) throw badRequest('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes): its report comes as format=json or md`);
+      if (!svg) throw new UserError('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes): its report comes as format=json or md`);
       return svg;
     }
     default:
-      throw badRequest('no_such_report', `an ${job.type} job's report comes as format=json`);
+      throw new UserError('no_such_report', `an ${job.type} job's report comes as format=json`);
   }
 }
 

@@ -1,6 +1,6 @@
 // An item's image: bytes given inline, a file path (sharp reads it), or an http(s) URL
 // on storage every worker can reach, fetched with a time and size limit.
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 
 export const MAX_FETCH_BYTES = 32 * 1024 * 1024;
 const FETCH_TIMEOUT_MS = 30_000;
@@ -11,12 +11,12 @@ export async function imageBytes(image: string | Buffer): Promise<string | Buffe
   try {
     res = await fetch(image, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
   } catch (err) {
-    throw badRequest('bad_image', `cannot fetch ${image}: ${(err as Error).message}`);
+    throw new UserError('bad_image', `cannot fetch ${image}: ${(err as Error).message}`);
   }
-  if (!res.ok) throw badRequest('bad_image', `cannot fetch ${image}: HTTP ${res.status}`);
+  if (!res.ok) throw new UserError('bad_image', `cannot fetch ${image}: HTTP ${res.status}`);
   const declared = Number(res.headers.get('content-length') ?? 0);
-  if (declared > MAX_FETCH_BYTES) throw badRequest('bad_image', `${image} is ${declared} bytes; images over ${MAX_FETCH_BYTES} bytes are refused`);
+  if (declared > MAX_FETCH_BYTES) throw new UserError('bad_image', `${image} is ${declared} bytes; images over ${MAX_FETCH_BYTES} bytes are refused`);
   const bytes = Buffer.from(await res.arrayBuffer());
-  if (bytes.length > MAX_FETCH_BYTES) throw badRequest('bad_image', `${image} is over ${MAX_FETCH_BYTES} bytes`);
+  if (bytes.length > MAX_FETCH_BYTES) throw new UserError('bad_image', `${image} is over ${MAX_FETCH_BYTES} bytes`);
   return bytes;
 }

@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { z } from 'zod';
-import { badRequest } from '../errors/user-error.js';
+import { UserError } from '../errors/user-error.js';
 import { ReadRoots } from './read-roots.js';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
@@ -61,8 +61,8 @@ export async function resolveSource(source: Source, opts: ResolveOptions): Promi
     case 'inline':
       return source.items.map((item, i) => {
         const bytes = Buffer.from(item.image, 'base64');
-        if (bytes.length === 0) throw badRequest('bad_image', `items[${i}].image is not base64 image data`);
-        if (opts.requireLabels && item.label === undefined) throw badRequest('missing_label', `items[${i}] has no label`);
+        if (bytes.length === 0) throw new UserError('bad_image', `items[${i}].image is not base64 image data`);
+        if (opts.requireLabels && item.label === undefined) throw new UserError('missing_label', `items[${i}] has no label`);
         const label = item.label === undefined ? null : labelOf(item.label, `items[${i}].label`);
         const id = item.id ?? `sha256:${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}`;
         return { id, label, image: bytes };
@@ -80,7 +80,7 @@ export function labelResolver(classes: string[]): (label: string | number, where
     } else if (byName.has(label)) {
       return byName.get(label)!;
     }
-    throw badRequest(
+    throw new UserError(
       'label_out_of_range',
       `${where}: label ${JSON.stringify(label)} is not one of the model's classes; use a class name (${preview(classes)}) or an index 0–${classes.length - 1}`,
     );
@@ -90,7 +90,7 @@ export function labelResolver(classes: string[]): (label: string | number, where
 async function folderItems(root: string, labelOf: (l: string, where: string) => number): Promise<SourceItem[]> {
   const entries = await readDir(root);
   const classDirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
-  if (classDirs.length === 0) throw badRequest('bad_source', `${root} has no subfolders: put the images of each class in a subfolder named after the class`);
+  if (classDirs.length === 0) throw new UserError('bad_source', `${root} has no subfolders: put the images of each class in a subfolder named after the class`);
   const items: SourceItem[] = [];
   for (const dir of classDirs) {
     const label = labelOf(dir, `folder ${path.join(root, dir)}`);
@@ -100,7 +100,7 @@ async function folderItems(root: string, labelOf: (l: string, where: string) => 
       .sort();
     for (const file of files) items.push({ id: `${dir}/${file}`, label, image: path.join(root, dir, file) });
   }
-  if (items.length === 0) throw badRequest('bad_source', `${root} has no ${IMAGE_EXTENSIONS.join('/')} files in its class subfolders`);
+  if (items.length === 0) throw new UserError('bad_source', `${root} has no ${IMAGE_EXTENSIONS.join('/')} files in its class subfolders`);
   return items;
 }
 
@@ -112,7 +112,7 @@ interface ManifestRow {
 
 async function manifestItems(file: string, labelOf: (l: string | number, where: string) => number, requireLabels: boolean): Promise<SourceItem[]> {
   const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw badRequest('bad_source', `cannot read manifest ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    throw new UserError('bad_source', `cannot read manifest ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
   });
   const ext = path.extname(file).toLowerCase();
   let rows: { row: ManifestRow; line: number }[];
@@ -123,7 +123,7 @@ async function manifestItems(file: string, labelOf: (l: string | number, where: 
       try {
         rows.push({ row: JSON.parse(line) as ManifestRow, line: i + 1 });
       } catch {
-        throw badRequest('bad_source', `${file} line ${i + 1} is not JSON: each line must be {"path": …, "label": …, "id"?: …}`);
+        throw new UserError('bad_source', `${file} line ${i + 1} is not JSON: each line must be {"path": …, "label": …, "id"?: …}`);
       }
     });
   } else if (ext === '.csv') {
@@ -135,15 +135,15 @@ async function manifestItems(file: string, labelOf: (l: string | number, where: 
       line: i + (hasHeader ? 2 : 1),
     }));
   } else {
-    throw badRequest('bad_source', `manifest ${file}: use a .csv (path,label[,id]) or .jsonl file`);
+    throw new UserError('bad_source', `manifest ${file}: use a .csv (path,label[,id]) or .jsonl file`);
   }
-  if (rows.length === 0) throw badRequest('bad_source', `manifest ${file} lists no images`);
+  if (rows.length === 0) throw new UserError('bad_source', `manifest ${file} lists no images`);
   const base = path.dirname(file);
   return rows.map(({ row, line }) => {
     const where = `${file} line ${line}`;
-    if (typeof row.path !== 'string' || row.path === '') throw badRequest('bad_source', `${where}: missing path`);
+    if (typeof row.path !== 'string' || row.path === '') throw new UserError('bad_source', `${where}: missing path`);
     const hasLabel = row.label !== undefined && row.label !== '';
-    if (requireLabels && !hasLabel) throw badRequest('missing_label', `${where}: missing label`);
+    if (requireLabels && !hasLabel) throw new UserError('missing_label', `${where}: missing label`);
     const label = hasLabel ? labelOf(row.label as string | number, where) : null;
     const id = typeof row.id === 'string' && row.id !== '' ? row.id : row.path;
     const image = /^https?:\/\//i.test(row.path) ? row.path : path.resolve(base, row.path);
@@ -153,7 +153,7 @@ async function manifestItems(file: string, labelOf: (l: string | number, where: 
 
 async function readDir(dir: string) {
   return fs.readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
-    throw badRequest('bad_source', `cannot read folder ${dir}: ${err.code === 'ENOENT' ? 'no such folder' : err.message}`);
+    throw new UserError('bad_source', `cannot read folder ${dir}: ${err.code === 'ENOENT' ? 'no such folder' : err.message}`);
   });
 }
 

@@ -15,7 +15,6 @@ import { replicaJobType } from './queue/job-schema.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from './preprocess/image.js';
 import { createApp, ApiLimits } from './http/app.js';
 import { BatcherOptions, PredictBatcher } from './http/batcher.js';
-import { CacheStatus } from './engine/engine.js';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { connectRedis } from './redis/connection.js';
@@ -25,6 +24,7 @@ import { queueNames } from './redis/keys.js';
 import { Operations } from './http/operations.js';
 import { checkLimits } from './http/limits.js';
 import { createLogger, type Logger } from './util/logging.js';
+import { CacheStatus } from './engine/status.js';
 
 export interface ServeOptions {
   port: number;

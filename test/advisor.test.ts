@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { before, describe, test } from 'node:test';
-import { adviseLayers, concatSimilarity, extractLayers, layerDots, type LayerAdvice } from '../src/advisor/layers.js';
+import { adviseLayers, concatSimilarity, extractLayers, layerDots } from '../src/advisor/layers.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import type { ModelSpec } from '../src/model/spec.js';
@@ -12,6 +12,7 @@ import { resolveSource } from '../src/sources/sources.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
 import { REPO, RESNET, SAMPLE, sampleFolder, tempDir } from './harness.js';
 import { readFileSync } from 'node:fs';
+import { LayerAdvice } from '../src/advisor/advice.js';
 
 const run = promisify(execFile);
 const CANDIDATES = ['activation_2', 'activation_10', 'activation_18', 'flatten_1'];

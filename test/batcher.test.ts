@@ -5,9 +5,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PredictBatcher } from '../src/http/batcher.js';
-import type { ClassifyOptions, ClassifyResult } from '../src/engine/engine.js';
 import { UserError } from '../src/errors/user-error.js';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, waitForJob } from './harness.js';
+import { ClassifyOptions, ClassifyResult } from '../src/engine/types.js';
 
 /** An engine that answers each image with p = [its first value]; calls return when `release()` is called. */
 function fakeEngine(fail?: Error) {

@@ -7,13 +7,14 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Job } from 'bullmq';
-import { adviseLayers, type LayerAdvice } from '../src/advisor/layers.js';
+import { adviseLayers } from '../src/advisor/layers.js';
 import { estimateMemory, LAYERS_MEMORY_ENV, parseBytes } from '../src/advisor/job.js';
 import { LayerJobSchema, layerJobData } from '../src/http/layers-route.js';
 import { DistributedQueue } from '../src/queue/bullmq-queue.js';
 import { LayersJobSchema, replicaJobType } from '../src/queue/job-schema.js';
 import { abortLayerJobs, processLayersJob } from '../src/queue/layers-job.js';
 import { call, REPO, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
+import { LayerAdvice } from '../src/advisor/advice.js';
 
 const run = promisify(execFile);
 

@@ -1,8 +1,9 @@
 // The tune report: Markdown summary and the θ × λ heatmap SVG, on a synthetic 33 × 33 grid.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { heatmapLayout, rankedGrid, tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../src/reports/tune-report.js';
+import { heatmapLayout, rankedGrid, tuneHeatmapSvg, tuneMarkdown } from '../src/reports/tune-report.js';
 import { colourAt, escapeXml, fmtNum, fmtPct, tickIndices, VIRIDIS } from '../src/reports/svg.js';
+import { TuneResult } from '../src/jobs/results.js';
 
 const N = 33;
 const PEAK = { i: 20, j: 12 };

@@ -2,7 +2,7 @@
 // with REDIS_URL set): takes index chunks from BullMQ until SIGTERM, then finishes
 // the chunks in hand and exits 0.
 import { startWorker } from '../src/worker-process.js';
-import { redactUrl } from '../src/cli/serve.js';
+import { redactUrl } from '../src/util/logging.js';
 import { closeOnSignals } from '../src/util/signals.js';
 
 export async function runWorkerProcess(opts: { redisUrl: string; concurrency: number; lockDuration?: number }): Promise<void> {

@@ -12,8 +12,9 @@ import { loadModelSpec } from '../model/spec-file.js';
 import { resolveSource, type Source } from '../sources/sources.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import type { JobContext } from '../jobs/types.js';
-import { capPerClass, defaultCandidates, type AdviseOptions, type LayerAdvice } from './layers.js';
+import { capPerClass, defaultCandidates, type AdviseOptions } from './layers.js';
 import { adviseInThread } from './run-in-thread.js';
+import { LayerAdvice } from './advice.js';
 
 /** A layers job: the advisor's options (AdviseOptions), with sources, not paths, and a memory budget. */
 export type LayerJobData = Omit<AdviseOptions, 'train' | 'val' | 'batchSize' | 'spec'> & {

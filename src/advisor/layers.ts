@@ -26,6 +26,7 @@ import { resolveSource, type Source, type SourceItem } from '../sources/sources.
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
 import type { ItemError } from '../jobs/types.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
+import { LayerAdvice, LayerScore } from './advice.js';
 
 /** A coarse version of the paper's grid: every 4th value, θ ∈ {10, 20, …, 90}, λ ∈ {0.1, 0.2, …, 0.9}. */
 export const ADVISOR_THETAS = PAPER_THETAS.filter((_, i) => i % 4 === 0);
@@ -59,43 +60,6 @@ export interface AdviseOptions {
   spec?: ModelSpec;
   /** stops the extraction between batches and the scoring between keys (the promise rejects with its reason) */
   signal?: AbortSignal;
-}
-
-export interface LayerScore {
-  layers: string[];
-  dimension: number;
-  /** best top-1 validation error of the cache model over the grid */
-  error: number;
-  theta: number;
-  lambda: number;
-  /** mean −log p(true class) at the best point (breaks ties between grid points) */
-  logLoss: number;
-  /** top-1 validation error of the model alone */
-  modelError: number;
-  /** best top-1 validation error of the cache alone (λ = 1) over the θ grid: how well the key alone classifies */
-  cacheOnlyError: number;
-  /** the θ of cacheOnlyError */
-  cacheOnlyTheta: number;
-  kind: 'single' | 'concatenation';
-}
-
-export interface LayerAdvice {
-  model: string;
-  trainImages: number;
-  /** cache items (train images, plus their mirror images with flip) */
-  cacheItems: number;
-  valImages: number;
-  flip: boolean;
-  maxDimension: number;
-  thetas: number[];
-  lambdas: number[];
-  modelError: number;
-  /** best first: error, then fewer dims */
-  ranking: LayerScore[];
-  recommendation: LayerScore;
-  tooLarge: { layer: string; dimension: number; message: string }[];
-  failedImages: ItemError[];
-  seconds: { extract: number; score: number };
 }
 
 export interface AdviseProgress {

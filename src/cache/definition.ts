@@ -66,22 +66,3 @@ export const CacheDefinitionSchema = z
 
 export type CacheDefinitionInput = z.input<typeof CacheDefinitionSchema>;
 export type CacheDefinition = z.output<typeof CacheDefinitionSchema>;
-
-export interface CacheInfo {
-  name: string;
-  model: string;
-  modelHash: string;
-  keyLayers: string[];
-  dimension: number;
-  classes: string[];
-  size: number;
-  theta: number;
-  lambda: number;
-  k: number;
-  index: { type: 'exact' | 'hnsw'; policy: 'auto' | 'exact' | 'hnsw'; scoring: 'all-items' | 'k-nearest'; params: Record<string, number | string> };
-  /** the search key: full, or a projection to `dimension` (null while a PCA waits for its sample) */
-  searchKey: { reduce: 'none' | 'pca' | 'random'; dimension: number; projection: string | null; rerank: boolean; fullKeysBytes: number };
-  logPosition: number;
-  snapshotPosition: number;
-  history: CacheDefinition['history'];
-}

@@ -2,10 +2,10 @@
 // followed with the progress bar of the other job commands; the result is the same LayerAdvice.
 import type { Source } from '../sources/sources.js';
 import type { JobView } from '../jobs/types.js';
-import type { LayerAdvice } from '../advisor/layers.js';
 import type { LayerJobRequest } from '../http/layers-route.js';
 import { CachetClient } from './client.js';
 import { followJob } from './progress.js';
+import { LayerAdvice } from '../advisor/advice.js';
 
 /** The body of POST /v1/layer-jobs (paths absolute: the service reads them). */
 export type RemoteLayersRequest = Omit<LayerJobRequest, 'train' | 'val' | 'flip'> & { train: Source; val: Source; flip?: boolean };

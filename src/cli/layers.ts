@@ -5,10 +5,10 @@ import { promises as fs, statSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Source } from '../sources/sources.js';
-import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
 import { positiveInt } from './args.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 import { adviseRemotely } from './layers-remote.js';
+import { LayerAdvice, LayerScore } from '../advisor/advice.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 const grid = (v: string) => {

@@ -7,10 +7,9 @@ import { CachetClient, ApiError } from './client.js';
 import { followJob } from './progress.js';
 import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
-import type { CacheInfo } from '../cache/definition.js';
-import type { EvalJobResult, IndexJobResult } from '../jobs/processors.js';
-import type { TuneResult } from '../reports/tune-report.js';
 import { UserError } from '../errors/user-error.js';
+import { CacheInfo } from '../cache/info.js';
+import { IndexJobResult, EvalJobResult, TuneResult } from '../jobs/results.js';
 
 const program = new Command('cachet')
   .description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP')

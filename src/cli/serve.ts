@@ -2,7 +2,7 @@
 import { startService, RunningService } from '../server.js';
 import type { ApiLimits } from '../http/app.js';
 import type { BatcherOptions } from '../http/batcher.js';
-import { createLogger } from '../util/logging.js';
+import { createLogger, redactUrl } from '../util/logging.js';
 import { closeOnSignals } from '../util/signals.js';
 
 export interface ServeCliOptions {
@@ -34,15 +34,4 @@ export async function serve(opts: ServeCliOptions): Promise<RunningService> {
 
 export function stopOnSignals(service: RunningService): void {
   closeOnSignals('cachet', () => service.close(), service.logger);
-}
-
-/** A URL without its password, for logs. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
 }

@@ -10,10 +10,9 @@ import { followJob } from '../cli/progress.js';
 import { startService } from '../server.js';
 import { createLogger } from '../util/logging.js';
 import { stopOnSignals } from '../cli/serve.js';
-import type { CacheStatus } from '../engine/engine.js';
 import type { JobView } from '../jobs/types.js';
-import type { EvalJobResult } from '../jobs/processors.js';
-
+import { CacheStatus } from '../engine/status.js';
+import { EvalJobResult } from '../jobs/results.js';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', ...(import.meta.url.includes('/dist/') ? ['..'] : []));
 const DEMO = {
   name: 'cifar10-demo',

@@ -1,8 +1,8 @@
 // One cache as a process holds it: its model, its index (a materialised view of
 // its key log), and the id → position map that makes adding an id idempotent.
 import { promises as fs } from 'node:fs';
-import { CacheDefinition, CacheInfo } from '../cache/definition.js';
-import type { Extractor } from '../model/inference.js';
+import { CacheDefinition } from '../cache/definition.js';
+import type { Extractor } from '../model/types.js';
 import { Neighbours, VectorIndex } from '../index/types.js';
 import { ExactIndex } from '../index/exact.js';
 import { HnswIndex } from '../index/hnsw.js';
@@ -17,6 +17,7 @@ import { FullKeyStore } from '../index/full-keys.js';
 import { cacheProbabilities } from '../math/cache-model.js';
 import { TopK } from '../index/exact.js';
 import { createHash } from 'node:crypto';
+import { CacheInfo } from '../cache/info.js';
 
 /**
  * Makes every process of a cache use one projection: in distributed mode the first

@@ -1,9 +1,10 @@
 // The main thread's handle on the engine thread: the Engine's methods, as promises.
 import { Worker } from 'node:worker_threads';
-import type { Engine, EngineLogEntry } from './engine.js';
+import type { Engine } from './engine.js';
 import { threadEntry } from '../util/thread-entry.js';
 import { threadCaller } from '../util/thread-rpc.js';
 import type { Logger } from '../util/logging.js';
+import { EngineLogEntry } from './types.js';
 
 type EngineMethod = {
   [K in keyof Engine]: Engine[K] extends (...args: never[]) => Promise<unknown> ? K : never;

@@ -3,9 +3,10 @@
 // hnswlib compute synchronously on the calling thread; the HTTP thread stays free.
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { CacheDefinition, CacheDefinitionSchema, CacheInfo, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { CacheDefinition, CacheDefinitionSchema, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { mixProbabilities } from '../math/cache-model.js';
-import { InferenceThread, type Extractor } from '../model/inference.js';
+import { InferenceThread } from '../model/inference.js';
+import type { Extractor } from '../model/types.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import { ModelSpec } from '../model/spec.js';
 import { Projection, serialisedFingerprint } from '../index/projection.js';
@@ -17,108 +18,12 @@ import { RedisKeyLog } from '../keylog/redis-log.js';
 import { connectRedis } from '../redis/connection.js';
 import type { Redis } from 'ioredis';
 import { UserError } from '../errors/user-error.js';
+import { describeZodError } from '../errors/zod.js';
 import type { FullKeyRecord } from '../keylog/types.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
-
-export interface Neighbour {
-  id: string;
-  label: number;
-  similarity: number;
-}
-
-export interface Classification {
-  pModel: number[];
-  /** null when the cache is empty */
-  pCache: number[] | null;
-  p: number[];
-  neighbours: Neighbour[];
-}
-
-export interface NeighbourScores {
-  k: number;
-  /** n × numClasses */
-  pModel: Float32Array;
-  /** n × k, best first */
-  similarities: Float32Array;
-  /** n × k class labels */
-  labels: Uint16Array;
-  /** n × k item positions (−1: padding) */
-  positions: Int32Array;
-}
-
-export interface CacheUpdate {
-  theta?: number;
-  lambda?: number;
-  /** why θ or λ changed, kept in the history (e.g. "tune job <id>") */
-  reason?: string;
-  k?: number;
-  efSearch?: number;
-}
-
-export interface ClassifyOptions {
-  theta?: number;
-  lambda?: number;
-  /** how many nearest cached items to return per image */
-  neighbours?: number;
-}
-
-export interface ClassifyResult {
-  cache: string;
-  theta: number;
-  lambda: number;
-  cacheSize: number;
-  results: Classification[];
-  /** engine-thread time of this call: the model run, and the search + p_cache (including the wait for the cache's lock) */
-  timings?: { inferenceMs: number; searchMs: number };
-}
-
-export interface IndexBatchResult {
-  added: number;
-  duplicates: number;
-  failed: { id: string; error: string }[];
-}
-
-export interface CacheStatus {
-  name: string;
-  status: 'ready' | 'failed';
-  error?: string;
-  info?: CacheInfo;
-}
-
-/**
- * What this process does with caches:
- * - `embedded`: everything, in one process; definitions and key logs are files.
- * - `api`: an api replica of distributed mode; definitions and key logs are in Redis,
- *   and it tails every cache's log into its own index (workers append to the logs).
- * - `worker`: a `cachet worker`: extracts keys and appends them to the logs; holds no index.
- */
-export type EngineRole = 'embedded' | 'api' | 'worker';
-
-export interface EngineOptions {
-  role: EngineRole;
-  dataDir: string;
-  /** distributed mode (roles api and worker) */
-  redisUrl?: string;
-  /** api: snapshot after this many new log records… */
-  snapshotEvery?: number;
-  /** …or when this long has passed since the last snapshot with new records */
-  snapshotIntervalMs?: number;
-}
-
-export interface LogStatus {
-  name: string;
-  size: number;
-  appliedPosition: number;
-  logEnd: number;
-  /** records in the log this replica has not applied yet */
-  lag: number;
-}
-
-/** What the engine reports of its background work (tailing logs, syncing definitions). */
-export interface EngineLogEntry {
-  level: 'warn' | 'error';
-  msg: string;
-}
+import { CacheInfo } from '../cache/info.js';
+import { CacheStatus, LogStatus } from './status.js';
+import { EngineLogEntry, EngineOptions, CacheUpdate, IndexBatchResult, ClassifyOptions, ClassifyResult, Classification, NeighbourScores, EngineRole } from './types.js';
 
 export class Engine {
   /** `report`: where log entries go (the main thread's logger, when the engine runs in a thread) */
@@ -603,8 +508,4 @@ function parseOr400<T>(schema: Parser<T>, value: unknown, field: 'theta' | 'lamb
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   throw new UserError(`invalid_${field}`, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
-}
-
-export function describeZodError(error: { issues: { path: PropertyKey[]; message: string }[] }): string {
-  return error.issues.map((i) => `${i.path.length ? i.path.map(String).join('.') : 'body'}: ${i.message}`).join('; ');
 }

@@ -3,7 +3,6 @@ import express, { NextFunction, Request, Response } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
 import { EngineApi } from '../engine/client.js';
-import type { Classification } from '../engine/engine.js';
 import { JobQueue } from '../jobs/types.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import { resolveSource } from '../sources/sources.js';
@@ -13,9 +12,8 @@ import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
 import { UserError } from '../errors/user-error.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
-import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from '../reports/tune-report.js';
+import { tuneHeatmapSvg, tuneMarkdown } from '../reports/tune-report.js';
 import { evalBySizeSvg, evalMarkdown } from '../reports/eval-report.js';
-import type { EvalJobResult } from '../jobs/processors.js';
 import { errorHandler, notFoundRoute } from './error-handler.js';
 import { param, parse, requireObject, wrap } from './handlers.js';
 import type { PredictBatcher } from './batcher.js';
@@ -24,6 +22,7 @@ import { webRoutes } from './web.js';
 import { addItemRoutes } from './items.js';
 import { addLayerJobRoutes } from './layers-route.js';
 import { reportMarkdown, reportSvg, svgToPng } from '../reports/job-report.js';
+import { Classification } from '../engine/types.js';
 
 export interface ApiLimits {
   /** bytes of a JSON body or of one uploaded file */

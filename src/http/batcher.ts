@@ -14,7 +14,7 @@
 // (a UserError stays a UserError) goes to every request of that batch.
 // Other engine calls (index and eval jobs) are not seen here: "idle" means no predict batch in flight.
 import type { EngineApi } from '../engine/client.js';
-import type { ClassifyOptions, ClassifyResult } from '../engine/engine.js';
+import { ClassifyResult, ClassifyOptions } from '../engine/types.js';
 import { stackBatch } from '../preprocess/image.js';
 
 export interface BatcherOptions {

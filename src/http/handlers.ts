@@ -1,7 +1,7 @@
 // Small pieces every route module uses: typed async handlers, path params, body parsing.
 import type { NextFunction, Request, Response } from 'express';
 import type { z } from 'zod';
-import { describeZodError } from '../engine/engine.js';
+import { describeZodError } from '../errors/zod.js';
 import { UserError } from '../errors/user-error.js';
 
 /** express 5 forwards rejected promises to the error handler; this keeps handlers typed. */

@@ -17,7 +17,6 @@ import type { JobQueue, JobView } from '../jobs/types.js';
 import type { InspectedTensor } from '../model/inspect.js';
 import type { ModelSpec } from '../model/spec.js';
 import { checkLayersMemory, planLayerJob, type InspectTensors, type LayerJobData } from '../advisor/job.js';
-import type { LayerAdvice } from '../advisor/layers.js';
 import { inspectInThread } from '../advisor/run-in-thread.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 import { JOBS_RETRY_AFTER_S, retryAfter } from './limits.js';

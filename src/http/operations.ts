@@ -9,7 +9,8 @@ import type { ApiLimits } from './app.js';
 import { authenticate, compileRoutes, findRoute, isLoopback, KeyMatcher, loadApiKeys, type RouteRole } from './auth.js';
 import { routeRoles } from './openapi.js';
 import { LimitedQueue, PredictLimiter } from './limits.js';
-import { requestLogging, type Logger } from '../util/logging.js';
+import type { Logger } from '../util/logging.js';
+import { requestLogging } from './request-log.js';
 import { ServiceMetrics } from './metrics.js';
 
 export interface OperationsOptions {

@@ -4,8 +4,9 @@ import { forEachBatch } from './pipeline.js';
 import { SourceItem } from '../sources/sources.js';
 import { JobContext } from './types.js';
 import { ModelSpec } from '../model/spec.js';
-import type { Classification, NeighbourScores } from '../engine/engine.js';
 import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
+import { IndexJobResult, ErrorRates, EvalJobResult } from './results.js';
+import { Classification, NeighbourScores } from '../engine/types.js';
 
 export interface ProcessorSettings {
   batchSize: number;
@@ -16,14 +17,6 @@ export interface IndexJobData {
   cache: string;
   items: SourceItem[];
   flip: boolean;
-}
-
-export interface IndexJobResult {
-  images: number;
-  added: number;
-  duplicates: number;
-  failed: number;
-  cacheSize: number;
 }
 
 export async function runIndexJob(engine: EngineApi, settings: ProcessorSettings, data: IndexJobData, ctx: JobContext): Promise<IndexJobResult> {
@@ -60,36 +53,6 @@ export interface EvalJobData {
   compareWith?: string;
   /** also the error with random subsets of the cache: fractions of its items, in (0, 1] */
   cacheSizes?: number[];
-}
-
-export interface ErrorRates {
-  model: number;
-  cacheModel: number;
-  cacheOnly: number;
-}
-
-export interface EvalJobResult {
-  cache: string;
-  images: number;
-  failed: number;
-  cacheSize: number;
-  theta: number;
-  lambda: number;
-  /** top-1 error, as a fraction */
-  error: ErrorRates;
-  correct: ErrorRates;
-  /** top-5 error, as a fraction */
-  top5Error: ErrorRates;
-  perClass: { class: string; label: number; images: number; error: ErrorRates }[];
-  /** error against cache size: p_cache over a deterministic random subset of the items */
-  bySize?: { fraction: number; items: number; error: { cacheModel: number; cacheOnly: number } }[];
-  compare?: {
-    cache: string;
-    cacheSize: number;
-    error: ErrorRates;
-    /** fraction of images whose top-1 class is the same in both caches */
-    agreement: { cacheModel: number; cacheOnly: number };
-  };
 }
 
 /** Top-1 and top-5 hits of the model alone, the cache model and the cache alone, in all and per class. */

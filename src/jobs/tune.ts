@@ -9,7 +9,7 @@ import { forEachBatch } from './pipeline.js';
 import { SourceItem } from '../sources/sources.js';
 import { JobContext } from './types.js';
 import { ProcessorSettings } from './processors.js';
-import type { TuneResult } from '../reports/tune-report.js';
+import { TuneResult } from './results.js';
 
 export interface TuneJobData {
   cache: string;

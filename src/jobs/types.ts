@@ -1,33 +1,36 @@
 // Jobs: bulk indexing and evaluation. The processors are plain functions of
 // (data, context) so that the embedded queue and (later) BullMQ workers run the same code.
-export type JobType = 'index' | 'eval' | 'tune' | 'layers';
-export type JobStateName = 'waiting' | 'active' | 'completed' | 'failed';
+import { z } from 'zod';
 
-export interface JobProgress {
-  done: number;
-  total: number;
-}
+const int = () => z.number().int();
 
-export interface ItemError {
-  id: string;
-  error: string;
-}
+export const JobTypeSchema = z.enum(['index', 'eval', 'tune', 'layers']);
+export type JobType = z.infer<typeof JobTypeSchema>;
+export const JobStateSchema = z.enum(['waiting', 'active', 'completed', 'failed']);
+export type JobStateName = z.infer<typeof JobStateSchema>;
 
-export interface JobView {
-  id: string;
-  type: JobType;
-  cache: string;
-  state: JobStateName;
-  progress: JobProgress;
-  /** the first MAX_ITEM_ERRORS per-item errors; errorCount counts them all */
-  errors: ItemError[];
-  errorCount: number;
-  result: unknown;
-  failedReason: string | null;
-  createdAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-}
+export const ItemErrorSchema = z.object({ id: z.string(), error: z.string() }).strict();
+export type ItemError = z.infer<typeof ItemErrorSchema>;
+
+/** A job as the queues describe it; `result` is typed loosely here (the API documents it per job type). */
+export const JobViewSchema = z
+  .object({
+    id: z.string(),
+    type: JobTypeSchema,
+    cache: z.string(),
+    state: JobStateSchema,
+    progress: z.object({ done: int(), total: int() }).strict(),
+    errors: z.array(ItemErrorSchema).describe('the first 1,000 per-item errors; errorCount counts them all'),
+    errorCount: int(),
+    result: z.unknown(),
+    failedReason: z.string().nullable(),
+    createdAt: z.iso.datetime(),
+    startedAt: z.iso.datetime().nullable(),
+    finishedAt: z.iso.datetime().nullable(),
+  })
+  .strict();
+export type JobView = z.infer<typeof JobViewSchema>;
+export type JobProgress = JobView['progress'];
 
 export const MAX_ITEM_ERRORS = 1000;
 

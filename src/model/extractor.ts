@@ -12,22 +12,7 @@ import { l2NormaliseRows, softmaxRows } from '../math/cache-model.js';
 import { decodeModel, graphInfo, modelHash, withExtraOutputs, type GraphInfo } from './onnx-graph.js';
 import { nearestNames } from './names.js';
 import type { ModelSpec } from './spec.js';
-import type { Extractor } from './inference.js';
-
-export interface ExtractorOptions {
-  intraOpNumThreads?: number;
-}
-
-export interface ExtractorResult {
-  /** n × keyDimension, L2-normalised rows */
-  keys: Float32Array;
-  /** n × numClasses, p_model(y|x) (softmax applied when spec.outputKind is 'logits') */
-  probs: Float32Array;
-  /** rows whose key was zero or not finite (left unnormalised; unusable as cache items) */
-  zeroKeys: number[];
-  /** how long this run took where it ran (without the wait for, or the hops to, the inference thread) */
-  runMs: number;
-}
+import type { Extractor, ExtractorOptions, ExtractorResult } from './types.js';
 
 /** [1, …] input shape for a batch of `n` images, from the spec. */
 export function inputShape(spec: ModelSpec, n: number): number[] {

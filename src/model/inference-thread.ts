@@ -1,6 +1,7 @@
 // Worker-thread entry: holds onnxruntime sessions (KeyExtractors) and runs them for the engine.
 import { parentPort } from 'node:worker_threads';
-import { KeyExtractor, type ExtractorOptions } from './extractor.js';
+import { KeyExtractor } from './extractor.js';
+import type { ExtractorOptions } from './types.js';
 import type { ModelSpec } from './spec.js';
 import { serveThread } from '../util/thread-rpc.js';
 

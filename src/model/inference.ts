@@ -5,23 +5,10 @@
 // also synchronous) could only take turns. Here the engine thread searches batch i while this
 // thread runs the model on batch i+1: on 2 cores, inference on one, search beside it.
 import { Worker } from 'node:worker_threads';
-import type { ExtractorOptions, ExtractorResult } from './extractor.js';
+import type { Extractor, ExtractorOptions, ExtractorResult } from './types.js';
 import type { ModelSpec } from './spec.js';
 import { threadEntry } from '../util/thread-entry.js';
 import { threadCaller, type ThreadCaller } from '../util/thread-rpc.js';
-
-/** What the engine needs of a model: its keys and probabilities for a batch of images. */
-export interface Extractor {
-  readonly spec: ModelSpec;
-  readonly keyLayers: string[];
-  /** sha256 of the model file */
-  readonly modelHash: string;
-  readonly keyDimension: number;
-  readonly numClasses: number;
-  /** `batch` holds `n` images laid out as the spec says; it is moved to the inference thread */
-  run(batch: Float32Array, n: number): Promise<ExtractorResult>;
-  release(): Promise<void>;
-}
 
 interface Loaded {
   id: number;

@@ -2,15 +2,15 @@
 // fed from the documented job data.
 import { Job, UnrecoverableError } from 'bullmq';
 import { EngineApi } from '../engine/client.js';
-import { runEvalJob, runIndexJob, ProcessorSettings, EvalJobResult } from '../jobs/processors.js';
+import { runEvalJob, runIndexJob, ProcessorSettings } from '../jobs/processors.js';
 import { labelResolver, SourceItem } from '../sources/sources.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS } from '../jobs/types.js';
-import { describeZodError } from '../engine/engine.js';
+import { describeZodError } from '../errors/zod.js';
 import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';
 import { runTuneJob } from '../jobs/tune.js';
-import type { TuneResult } from '../reports/tune-report.js';
-import type { LayerAdvice } from '../advisor/layers.js';
 import { processLayersJob } from './layers-job.js';
+import { LayerAdvice } from '../advisor/advice.js';
+import { EvalJobResult, TuneResult } from '../jobs/results.js';
 
 /** Errors kept per chunk: the parent shows at most MAX_ITEM_ERRORS in all. */
 const CHUNK_ERRORS = 100;

@@ -3,12 +3,12 @@
 // will not get better with a retry: it fails the job at once. Shutting down the replica
 // (abortLayerJobs) stops the thread; the job fails this attempt and BullMQ retries it.
 import { Job, UnrecoverableError } from 'bullmq';
-import { describeZodError } from '../engine/engine.js';
+import { describeZodError } from '../errors/zod.js';
 import { UserError } from '../errors/user-error.js';
 import { runLayersJob, type LayersJobSettings } from '../advisor/job.js';
-import type { LayerAdvice } from '../advisor/layers.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS } from '../jobs/types.js';
 import { LayersJobSchema } from './job-schema.js';
+import { LayerAdvice } from '../advisor/advice.js';
 
 const running = new Set<AbortController>();
 

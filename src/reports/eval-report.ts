@@ -1,6 +1,6 @@
 // The eval job's report for people: errors of the model, the cache model and the cache
 // alone, top-1 and top-5, per class, and the comparison with another cache if asked.
-import type { EvalJobResult } from '../jobs/processors.js';
+import { EvalJobResult } from '../jobs/results.js';
 import { lineChartSvg } from './line-chart.js';
 
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(2)} %` : '—');

@@ -3,11 +3,11 @@
 import sharp from 'sharp';
 import { UserError } from '../errors/user-error.js';
 import type { JobView } from '../jobs/types.js';
-import type { EvalJobResult } from '../jobs/processors.js';
-import type { LayerAdvice } from '../advisor/layers.js';
 import { evalBySizeSvg, evalMarkdown } from './eval-report.js';
-import { tuneHeatmapSvg, tuneMarkdown, type TuneResult } from './tune-report.js';
+import { tuneHeatmapSvg, tuneMarkdown } from './tune-report.js';
 import { layersMarkdown, layersSvg } from './layers-report.js';
+import { LayerAdvice } from '../advisor/advice.js';
+import { EvalJobResult, TuneResult } from '../jobs/results.js';
 
 export type ReportFormat = 'json' | 'md' | 'svg' | 'png';
 

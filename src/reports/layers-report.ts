@@ -1,5 +1,5 @@
 // The layer advisor's report: a ranked table (Markdown) and the error by layer (SVG bars).
-import type { LayerAdvice, LayerScore } from '../advisor/layers.js';
+import { LayerScore, LayerAdvice } from '../advisor/advice.js';
 import { colourAt, escapeXml, px } from './svg.js';
 
 const pct = (x: number) => `${(100 * x).toFixed(2)} %`;

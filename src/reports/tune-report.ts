@@ -1,21 +1,6 @@
 // The report of a tune job: a Markdown summary and a θ × λ accuracy heatmap (hand-written SVG).
+import { TuneResult } from '../jobs/results.js';
 import { escapeXml, fmtNum, fmtPct, px, sequentialScale, tickIndices, colourAt } from './svg.js';
-
-export interface TuneResult {
-  cache: string;
-  images: number; // validation queries scored (flips count)
-  k: number; // neighbours each query's p_cache was summed over
-  thetas: number[]; // grid rows
-  lambdas: number[]; // grid columns
-  accuracy: number[][]; // [thetaIndex][lambdaIndex], top-1 accuracy in [0,1]
-  logLoss: number[][]; // same shape, mean negative log-likelihood of the true class
-  best: { theta: number; lambda: number; accuracy: number; logLoss: number };
-  model: { accuracy: number; logLoss: number }; // λ = 0
-  cacheOnly: { accuracy: number; logLoss: number } | null; // best θ with λ = 1; null when λ = 1 is not in the grid
-  previous: { theta: number; lambda: number; accuracy: number | null }; // the cache's θ, λ before (accuracy on this grid's data if computable, else null)
-  applied: boolean; // false for a dry run
-  seconds: { extract: number; grid: number };
-}
 
 /** The index of v in a grid axis (exact, else equal to ~1e-9 relative), or −1. */
 export function gridIndex(axis: readonly number[], v: number): number {

@@ -1,15 +1,7 @@
-// Structured JSON logs (pino) and one log line per request (pino-http), each request with an id:
-// the caller's X-Request-Id when it is a sane token (≤ 128 characters of [A-Za-z0-9._:-]),
-// else a new UUID. The id goes back as the X-Request-Id response header, is on every log line
-// of the request (`reqId`) and in the body of a 500.
-import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+// Structured JSON logs (pino), one logger per process; http/request-log.ts adds a line per request.
 import { pino, type Logger, type LevelWithSilent, type DestinationStream } from 'pino';
-import { pinoHttp } from 'pino-http';
 
 export type { Logger } from 'pino';
-
-const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** A JSON logger on stdout; the level is LOG_LEVEL's (default info). */
 export function createLogger(opts: { level?: string; destination?: DestinationStream } = {}): Logger {
@@ -26,33 +18,13 @@ export function capturingLogger(lines: Record<string, unknown>[], level: LevelWi
   return pino({ level }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
 }
 
-export function requestId(req: IncomingMessage, res: ServerResponse): string {
-  const given = req.headers['x-request-id'];
-  const id = typeof given === 'string' && SANE_REQUEST_ID.test(given) ? given : randomUUID();
-  res.setHeader('X-Request-Id', id);
-  return id;
-}
-
-const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
-
-/** The request-id and access-log middleware. Probes and scrapes are logged at debug level. */
-export function requestLogging(logger: Logger) {
-  return pinoHttp({
-    logger,
-    genReqId: requestId,
-    quietReqLogger: true, // handlers' lines carry reqId, not the whole request
-    // the name of the API key (never the key), once authenticate() has found it
-    customProps: (req) => (req.principal ? { apiKey: req.principal.name } : {}),
-    customLogLevel: (req, res, err) => {
-      if (err || res.statusCode >= 500) return 'error';
-      return QUIET_PATHS.has((req.url ?? '').split('?')[0]) ? 'debug' : 'info';
-    },
-    customSuccessMessage: (req, res, ms) => `${req.method} ${req.url} ${res.statusCode} ${ms} ms`,
-    customErrorMessage: (req, res) => `${req.method} ${req.url} ${res.statusCode}`,
-    serializers: {
-      // never the headers: they hold API keys
-      req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({ id: req.id, method: req.method, url: req.url, remoteAddress: req.remoteAddress }),
-      res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
-    },
-  });
+/** A URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
 }

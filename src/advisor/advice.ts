@@ -1,0 +1,42 @@
+// What the layer advisor answers: every candidate key scored, best first, and its recommendation.
+import { z } from 'zod';
+
+const int = () => z.number().int();
+
+/** One candidate key (a layer, or a concatenation of layers) scored on validation images. */
+export const LayerScoreSchema = z
+  .object({
+    layers: z.array(z.string()),
+    dimension: int(),
+    error: z.number().describe('best top-1 validation error of the cache model over the grid'),
+    theta: z.number(),
+    lambda: z.number(),
+    logLoss: z.number(),
+    modelError: z.number(),
+    cacheOnlyError: z.number(),
+    cacheOnlyTheta: z.number(),
+    kind: z.enum(['single', 'concatenation']),
+  })
+  .strict();
+export type LayerScore = z.infer<typeof LayerScoreSchema>;
+
+/** The result of a layers job (POST /v1/layer-jobs): which key layers to use. */
+export const LayerAdviceSchema = z
+  .object({
+    model: z.string(),
+    trainImages: int(),
+    cacheItems: int(),
+    valImages: int(),
+    flip: z.boolean(),
+    maxDimension: int(),
+    thetas: z.array(z.number()),
+    lambdas: z.array(z.number()),
+    modelError: z.number(),
+    ranking: z.array(LayerScoreSchema).describe('best first: error, then fewer dimensions'),
+    recommendation: LayerScoreSchema,
+    tooLarge: z.array(z.object({ layer: z.string(), dimension: int(), message: z.string() }).strict()),
+    failedImages: z.array(z.object({ id: z.string(), error: z.string() }).strict()),
+    seconds: z.object({ extract: z.number(), score: z.number() }).strict(),
+  })
+  .strict();
+export type LayerAdvice = z.infer<typeof LayerAdviceSchema>;

@@ -1,0 +1,42 @@
+// What GET /v1/caches/:name shows of a cache: its definition as it stands, and what the
+// process holding it knows (size, index, search key, log and snapshot positions).
+import { z } from 'zod';
+import { CacheDefinitionSchema } from './definition.js';
+
+const int = () => z.number().int();
+
+export const CacheInfoSchema = z
+  .object({
+    name: z.string(),
+    model: z.string(),
+    modelHash: z.string(),
+    keyLayers: z.array(z.string()),
+    dimension: int(),
+    classes: z.array(z.string()),
+    size: int(),
+    theta: z.number(),
+    lambda: z.number(),
+    k: int(),
+    index: z
+      .object({
+        type: z.enum(['exact', 'hnsw']),
+        policy: z.enum(['auto', 'exact', 'hnsw']),
+        scoring: z.enum(['all-items', 'k-nearest']),
+        params: z.record(z.string(), z.union([z.number(), z.string()])),
+      })
+      .strict(),
+    searchKey: z
+      .object({
+        reduce: z.enum(['none', 'pca', 'random']),
+        dimension: int(),
+        projection: z.string().nullable().describe('fingerprint of the projection; null while a PCA waits for its sample'),
+        rerank: z.boolean(),
+        fullKeysBytes: int(),
+      })
+      .strict(),
+    logPosition: int(),
+    snapshotPosition: int(),
+    history: CacheDefinitionSchema.shape.history.unwrap().describe('earlier θ and λ, newest first'),
+  })
+  .strict();
+export type CacheInfo = z.infer<typeof CacheInfoSchema>;

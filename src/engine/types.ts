@@ -1,0 +1,87 @@
+// What the engine answers, and how a process sets it up. Shared by the engine's roles, its thread
+// client and the layers above (jobs, queue, http).
+import type { CacheInfo } from '../cache/info.js';
+
+export interface Neighbour {
+  id: string;
+  label: number;
+  similarity: number;
+}
+
+export interface Classification {
+  pModel: number[];
+  /** null when the cache is empty */
+  pCache: number[] | null;
+  p: number[];
+  neighbours: Neighbour[];
+}
+
+export interface NeighbourScores {
+  k: number;
+  /** n × numClasses */
+  pModel: Float32Array;
+  /** n × k, best first */
+  similarities: Float32Array;
+  /** n × k class labels */
+  labels: Uint16Array;
+  /** n × k item positions (−1: padding) */
+  positions: Int32Array;
+}
+
+export interface CacheUpdate {
+  theta?: number;
+  lambda?: number;
+  /** why θ or λ changed, kept in the history (e.g. "tune job <id>") */
+  reason?: string;
+  k?: number;
+  efSearch?: number;
+}
+
+export interface ClassifyOptions {
+  theta?: number;
+  lambda?: number;
+  /** how many nearest cached items to return per image */
+  neighbours?: number;
+}
+
+export interface ClassifyResult {
+  cache: string;
+  theta: number;
+  lambda: number;
+  cacheSize: number;
+  results: Classification[];
+  /** engine-thread time of this call: the model run, and the search + p_cache (including the wait for the cache's lock) */
+  timings?: { inferenceMs: number; searchMs: number };
+}
+
+export interface IndexBatchResult {
+  added: number;
+  duplicates: number;
+  failed: { id: string; error: string }[];
+}
+
+/**
+ * What this process does with caches:
+ * - `embedded`: everything, in one process; definitions and key logs are files.
+ * - `api`: an api replica of distributed mode; definitions and key logs are in Redis,
+ *   and it tails every cache's log into its own index (workers append to the logs).
+ * - `worker`: a `cachet worker`: extracts keys and appends them to the logs; holds no index.
+ */
+export type EngineRole = 'embedded' | 'api' | 'worker';
+
+export interface EngineOptions {
+  role: EngineRole;
+  dataDir: string;
+  /** distributed mode (roles api and worker) */
+  redisUrl?: string;
+  /** api: snapshot after this many new log records… */
+  snapshotEvery?: number;
+  /** …or when this long has passed since the last snapshot with new records */
+  snapshotIntervalMs?: number;
+}
+
+/** What the engine reports of its background work (tailing logs, syncing definitions). */
+export interface EngineLogEntry {
+  level: 'warn' | 'error';
+  msg: string;
+}

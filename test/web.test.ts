@@ -10,6 +10,7 @@ import express from 'express';
 import type { AddressInfo } from 'node:net';
 import { call, PAPER_KEY_LAYERS, REPO, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
 import { findPublicDir, webRoutes } from '../src/http/web.js';
+import { errorHandler } from '../src/http/error-handler.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CAT = path.join(SAMPLE, 'heldout', 'cat', '4500.jpg');
@@ -60,12 +61,12 @@ describe('web page', () => {
 
   test('finds public/ from the TypeScript source and from the compiled file', async () => {
     const publicDir = path.join(REPO, 'public');
-    assert.equal(findPublicDir(path.join(REPO, 'src', 'web')), publicDir);
-    assert.equal(findPublicDir(path.join(REPO, 'dist', 'src', 'web')), publicDir);
+    assert.equal(findPublicDir(path.join(REPO, 'src', 'http')), publicDir);
+    assert.equal(findPublicDir(path.join(REPO, 'dist', 'src', 'http')), publicDir);
     assert.equal(findPublicDir(), publicDir);
     assert.equal(findPublicDir(tempDir()), null);
     // without it, the API still works and / says why there is no page
-    const server = express().use(webRoutes(null)).listen(0, '127.0.0.1');
+    const server = express().use(webRoutes(null)).use(errorHandler(() => {})).listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
     try {
       const r = await call(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'GET', '/');

@@ -23,7 +23,7 @@ import { loadModelSpec } from '../model/spec-file.js';
 import type { ModelSpec } from '../model/spec.js';
 import { forEachBatch } from '../jobs/pipeline.js';
 import { resolveSource, type Source, type SourceItem } from '../sources/sources.js';
-import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune.js';
+import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
 import type { ItemError } from '../jobs/types.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 import { LayerAdvice, LayerScore } from './advice.js';

@@ -4,7 +4,7 @@
 // source (SourceSchema, src/sources/sources.ts) and the delete-items body (DeleteItemsSchema,
 // items.ts) are defined beside the code that uses them.
 import { z } from 'zod';
-import { linspace } from '../jobs/tune.js';
+import { linspace } from '../jobs/tune-job.js';
 import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { CacheInfoSchema } from '../cache/info.js';
 import { SourceSchema } from '../sources/sources.js';

@@ -32,6 +32,13 @@ export const JobViewSchema = z
 export type JobView = z.infer<typeof JobViewSchema>;
 export type JobProgress = JobView['progress'];
 
+/** How a process runs its jobs' batches. */
+export interface ProcessorSettings {
+  /** images per model run */
+  batchSize: number;
+  limitInputPixels: number;
+}
+
 export const MAX_ITEM_ERRORS = 1000;
 
 export interface JobContext {

@@ -2,12 +2,13 @@
 // fed from the documented job data.
 import { Job, UnrecoverableError } from 'bullmq';
 import { EngineApi } from '../engine/client.js';
-import { runEvalJob, runIndexJob, ProcessorSettings } from '../jobs/processors.js';
+import { runIndexJob } from '../jobs/index-job.js';
+import { runEvalJob } from '../jobs/eval-job.js';
 import { labelResolver, SourceItem } from '../sources/sources.js';
-import { ItemError, JobContext, MAX_ITEM_ERRORS } from '../jobs/types.js';
+import { ItemError, JobContext, MAX_ITEM_ERRORS, ProcessorSettings } from '../jobs/types.js';
 import { describeZodError } from '../errors/zod.js';
 import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';
-import { runTuneJob } from '../jobs/tune.js';
+import { runTuneJob } from '../jobs/tune-job.js';
 import { processLayersJob } from './layers-job.js';
 import { LayerAdvice } from '../advisor/advice.js';
 import { EvalJobResult, TuneResult } from '../jobs/results.js';

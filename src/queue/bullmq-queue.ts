@@ -6,12 +6,13 @@ import { FlowProducer, Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { JobQueue, JobType, JobView, MAX_ITEM_ERRORS, ItemError, JobStateName, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 import type { SourceItem } from '../sources/sources.js';
-import type { IndexJobData, EvalJobData as EmbeddedEvalData } from '../jobs/processors.js';
+import type { IndexJobData } from '../jobs/index-job.js';
+import type { EvalJobData as EmbeddedEvalData } from '../jobs/eval-job.js';
 import { queueNames } from '../redis/keys.js';
 import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef, TuneJobData } from './job-schema.js';
 import { replicaJobType, type LayersJobData } from './job-schema.js';
 import type { LayerJobData } from '../advisor/job.js';
-import type { TuneJobData as EmbeddedTuneData } from '../jobs/tune.js';
+import type { TuneJobData as EmbeddedTuneData } from '../jobs/tune-job.js';
 
 export interface DistributedQueueOptions {
   /** images per chunk job */

@@ -1,48 +1,13 @@
-// The job processors: index (bulk ingest) and eval (error of model, cache model, cache alone).
-import { EngineApi } from '../engine/client.js';
-import { forEachBatch } from './pipeline.js';
-import { SourceItem } from '../sources/sources.js';
-import { JobContext } from './types.js';
-import { ModelSpec } from '../model/spec.js';
+// The eval job: top-1 and top-5 error of the model alone, the cache model and the cache alone on
+// labelled images, in all and per class; optionally against another cache, and against cache size.
+import type { EngineApi } from '../engine/client.js';
+import type { Classification, NeighbourScores } from '../engine/types.js';
 import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
-import { IndexJobResult, ErrorRates, EvalJobResult } from './results.js';
-import { Classification, NeighbourScores } from '../engine/types.js';
-
-export interface ProcessorSettings {
-  batchSize: number;
-  limitInputPixels: number;
-}
-
-export interface IndexJobData {
-  cache: string;
-  items: SourceItem[];
-  flip: boolean;
-}
-
-export async function runIndexJob(engine: EngineApi, settings: ProcessorSettings, data: IndexJobData, ctx: JobContext): Promise<IndexJobResult> {
-  const spec = await engine.modelSpec(data.cache);
-  const totals = { added: 0, duplicates: 0, failed: 0 };
-  await forEachBatch(
-    data.items,
-    { spec, flip: data.flip, signal: ctx.signal, ...settings },
-    async ({ items, tensor }) => {
-      // paths and URLs are kept as the items' sources, for previews; inline bytes are not
-      const sources = items.map((i) => (typeof i.image === 'string' ? i.image : null));
-      const r = await engine.indexBatch(data.cache, tensor, items.map((i) => i.id), items.map((i) => i.label ?? -1), sources);
-      totals.added += r.added;
-      totals.duplicates += r.duplicates;
-      totals.failed += r.failed.length;
-      if (r.failed.length) ctx.itemErrors(r.failed);
-    },
-    (done, errors) => {
-      totals.failed += errors.length;
-      if (errors.length) ctx.itemErrors(errors);
-      ctx.progress(done, data.items.length);
-    },
-  );
-  const { cacheSize } = await engine.flush(data.cache);
-  return { images: data.items.length, ...totals, cacheSize };
-}
+import type { ModelSpec } from '../model/spec.js';
+import type { SourceItem } from '../sources/sources.js';
+import { forEachBatch } from './pipeline.js';
+import type { ErrorRates, EvalJobResult } from './results.js';
+import type { JobContext, ProcessorSettings } from './types.js';
 
 export interface EvalJobData {
   cache: string;

@@ -7,8 +7,7 @@ import { EngineApi } from '../engine/client.js';
 import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import { forEachBatch } from './pipeline.js';
 import { SourceItem } from '../sources/sources.js';
-import { JobContext } from './types.js';
-import { ProcessorSettings } from './processors.js';
+import { JobContext, ProcessorSettings } from './types.js';
 import { TuneResult } from './results.js';
 
 export interface TuneJobData {

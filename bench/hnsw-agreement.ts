@@ -97,7 +97,7 @@ console.log('\n  ef    k   ms/query  recall@k  agree(cache model)  agree(cache a
 for (const ef of args.ef!.split(',').map(Number)) {
   for (const k of args.k!.split(',').map(Number)) {
     if (k > ef) continue;
-    hnsw.setEfSearch(ef);
+    hnsw.applySearchSettings({ efSearch: ef });
     let hits = 0;
     const d: { model: number; cache: number }[] = [];
     const t0 = performance.now();

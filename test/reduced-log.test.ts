@@ -75,7 +75,7 @@ describe('reduced key-log records', () => {
         if (snapshotFirst && from === 0) await writer.snapshot(); // covers 0–49 and compacts the log to 50
       }
       await writer.delete(['item-3', 'item-150']);
-      assert.ok(writer.projection, 'the PCA was fitted at 100 items');
+      assert.ok(writer.search.projection, 'the PCA was fitted at 100 items');
       assert.equal(writer.size, 198);
 
       const logged = await readLog(log);
@@ -100,15 +100,15 @@ describe('reduced key-log records', () => {
       if (snapshotFirst) cpSync(path.join(root, 'writer'), readerDir, { recursive: true });
       const reader = await CacheState.open(definition, readerDir, extractor, await FileKeyLog.open(logPath, D), publish);
       assert.equal(reader.size, 198);
-      assert.equal(reader.projection?.fingerprint, writer.projection!.fingerprint);
+      assert.equal(reader.search.projection?.fingerprint, writer.search.projection!.fingerprint);
       const queries = new Float32Array(5 * D);
       records(1000, 5, D).forEach((r, i) => queries.set(r.key, i * D));
-      const probe = async (c: CacheState) => c.lock.run(() => c.nearest(queries, 5, 20));
+      const probe = async (c: CacheState) => c.lock.run(() => c.search.nearest(queries, 5, 20));
       const want = await probe(writer);
       assert.deepEqual(await probe(reader), want);
       for (const n of want) assert.ok(!n.positions.includes(3) && !n.positions.includes(150), 'deleted items stay out');
-      assert.deepEqual(reader.ids, writer.ids);
-      assert.equal(reader.sourceOf('item-120'), '/images/120.png');
+      assert.deepEqual(reader.items.ids, writer.items.ids);
+      assert.equal(reader.items.sourceOf('item-120'), '/images/120.png');
       await writer.close();
       await reader.close();
     });

@@ -1,51 +1,33 @@
-// One cache as a process holds it: its model, its index (a materialised view of
-// its key log), and the id → position map that makes adding an id idempotent.
-import { promises as fs } from 'node:fs';
-import { CacheDefinition } from '../cache/definition.js';
-import type { Extractor } from '../model/types.js';
-import { Neighbours, VectorIndex } from '../index/types.js';
-import { ExactIndex } from '../index/exact.js';
-import { HnswIndex } from '../index/hnsw.js';
-import { createIndex, loadIndex, migrateToHnsw, shouldMigrate } from '../index/factory.js';
-import { readSnapshot, writeSnapshot, SnapshotManifest } from '../index/snapshot.js';
-import { isDelete, isReduced, KeyLog, KeyRecord, LogRecord, type FullKeyRecord, type ReducedKeyRecord } from '../keylog/types.js';
-import { logsReducedKeys, reduceRecords } from './reduce-records.js';
-import { Mutex } from '../util/mutex.js';
-import { UserError } from '../errors/user-error.js';
-import { fitPca, Projection, randomProjection } from '../index/projection.js';
-import { FullKeyStore } from '../index/full-keys.js';
-import { cacheProbabilities } from '../math/cache-model.js';
-import { TopK } from '../index/exact.js';
+// One cache as a process holds it: its model, its items, and its search index — a materialised
+// view of its key log, rebuilt only by replaying the log (on top of a snapshot). Every change goes
+// to the log first, then to the view, in log order; item ids make a replayed add idempotent.
 import { createHash } from 'node:crypto';
-import { CacheInfo } from '../cache/info.js';
+import { promises as fs } from 'node:fs';
+import type { CacheDefinition } from '../cache/definition.js';
+import type { CacheInfo } from '../cache/info.js';
+import { createIndex, loadIndex } from '../index/factory.js';
+import { ExactIndex } from '../index/exact.js';
+import { FullKeyStore } from '../index/full-keys.js';
+import { Projection, randomProjection } from '../index/projection.js';
+import { readSnapshot, writeSnapshot } from '../index/snapshot.js';
+import { isDelete, isReduced, type FullKeyRecord, type KeyLog, type KeyRecord, type LogRecord, type ReducedKeyRecord } from '../keylog/types.js';
+import type { Extractor } from '../model/types.js';
+import { Mutex } from '../util/mutex.js';
+import { checkSnapshotMatches, snapshotManifest } from './cache-snapshot.js';
+import { APPLY_SLICE, fitProjection, growIfDue, waitsForPca, yieldToMessages, type GrowingCache } from './index-lifecycle.js';
+import { ItemTable } from './item-table.js';
+import { logsReducedKeys, reduceRecords } from './reduce-records.js';
+import { scoreQueries, type CacheScore } from './scoring.js';
+import { SearchIndex } from './search-index.js';
 
 /**
- * Makes every process of a cache use one projection: in distributed mode the first
- * replica to fit it publishes it in Redis and the others take that one.
+ * Makes every process of a cache use one projection: the first one stored is the one kept
+ * (in distributed mode the first replica to fit it publishes it in Redis; the others take that one).
  */
 export type ProjectionPublisher = (cache: string, projection: Projection) => Promise<Projection>;
 
-/** What p_cache was computed over, for one query, and its nearest items. */
-export interface CacheScore {
-  pCache: Float64Array | null;
-  neighbours: { position: number; similarity: number }[];
-}
-
-
-/** records applied per locked step */
-const APPLY_SLICE = 32;
-const yieldToMessages = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-export class CacheState {
-  /** by position; a deleted item keeps its id and label here (positions never move) */
-  readonly ids: string[] = [];
-  labels = new Uint16Array(1024);
-  /** by position: where the item's image came from, when known (previews) */
-  readonly sources: (string | undefined)[] = [];
-  /** the live items' positions by id (a deleted id is not here) */
-  readonly positionOf = new Map<string, number>();
-  /** positions of deleted items */
-  readonly deleted = new Set<number>();
+export class CacheState implements GrowingCache {
+  readonly items = new ItemTable();
   /** log position up to which records are applied to the index */
   appliedPosition = 0;
   snapshotPosition = 0;
@@ -53,28 +35,19 @@ export class CacheState {
   readonly lock = new Mutex();
   /** serialises adds, so an id cannot be appended twice */
   private readonly appendLock = new Mutex();
-  /** the search key's projection; null for full keys, or while a PCA waits for its sample */
-  projection: Projection | null = null;
-  /** full keys kept for exact re-ranking when the index holds reduced keys */
-  fullKeys: FullKeyStore | null = null;
 
   private constructor(
     public definition: CacheDefinition,
     readonly dir: string,
     readonly extractor: Extractor,
-    public index: VectorIndex,
+    public search: SearchIndex,
     readonly log: KeyLog,
     private readonly publish: ProjectionPublisher,
   ) {}
 
   /** live items */
   get size(): number {
-    return this.ids.length - this.deleted.size;
-  }
-
-  /** positions used, deleted items included */
-  get positions(): number {
-    return this.ids.length;
+    return this.items.size;
   }
 
   /**
@@ -84,27 +57,26 @@ export class CacheState {
   static async open(definition: CacheDefinition, dir: string, extractor: Extractor, log: KeyLog, publish: ProjectionPublisher): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
     const snapshot = await readSnapshot(dir);
-    if (snapshot) checkSnapshotMatches(snapshot.manifest, definition, extractor);
     const sk = definition.searchKey;
+    const D = extractor.keyDimension;
     let state: CacheState;
     if (snapshot) {
+      checkSnapshotMatches(snapshot.manifest, definition, extractor);
       const m = snapshot.manifest;
       const index = await loadIndex(snapshot.dir, m.indexKind, m.dimension, definition.index);
-      state = new CacheState(definition, dir, extractor, index, log, publish);
-      state.projection = await Projection.load(snapshot.dir);
-      state.fullKeys = await FullKeyStore.load(snapshot.dir);
-      snapshot.ids.forEach((id, position) => state.remember(id, snapshot.labels[position], snapshot.sources[position]));
+      const search = new SearchIndex(index, await Projection.load(snapshot.dir), await FullKeyStore.load(snapshot.dir));
+      state = new CacheState(definition, dir, extractor, search, log, publish);
+      snapshot.ids.forEach((id, position) => state.items.add(id, snapshot.labels[position], snapshot.sources[position]));
       for (const position of snapshot.deleted) state.forget(position);
       state.appliedPosition = state.snapshotPosition = m.logPosition;
     } else if (sk.reduce === 'random') {
-      const projection = randomProjection(extractor.keyDimension, sk.dimension, seedOf(definition.name));
-      state = new CacheState(definition, dir, extractor, createIndex(sk.dimension, definition.index), log, publish);
-      state.projection = await publish(definition.name, projection);
-      state.fullKeys = sk.rerank ? new FullKeyStore(extractor.keyDimension, sk.fullKeys) : null;
+      const projection = await publish(definition.name, randomProjection(D, sk.dimension, seedOf(definition.name)));
+      const search = new SearchIndex(createIndex(sk.dimension, definition.index), projection, sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null);
+      state = new CacheState(definition, dir, extractor, search, log, publish);
     } else {
       // Full keys; with reduce "pca", an exact index of full keys until the sample is there.
-      const index = sk.reduce === 'pca' ? new ExactIndex(extractor.keyDimension) : createIndex(extractor.keyDimension, definition.index);
-      state = new CacheState(definition, dir, extractor, index, log, publish);
+      const index = sk.reduce === 'pca' ? new ExactIndex(D) : createIndex(D, definition.index);
+      state = new CacheState(definition, dir, extractor, new SearchIndex(index), log, publish);
     }
     state.applySearchSettings();
     await state.catchUp().catch((err: Error) => {
@@ -113,10 +85,11 @@ export class CacheState {
     return state;
   }
 
-  /**
-   * Apply the log's records after appliedPosition. Throws if the log no longer
-   * holds them (compacted past a snapshot that is gone).
-   */
+  publishProjection(projection: Projection): Promise<Projection> {
+    return this.publish(this.definition.name, projection);
+  }
+
+  /** Apply the log's records after appliedPosition. Throws if the log no longer holds them. */
   async catchUp(): Promise<number> {
     return this.log.readFrom(this.appliedPosition, (records) => this.applyInSlices(records), 256);
   }
@@ -124,7 +97,7 @@ export class CacheState {
   /** Durably log the deletion of the ids the cache holds, then apply it; returns those ids. */
   async delete(ids: string[]): Promise<string[]> {
     return this.appendLock.run(async () => {
-      const held = [...new Set(ids)].filter((id) => this.positionOf.has(id));
+      const held = [...new Set(ids)].filter((id) => this.items.has(id));
       if (held.length > 0) {
         const records = held.map((id) => ({ id, deleted: true as const }));
         await this.log.append(records);
@@ -140,10 +113,11 @@ export class CacheState {
    */
   async add(records: FullKeyRecord[]): Promise<{ added: number; duplicates: number }> {
     return this.appendLock.run(async () => {
-      const fresh = this.unknown(records) as FullKeyRecord[];
+      const fresh = this.items.unknown(records);
       if (fresh.length > 0) {
         const sk = this.definition.searchKey;
-        const logged = this.projection && logsReducedKeys(sk) ? await reduceRecords(fresh, this.projection, sk.rerank) : fresh;
+        const projection = this.search.projection;
+        const logged = projection && logsReducedKeys(sk) ? await reduceRecords(fresh, projection, sk.rerank) : fresh;
         await this.log.append(logged);
         await this.applyInSlices(logged);
       }
@@ -152,35 +126,26 @@ export class CacheState {
   }
 
   /**
-   * hnswlib inserts block the engine thread (several ms each for large keys), so
-   * records are applied a slice at a time under the lock, yielding in between:
-   * predictions and other messages get in between slices.
+   * hnswlib inserts block the engine thread (several ms each for large keys), so records are
+   * applied a slice at a time under the lock, yielding in between: predictions get in between.
    */
   private async applyInSlices(records: LogRecord[]): Promise<void> {
     for (let i = 0; i < records.length; i += APPLY_SLICE) {
       let slice = records.slice(i, i + APPLY_SLICE);
-      // A reduced record was written with the published projection, so the writer had
-      // fitSample items: a reader still waiting for its PCA sample applies the records
-      // before it, then fits (and so takes) that projection.
-      const firstReduced = this.pendingPca ? slice.findIndex((r) => !isDelete(r) && isReduced(r)) : -1;
+      // A reduced record was written with the published projection, so the writer had fitSample
+      // items: a reader still waiting for its PCA sample applies the records before it, then fits
+      // (and so takes) that projection.
+      const firstReduced = waitsForPca(this) ? slice.findIndex((r) => !isDelete(r) && isReduced(r)) : -1;
       if (firstReduced >= 0) {
         const before = slice.slice(0, firstReduced);
         await this.lock.run(() => this.apply(before));
-        await this.fitProjection(this.index as ExactIndex);
+        await fitProjection(this);
         slice = slice.slice(firstReduced);
       }
       await this.lock.run(() => this.apply(slice));
       await yieldToMessages();
     }
-    if (this.projectionDue) await this.fitProjection(this.index as ExactIndex);
-    // Policy "auto": exact search while the cache is small, hnsw once it passes the threshold.
-    else if (!this.pendingPca && shouldMigrate(this.index, this.definition.index)) await this.migrate(this.index);
-  }
-
-  /** The records whose ids the cache does not hold yet, each id once. */
-  private unknown(records: KeyRecord[]): KeyRecord[] {
-    const seen = new Set<string>();
-    return records.filter((r) => !this.positionOf.has(r.id) && !seen.has(r.id) && seen.add(r.id));
+    await growIfDue(this);
   }
 
   /** Apply log records to the index, in log order; a replayed or repeated id is one item. */
@@ -194,7 +159,7 @@ export class CacheState {
       }
       await this.addToIndex(run);
       run = [];
-      const position = this.positionOf.get(r.id);
+      const position = this.items.positionOfId(r.id);
       if (position !== undefined) this.forget(position);
     }
     await this.addToIndex(run);
@@ -202,244 +167,66 @@ export class CacheState {
   }
 
   private async addToIndex(records: KeyRecord[]): Promise<void> {
-    const fresh = this.unknown(records);
+    const fresh = this.items.unknown(records);
+    const D = this.extractor.keyDimension;
     // runs of one kind: reduced records go straight in, full ones through the projection
     for (let i = 0; i < fresh.length; ) {
       let j = i + 1;
       while (j < fresh.length && isReduced(fresh[j]) === isReduced(fresh[i])) j++;
       const run = fresh.slice(i, j);
-      if (isReduced(run[0])) await this.addReduced(run as ReducedKeyRecord[]);
-      else await this.addFull(run as FullKeyRecord[]);
-      for (const r of run) this.remember(r.id, r.label, r.source);
+      if (isReduced(run[0])) await this.search.addReduced(run as ReducedKeyRecord[], D, this.definition.name);
+      else await this.search.addFull(stack(run as FullKeyRecord[], D), run.length);
+      for (const r of run) this.items.add(r.id, r.label, r.source);
       i = j;
     }
   }
 
-  private async addReduced(records: ReducedKeyRecord[]): Promise<void> {
-    const projection = this.projection;
-    if (!projection) throw new Error(`cache "${this.definition.name}": a reduced key record came before the cache has a projection`);
-    const d = projection.outputDimension;
-    const D = this.extractor.keyDimension;
-    const n = records.length;
-    const searchKeys = new Float32Array(n * d);
-    records.forEach((r, i) => {
-      if (r.searchKey.length !== d) throw new Error(`cache "${this.definition.name}": item ${r.id} has a ${r.searchKey.length}-d search key; the projection gives ${d}`);
-      searchKeys.set(r.searchKey, i * d);
-    });
-    if (this.fullKeys) {
-      const full = new Uint16Array(n * D);
-      records.forEach((r, i) => {
-        if (!r.fullKey16) throw new Error(`cache "${this.definition.name}": item ${r.id} was logged without the full key this cache re-ranks with`);
-        full.set(r.fullKey16, i * D);
-      });
-      this.fullKeys.add(full, n);
-    }
-    await this.index.add(searchKeys, n);
+  /** Take a position out of search; its id may be added again later, as a new item. */
+  private forget(position: number): void {
+    if (this.items.delete(position)) this.search.remove(position);
   }
 
-  private async addFull(fresh: FullKeyRecord[]): Promise<void> {
-    const dim = this.extractor.keyDimension;
-    const keys = new Float32Array(fresh.length * dim);
-    fresh.forEach((r, i) => keys.set(r.key, i * dim));
-    if (this.projection) {
-      this.fullKeys?.add(keys, fresh.length);
-      await this.index.add(await this.projection.project(keys, fresh.length), fresh.length);
-    } else {
-      await this.index.add(keys, fresh.length);
-    }
-  }
-
-  private get pendingPca(): boolean {
-    return this.definition.searchKey.reduce === 'pca' && !this.projection;
-  }
-
-  /** A PCA search key waits for `fitSample` items; then it is fitted and the index rebuilt on it. */
-  private get projectionDue(): boolean {
-    return this.pendingPca && this.index instanceof ExactIndex && this.index.size >= this.definition.searchKey.fitSample;
-  }
-
-  /**
-   * Fit the PCA on the first fitSample full keys, build the reduced index (and the
-   * full-key store) beside the exact one while it keeps serving, then swap them in.
-   */
-  private async fitProjection(exact: ExactIndex): Promise<void> {
-    const sk = this.definition.searchKey;
-    const D = exact.dimension;
-    const m = sk.fitSample;
-    const sample = new Float32Array(m * D);
-    for (let p = 0; p < m; p++) sample.set(exact.key(p), p * D);
-    const projection = await this.publish(this.definition.name, await fitPca(sample, m, D, sk.dimension, { seed: 0 }));
-    const index = createIndex(sk.dimension, this.definition.index, exact.size);
-    const fullKeys = sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null;
-    const copy = async (from: number, to: number) => {
-      for (let p = from; p < to; p += APPLY_SLICE) {
-        const n = Math.min(APPLY_SLICE, to - p);
-        const keys = new Float32Array(n * D);
-        for (let i = 0; i < n; i++) keys.set(exact.key(p + i), i * D);
-        fullKeys?.add(keys, n);
-        await index.add(await projection.project(keys, n), n);
-        await yieldToMessages();
-      }
-    };
-    await copy(0, exact.size);
-    await this.lock.run(async () => {
-      await copy(index.size, exact.size);
-      for (const p of this.deleted) index.remove(p);
-      this.index = index;
-      this.projection = projection;
-      this.fullKeys = fullKeys;
-      this.applySearchSettings();
-    });
-  }
-
-  /**
-   * p_cache for n query keys (full keys, L2-normalised) and each one's `wanted` nearest items.
-   * Over every item with an exact index of full keys (the reference); otherwise over the k
-   * nearest — found with the reduced key, and re-ranked with the full keys when kept.
-   */
+  /** p_cache for n query keys (full keys, L2-normalised) and each one's `wanted` nearest items. */
   async score(keys: Float32Array, n: number, theta: number, wanted: number): Promise<CacheScore[]> {
-    return this.lock.run(async () => {
-      const live = this.size;
-      const used = this.positions;
-      const C = this.extractor.numClasses;
-      if (live === 0) return Array.from({ length: n }, () => ({ pCache: null, neighbours: [] }));
-      const index = this.index;
-      if (index instanceof ExactIndex && !this.projection) {
-        const all = await index.similaritiesAll(keys, n); // −∞ for deleted items: weight 0
-        return all.map((sims) => {
-          const top = new TopK(Math.min(wanted, live));
-          top.offer(sims, 0, used, 0);
-          const { positions, similarities } = top.result();
-          return {
-            pCache: cacheProbabilities(sims, this.labels.subarray(0, used), theta, C),
-            neighbours: Array.from(positions, (position, j) => ({ position, similarity: similarities[j] })),
-          };
-        });
-      }
-      const k = Math.max(this.definition.k, wanted);
-      const found = await this.nearest(keys, n, k);
-      return found.map(({ positions, similarities }) => ({
-        pCache: cacheProbabilities(similarities, Array.from(positions, (p) => this.labels[p]), theta, C),
-        neighbours: Array.from(positions.subarray(0, wanted), (position, j) => ({ position, similarity: similarities[j] })),
-      }));
-    });
-  }
-
-  /**
-   * The k nearest items of each of n query keys (full keys, L2-normalised), best first, by
-   * the cache's own measure: full keys, or the reduced key's candidates re-ranked with the
-   * full keys. Call it under the lock.
-   */
-  async nearest(keys: Float32Array, n: number, k: number): Promise<Neighbours[]> {
-    const queries = this.projection ? await this.projection.project(keys, n) : keys;
-    const found = await this.index.search(queries, n, k);
-    if (!this.fullKeys) return found;
-    const exact = await this.fullKeys.similaritiesBatch(keys, n, found.map((f) => f.positions));
-    return found.map((f, q) => {
-      const sims = exact[q];
-      const order = Array.from(f.positions.keys()).sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);
-      return { positions: Int32Array.from(order, (i) => f.positions[i]), similarities: Float32Array.from(order, (i) => sims[i]) };
-    });
-  }
-
-  /**
-   * Build the hnsw index beside the exact one, yielding as it goes (the exact one
-   * keeps serving), then swap it in under the lock with whatever the exact one gained.
-   */
-  private async migrate(exact: ExactIndex): Promise<void> {
-    const hnsw = await migrateToHnsw(exact, this.definition.index, yieldToMessages);
-    await this.lock.run(async () => {
-      for (let p = hnsw.size; p < exact.size; p++) await hnsw.add(exact.key(p), 1);
-      for (const p of this.deleted) hnsw.remove(p);
-      this.index = hnsw;
-    });
+    return this.lock.run(() => scoreQueries(this.search, this.items, { keys, n, theta, wanted, k: this.definition.k, numClasses: this.extractor.numClasses }));
   }
 
   /** Search-time settings of the definition that the index holds itself. */
   applySearchSettings(): void {
-    if (this.index instanceof HnswIndex) this.index.setEfSearch(this.definition.index.efSearch);
+    this.search.applySettings(this.definition.index);
   }
 
-  /** The image source of a live item: undefined when the cache does not hold the id, null when no source was recorded. */
-  sourceOf(id: string): string | null | undefined {
-    const position = this.positionOf.get(id);
-    return position === undefined ? undefined : (this.sources[position] ?? null);
-  }
-
-  /** Take a position out of search; its id may be added again later, as a new item. */
-  private forget(position: number): void {
-    if (this.deleted.has(position)) return;
-    this.deleted.add(position);
-    this.index.remove(position);
-    const id = this.ids[position];
-    if (this.positionOf.get(id) === position) this.positionOf.delete(id);
-  }
-
-  private remember(id: string, label: number, source: string | undefined): void {
-    const position = this.ids.length;
-    if (position >= this.labels.length) {
-      const grown = new Uint16Array(this.labels.length * 2);
-      grown.set(this.labels);
-      this.labels = grown;
-    }
-    this.ids.push(id);
-    this.sources.push(source);
-    this.labels[position] = label;
-    this.positionOf.set(id, position);
-  }
-
-  /** Write a snapshot covering everything applied so far, then drop the log records it covers. */
+  /** Write a snapshot covering everything applied so far, then drop the log records it covers. Call it under the lock. */
   async snapshot(): Promise<void> {
     if (this.snapshotPosition === this.appliedPosition && this.appliedPosition > 0) return;
-    const manifest: SnapshotManifest = {
-      formatVersion: 1,
-      createdAt: new Date().toISOString(),
-      logPosition: this.appliedPosition,
-      size: this.positions,
-      deleted: this.deleted.size,
-      dimension: this.index.dimension,
-      indexKind: this.index.kind,
-      indexParams: this.index.params(),
-      cache: this.definition.name,
-      model: this.definition.model,
-      modelHash: this.extractor.modelHash,
-      keyLayers: this.definition.keyLayers,
-      theta: this.definition.theta,
-      lambda: this.definition.lambda,
-      keyDimension: this.extractor.keyDimension,
-      projection: this.projection?.fingerprint ?? null,
-    };
-    const extras = [this.projection, this.fullKeys].filter((x): x is Projection | FullKeyStore => x !== null);
-    await writeSnapshot(this.dir, manifest, this.ids, this.labels.subarray(0, this.positions), this.index, extras, { sources: this.sources, deleted: this.deleted });
+    const manifest = snapshotManifest(this.definition, this.extractor, this.search, this.items, this.appliedPosition);
+    const items = this.items;
+    await writeSnapshot(this.dir, manifest, items.ids, items.allLabels(), this.search.index, this.search.extras(), { sources: items.sources, deleted: items.deleted });
     this.snapshotPosition = this.appliedPosition;
     await this.log.compactTo(this.snapshotPosition);
   }
 
   info(): CacheInfo {
     const d = this.definition;
+    const { index, projection, fullKeys } = this.search;
     return {
       name: d.name,
       model: d.model,
       modelHash: this.extractor.modelHash,
       keyLayers: d.keyLayers,
-      dimension: this.index.dimension,
+      dimension: index.dimension,
       classes: this.extractor.spec.classes,
       size: this.size,
       theta: d.theta,
       lambda: d.lambda,
       k: d.k,
-      index: {
-        type: this.index.kind,
-        policy: d.index.type,
-        scoring: this.index.kind === 'exact' && !this.projection ? 'all-items' : 'k-nearest',
-        params: this.index.params(),
-      },
+      index: { type: index.kind, policy: d.index.type, scoring: this.search.scoresAllItems ? 'all-items' : 'k-nearest', params: index.params() },
       searchKey: {
         reduce: d.searchKey.reduce,
-        dimension: this.index.dimension,
-        projection: this.projection ? this.projection.fingerprint.slice(0, 16) : null,
-        rerank: this.fullKeys !== null,
-        fullKeysBytes: this.fullKeys?.memoryBytes ?? 0,
+        dimension: index.dimension,
+        projection: projection ? projection.fingerprint.slice(0, 16) : null,
+        rerank: fullKeys !== null,
+        fullKeysBytes: fullKeys?.memoryBytes ?? 0,
       },
       logPosition: this.log.end(),
       snapshotPosition: this.snapshotPosition,
@@ -452,22 +239,11 @@ export class CacheState {
   }
 }
 
-function checkSnapshotMatches(m: SnapshotManifest, d: CacheDefinition, extractor: Extractor): void {
-  const fix = `Restore the model the cache was built with, or delete indexes/${d.name}/ and index the images again.`;
-  if (m.modelHash !== extractor.modelHash) {
-    throw new UserError(
-      'snapshot_model_mismatch',
-      `cache "${d.name}": its snapshot was built with a model whose sha256 is ${String(m.modelHash).slice(0, 12)}…, but ${d.model} now has sha256 ${extractor.modelHash.slice(0, 12)}…. ${fix}`,
-    );
-  }
-  const layers = JSON.stringify(m.keyLayers);
-  const keyDimension = Number(m.keyDimension ?? m.dimension);
-  if (layers !== JSON.stringify(d.keyLayers) || keyDimension !== extractor.keyDimension) {
-    throw new UserError(
-      'snapshot_layers_mismatch',
-      `cache "${d.name}": its snapshot has key layers ${layers} (dimension ${keyDimension}), the definition asks for ${JSON.stringify(d.keyLayers)} (dimension ${extractor.keyDimension}). ${fix}`,
-    );
-  }
+/** n full keys as one array of n × D floats. */
+function stack(records: FullKeyRecord[], D: number): Float32Array {
+  const keys = new Float32Array(records.length * D);
+  records.forEach((r, i) => keys.set(r.key, i * D));
+  return keys;
 }
 
 /** A random projection's seed: the same for every process of a cache. */

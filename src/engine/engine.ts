@@ -199,7 +199,7 @@ export class Engine {
   /** Where a live item's image came from: 404 when the cache does not hold it or recorded no source. */
   async itemSource(name: string, id: string): Promise<string> {
     const cache = this.cache(name);
-    const source = cache.sourceOf(id);
+    const source = cache.items.sourceOf(id);
     if (source === undefined) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
     if (source === null) {
       throw new UserError('no_image', `item ${JSON.stringify(id)} was indexed from inline image bytes (or before sources were recorded): Cachet keeps no copy of its image`);
@@ -239,7 +239,7 @@ export class Engine {
         pModel,
         pCache: pCache && Array.from(pCache),
         p: Array.from(p),
-        neighbours: neighbours.map(({ position, similarity }) => ({ id: cache.ids[position], label: cache.labels[position], similarity })),
+        neighbours: neighbours.map(({ position, similarity }) => ({ id: cache.items.ids[position], label: cache.items.labels[position], similarity })),
       };
     });
     return { cache: name, theta, lambda, cacheSize: cache.size, results, timings };
@@ -253,14 +253,14 @@ export class Engine {
   async neighbourScores(name: string, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
     const cache = this.cache(name);
     const { keys, probs } = await cache.extractor.run(images, n);
-    const found = await cache.lock.run(() => (cache.size > 0 ? cache.nearest(keys, n, k) : Promise.resolve([])));
+    const found = await cache.lock.run(() => (cache.size > 0 ? cache.search.nearest(keys, n, k) : Promise.resolve([])));
     const similarities = new Float32Array(n * k).fill(-Infinity);
     const labels = new Uint16Array(n * k);
     const itemPositions = new Int32Array(n * k).fill(-1);
     found.forEach(({ positions, similarities: sims }, q) => {
       similarities.set(sims, q * k);
       itemPositions.set(positions, q * k);
-      positions.forEach((p, j) => (labels[q * k + j] = cache.labels[p]));
+      positions.forEach((p, j) => (labels[q * k + j] = cache.items.labels[p]));
     });
     return { k, pModel: probs, similarities, labels, positions: itemPositions };
   }

@@ -9,7 +9,7 @@ import { open, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { innerProducts } from '../math/gemm.js';
-import type { IndexKind, Neighbours, VectorIndex } from './types.js';
+import type { ExhaustiveIndex, Neighbours } from './types.js';
 import { readRowBlocks, writeFully } from '../util/files.js';
 
 export const KEYS_FILE = 'keys.f32';
@@ -29,8 +29,8 @@ export interface ExactIndexOptions {
   blockRows?: number;
 }
 
-export class ExactIndex implements VectorIndex {
-  readonly kind: IndexKind = 'exact';
+export class ExactIndex implements ExhaustiveIndex {
+  readonly kind = 'exact' as const;
   readonly blockRows: number;
   private readonly blocks: Block[] = [];
   private count = 0;
@@ -138,6 +138,9 @@ export class ExactIndex implements VectorIndex {
       for (let i = 0; i < b; i++) s[i * rows + p - first] = -Infinity;
     }
   }
+
+  /** Every key is compared at search time: no setting applies. */
+  applySearchSettings(): void {}
 
   key(position: number): Float32Array {
     if (!Number.isInteger(position) || position < 0 || position >= this.count) {

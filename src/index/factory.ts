@@ -6,7 +6,7 @@
 import { UserError } from '../errors/user-error.js';
 import { ExactIndex } from './exact.js';
 import { HnswIndex } from './hnsw.js';
-import type { HnswParams, IndexKind, VectorIndex } from './types.js';
+import type { ExhaustiveIndex, HnswParams, IndexKind, VectorIndex } from './types.js';
 
 export interface IndexOptions {
   type: 'auto' | 'exact' | 'hnsw';
@@ -64,9 +64,14 @@ export async function loadIndex(dir: string, kind: IndexKind, dimension: number,
   return kind === 'hnsw' ? HnswIndex.load(dir, dimension, hnswParams(options)) : ExactIndex.load(dir, dimension);
 }
 
+/** Whether an index compares every query with every key (and can give all the similarities). */
+export function isExhaustive(index: VectorIndex): index is ExhaustiveIndex {
+  return index instanceof ExactIndex;
+}
+
 /** An 'auto' cache whose exact index has outgrown exactThreshold. */
-export function shouldMigrate(index: VectorIndex, options: IndexOptions): index is ExactIndex {
-  return options.type === 'auto' && index instanceof ExactIndex && index.size > options.exactThreshold;
+export function shouldMigrate(index: VectorIndex, options: IndexOptions): boolean {
+  return options.type === 'auto' && isExhaustive(index) && index.size > options.exactThreshold;
 }
 
 /**
@@ -75,7 +80,7 @@ export function shouldMigrate(index: VectorIndex, options: IndexOptions): index 
  * inserts): the caller can yield there. Keys `exact` gains meanwhile are copied
  * too, up to the size it has when `pause` last returns.
  */
-export async function migrateToHnsw(exact: ExactIndex, options: IndexOptions, pause: () => Promise<void> = async () => {}): Promise<HnswIndex> {
+export async function migrateToHnsw(exact: VectorIndex, options: IndexOptions, pause: () => Promise<void> = async () => {}): Promise<HnswIndex> {
   validateIndexOptions(options);
   const hnsw = HnswIndex.create(exact.dimension, hnswParams(options), 2 * exact.size);
   for (let position = 0; position < exact.size; position++) {

@@ -9,7 +9,7 @@
 import hnswlib from 'hnswlib-node';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { HnswParams, IndexKind, Neighbours, VectorIndex } from './types.js';
+import type { HnswParams, IndexKind, Neighbours, SearchSettings, VectorIndex } from './types.js';
 
 const { HierarchicalNSW } = hnswlib;
 type Graph = InstanceType<typeof HierarchicalNSW>;
@@ -30,7 +30,7 @@ export class HnswIndex implements VectorIndex {
   ) {}
 
   /** efSearch is a search-time setting: it can change without a rebuild. */
-  setEfSearch(efSearch: number): void {
+  applySearchSettings({ efSearch }: SearchSettings): void {
     this.hnswParams.efSearch = efSearch;
   }
 

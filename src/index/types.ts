@@ -10,6 +10,12 @@ export interface Neighbours {
 
 export type IndexKind = 'exact' | 'hnsw';
 
+/** Settings a search reads, changeable while the index serves (the cache definition's). */
+export interface SearchSettings {
+  /** hnsw's candidate list size at search time */
+  efSearch: number;
+}
+
 export interface HnswParams {
   m: number;
   efConstruction: number;
@@ -37,7 +43,16 @@ export interface VectorIndex {
   search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]>;
   /** the stored key at a position (a copy or view) */
   key(position: number): Float32Array;
+  /** take the search-time settings that apply to this kind of index (efSearch for hnsw) */
+  applySearchSettings(settings: SearchSettings): void;
   /** write the index's own files into an existing directory */
   save(dir: string): Promise<void>;
   params(): Record<string, number | string>;
+}
+
+/** An index that compares a query with every stored key: it can give them all (p_cache over every item). */
+export interface ExhaustiveIndex extends VectorIndex {
+  readonly kind: 'exact';
+  /** similarities of nq queries to every position, −∞ for removed items */
+  similaritiesAll(queries: Float32Array, nq: number): Promise<Float32Array[]>;
 }

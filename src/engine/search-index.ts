@@ -1,0 +1,97 @@
+// What a cache searches: its vector index over search keys — the full keys, or their projection —
+// and, when the index holds projected keys and the cache re-ranks, the full keys of every item, so
+// that each candidate's similarity is exact. One object, so that a rebuilt index (the PCA fit, the
+// move to hnsw) replaces all three at once.
+import type { IndexOptions } from '../index/factory.js';
+import { isExhaustive } from '../index/factory.js';
+import type { FullKeyStore } from '../index/full-keys.js';
+import type { Projection } from '../index/projection.js';
+import type { Neighbours, VectorIndex } from '../index/types.js';
+import type { ReducedKeyRecord } from '../keylog/types.js';
+
+export class SearchIndex {
+  constructor(
+    readonly index: VectorIndex,
+    /** the search key's projection; null for full keys, or while a PCA waits for its sample */
+    readonly projection: Projection | null = null,
+    /** full keys kept for exact re-ranking when the index holds projected keys */
+    readonly fullKeys: FullKeyStore | null = null,
+  ) {}
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  /**
+   * Whether p_cache sums over every item (the paper's reference): an exhaustive index of full
+   * keys. Otherwise it sums over the k nearest.
+   */
+  get scoresAllItems(): boolean {
+    return isExhaustive(this.index) && !this.projection;
+  }
+
+  /** Add n full keys (L2-normalised), projected when the cache searches by a projection. */
+  async addFull(keys: Float32Array, n: number): Promise<void> {
+    if (!this.projection) return this.index.add(keys, n);
+    this.fullKeys?.add(keys, n);
+    await this.index.add(await this.projection.project(keys, n), n);
+  }
+
+  /** Add records a writer already projected: the search keys go straight in, the float16 full keys beside them. */
+  async addReduced(records: ReducedKeyRecord[], keyDimension: number, cache: string): Promise<void> {
+    const projection = this.projection;
+    if (!projection) throw new Error(`cache "${cache}": a reduced key record came before the cache has a projection`);
+    const d = projection.outputDimension;
+    const n = records.length;
+    const searchKeys = new Float32Array(n * d);
+    records.forEach((r, i) => {
+      if (r.searchKey.length !== d) throw new Error(`cache "${cache}": item ${r.id} has a ${r.searchKey.length}-d search key; the projection gives ${d}`);
+      searchKeys.set(r.searchKey, i * d);
+    });
+    if (this.fullKeys) {
+      const full = new Uint16Array(n * keyDimension);
+      records.forEach((r, i) => {
+        if (!r.fullKey16) throw new Error(`cache "${cache}": item ${r.id} was logged without the full key this cache re-ranks with`);
+        full.set(r.fullKey16, i * keyDimension);
+      });
+      this.fullKeys.add(full, n);
+    }
+    await this.index.add(searchKeys, n);
+  }
+
+  remove(position: number): void {
+    this.index.remove(position);
+  }
+
+  /** Similarities of n full query keys to every position (−∞ for deleted ones); only when scoresAllItems. */
+  async similaritiesAll(keys: Float32Array, n: number): Promise<Float32Array[]> {
+    if (!isExhaustive(this.index) || this.projection) throw new Error('similaritiesAll needs an exhaustive index of full keys');
+    return this.index.similaritiesAll(keys, n);
+  }
+
+  /**
+   * The k nearest items of each of n query keys (full keys, L2-normalised), best first, by the
+   * cache's own measure: full keys, or the projected key's candidates re-ranked with the full keys.
+   */
+  async nearest(keys: Float32Array, n: number, k: number): Promise<Neighbours[]> {
+    const queries = this.projection ? await this.projection.project(keys, n) : keys;
+    const found = await this.index.search(queries, n, k);
+    if (!this.fullKeys) return found;
+    const exact = await this.fullKeys.similaritiesBatch(keys, n, found.map((f) => f.positions));
+    return found.map((f, q) => {
+      const sims = exact[q];
+      const order = Array.from(f.positions.keys()).sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);
+      return { positions: Int32Array.from(order, (i) => f.positions[i]), similarities: Float32Array.from(order, (i) => sims[i]) };
+    });
+  }
+
+  /** Search-time settings of the cache definition that the index holds itself (efSearch). */
+  applySettings(options: IndexOptions): void {
+    this.index.applySearchSettings(options);
+  }
+
+  /** What a snapshot saves beside the index's own files. */
+  extras(): { save(dir: string): Promise<void> }[] {
+    return [this.projection, this.fullKeys].filter((x): x is Projection | FullKeyStore => x !== null);
+  }
+}

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type express from 'express';
 import { AddressInfo } from 'node:net';
 import { ReadRoots } from './sources/read-roots.js';
-import { startEngine, engineLogTo, EngineClient } from './engine/client.js';
+import { startEngine, engineLogTo, type ServingApi } from './engine/client.js';
 import { EmbeddedQueue } from './queue/embedded-queue.js';
 import { runIndexJob, type IndexJobData } from './jobs/index-job.js';
 import { runEvalJob, type EvalJobData } from './jobs/eval-job.js';
@@ -57,7 +57,7 @@ export interface ServeOptions {
 
 export interface RunningService {
   url: string;
-  engine: EngineClient;
+  engine: ServingApi & { terminate(): Promise<void> };
   batcher: PredictBatcher;
   queue: JobQueue;
   caches: CacheStatus[];
@@ -84,13 +84,15 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
   const readRoots = ReadRoots.of(opts.readRoots); // a root that does not exist stops the start
   if (readRoots.roots) logger.info({ readRoots: readRoots.roots }, `models and images are read only under ${readRoots.roots.join(', ')}`);
-  const engine = startEngine(engineLogTo(logger));
+  const engineOptions = { dataDir: opts.dataDir, redisUrl: opts.redisUrl };
   let ready = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
   let queue: JobQueue;
   let evalWorker: Worker | null = null;
   let redis: Redis | null = null;
+  let engine: RunningService['engine'];
   if (opts.redisUrl) {
+    engine = startEngine({ ...engineOptions, role: 'api' }, engineLogTo(logger));
     redis = connectRedis(opts.redisUrl);
     queue = new DistributedQueue(redis, { chunkSize: opts.chunkSize ?? 256, attempts: 5 });
     // api replicas hold the indexes, so they take the eval jobs
@@ -103,8 +105,10 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
       if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) ops.jobFinished({ type: type(job.name), state: 'failed' });
     });
   } else {
+    const embedded = startEngine({ ...engineOptions, role: 'embedded' }, engineLogTo(logger));
+    engine = embedded;
     queue = new EmbeddedQueue({
-      index: (data, ctx) => runIndexJob(engine, settings, data as IndexJobData, ctx),
+      index: (data, ctx) => runIndexJob(embedded, settings, data as IndexJobData, ctx),
       eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
       tune: (data, ctx) => runTuneJob(engine, settings, data as TuneJobData, ctx),
       layers: (data, ctx) => runLayersJob(data as LayerJobData, ctx, settings), // in a thread of its own
@@ -125,7 +129,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     server.once('error', reject);
     server.listen(opts.port, bindHost, () => resolve());
   });
-  const caches = await engine.open({ role: opts.redisUrl ? 'api' : 'embedded', dataDir: opts.dataDir, redisUrl: opts.redisUrl });
+  const caches = await engine.open();
   evalWorker?.run().catch((err: Error) => logger.error({ err }, `eval worker: ${err.message}`));
   ready = true;
   const { port } = server.address() as AddressInfo;

@@ -28,8 +28,8 @@ export interface RunningWorker {
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const logger = opts.logger ?? createLogger();
-  const engine = startEngine(engineLogTo(logger));
-  await engine.open({ role: 'worker', dataDir: 'indexes', redisUrl: opts.redisUrl });
+  const engine = startEngine({ role: 'worker', dataDir: 'indexes', redisUrl: opts.redisUrl }, engineLogTo(logger));
+  await engine.open();
   const connection = connectRedis(opts.redisUrl);
   const settings = { batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
   const lockDuration = opts.lockDurationMs ?? 30_000;

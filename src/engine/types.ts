@@ -80,6 +80,12 @@ export interface EngineOptions {
   snapshotIntervalMs?: number;
 }
 
+/** The Redis a distributed role works on. */
+export function redisUrlOf(options: EngineOptions): string {
+  if (!options.redisUrl) throw new Error(`role ${options.role} needs REDIS_URL`);
+  return options.redisUrl;
+}
+
 /** What the engine reports of its background work (tailing logs, syncing definitions). */
 export interface EngineLogEntry {
   level: 'warn' | 'error';

@@ -2,7 +2,7 @@
 import express, { NextFunction, Request, Response } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
-import { EngineApi } from '../engine/client.js';
+import { ServingApi } from '../engine/client.js';
 import { JobQueue } from '../jobs/types.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import { resolveSource } from '../sources/sources.js';
@@ -36,7 +36,7 @@ export interface ApiLimits {
 }
 
 export interface ApiContext {
-  engine: EngineApi;
+  engine: ServingApi;
   /** the folders models and images may be read from on a caller's behalf */
   readRoots: ReadRoots;
   /** merges concurrent predict requests into one engine.classify call (see batcher.ts) */

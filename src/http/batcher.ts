@@ -13,7 +13,7 @@
 // into parts of maxBatch. Each request gets its own results, in order; an error of the engine call
 // (a UserError stays a UserError) goes to every request of that batch.
 // Other engine calls (index and eval jobs) are not seen here: "idle" means no predict batch in flight.
-import type { EngineApi } from '../engine/client.js';
+import type { ServingApi } from '../engine/client.js';
 import { ClassifyResult, ClassifyOptions } from '../engine/types.js';
 import { stackBatch } from '../preprocess/image.js';
 
@@ -58,7 +58,7 @@ export class PredictBatcher {
   private readonly counts: BatcherStats = { batches: 0, requests: 0, images: 0, largestBatch: 0 };
 
   constructor(
-    private readonly engine: Pick<EngineApi, 'classify'>,
+    private readonly engine: Pick<ServingApi, 'classify'>,
     options: Partial<BatcherOptions> = {},
   ) {
     this.options = { ...DEFAULT_BATCHER_OPTIONS, ...options };

@@ -5,7 +5,7 @@ import type express from 'express';
 import type { ReadRoots } from '../sources/read-roots.js';
 import sharp from 'sharp';
 import { z } from 'zod';
-import type { EngineApi } from '../engine/client.js';
+import type { ServingApi } from '../engine/client.js';
 import { imageBytes } from '../sources/fetch.js';
 import { FLIP_SUFFIX } from '../preprocess/image.js';
 import type { JobQueue } from '../jobs/types.js';
@@ -20,7 +20,7 @@ export const DeleteItemsSchema = z
 export const THUMBNAIL_SIZE = 128;
 
 export interface ItemRoutesContext {
-  engine: EngineApi;
+  engine: ServingApi;
   queue: JobQueue;
   limitInputPixels: number;
   /** an item's recorded source is read only inside these (it may predate them) */

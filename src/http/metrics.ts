@@ -14,11 +14,11 @@
 // - prom-client's default process metrics (CPU, memory, event loop lag, GC, handles).
 import type { Request, RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { EngineApi } from '../engine/client.js';
+import type { ServingApi } from '../engine/client.js';
 import type { JobQueue } from '../jobs/types.js';
 
 export interface MetricSources {
-  engine: Pick<EngineApi, 'listCaches' | 'logStatus'>;
+  engine: Pick<ServingApi, 'listCaches' | 'logStatus'>;
   queue: Pick<JobQueue, 'depth'>;
   predictsInFlight: () => number;
 }

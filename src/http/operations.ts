@@ -3,7 +3,7 @@
 // service.ts builds an Operations; createApp() calls install() before any route.
 import type http from 'node:http';
 import type express from 'express';
-import type { EngineApi } from '../engine/client.js';
+import type { ServingApi } from '../engine/client.js';
 import type { JobQueue, JobView } from '../jobs/types.js';
 import type { ApiLimits } from './app.js';
 import { authenticate, compileRoutes, findRoute, isLoopback, KeyMatcher, loadApiKeys, type RouteRole } from './auth.js';
@@ -71,13 +71,13 @@ export class Operations {
    * The queue with the jobs-per-cache limit, and the metrics reading it and the engine.
    * Returns the queue the app must use.
    */
-  attach(engine: Pick<EngineApi, 'listCaches' | 'logStatus'>, queue: JobQueue): JobQueue {
+  attach(engine: Pick<ServingApi, 'listCaches' | 'logStatus'>, queue: JobQueue): JobQueue {
     this.metricsOf = new ServiceMetrics({ engine, queue, predictsInFlight: () => this.predicts.current });
     return new LimitedQueue(queue, this.opts.limits.maxJobsPerCache);
   }
 
   /** The engine as the predict batcher sees it: each call's batch size and engine-thread timings observed. */
-  instrumentClassify(engine: Pick<EngineApi, 'classify'>): Pick<EngineApi, 'classify'> {
+  instrumentClassify(engine: Pick<ServingApi, 'classify'>): Pick<ServingApi, 'classify'> {
     const m = this.metrics;
     return {
       classify: async (name, images, n, options) => {

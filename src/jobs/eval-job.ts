@@ -1,6 +1,6 @@
 // The eval job: top-1 and top-5 error of the model alone, the cache model and the cache alone on
 // labelled images, in all and per class; optionally against another cache, and against cache size.
-import type { EngineApi } from '../engine/client.js';
+import type { ServingApi } from '../engine/client.js';
 import type { Classification, NeighbourScores } from '../engine/types.js';
 import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import type { ModelSpec } from '../model/spec.js';
@@ -113,7 +113,7 @@ function rankOf(p: ArrayLike<number>, label: number): number {
   return above;
 }
 
-export async function runEvalJob(engine: EngineApi, settings: ProcessorSettings, data: EvalJobData, ctx: JobContext): Promise<EvalJobResult> {
+export async function runEvalJob(engine: ServingApi, settings: ProcessorSettings, data: EvalJobData, ctx: JobContext): Promise<EvalJobResult> {
   const spec: ModelSpec = await engine.modelSpec(data.cache);
   const tally = new Tally();
   const other = new Tally();

@@ -1,6 +1,6 @@
 // The index job: decode a source's labelled images in batches, extract their keys and add them
 // to the cache (embedded) or to its key log (a worker). Ids already in the cache are skipped.
-import type { EngineApi } from '../engine/client.js';
+import type { IndexingApi } from '../engine/client.js';
 import type { SourceItem } from '../sources/sources.js';
 import { forEachBatch } from './pipeline.js';
 import type { IndexJobResult } from './results.js';
@@ -12,7 +12,7 @@ export interface IndexJobData {
   flip: boolean;
 }
 
-export async function runIndexJob(engine: EngineApi, settings: ProcessorSettings, data: IndexJobData, ctx: JobContext): Promise<IndexJobResult> {
+export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettings, data: IndexJobData, ctx: JobContext): Promise<IndexJobResult> {
   const spec = await engine.modelSpec(data.cache);
   const totals = { added: 0, duplicates: 0, failed: 0 };
   await forEachBatch(

@@ -3,7 +3,7 @@
 // θ × λ grid is scored in memory with the one cache math. Best top-1 accuracy wins,
 // log-loss breaks ties. Unless it is a dry run, the choice is stored in the cache, and
 // the previous θ and λ go into its history.
-import { EngineApi } from '../engine/client.js';
+import { ServingApi } from '../engine/client.js';
 import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import { forEachBatch } from './pipeline.js';
 import { SourceItem } from '../sources/sources.js';
@@ -30,7 +30,7 @@ export const PAPER_LAMBDAS = linspace(0.1, 0.9, 33);
 /** Neighbours kept per query for caches that sum over every item: beyond them, weights are negligible at the θ of interest. */
 const ALL_ITEMS_K = 1000;
 
-export async function runTuneJob(engine: EngineApi, settings: ProcessorSettings, data: TuneJobData, ctx: JobContext): Promise<TuneResult> {
+export async function runTuneJob(engine: ServingApi, settings: ProcessorSettings, data: TuneJobData, ctx: JobContext): Promise<TuneResult> {
   const info = await engine.getCache(data.cache);
   const spec = await engine.modelSpec(data.cache);
   const C = spec.classes.length;

@@ -112,6 +112,11 @@ export class FileKeyLog implements KeyLog {
     return this.segment.end;
   }
 
+  /** one process owns a file log: its end is known */
+  async readEnd(): Promise<number> {
+    return this.end();
+  }
+
   /** The first position still held (records before it were compacted away). */
   base(): number {
     return this.segment.base;

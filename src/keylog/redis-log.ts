@@ -61,7 +61,7 @@ export class RedisKeyLog implements KeyLog {
       throw new UserError('key_dimension_mismatch', `the key log of cache "${cache}" holds ${stored}-float keys; this model gives ${dimension}`);
     }
     const log = new RedisKeyLog(redis, cache, dimension);
-    await log.refreshEnd();
+    await log.readEnd();
     return log;
   }
 
@@ -70,7 +70,7 @@ export class RedisKeyLog implements KeyLog {
   }
 
   /** The log's end as Redis has it now (other processes append too). */
-  async refreshEnd(): Promise<number> {
+  async readEnd(): Promise<number> {
     this.known = Number((await this.redis.get(redisKeys.end(this.cache))) ?? 0);
     return this.known;
   }
@@ -87,7 +87,7 @@ export class RedisKeyLog implements KeyLog {
   /** Logs the deletion of the ids the log holds; returns those ids. */
   async appendDeletes(ids: string[]): Promise<{ deleted: string[]; end: number }> {
     validateRecords(ids.map((id) => ({ id, deleted: true })), this.dimension);
-    if (ids.length === 0) return { deleted: [], end: await this.refreshEnd() };
+    if (ids.length === 0) return { deleted: [], end: await this.readEnd() };
     const c = this.cache;
     const [deleted, end] = (await this.redis.eval(DELETE, 3, redisKeys.log(c), redisKeys.ids(c), redisKeys.end(c), ...ids)) as [string[], number];
     this.known = Math.max(this.known, end);
@@ -96,7 +96,7 @@ export class RedisKeyLog implements KeyLog {
 
   async appendNew(records: KeyRecord[]): Promise<{ added: number; end: number }> {
     validateRecords(records, this.dimension);
-    if (records.length === 0) return { added: 0, end: await this.refreshEnd() };
+    if (records.length === 0) return { added: 0, end: await this.readEnd() };
     const args: (string | Buffer)[] = [String(records.length)];
     for (const r of records) {
       const [field, key] = isReduced(r) ? ['skey', r.searchKey] : ['key', r.key];

@@ -46,6 +46,8 @@ export interface KeyLog {
   readonly dimension: number;
   /** position after the last record (records are numbered from 0 for the cache's whole life) */
   end(): number;
+  /** the end as the log's store has it now: other processes may append to a shared log */
+  readEnd(): Promise<number>;
   /** durable (fsync'd) when it resolves; returns the new end() */
   append(records: LogRecord[]): Promise<number>;
   /** calls onBatch with consecutive records from `position` to end(), in bounded batches; returns the end reached */

@@ -1,7 +1,7 @@
 // BullMQ processors: the same job code as embedded mode (runIndexJob, runEvalJob),
 // fed from the documented job data.
 import { Job, UnrecoverableError } from 'bullmq';
-import { EngineApi } from '../engine/client.js';
+import type { IndexingApi, ServingApi } from '../engine/client.js';
 import { runIndexJob } from '../jobs/index-job.js';
 import { runEvalJob } from '../jobs/eval-job.js';
 import { labelResolver, SourceItem } from '../sources/sources.js';
@@ -38,7 +38,7 @@ function toItems(refs: ItemRef[], classes: string[], errors: ItemError[]): Sourc
 }
 
 /** cachet-index / chunk: decode, extract keys, append to the cache's key log. */
-export function chunkProcessor(engine: EngineApi, settings: ProcessorSettings) {
+export function chunkProcessor(engine: IndexingApi, settings: ProcessorSettings) {
   return async (job: Job): Promise<ChunkResult> => {
     const data = parse(ChunkJobSchema, job);
     const spec = await engine.modelSpec(data.cache);
@@ -66,7 +66,7 @@ export interface IndexJobSummary {
 }
 
 /** cachet-jobs / index: runs once every chunk has finished; sums them. */
-export function parentProcessor(engine: EngineApi) {
+export function parentProcessor(engine: IndexingApi) {
   return async (job: Job): Promise<IndexJobSummary> => {
     const data = parse(IndexParentSchema, job);
     const values = Object.values(await job.getChildrenValues()) as ChunkResult[];
@@ -78,7 +78,7 @@ export function parentProcessor(engine: EngineApi) {
 }
 
 /** Items and a job context (progress with its item errors) for a job run on an api replica. */
-async function replicaJob(engine: EngineApi, job: Job, data: { cache: string; items: ItemRef[] }) {
+async function replicaJob(engine: ServingApi, job: Job, data: { cache: string; items: ItemRef[] }) {
   const spec = await engine.modelSpec(data.cache);
   const errors: ItemError[] = [];
   const items = toItems(data.items, spec.classes, errors);
@@ -96,7 +96,7 @@ async function replicaJob(engine: EngineApi, job: Job, data: { cache: string; it
 }
 
 /** cachet-eval / eval and tune: on an api replica, which holds the index; and layers (layers-job.ts). */
-export function evalProcessor(engine: EngineApi, settings: ProcessorSettings) {
+export function evalProcessor(engine: ServingApi, settings: ProcessorSettings) {
   return async (job: Job): Promise<EvalJobResult | TuneResult | LayerAdvice> => {
     if (job.name === 'layers') return processLayersJob(job, settings); // needs no cache: in a thread of its own
     if (job.name === 'tune') {

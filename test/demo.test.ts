@@ -2,7 +2,7 @@
 // so the figures it prints are those of the full cache.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runDemo } from '../src/demo/demo.js';
+import { runDemo } from '../src/cli/demo.js';
 import { call, PAPER_KEY_LAYERS, RESNET, sampleFolder, start, tempDir, waitForJob } from './harness.js';
 
 test('the demo finishes indexing a cache an interrupted run left partial, then reports on all of it', async () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startService, RunningService, type ServeOptions } from '../src/server.js';
 import { silentLogger } from '../src/util/logging.js';
-import type { ApiLimits } from '../src/http/app.js';
+import type { ApiLimits } from '../src/http/limits.js';
 
 export const REPO = new URL('..', import.meta.url).pathname;
 export const RESNET = path.join(REPO, 'models', 'cifar10-resnet20.onnx');

@@ -8,7 +8,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
-import { openApiDocument, openApiPath, routes } from '../src/http/openapi.js';
+import { openApiDocument, openApiPath } from '../src/http/openapi.js';
+import { routes } from '../src/http/route-table.js';
+import { ERROR_CATALOGUE, ERROR_CODES } from '../src/errors/catalogue.js';
 import { PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir } from './harness.js';
 
 /**
@@ -200,6 +202,28 @@ describe('OpenAPI document', () => {
     }
     for (const op of PENDING) if (registered.has(op)) console.log(`openapi.test: ${op} is registered now: take it out of PENDING`);
     if (pending.length) console.log(`openapi.test: documented, not registered yet (PENDING): ${pending.join(', ')}`);
+  });
+
+  test('names every error code of the catalogue, under its status', () => {
+    const schemas = doc.components.schemas as Record<string, Json>;
+    for (const code of ERROR_CODES) {
+      const status = ERROR_CATALOGUE[code].status;
+      const schema = schemas[`Error${status}`];
+      assert.ok(schema, `no Error${status} schema for ${code}`);
+      const codeEnum = JSON.stringify(schema.allOf).match(/"enum":(\[[^\]]*\])/);
+      assert.ok(codeEnum && (JSON.parse(codeEnum[1]) as string[]).includes(code), `Error${status} does not list ${code}`);
+      assert.match(String(schema.description), new RegExp(`\`${code}\`: `), `Error${status} does not describe ${code}`);
+    }
+    // every operation's error responses point at a status's schema or a shared response
+    for (const item of Object.values<Json>(doc.paths)) {
+      for (const op of Object.values(item) as Json[]) {
+        for (const [status, res] of Object.entries(op.responses as Record<string, Json>)) {
+          if (Number(status) < 400 || /schemas\/(NotReady)"/.test(JSON.stringify(res))) continue; // a documented body of its own
+          const ref = String(res.$ref ?? JSON.stringify(res.content));
+          assert.match(ref, /responses\/[A-Za-z]+|schemas\/Error\d{3}/, `${op.operationId} ${status}: ${ref}`);
+        }
+      }
+    }
   });
 
   test('responses of every operation match the document', async () => {

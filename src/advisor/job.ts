@@ -12,19 +12,10 @@ import { loadModelSpec } from '../model/spec-file.js';
 import { resolveSource, type Source } from '../sources/sources.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import type { JobContext } from '../jobs/types.js';
-import { capPerClass, defaultCandidates, type AdviseOptions } from './layers.js';
+import { capPerClass, defaultCandidates, type LayerJobData } from './layers.js';
+export type { LayerJobData } from './layers.js';
 import { adviseInThread } from './run-in-thread.js';
 import { LayerAdvice } from './advice.js';
-
-/** A layers job: the advisor's options (AdviseOptions), with sources, not paths, and a memory budget. */
-export type LayerJobData = Omit<AdviseOptions, 'train' | 'val' | 'batchSize' | 'spec'> & {
-  /** the .onnx file, read by the process that runs the job (an absolute path) */
-  model: string;
-  train: Source;
-  val: Source;
-  /** the memory budget of this job (default DEFAULT_LAYERS_MEMORY, at most layersMemoryCap()) */
-  maxMemoryBytes?: number;
-};
 
 export const DEFAULT_MAX_DIMENSION = 20_000;
 export const DEFAULT_TOP = 3;

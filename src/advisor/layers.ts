@@ -62,6 +62,16 @@ export interface AdviseOptions {
   signal?: AbortSignal;
 }
 
+/** A layers job: the advisor's options (AdviseOptions), with sources, not paths, and a memory budget. */
+export type LayerJobData = Omit<AdviseOptions, 'train' | 'val' | 'batchSize' | 'spec'> & {
+  /** the .onnx file, read by the process that runs the job (an absolute path) */
+  model: string;
+  train: Source;
+  val: Source;
+  /** the memory budget of this job (default DEFAULT_LAYERS_MEMORY, at most layersMemoryCap()) */
+  maxMemoryBytes?: number;
+};
+
 export interface AdviseProgress {
   phase: 'extract' | 'score';
   done: number;

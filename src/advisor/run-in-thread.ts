@@ -6,7 +6,7 @@ import { deserialiseError, type SerialisedError } from '../errors/user-error.js'
 import type { InspectedTensor } from '../model/inspect.js';
 import type { ModelSpec } from '../model/spec.js';
 import { threadEntry } from '../util/thread-entry.js';
-import type { LayerJobData } from './job.js';
+import type { LayerJobData } from './layers.js';
 import { LayerAdvice } from './advice.js';
 
 export type AdvisorRequest =

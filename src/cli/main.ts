@@ -86,7 +86,7 @@ program
   .addOption(new Option('--data-dir <dir>', 'where caches live').env('CACHET_DATA_DIR').default('indexes'))
   .option('--exit', 'exit after the demo instead of serving')
   .action(async (opts: { port: number; host: string; dataDir: string; exit?: boolean }) => {
-    const { runDemo } = await import('../demo/demo.js');
+    const { runDemo } = await import('./demo.js');
     await runDemo(opts);
   });
 

@@ -1,6 +1,6 @@
 // `cachet serve`: the service in the foreground, until SIGTERM or SIGINT.
 import { startService, RunningService } from '../server.js';
-import type { ApiLimits } from '../http/app.js';
+import type { ApiLimits } from '../http/limits.js';
 import type { BatcherOptions } from '../http/batcher.js';
 import { createLogger, redactUrl } from '../util/logging.js';
 import { closeOnSignals } from '../util/signals.js';

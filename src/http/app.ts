@@ -18,22 +18,12 @@ import { errorHandler, notFoundRoute } from './error-handler.js';
 import { param, parse, requireObject, wrap } from './handlers.js';
 import type { PredictBatcher } from './batcher.js';
 import type { Operations } from './operations.js';
+import type { ApiLimits } from './limits.js';
 import { webRoutes } from './web.js';
 import { addItemRoutes } from './items.js';
 import { addLayerJobRoutes } from './layers-route.js';
 import { reportMarkdown, reportSvg, svgToPng } from '../reports/job-report.js';
 import { Classification } from '../engine/types.js';
-
-export interface ApiLimits {
-  /** bytes of a JSON body or of one uploaded file */
-  maxBodyBytes: number;
-  maxImagesPerRequest: number;
-  limitInputPixels: number;
-  /** unfinished (waiting or running) jobs per cache; beyond, 429 too_many_jobs */
-  maxJobsPerCache: number;
-  /** predict requests in flight in this process; beyond, 429 busy */
-  maxConcurrentPredicts: number;
-}
 
 export interface ApiContext {
   engine: ServingApi;

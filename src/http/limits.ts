@@ -4,6 +4,18 @@ import type { RequestHandler } from 'express';
 import { UserError } from '../errors/user-error.js';
 import type { JobQueue, JobType, JobView, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 
+/** What one process takes from its clients (ServeOptions.limits). */
+export interface ApiLimits {
+  /** bytes of a JSON body or of one uploaded file */
+  maxBodyBytes: number;
+  maxImagesPerRequest: number;
+  limitInputPixels: number;
+  /** unfinished (waiting or running) jobs per cache; beyond, 429 too_many_jobs */
+  maxJobsPerCache: number;
+  /** predict requests in flight in this process; beyond, 429 busy */
+  maxConcurrentPredicts: number;
+}
+
 /** The Retry-After header of a 429: when to try again, in seconds. */
 export const retryAfter = (seconds: number) => ({ headers: { 'Retry-After': String(seconds) } });
 

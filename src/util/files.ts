@@ -1,6 +1,8 @@
 // Whole reads, whole writes and fsync for the files that hold a cache's state:
 // FileHandle.read/write may move fewer bytes than asked, so loop until done.
-import { open, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 /** Writes all of `bytes` at `position`; returns how many that was. */
 export async function writeFully(file: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
@@ -54,4 +56,21 @@ export async function readRowBlocks<T extends Float32Array | Uint16Array>(
     await file.close();
   }
   return blocks;
+}
+
+/** write a temporary file, fsync it, rename it over `path`, fsync the directory */
+export async function writeFileAtomically(path: string, write: (file: FileHandle) => Promise<void>): Promise<void> {
+  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  const file = await open(tmp, 'wx');
+  try {
+    await write(file);
+    await file.sync();
+    await file.close();
+    await rename(tmp, path);
+  } catch (err) {
+    await file.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fsyncPath(dirname(path));
 }

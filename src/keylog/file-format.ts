@@ -1,0 +1,208 @@
+// The embedded key log's file format: the header, records, and the scan that finds where
+// the valid records end.
+//
+//   header (32 B)  magic "CACHETKL" · u32 version · u32 dimension · u64 base position
+//                  · u32 crc32(bytes 0–23) · u32 reserved
+//   record         u32 body length · u32 crc32(body) · body
+//   body (add)     u16 id length · id (utf8) · u32 label · float32 × dimension
+//                  [· u16 source length · source (utf8)]     (version 2; optional)
+//   body (reduced) u16 id length · id · u32 (label | 0x80000000) · u32 d · float32 × d
+//                  · u32 c (0 or dimension) · float16 × c [· u16 source length · source]   (version 2)
+//   body (delete)  u16 id length · id (utf8) · u32 0xffffffff (version 2)
+//
+// Version 1 files (adds without sources) are read as they are; new files and
+// compacted ones are written as version 2.
+// All integers and floats little-endian. A crash mid-append leaves a torn or
+// garbage tail; open() truncates the file at the first record that does not
+// check out and reports the bytes dropped in `recoveredBytes` (those appends
+// never resolved, so nobody was told they were durable). The header is only ever
+// written to a temporary file that is then renamed into place, so it is never torn.
+import type { FileHandle } from 'node:fs/promises';
+import { UserError } from '../errors/user-error.js';
+import { crc32 } from '../util/crc32.js';
+import { readFully } from '../util/files.js';
+import { isDelete, isReduced, MAX_ID_BYTES, MAX_SOURCE_BYTES, storableSource, validateRecords, type KeyRecord, type LogRecord } from './types.js';
+
+export const MAGIC = Buffer.from('CACHETKL', 'latin1');
+export const VERSION = 2;
+export const READABLE_VERSIONS = [1, 2];
+export const DELETE_LABEL = 0xffffffff;
+export const REDUCED_FLAG = 0x80000000;
+export const HEADER_BYTES = 32;
+export const PREFIX_BYTES = 8;
+export const SCAN_CHUNK = 8 * 1024 * 1024;
+export const BATCH_BYTES = 16 * 1024 * 1024;
+
+export function encodeHeader(dimension: number, base: number): Buffer {
+  const h = Buffer.alloc(HEADER_BYTES);
+  MAGIC.copy(h, 0);
+  h.writeUInt32LE(VERSION, 8);
+  h.writeUInt32LE(dimension, 12);
+  h.writeBigUInt64LE(BigInt(base), 16);
+  h.writeUInt32LE(crc32(h.subarray(0, 24)), 24);
+  return h;
+}
+
+export async function readHeader(file: FileHandle, path: string, dimension: number): Promise<number> {
+  const h = Buffer.alloc(HEADER_BYTES);
+  const { bytesRead } = await file.read(h, 0, HEADER_BYTES, 0);
+  if (bytesRead < HEADER_BYTES || !h.subarray(0, 8).equals(MAGIC) || h.readUInt32LE(24) !== crc32(h.subarray(0, 24))) {
+    throw new Error(`${path} is not a Cachet key log (bad header)`);
+  }
+  const version = h.readUInt32LE(8);
+  if (!READABLE_VERSIONS.includes(version)) throw new Error(`${path}: key log version ${version} is not supported (expected ${READABLE_VERSIONS.join(' or ')})`);
+  const fileDimension = h.readUInt32LE(12);
+  if (fileDimension !== dimension) {
+    throw new UserError(
+      'key_dimension_mismatch',
+      `key log ${path} holds keys of dimension ${fileDimension}, but this cache's keys have dimension ${dimension}; ` +
+        'use the model and key layers the cache was built with, or a new cache',
+    );
+  }
+  return Number(h.readBigUInt64LE(16));
+}
+
+export function encodeRecords(records: LogRecord[], dimension: number): Buffer {
+  validateRecords(records, dimension);
+  const bodies = records.map((r) => (isDelete(r) ? deleteBody(r.id) : addBody(r, dimension)));
+  const out = Buffer.allocUnsafe(bodies.reduce((sum, b) => sum + PREFIX_BYTES + b.length, 0));
+  let o = 0;
+  for (const body of bodies) {
+    out.writeUInt32LE(body.length, o);
+    out.writeUInt32LE(crc32(body), o + 4);
+    body.copy(out, o + PREFIX_BYTES);
+    o += PREFIX_BYTES + body.length;
+  }
+  return out;
+}
+
+function deleteBody(id: string): Buffer {
+  const idBytes = Buffer.from(id, 'utf8');
+  const body = Buffer.allocUnsafe(6 + idBytes.length);
+  body.writeUInt16LE(idBytes.length, 0);
+  idBytes.copy(body, 2);
+  body.writeUInt32LE(DELETE_LABEL, 2 + idBytes.length);
+  return body;
+}
+
+function addBody(r: KeyRecord, dimension: number): Buffer {
+  const id = Buffer.from(r.id, 'utf8');
+  const stored = storableSource(r);
+  const source = stored === undefined ? null : Buffer.from(stored, 'utf8');
+  const parts: Uint8Array[] = [];
+  const head = Buffer.allocUnsafe(6 + id.length);
+  head.writeUInt16LE(id.length, 0);
+  id.copy(head, 2);
+  parts.push(head);
+  if (isReduced(r)) {
+    head.writeUInt32LE((r.label | REDUCED_FLAG) >>> 0, 2 + id.length);
+    parts.push(u32(r.searchKey.length), bytesOf(r.searchKey), u32(r.fullKey16?.length ?? 0));
+    if (r.fullKey16) parts.push(bytesOf(r.fullKey16));
+  } else {
+    head.writeUInt32LE(r.label, 2 + id.length);
+    if (r.key.length !== dimension) throw new RangeError(`key of ${r.key.length} floats in a log of dimension ${dimension}`);
+    parts.push(bytesOf(r.key));
+  }
+  if (source) {
+    const len = Buffer.allocUnsafe(2);
+    len.writeUInt16LE(source.length, 0);
+    parts.push(len, source);
+  }
+  return Buffer.concat(parts);
+}
+
+const u32 = (v: number) => {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32LE(v, 0);
+  return b;
+};
+const bytesOf = (a: Float32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** The record at `o`, or null if it is incomplete, inconsistent or fails its crc. */
+export function parseRecord(buf: Buffer, o: number, dimension: number): { record: LogRecord; next: number } | null {
+  if (buf.length - o < PREFIX_BYTES) return null;
+  const len = buf.readUInt32LE(o);
+  const body = o + PREFIX_BYTES;
+  if (len < 6 || len > MAX_RECORD_BODY(dimension) || body + len > buf.length) return null;
+  const end = body + len;
+  const idBytes = buf.readUInt16LE(body);
+  if (6 + idBytes > len) return null;
+  const labelWord = buf.readUInt32LE(body + 2 + idBytes);
+  let at = body + 6 + idBytes;
+  // walk the layout, checking every length against the body's before the crc
+  let kind: 'delete' | 'full' | 'reduced';
+  let d = dimension;
+  let c = 0;
+  if (labelWord === DELETE_LABEL) {
+    if (at !== end) return null;
+    kind = 'delete';
+  } else if (labelWord & REDUCED_FLAG) {
+    kind = 'reduced';
+    if (at + 4 > end) return null;
+    d = buf.readUInt32LE(at);
+    if (d < 1 || d > dimension || at + 4 + 4 * d + 4 > end) return null;
+    c = buf.readUInt32LE(at + 4 + 4 * d);
+    if (c !== 0 && c !== dimension) return null;
+    at += 4 + 4 * d + 4 + 2 * c;
+  } else {
+    kind = 'full';
+    at += 4 * dimension;
+  }
+  let sourceBytes = -1; // −1: no source
+  if (kind !== 'delete' && at !== end) {
+    if (at + 2 > end || at + 2 + buf.readUInt16LE(at) !== end) return null;
+    sourceBytes = buf.readUInt16LE(at);
+  }
+  if (crc32(buf.subarray(body, end)) !== buf.readUInt32LE(o + 4)) return null;
+  const id = buf.toString('utf8', body + 2, body + 2 + idBytes);
+  if (kind === 'delete') return { record: { id, deleted: true }, next: end };
+  const source = sourceBytes < 0 ? undefined : buf.toString('utf8', at + 2, at + 2 + sourceBytes);
+  const keyAt = body + 6 + idBytes;
+  let record: KeyRecord;
+  if (kind === 'full') {
+    record = { id, label: labelWord, key: copyFloat32(buf, keyAt, dimension) };
+  } else {
+    const searchKey = copyFloat32(buf, keyAt + 4, d);
+    record = { id, label: (labelWord & ~REDUCED_FLAG) >>> 0, searchKey };
+    if (c > 0) {
+      const full = new Uint16Array(c);
+      new Uint8Array(full.buffer).set(buf.subarray(keyAt + 4 + 4 * d + 4, keyAt + 4 + 4 * d + 4 + 2 * c));
+      record.fullKey16 = full;
+    }
+  }
+  if (source !== undefined) record.source = source;
+  return { record, next: end };
+}
+
+/** a copy: the bytes may be unaligned */
+function copyFloat32(buf: Buffer, at: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  new Uint8Array(out.buffer).set(buf.subarray(at, at + 4 * n));
+  return out;
+}
+
+const MAX_RECORD_BODY = (dimension: number) => 8 + MAX_ID_BYTES + 4 * dimension + 8 + 2 * dimension + MAX_SOURCE_BYTES;
+
+/** Offsets of the valid records after the header, and where the valid part ends. */
+export async function scanRecords(file: FileHandle, dimension: number) {
+  const { size: fileSize } = await file.stat();
+  const maxRecord = PREFIX_BYTES + MAX_RECORD_BODY(dimension);
+  let buf = Buffer.alloc(0);
+  let bufStart = HEADER_BYTES; // file offset of buf[0]
+  const offsets: number[] = [];
+  let pos = HEADER_BYTES;
+  for (;;) {
+    let parsed = parseRecord(buf, pos - bufStart, dimension);
+    if (!parsed && bufStart + buf.length < fileSize) {
+      // Maybe the record just runs past the buffer: refill from `pos`.
+      buf = Buffer.allocUnsafe(Math.min(Math.max(SCAN_CHUNK, maxRecord), fileSize - pos));
+      await readFully(file, buf, pos, 'key log file');
+      bufStart = pos;
+      parsed = parseRecord(buf, 0, dimension);
+    }
+    if (!parsed) break;
+    offsets.push(pos);
+    pos = bufStart + parsed.next;
+  }
+  return { offsets, validEnd: pos, fileSize };
+}

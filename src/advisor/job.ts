@@ -9,7 +9,7 @@ import type { InspectedTensor } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
 import type { ModelSpec } from '../model/spec.js';
 import { loadModelSpec } from '../model/spec-file.js';
-import { resolveSource, type Source } from '../sources/sources.js';
+import { resolveSource } from '../sources/sources.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import type { JobContext } from '../jobs/types.js';
 import { capPerClass, defaultCandidates, type LayerJobData } from './layers.js';

@@ -11,22 +11,18 @@
 //    without extracting again.
 // Each key is scored by the cache model's top-1 validation error over a θ × λ grid, with
 // p_cache summed over every train item (exact), using the one cache math.
-import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors/user-error.js';
-import { cacheProbabilities, mixProbabilities, softmaxRows } from '../math/cache-model.js';
-import { innerProducts } from '../math/gemm.js';
-import { inputShape, loadModelBytes } from '../model/extractor.js';
 import { inspectModel } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
-import { withExtraOutputs } from '../model/onnx-graph.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import type { ModelSpec } from '../model/spec.js';
-import { forEachBatch } from '../jobs/pipeline.js';
 import { resolveSource, type Source, type SourceItem } from '../sources/sources.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
-import type { ItemError } from '../jobs/types.js';
-import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 import { LayerAdvice, LayerScore } from './advice.js';
+import { extractLayers } from './extract-layers.js';
+import { compareScores, combinations, concatSimilarity, errorOf, layerDots, round, scoreGrid } from './layer-scores.js';
+export { compareScores, concatSimilarity, layerDots, scoreGrid } from './layer-scores.js';
+export { extractLayers, type ExtractedSet } from './extract-layers.js';
 
 /** A coarse version of the paper's grid: every 4th value, θ ∈ {10, 20, …, 90}, λ ∈ {0.1, 0.2, …, 0.9}. */
 export const ADVISOR_THETAS = PAPER_THETAS.filter((_, i) => i % 4 === 0);
@@ -95,107 +91,6 @@ export function capPerClass(items: SourceItem[], perClass: number | undefined): 
     count.set(it.label!, c + 1);
     return c < perClass;
   });
-}
-
-/** Raw activations of some layers, p_model and labels of one set of images. */
-export interface ExtractedSet {
-  n: number;
-  labels: Int32Array;
-  /** n × classes, p_model (softmax applied for 'logits' models) */
-  probs: Float32Array;
-  /** per layer, its per-image size */
-  sizes: number[];
-  /** per layer: n × size, raw (flattened, not normalised) */
-  acts: Float32Array[];
-  /** per layer: n squared L2 norms */
-  sqNorms: Float64Array[];
-  /** the items that could not be decoded */
-  failed: ItemError[];
-}
-
-/**
- * Runs the model once per image set with every layer of `layers` fetched at the same time
- * (one session; the layers are added to the graph outputs), keeping raw activations.
- * `onProgress` gets the number of source items handled so far over all sets.
- */
-export async function extractLayers(
-  modelPath: string,
-  spec: ModelSpec,
-  layers: string[],
-  sets: { items: SourceItem[]; flip: boolean }[],
-  opts: { batchSize?: number; onProgress?: (done: number) => void; signal?: AbortSignal } = {},
-): Promise<ExtractedSet[]> {
-  const C = spec.classes.length;
-  const { bytes, graph } = await loadModelBytes(modelPath);
-  const singleImageBatches = graph.inputs.find((v) => v.name === spec.input)?.dims[0] === 1;
-  const fetches = [...new Set([spec.output, ...layers])];
-  let session: ort.InferenceSession;
-  try {
-    session = await ort.InferenceSession.create(withExtraOutputs(bytes, fetches), { graphOptimizationLevel: 'all' });
-  } catch (err) {
-    throw new UserError('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
-  }
-  const imageSize = spec.height * spec.width * 3;
-  let sizes: number[] | null = null;
-  const results: ExtractedSet[] = [];
-  let doneBefore = 0;
-  try {
-    if (layers.length > 0) {
-      const probe = await session.run({ [spec.input]: new ort.Tensor('float32', new Float32Array(imageSize), inputShape(spec, 1)) }, fetches);
-      sizes = layers.map((l) => probe[l].data.length);
-    }
-    const layerSizes = sizes ?? [];
-    for (const { items, flip } of sets) {
-      const cap = items.length * (flip ? 2 : 1);
-      const acts = layerSizes.map((s) => new Float32Array(cap * s));
-      const probs = new Float32Array(cap * C);
-      const labels = new Int32Array(cap);
-      const failed: ItemError[] = [];
-      let n = 0;
-      await forEachBatch(
-        items,
-        { spec, flip, batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS, signal: opts.signal },
-        async ({ items: batchItems, tensor }) => {
-          const m = batchItems.length;
-          const step = singleImageBatches ? 1 : m;
-          for (let s = 0; s < m; s += step) {
-            const k = Math.min(step, m - s);
-            const input = new ort.Tensor('float32', tensor.subarray(s * imageSize, (s + k) * imageSize), inputShape(spec, k));
-            const out = await session.run({ [spec.input]: input }, fetches);
-            probs.set(out[spec.output].data as Float32Array, (n + s) * C);
-            layers.forEach((l, j) => {
-              const data = out[l].data as Float32Array;
-              if (data.length !== k * layerSizes[j]) throw new Error(`layer ${l} gave ${data.length} values for ${k} images, expected ${k * layerSizes[j]}`);
-              acts[j].set(data, (n + s) * layerSizes[j]);
-            });
-          }
-          batchItems.forEach((it, i) => (labels[n + i] = it.label ?? -1));
-          n += m;
-        },
-        (done, errors) => {
-          failed.push(...errors);
-          opts.onProgress?.(doneBefore + done);
-        },
-      );
-      doneBefore += items.length;
-      if (spec.outputKind === 'logits') softmaxRows(probs, n, C);
-      const trimmed = acts.map((a, j) => a.subarray(0, n * layerSizes[j]));
-      const sqNorms = trimmed.map((a, j) => {
-        const size = layerSizes[j];
-        const norms = new Float64Array(n);
-        for (let r = 0; r < n; r++) {
-          let ss = 0;
-          for (let d = r * size; d < (r + 1) * size; d++) ss += a[d] * a[d];
-          norms[r] = ss;
-        }
-        return norms;
-      });
-      results.push({ n, labels: labels.subarray(0, n), probs: probs.subarray(0, n * C), sizes: layerSizes, acts: trimmed, sqNorms, failed });
-    }
-  } finally {
-    await session.release();
-  }
-  return results;
 }
 
 export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseProgress) => void): Promise<LayerAdvice> {
@@ -318,114 +213,4 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     failedImages,
     seconds: { extract: round(extractSeconds, 3), score: round((performance.now() - t1) / 1000, 3) },
   };
-}
-
-/** Lower error first; ties: fewer dims, then lower log-loss. */
-export function compareScores(a: LayerScore, b: LayerScore): number {
-  return a.error - b.error || a.dimension - b.dimension || a.logLoss - b.logLoss;
-}
-
-/** Index subsets of {0..k-1} with at least two members (pairs, triples, …), smaller first. */
-function combinations(k: number): number[][] {
-  const out: number[][] = [];
-  for (let mask = 1; mask < 1 << k; mask++) {
-    const s = [...Array(k).keys()].filter((i) => mask & (1 << i));
-    if (s.length >= 2) out.push(s);
-  }
-  return out.sort((a, b) => a.length - b.length);
-}
-
-/** Raw dot products val×train of one layer (nv × nt), by Gemm, in blocks of val rows to bound the output. */
-export async function layerDots(val: Float32Array, nv: number, train: Float32Array, nt: number, dim: number): Promise<Float32Array> {
-  const out = new Float32Array(nv * nt);
-  const rows = Math.max(1, Math.floor((1 << 24) / Math.max(nt, 1)));
-  for (let r = 0; r < nv; r += rows) {
-    const b = Math.min(rows, nv - r);
-    out.set(await innerProducts(val.subarray(r * dim, (r + b) * dim), b, train, nt, dim), r * nt);
-  }
-  return out;
-}
-
-/**
- * Similarities of the normalise-once concatenated key from per-layer raw dot products and
- * squared norms: (Σ_L dot_L) / sqrt(Σ_L |a_L|² · Σ_L |b_L|²). With one layer, the cosine.
- * A zero key (zero norm) has similarity 0 with everything.
- */
-export function concatSimilarity(dots: Float32Array[], valSq: Float64Array[], trainSq: Float64Array[], nv: number, nt: number): Float32Array {
-  const sims = new Float32Array(nv * nt);
-  const tn = new Float64Array(nt);
-  for (const sq of trainSq) for (let i = 0; i < nt; i++) tn[i] += sq[i];
-  for (let i = 0; i < nt; i++) tn[i] = Math.sqrt(tn[i]);
-  for (let q = 0; q < nv; q++) {
-    let vq = 0;
-    for (const sq of valSq) vq += sq[q];
-    const vn = Math.sqrt(vq);
-    const o = q * nt;
-    for (let i = 0; i < nt; i++) {
-      let d = 0;
-      for (const dl of dots) d += dl[o + i];
-      const denom = vn * tn[i];
-      sims[o + i] = denom > 0 ? d / denom : 0;
-    }
-  }
-  return sims;
-}
-
-/** Best (error, log-loss) point of the θ × λ grid, p_cache summed over every train item. */
-export function scoreGrid(
-  sims: Float32Array,
-  nv: number,
-  trainLabels: ArrayLike<number>,
-  pModel: Float32Array,
-  truth: ArrayLike<number>,
-  C: number,
-  thetas: number[],
-  lambdas: number[],
-): { error: number; theta: number; lambda: number; logLoss: number; cacheOnlyError: number; cacheOnlyTheta: number } {
-  const nt = trainLabels.length;
-  let best = { error: Infinity, theta: NaN, lambda: NaN, logLoss: Infinity };
-  let cacheOnly = { error: Infinity, theta: NaN };
-  for (const theta of thetas) {
-    const pCaches = Array.from({ length: nv }, (_, q) => cacheProbabilities(sims.subarray(q * nt, (q + 1) * nt), trainLabels, theta, C));
-    let wrongAlone = 0;
-    for (let q = 0; q < nv; q++) if (argmax(pCaches[q]) !== truth[q]) wrongAlone++;
-    if (wrongAlone / nv < cacheOnly.error) cacheOnly = { error: wrongAlone / nv, theta };
-    for (const lambda of lambdas) {
-      let wrong = 0;
-      let loss = 0;
-      for (let q = 0; q < nv; q++) {
-        const p = mixProbabilities(pModel.subarray(q * C, (q + 1) * C), pCaches[q], lambda);
-        if (argmax(p) !== truth[q]) wrong++;
-        loss -= Math.log(Math.max(p[truth[q]], 1e-12));
-      }
-      const error = wrong / nv;
-      const logLoss = loss / nv;
-      if (error < best.error || (error === best.error && logLoss < best.logLoss)) best = { error, theta, lambda, logLoss };
-    }
-  }
-  return {
-    error: round(best.error, 6),
-    theta: best.theta,
-    lambda: best.lambda,
-    logLoss: round(best.logLoss, 6),
-    cacheOnlyError: round(cacheOnly.error, 6),
-    cacheOnlyTheta: cacheOnly.theta,
-  };
-}
-
-function errorOf(probs: Float32Array, truth: ArrayLike<number>, n: number, C: number): number {
-  let wrong = 0;
-  for (let q = 0; q < n; q++) if (argmax(probs.subarray(q * C, (q + 1) * C)) !== truth[q]) wrong++;
-  return round(wrong / n, 6);
-}
-
-function argmax(v: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
-}
-
-function round(x: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
 }

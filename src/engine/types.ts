@@ -1,6 +1,5 @@
 // What the engine answers, and how a process sets it up. Shared by the engine's roles, its thread
 // client and the layers above (jobs, queue, http).
-import type { CacheInfo } from '../cache/info.js';
 
 export interface Neighbour {
   id: string;

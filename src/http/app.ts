@@ -12,8 +12,6 @@ import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
 import { UserError } from '../errors/user-error.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
-import { tuneHeatmapSvg, tuneMarkdown } from '../reports/tune-report.js';
-import { evalBySizeSvg, evalMarkdown } from '../reports/eval-report.js';
 import { errorHandler, notFoundRoute } from './error-handler.js';
 import { param, parse, requireObject, wrap } from './handlers.js';
 import type { PredictBatcher } from './batcher.js';

@@ -13,12 +13,11 @@ import { axis, axisValues } from './schemas.js';
 import { parse, wrap } from './handlers.js';
 import { LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import { SourceSchema } from '../sources/sources.js';
-import type { JobQueue, JobView } from '../jobs/types.js';
+import type { JobQueue } from '../jobs/types.js';
 import type { InspectedTensor } from '../model/inspect.js';
 import type { ModelSpec } from '../model/spec.js';
 import { checkLayersMemory, planLayerJob, type InspectTensors, type LayerJobData } from '../advisor/job.js';
 import { inspectInThread } from '../advisor/run-in-thread.js';
-import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 import { JOBS_RETRY_AFTER_S, retryAfter } from './limits.js';
 import { UserError } from '../errors/user-error.js';
 

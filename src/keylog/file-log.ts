@@ -6,9 +6,9 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname } from 'node:path';
-import { fsyncPath, readFully, writeFileAtomically, writeFully } from '../util/files.js';
+import { readFully, writeFileAtomically, writeFully } from '../util/files.js';
 import { BATCH_BYTES, encodeHeader, encodeRecords, HEADER_BYTES, parseRecord, PREFIX_BYTES, readHeader, SCAN_CHUNK, scanRecords } from './file-format.js';
-import { validateRecords, type KeyLog, type LogRecord } from './types.js';
+import { type KeyLog, type LogRecord } from './types.js';
 
 /**
  * The open file and where its records start. compactTo replaces the file; a

@@ -64,7 +64,10 @@ const opts = {
   items: positiveInt('items', flags.items),
   queries: positiveInt('queries', flags.queries),
   clients: positiveInt('clients', flags.clients),
-  layers: flags.layers.split(',').map((s) => s.trim()).filter(Boolean),
+  layers: flags.layers
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
   data: path.resolve(flags.data),
   maxBatch: positiveInt('max-batch', flags['max-batch']),
   maxWaitMs: Number(flags['max-wait-ms']),
@@ -100,7 +103,9 @@ const argmax = (v: ArrayLike<number>) => {
 async function decodeAll(imgs: Img[], spec: ModelSpec, flip: boolean): Promise<Float32Array[]> {
   const limit = pLimit(4); // as the index job's pipeline
   const decode = (img: Img, f: boolean) => imageToTensor(img.path, spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS, flip: f });
-  const views = await Promise.all(imgs.map((img) => limit(async () => (flip ? [await decode(img, false), await decode(img, true)] : [await decode(img, false)]))));
+  const views = await Promise.all(
+    imgs.map((img) => limit(async () => (flip ? [await decode(img, false), await decode(img, true)] : [await decode(img, false)]))),
+  );
   return views.flat();
 }
 
@@ -143,7 +148,20 @@ const serviceLog = path.join(tmp, 'service.log');
 const logFd = openSync(serviceLog, 'a');
 const serviceProc = spawn(
   process.execPath,
-  ['--import', 'tsx', CLI, 'serve', '--port', String(port), '--data-dir', path.join(tmp, 'indexes'), '--predict-max-batch', String(opts.maxBatch), '--predict-max-wait-ms', String(opts.maxWaitMs)],
+  [
+    '--import',
+    'tsx',
+    CLI,
+    'serve',
+    '--port',
+    String(port),
+    '--data-dir',
+    path.join(tmp, 'indexes'),
+    '--predict-max-batch',
+    String(opts.maxBatch),
+    '--predict-max-wait-ms',
+    String(opts.maxWaitMs),
+  ],
   { cwd: ROOT, stdio: ['ignore', logFd, logFd], env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
 );
 closeSync(logFd);
@@ -159,7 +177,13 @@ async function stopService() {
   serviceProc.kill('SIGTERM');
   await exited;
 }
-while (!(await fetch(`${serviceUrl}/readyz`).then((r) => r.ok, () => false))) await Promise.race([sleep(100), serviceExited]);
+while (
+  !(await fetch(`${serviceUrl}/readyz`).then(
+    (r) => r.ok,
+    () => false,
+  ))
+)
+  await Promise.race([sleep(100), serviceExited]);
 const client = new CachetClient(serviceUrl);
 const api = <T = Record<string, unknown>>(method: string, route: string, body?: unknown) => client.request<T>(method, route, body);
 interface Job {
@@ -223,7 +247,13 @@ async function predictSequential(cache: string) {
 /** Totals so far, from /metrics: the predict batcher's engine runs and their images; the cache's model and search seconds. */
 async function serviceTotals(cache: string): Promise<{ batches: number; images: number; modelS: number; searchS: number }> {
   const text = await (await fetch(`${serviceUrl}/metrics`)).text();
-  const value = (series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.slice(series.length + 1) ?? 0);
+  const value = (series: string) =>
+    Number(
+      text
+        .split('\n')
+        .find((l) => l.startsWith(`${series} `))
+        ?.slice(series.length + 1) ?? 0,
+    );
   return {
     batches: value('cachet_predict_batch_size_count'),
     images: value('cachet_predict_batch_size_sum'),
@@ -276,13 +306,16 @@ async function predictLoad(cache: string, batch: number, clients: number, total:
   };
 }
 
-const svc = { exact: {}, hnsw: {}, pca: {} } as Record<Kind, {
-  index: Awaited<ReturnType<typeof indexCache>>;
-  sequential: Awaited<ReturnType<typeof predictSequential>>;
-  concurrent: Awaited<ReturnType<typeof predictLoad>>;
-  /** by images per request */
-  throughput: Record<number, Awaited<ReturnType<typeof predictLoad>>>;
-}>;
+const svc = { exact: {}, hnsw: {}, pca: {} } as Record<
+  Kind,
+  {
+    index: Awaited<ReturnType<typeof indexCache>>;
+    sequential: Awaited<ReturnType<typeof predictSequential>>;
+    concurrent: Awaited<ReturnType<typeof predictLoad>>;
+    /** by images per request */
+    throughput: Record<number, Awaited<ReturnType<typeof predictLoad>>>;
+  }
+>;
 try {
   for (const type of KINDS) {
     process.stdout.write(`indexing ${type} cache through the service… `);
@@ -446,7 +479,12 @@ printTable(
   `1–2. Indexing ${cacheImgs.length} images (+ flips = ${n} items), batch ${BATCH}`,
   ['what', 'time s', 'images/s', 'items/s'],
   [
-    ...KINDS.map((t) => [`index job via HTTP, ${LABEL[t]} cache`, fmt(svc[t].index.ms / 1000), fmt(rate(cacheImgs.length, svc[t].index.ms), 0), fmt(rate(n, svc[t].index.ms), 0)]),
+    ...KINDS.map((t) => [
+      `index job via HTTP, ${LABEL[t]} cache`,
+      fmt(svc[t].index.ms / 1000),
+      fmt(rate(cacheImgs.length, svc[t].index.ms), 0),
+      fmt(rate(n, svc[t].index.ms), 0),
+    ]),
     ['bare decode (sharp, + flip)', fmt(decodeTime.ms / 1000), fmt(rate(cacheImgs.length, decodeTime.ms), 0), fmt(rate(n, decodeTime.ms), 0)],
     ['bare key extraction (KeyExtractor.run)', fmt(extractTime.ms / 1000), fmt(rate(cacheImgs.length, extractTime.ms), 0), fmt(rate(n, extractTime.ms), 0)],
     ['bare decode + key extraction', fmt(bareAll / 1000), fmt(rate(cacheImgs.length, bareAll), 0), fmt(rate(n, bareAll), 0)],
@@ -471,8 +509,20 @@ printTable(
   ['what', 'p50 ms', 'p99 ms', 'mean ms', 'images/s'],
   [
     ...KINDS.flatMap((t) => [
-      [`predict via HTTP, ${LABEL[t]}, sequential`, fmt(svc[t].sequential.p50), fmt(svc[t].sequential.p99), fmt(svc[t].sequential.mean), fmt(1000 / svc[t].sequential.mean, 0)],
-      [`predict via HTTP, ${LABEL[t]}, ${opts.clients} clients`, fmt(svc[t].concurrent.p50), fmt(svc[t].concurrent.p99), fmt(svc[t].concurrent.mean), fmt(svc[t].concurrent.imagesPerSecond, 0)],
+      [
+        `predict via HTTP, ${LABEL[t]}, sequential`,
+        fmt(svc[t].sequential.p50),
+        fmt(svc[t].sequential.p99),
+        fmt(svc[t].sequential.mean),
+        fmt(1000 / svc[t].sequential.mean, 0),
+      ],
+      [
+        `predict via HTTP, ${LABEL[t]}, ${opts.clients} clients`,
+        fmt(svc[t].concurrent.p50),
+        fmt(svc[t].concurrent.p99),
+        fmt(svc[t].concurrent.mean),
+        fmt(svc[t].concurrent.imagesPerSecond, 0),
+      ],
     ]),
     ['bare ORT model, batch 1, sequential', fmt(b1.p50), fmt(b1.p99), fmt(b1.mean), fmt(1000 / b1.mean, 0)],
     ['bare KeyExtractor, batch 1, sequential', fmt(e1.p50), fmt(e1.p99), fmt(e1.mean), fmt(1000 / e1.mean, 0)],
@@ -491,7 +541,15 @@ const throughputRatios = Object.fromEntries(
       BATCH_SIZES.map((b) => {
         const got = svc[t].throughput[b].imagesPerSecond;
         const bare = bareThroughput[b];
-        return [b, { overDefaults: got / bare.defaults, overServiceThreads: got / bare.serviceThreads, overEveryCore: got / bare.everyCore, overDecodeAndRun: got / bare.decodeAndRun }];
+        return [
+          b,
+          {
+            overDefaults: got / bare.defaults,
+            overServiceThreads: got / bare.serviceThreads,
+            overEveryCore: got / bare.everyCore,
+            overDecodeAndRun: got / bare.decodeAndRun,
+          },
+        ];
       }),
     ),
   ]),
@@ -514,7 +572,9 @@ printTable(
 );
 console.log(
   `  per image at B=${BATCH}, timed by the service: ` +
-    KINDS.map((t) => `${t} model ${fmt(svc[t].throughput[BATCH].modelMsPerImage, 3)} ms + search ${fmt(svc[t].throughput[BATCH].searchMsPerImage, 3)} ms`).join('; ') +
+    KINDS.map((t) => `${t} model ${fmt(svc[t].throughput[BATCH].modelMsPerImage, 3)} ms + search ${fmt(svc[t].throughput[BATCH].searchMsPerImage, 3)} ms`).join(
+      '; ',
+    ) +
     `; bare model ${fmt(1000 / bareThroughput[BATCH].serviceThreads, 3)} ms (${SERVICE_THREADS} thread). ` +
     `The service can reach bare throughput only where search is small beside the model.`,
 );
@@ -522,7 +582,9 @@ for (const t of KINDS) {
   const r = throughputRatios[t];
   console.log(
     `  ${t}: predict throughput / bare ORT (defaults · service's threads · one per core · decode + run): ` +
-      BATCH_SIZES.map((b) => `B=${b} ${fmt(r[b].overDefaults)}× · ${fmt(r[b].overServiceThreads)}× · ${fmt(r[b].overEveryCore)}× · ${fmt(r[b].overDecodeAndRun)}×`).join(';  '),
+      BATCH_SIZES.map(
+        (b) => `B=${b} ${fmt(r[b].overDefaults)}× · ${fmt(r[b].overServiceThreads)}× · ${fmt(r[b].overEveryCore)}× · ${fmt(r[b].overDecodeAndRun)}×`,
+      ).join(';  '),
   );
 }
 
@@ -554,7 +616,12 @@ if (flags.json) {
   console.log(
     JSON.stringify({
       config: { ...opts, cacheImages: cacheImgs.length, cacheItems: n, queryImages: Q, keyDimension: dim, source: source.type, batch: BATCH, k: K },
-      service: Object.fromEntries(KINDS.map((t) => [t, { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent, throughputByBatchSize: svc[t].throughput }])),
+      service: Object.fromEntries(
+        KINDS.map((t) => [
+          t,
+          { index: svc[t].index, sequential: drop(svc[t].sequential), concurrent: svc[t].concurrent, throughputByBatchSize: svc[t].throughput },
+        ]),
+      ),
       bare: {
         decodeMs: decodeTime.ms,
         extractMs: extractTime.ms,

@@ -34,7 +34,10 @@ export function balanced(imgs: Img[], n: number): Img[] {
 
 export async function listFolder(root: string): Promise<Img[]> {
   const out: Img[] = [];
-  for (const dir of (await fs.readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
+  for (const dir of (await fs.readdir(root, { withFileTypes: true }))
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort()) {
     for (const file of (await fs.readdir(path.join(root, dir))).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort()) {
       out.push({ path: path.join(root, dir, file), label: dir });
     }

@@ -56,7 +56,10 @@ const opts = {
   images: positiveInt('images', flags.images),
   queries: positiveInt('queries', flags.queries),
   chunkSize: positiveInt('chunk-size', flags['chunk-size']),
-  layers: flags.layers.split(',').map((s) => s.trim()).filter(Boolean),
+  layers: flags.layers
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
   data: path.resolve(flags.data),
   skipUnloaded: flags['skip-unloaded'],
 };
@@ -240,7 +243,9 @@ async function indexRun(name: string, imgs: Img[], during?: (isDone: () => boole
 
   const result = job.result!;
   if (result.cacheSize !== items || job.errorCount > 0) {
-    console.log(`\n  note: cache ${name} holds ${result.cacheSize} items, expected ${items} (${job.errorCount} errors${job.errors[0] ? `, e.g. ${job.errors[0].error}` : ''})`);
+    console.log(
+      `\n  note: cache ${name} holds ${result.cacheSize} items, expected ${items} (${job.errorCount} errors${job.errors[0] ? `, e.g. ${job.errors[0].error}` : ''})`,
+    );
   }
   const completedAt = Date.parse(job.finishedAt!) - t0; // BullMQ's timestamp of the parent's completion
   // The last append is the last thing a chunk does before BullMQ marks it completed.
@@ -341,12 +346,24 @@ try {
   client = new Redis(redis.url, { maxRetriesPerRequest: null });
   chunkQueue = new Queue(queueNames.index, { connection: client });
   const port = await freePort();
-  const apiProc = spawnCachet('api', ['serve', '--port', String(port), '--data-dir', path.join(tmp, 'api-data'), '--redis-url', redis.url, '--chunk-size', String(opts.chunkSize)]);
+  const apiProc = spawnCachet('api', [
+    'serve',
+    '--port',
+    String(port),
+    '--data-dir',
+    path.join(tmp, 'api-data'),
+    '--redis-url',
+    redis.url,
+    '--chunk-size',
+    String(opts.chunkSize),
+  ]);
   apiProc.url = API = `http://127.0.0.1:${port}`;
   const w1 = spawnCachet('worker-1', ['worker', '--redis-url', redis.url]);
   await until(async () => (await fetch(`${API}/readyz`)).status === 200, 'the api replica to be ready', 120_000);
   console.log('done');
-  const classes = (await api<{ classes: string[] }>('POST', '/v1/caches', { name: 'bench-warmup', model: MODEL, keyLayers: opts.layers, index: { type: 'hnsw' } })).classes;
+  const classes = (
+    await api<{ classes: string[] }>('POST', '/v1/caches', { name: 'bench-warmup', model: MODEL, keyLayers: opts.layers, index: { type: 'hnsw' } })
+  ).classes;
   const classIndex = new Map(classes.map((c, i) => [c, i]));
   queryLabels = queryImgs.map((img) => classIndex.get(img.label) ?? -1);
 
@@ -357,17 +374,21 @@ try {
     await until(
       async () => {
         const items = cacheImgs.slice(0, 4).map((img, i) => ({ id: `w${warmups}-${i}`, label: img.label, path: img.path }));
-        const added = await Promise.all([0, 1, 2, 3].map((k) => chunkQueue!.add('chunk', { cache: 'bench-warmup', flip: true, items: items.map((it) => ({ ...it, id: `${it.id}-${k}` })) })));
+        const added = await Promise.all(
+          [0, 1, 2, 3].map((k) => chunkQueue!.add('chunk', { cache: 'bench-warmup', flip: true, items: items.map((it) => ({ ...it, id: `${it.id}-${k}` })) })),
+        );
         warmups++;
-        const done = await Promise.all(added.map(async (j) => {
-          for (let t = 0; t < 600; t++) {
-            const state = await j.getState();
-            if (state === 'completed' || state === 'failed') return (await chunkQueue!.getJob(j.id!))?.processedBy;
-            if (childDied) throw new Error(childDied);
-            await sleep(100);
-          }
-          throw new Error(`warm-up chunk ${j.id} did not finish in 60 s; logs in ${logDir}`);
-        }));
+        const done = await Promise.all(
+          added.map(async (j) => {
+            for (let t = 0; t < 600; t++) {
+              const state = await j.getState();
+              if (state === 'completed' || state === 'failed') return (await chunkQueue!.getJob(j.id!))?.processedBy;
+              if (childDied) throw new Error(childDied);
+              await sleep(100);
+            }
+            throw new Error(`warm-up chunk ${j.id} did not finish in 60 s; logs in ${logDir}`);
+          }),
+        );
         return done.includes(name);
       },
       `${p.name} to take a warm-up chunk`,
@@ -488,8 +509,26 @@ if (!failed) {
     `3. Predict on cache A (${p.idle!.cacheSize} items, θ = ${p.idle!.theta}, λ = ${p.idle!.lambda}), one image per request, sequential, JSON base64`,
     ['when', 'requests', 'p50 ms', 'p99 ms', 'mean ms', 'max ms', 'max at s', 'top-1 error'],
     [
-      ['idle (workers running, no job)', String(p.idle!.n), fmt(p.idle!.p50), fmt(p.idle!.p99), fmt(p.idle!.mean), fmt(p.idle!.max), fmt(p.idle!.maxAtMs / 1000), pct(p.idle!.error)],
-      ['during run C (2 workers indexing)', String(p.duringIngest!.n), fmt(p.duringIngest!.p50), fmt(p.duringIngest!.p99), fmt(p.duringIngest!.mean), fmt(p.duringIngest!.max), fmt(p.duringIngest!.maxAtMs / 1000), pct(p.duringIngest!.error)],
+      [
+        'idle (workers running, no job)',
+        String(p.idle!.n),
+        fmt(p.idle!.p50),
+        fmt(p.idle!.p99),
+        fmt(p.idle!.mean),
+        fmt(p.idle!.max),
+        fmt(p.idle!.maxAtMs / 1000),
+        pct(p.idle!.error),
+      ],
+      [
+        'during run C (2 workers indexing)',
+        String(p.duringIngest!.n),
+        fmt(p.duringIngest!.p50),
+        fmt(p.duringIngest!.p99),
+        fmt(p.duringIngest!.mean),
+        fmt(p.duringIngest!.max),
+        fmt(p.duringIngest!.maxAtMs / 1000),
+        pct(p.duringIngest!.error),
+      ],
     ],
   );
   if (p.duringIngest!.n < 100) console.log(`  note: with ${p.duringIngest!.n} requests during ingest, p99 is the slowest request`);
@@ -499,7 +538,14 @@ if (!failed) {
   if (flags.json) {
     console.log(
       JSON.stringify({
-        config: { ...opts, cacheImages: cacheImgs.length, cacheItems: 2 * cacheImgs.length, queryImages: queryImgs.length, cores: os.cpus().length, sampleMs: SAMPLE_MS },
+        config: {
+          ...opts,
+          cacheImages: cacheImgs.length,
+          cacheItems: 2 * cacheImgs.length,
+          queryImages: queryImgs.length,
+          cores: os.cpus().length,
+          sampleMs: SAMPLE_MS,
+        },
         runs,
         predict,
         ratios,

@@ -33,7 +33,13 @@ const CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
 const bytes = buildModel({
   inputs: [{ name: 'image', dims: ['N', 32, 32, 3] }],
   outputs: [{ name: 'probs', dims: ['N', CLASSES.length] }],
-  initializers: [...conv('conv1', 3, C), ...conv('conv2', C, C), ...conv('conv3', C, 192), { name: 'fc_w', dims: [CLASSES.length, 192], data: he([CLASSES.length, 192], 192) }, { name: 'fc_b', dims: [CLASSES.length], data: new Float32Array(CLASSES.length) }],
+  initializers: [
+    ...conv('conv1', 3, C),
+    ...conv('conv2', C, C),
+    ...conv('conv3', C, 192),
+    { name: 'fc_w', dims: [CLASSES.length, 192], data: he([CLASSES.length, 192], 192) },
+    { name: 'fc_b', dims: [CLASSES.length], data: new Float32Array(CLASSES.length) },
+  ],
   nodes: [
     { opType: 'Transpose', inputs: ['image'], outputs: ['nchw'], attributes: { perm: [0, 3, 1, 2] } },
     { opType: 'Conv', inputs: ['nchw', 'conv1_w', 'conv1_b'], outputs: ['conv1'], attributes: { pads: [1, 1, 1, 1] } },
@@ -50,7 +56,21 @@ const bytes = buildModel({
   ],
 });
 writeFileSync(out, bytes);
-const spec = { input: 'image', layout: 'NHWC', height: 32, width: 32, channelOrder: 'RGB', scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], output: 'probs', outputKind: 'probabilities', classes: CLASSES };
+const spec = {
+  input: 'image',
+  layout: 'NHWC',
+  height: 32,
+  width: 32,
+  channelOrder: 'RGB',
+  scale: 1 / 255,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+  output: 'probs',
+  outputKind: 'probabilities',
+  classes: CLASSES,
+};
 writeFileSync(out.replace(/\.onnx$/, '.spec.json'), JSON.stringify(spec, null, 2) + '\n');
 const flops = 2 * 32 * 32 * 9 * (3 * C + C * C + C * 192);
-console.log(`wrote ${out} (${(bytes.length / 2 ** 20).toFixed(1)} MiB, ${(flops / 1e9).toFixed(2)} GFLOPs per image) and its spec; key layer "pooled" (12,288 values)`);
+console.log(
+  `wrote ${out} (${(bytes.length / 2 ** 20).toFixed(1)} MiB, ${(flops / 1e9).toFixed(2)} GFLOPs per image) and its spec; key layer "pooled" (12,288 values)`,
+);

@@ -53,16 +53,25 @@ const items = await resolveSource(
 const keys: Float32Array[] = [];
 const probs: Float32Array[] = [];
 const labels: number[] = [];
-await forEachBatch(items, { spec, flip: false, batchSize: 64, limitInputPixels: 1e7 }, async (b) => {
-  const r = await extractor.run(b.tensor, b.items.length);
-  for (let i = 0; i < b.items.length; i++) {
-    keys.push(r.keys.slice(i * dim, (i + 1) * dim));
-    probs.push(r.probs.slice(i * C, (i + 1) * C));
-    labels.push(b.items[i].label!);
-  }
-}, () => {});
+await forEachBatch(
+  items,
+  { spec, flip: false, batchSize: 64, limitInputPixels: 1e7 },
+  async (b) => {
+    const r = await extractor.run(b.tensor, b.items.length);
+    for (let i = 0; i < b.items.length; i++) {
+      keys.push(r.keys.slice(i * dim, (i + 1) * dim));
+      probs.push(r.probs.slice(i * C, (i + 1) * C));
+      labels.push(b.items[i].label!);
+    }
+  },
+  () => {},
+);
 const n = keys.length;
-const argmax = (v: ArrayLike<number>) => { let b = 0; for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i; return b; };
+const argmax = (v: ArrayLike<number>) => {
+  let b = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i;
+  return b;
+};
 const decide = (sims: ArrayLike<number>, labs: ArrayLike<number>, q: number) => {
   const pc = cacheProbabilities(sims, labs, theta, C);
   return { model: argmax(mixProbabilities(probs[q], pc, lambda)), cache: argmax(pc) };
@@ -82,13 +91,24 @@ for (let q0 = 0; q0 < n; q0 += 64) {
 }
 const exactMs = (performance.now() - t) / n;
 const error = (d: { model: number; cache: number }[], f: 'model' | 'cache') => d.filter((x, i) => x[f] !== labels[i]).length / n;
-console.log(`\n${n} queries; exact over all ${exact.size} items: ${exactMs.toFixed(1)} ms/query (batches of 64); error cache model ${(100 * error(reference, 'model')).toFixed(2)} %, cache alone ${(100 * error(reference, 'cache')).toFixed(2)} %`);
+console.log(
+  `\n${n} queries; exact over all ${exact.size} items: ${exactMs.toFixed(1)} ms/query (batches of 64); error cache model ${(100 * error(reference, 'model')).toFixed(2)} %, cache alone ${(100 * error(reference, 'cache')).toFixed(2)} %`,
+);
 
 for (const k of args.k!.split(',').map(Number)) {
   const d = exactTop.map((pos, q) => {
     const p = pos.subarray(0, k);
-    const sims = Array.from(p, (x) => { let s = 0; const key = exact.key(x); for (let j = 0; j < dim; j++) s += key[j] * keys[q][j]; return s; });
-    return decide(sims, Array.from(p, (x) => exactSnap.labels[x]), q);
+    const sims = Array.from(p, (x) => {
+      let s = 0;
+      const key = exact.key(x);
+      for (let j = 0; j < dim; j++) s += key[j] * keys[q][j];
+      return s;
+    });
+    return decide(
+      sims,
+      Array.from(p, (x) => exactSnap.labels[x]),
+      q,
+    );
   });
   const agree = d.filter((x, i) => x.model === reference[i].model).length / n;
   console.log(`exact k=${k} nearest: agreement with all-items ${(100 * agree).toFixed(2)} %, error ${(100 * error(d, 'model')).toFixed(2)} %`);
@@ -105,10 +125,18 @@ for (const ef of args.ef!.split(',').map(Number)) {
       const [r] = await hnsw.search(keys[q], 1, k);
       const truth = new Set(exactTop[q].subarray(0, k));
       for (const p of r.positions) if (truth.has(p)) hits++;
-      d.push(decide(r.similarities, Array.from(r.positions, (x) => hnswSnap.labels[x]), q));
+      d.push(
+        decide(
+          r.similarities,
+          Array.from(r.positions, (x) => hnswSnap.labels[x]),
+          q,
+        ),
+      );
     }
     const ms = (performance.now() - t0) / n;
     const agree = (f: 'model' | 'cache') => (100 * d.filter((x, i) => x[f] === reference[i][f]).length) / n;
-    console.log(`${String(ef).padStart(4)} ${String(k).padStart(4)} ${ms.toFixed(2).padStart(10)} ${(hits / (n * k)).toFixed(4).padStart(9)} ${agree('model').toFixed(2).padStart(18)} % ${agree('cache').toFixed(2).padStart(18)} % ${(100 * error(d, 'model')).toFixed(2).padStart(18)} %`);
+    console.log(
+      `${String(ef).padStart(4)} ${String(k).padStart(4)} ${ms.toFixed(2).padStart(10)} ${(hits / (n * k)).toFixed(4).padStart(9)} ${agree('model').toFixed(2).padStart(18)} % ${agree('cache').toFixed(2).padStart(18)} % ${(100 * error(d, 'model')).toFixed(2).padStart(18)} %`,
+    );
   }
 }

@@ -62,14 +62,19 @@ const C = extractor.numClasses;
 const seeds = await resolveSource({ type: 'folder', path: path.resolve(args.data!) }, { classes: spec.classes, requireLabels: true });
 const byClass: Float32Array[][] = Array.from({ length: C }, () => []);
 const seedRecords: FullKeyRecord[] = [];
-await forEachBatch(seeds, { spec, flip: true, batchSize: 128, limitInputPixels: 1e7 }, async (b) => {
-  const r = await extractor.run(b.tensor, b.items.length);
-  b.items.forEach((it, i) => {
-    const key = r.keys.slice(i * D, (i + 1) * D);
-    byClass[it.label!].push(key);
-    seedRecords.push({ id: `seed-${it.id}`, label: it.label!, key });
-  });
-}, () => {});
+await forEachBatch(
+  seeds,
+  { spec, flip: true, batchSize: 128, limitInputPixels: 1e7 },
+  async (b) => {
+    const r = await extractor.run(b.tensor, b.items.length);
+    b.items.forEach((it, i) => {
+      const key = r.keys.slice(i * D, (i + 1) * D);
+      byClass[it.label!].push(key);
+      seedRecords.push({ id: `seed-${it.id}`, label: it.label!, key });
+    });
+  },
+  () => {},
+);
 log(`${seedRecords.length} seed keys (${D}-d, ${layers.join(' + ')}) from ${args.data}`);
 
 // With a search key, synthetic items live in its space: project the seeds with a PCA fitted on them.
@@ -89,8 +94,14 @@ if (reduce) {
   log(`PCA ${D} → ${d} fitted on the ${seedRecords.length} seed keys in ${secs(t0)} s`);
 }
 const spread = byClass.map((keys) => {
-  const mean = new Float64Array(d), sq = new Float64Array(d);
-  for (const k of keys) for (let j = 0; j < d; j++) (mean[j] += k[j]), (sq[j] += k[j] * k[j]);
+  const mean = new Float64Array(d),
+    sq = new Float64Array(d);
+  for (const k of keys) {
+    for (let j = 0; j < d; j++) {
+      mean[j] += k[j];
+      sq[j] += k[j] * k[j];
+    }
+  }
   return Float32Array.from(mean, (m, j) => Math.sqrt(Math.max(0, sq[j] / keys.length - (m / keys.length) ** 2)));
 });
 
@@ -108,7 +119,7 @@ if (projection) {
   await keyLog.append(seedRecords); // the cache's first items: the PCA sample, as full records
 }
 let seed = 12345;
-const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 const gaussian = () => Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());
 let t = performance.now();
 const BATCH = 10_000;
@@ -127,7 +138,9 @@ for (let start = 0; start < N; start += BATCH) {
   }
   l2NormaliseRows(keys, n, d);
   const key = (i: number) => keys.subarray(i * d, (i + 1) * d);
-  await keyLog.append(labels.map((label, i) => (reduce ? { id: `synthetic-${start + i}`, label, searchKey: key(i) } : { id: `synthetic-${start + i}`, label, key: key(i) })));
+  await keyLog.append(
+    labels.map((label, i) => (reduce ? { id: `synthetic-${start + i}`, label, searchKey: key(i) } : { id: `synthetic-${start + i}`, label, key: key(i) })),
+  );
 }
 const logBytes = statSync(path.join(dataDir, 'scale', 'keylog.bin')).size;
 await keyLog.close();
@@ -138,17 +151,23 @@ const rssBefore = process.memoryUsage().rss;
 t = performance.now();
 const service = await startService({ port: 0, host: '127.0.0.1', dataDir, logger: createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }) });
 const buildS = secs(t);
-const info = await (await fetch(`${service.url}/v1/caches/scale`)).json() as { size: number; index: { type: string; params: Record<string, number> } };
+const info = (await (await fetch(`${service.url}/v1/caches/scale`)).json()) as { size: number; index: { type: string; params: Record<string, number> } };
 const rssAfter = process.memoryUsage().rss;
 log(`service up with ${info.size} items (${info.index.type}) after ${buildS} s`);
 
 // 4. Single-image predicts of real held-out images, sequential.
-const queries = readdirSync(path.resolve(args.queries!)).flatMap((c) => readdirSync(path.join(path.resolve(args.queries!), c)).map((f) => path.join(path.resolve(args.queries!), c, f)));
+const queries = readdirSync(path.resolve(args.queries!)).flatMap((c) =>
+  readdirSync(path.join(path.resolve(args.queries!), c)).map((f) => path.join(path.resolve(args.queries!), c, f)),
+);
 const latencies: number[] = [];
 for (let i = 0; i < Number(args.requests); i++) {
   const image = readFileSync(queries[i % queries.length]).toString('base64');
   const t0 = performance.now();
-  const res = await fetch(`${service.url}/v1/caches/scale/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image, neighbours: 5 }) });
+  const res = await fetch(`${service.url}/v1/caches/scale/predict`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ image, neighbours: 5 }),
+  });
   await res.json();
   latencies.push(performance.now() - t0);
 }
@@ -159,8 +178,12 @@ if (!args.keep) rmSync(dataDir, { recursive: true, force: true });
 
 const perItem = (rssAfter - rssBefore) / info.size;
 const keyText = reduce ? `${D}-d keys (${layers.join(' + ')}) searched by a ${d}-d PCA key, no re-ranking` : `${D}-d keys (${layers.join(' + ')})`;
-console.log(`\n${info.size} items, ${keyText}, hnsw ${JSON.stringify(info.index.params)}; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os.loadavg()[0].toFixed(1)}`);
+console.log(
+  `\n${info.size} items, ${keyText}, hnsw ${JSON.stringify(info.index.params)}; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os.loadavg()[0].toFixed(1)}`,
+);
 console.log(`  key log on disk before the build               ${(logBytes / 2 ** 20).toFixed(0)} MiB  (${(logBytes / info.size).toFixed(0)} bytes per item)`);
 console.log(`  build (service start: log replay into hnsw)   ${buildS} s`);
-console.log(`  resident memory of the service's cache        ${((rssAfter - rssBefore) / 2 ** 20).toFixed(0)} MiB  (${perItem.toFixed(0)} bytes per item; process RSS ${(rssAfter / 2 ** 30).toFixed(2)} GiB)`);
+console.log(
+  `  resident memory of the service's cache        ${((rssAfter - rssBefore) / 2 ** 20).toFixed(0)} MiB  (${perItem.toFixed(0)} bytes per item; process RSS ${(rssAfter / 2 ** 30).toFixed(2)} GiB)`,
+);
 console.log(`  predict, 1 image per request, sequential      p50 ${q(0.5)} ms   p99 ${q(0.99)} ms   (${latencies.length} requests)`);

@@ -61,30 +61,48 @@ async function extract(items: SourceItem[], flip: boolean) {
   const probs = new Float32Array(n * C);
   const labels = new Uint16Array(n);
   let o = 0;
-  await forEachBatch(items, { spec, flip, batchSize: 128, limitInputPixels: 1e7 }, async (b) => {
-    const r = await extractor.run(b.tensor, b.items.length);
-    keys.set(r.keys, o * D);
-    probs.set(r.probs, o * C);
-    b.items.forEach((it, i) => (labels[o + i] = it.label!));
-    o += b.items.length;
-  }, () => {});
+  await forEachBatch(
+    items,
+    { spec, flip, batchSize: 128, limitInputPixels: 1e7 },
+    async (b) => {
+      const r = await extractor.run(b.tensor, b.items.length);
+      keys.set(r.keys, o * D);
+      probs.set(r.probs, o * C);
+      b.items.forEach((it, i) => (labels[o + i] = it.label!));
+      o += b.items.length;
+    },
+    () => {},
+  );
   return { n: o, keys, probs, labels };
 }
 
 const data = path.resolve(args.data!);
 let t = performance.now();
-const cacheItems = balanced(await resolveSource({ type: 'manifest', path: path.join(data, 'cache-45k.csv') }, { classes: spec.classes, requireLabels: true }), Number(args.limit));
+const cacheItems = balanced(
+  await resolveSource({ type: 'manifest', path: path.join(data, 'cache-45k.csv') }, { classes: spec.classes, requireLabels: true }),
+  Number(args.limit),
+);
 const cache = await extract(cacheItems, true);
 log(`extracted ${cache.n} cache keys (${D}-d) in ${secs(t).toFixed(1)} s`);
 const valItems = await resolveSource({ type: 'manifest', path: path.join(data, 'val-5k.csv') }, { classes: spec.classes, requireLabels: true });
 const fileNumber = (it: SourceItem) => Number(path.basename(String(it.image)).replace(/\D/g, ''));
 const splits = {
-  validation: await extract(valItems.filter((it) => fileNumber(it) < 4750), false),
-  heldout: await extract(valItems.filter((it) => fileNumber(it) >= 4750), false),
+  validation: await extract(
+    valItems.filter((it) => fileNumber(it) < 4750),
+    false,
+  ),
+  heldout: await extract(
+    valItems.filter((it) => fileNumber(it) >= 4750),
+    false,
+  ),
 };
 log(`extracted ${splits.validation.n} validation and ${splits.heldout.n} held-out query keys`);
 
-const argmax = (v: ArrayLike<number>) => { let b = 0; for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i; return b; };
+const argmax = (v: ArrayLike<number>) => {
+  let b = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i;
+  return b;
+};
 type Split = typeof splits.validation;
 function error(split: Split, pCaches: Float64Array[]): number {
   let wrong = 0;
@@ -119,7 +137,17 @@ const mb = (b: number) => (b / 1e6).toFixed(0);
   }
   const one = performance.now();
   await exact.similaritiesAll(splits.heldout.keys.subarray(0, D), 1);
-  rows.push([`full ${D}`, 'exact, all items', pct(errs[0]), pct(errs[1]), build.toFixed(1), searchMs.toFixed(2), (performance.now() - one).toFixed(2), mb(cache.n * D * 4), '—']);
+  rows.push([
+    `full ${D}`,
+    'exact, all items',
+    pct(errs[0]),
+    pct(errs[1]),
+    build.toFixed(1),
+    searchMs.toFixed(2),
+    (performance.now() - one).toFixed(2),
+    mb(cache.n * D * 4),
+    '—',
+  ]);
   log(rows[rows.length - 1].join(' | '));
 }
 
@@ -149,13 +177,30 @@ for (const d of args.dims!.split(',').map(Number)) {
         const ms = performance.now() - t0;
         searchMs += ms / split.n / 2;
         single.push(ms);
-        pc.push(cacheProbabilities(sims, Array.from(f.positions, (p) => cache.labels[p]), theta, C));
+        pc.push(
+          cacheProbabilities(
+            sims,
+            Array.from(f.positions, (p) => cache.labels[p]),
+            theta,
+            C,
+          ),
+        );
       }
       errs.push(error(split, pc));
     }
     single.sort((a, b) => a - b);
     const memory = cache.n * (d * 4 + m * 2 * 4 + 8) + (rerank ? full.memoryBytes : 0);
-    rows.push([`pca ${d}`, rerank ? `hnsw + re-rank (float16 full keys)` : 'hnsw, reduced similarities', pct(errs[0]), pct(errs[1]), build.toFixed(1), searchMs.toFixed(2), single[Math.floor(single.length / 2)].toFixed(2), mb(memory), (projection.info.energyFraction ?? NaN).toFixed(3)]);
+    rows.push([
+      `pca ${d}`,
+      rerank ? `hnsw + re-rank (float16 full keys)` : 'hnsw, reduced similarities',
+      pct(errs[0]),
+      pct(errs[1]),
+      build.toFixed(1),
+      searchMs.toFixed(2),
+      single[Math.floor(single.length / 2)].toFixed(2),
+      mb(memory),
+      (projection.info.energyFraction ?? NaN).toFixed(3),
+    ]);
     log(rows[rows.length - 1].join(' | '));
   }
 }
@@ -163,9 +208,13 @@ for (const d of args.dims!.split(',').map(Number)) {
 const head = ['search key', 'scoring', 'val err %', 'held-out err %', 'build s', 'search ms/q', 'p50 ms', 'memory MB', 'PCA energy'];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
 const line = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-console.log(`\nSearch keys on ${cache.n} items (${path.basename(args.model!)}, ${args.layers}, ${D}-d), θ=${theta}, λ=${lambda}, k=${k}, hnsw M=${m} efC=${efConstruction} ef=${efSearch}; ` +
-  `${splits.validation.n} validation / ${splits.heldout.n} held-out queries; PCA fitted on ${fitN} keys; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}`);
+console.log(
+  `\nSearch keys on ${cache.n} items (${path.basename(args.model!)}, ${args.layers}, ${D}-d), θ=${theta}, λ=${lambda}, k=${k}, hnsw M=${m} efC=${efConstruction} ef=${efSearch}; ` +
+    `${splits.validation.n} validation / ${splits.heldout.n} held-out queries; PCA fitted on ${fitN} keys; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}`,
+);
 console.log(line(head));
 console.log(widths.map((w) => '-'.repeat(w)).join('  '));
 for (const r of rows) console.log(line(r));
-console.log('build = PCA fit + projecting every key + hnsw inserts (not key extraction); memory = index (keys + graph links, estimated) + float16 full keys when re-ranking');
+console.log(
+  'build = PCA fit + projecting every key + hnsw inserts (not key extraction); memory = index (keys + graph links, estimated) + float16 full keys when re-ranking',
+);

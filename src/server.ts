@@ -108,15 +108,19 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   } else {
     const embedded = startEngine({ ...engineOptions, role: 'embedded' }, engineLogTo(logger));
     engine = embedded;
-    queue = new EmbeddedQueue({
-      index: (data, ctx) => runIndexJob(embedded, settings, data as IndexJobData, ctx),
-      eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
-      tune: (data, ctx) => runTuneJob(engine, settings, data as TuneJobData, ctx),
-      layers: (data, ctx) => runLayersJob(data as LayerJobData, ctx, settings), // in a thread of its own
-    }, (job) => ops.jobFinished(job));
+    queue = new EmbeddedQueue(
+      {
+        index: (data, ctx) => runIndexJob(embedded, settings, data as IndexJobData, ctx),
+        eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
+        tune: (data, ctx) => runTuneJob(engine, settings, data as TuneJobData, ctx),
+        layers: (data, ctx) => runLayersJob(data as LayerJobData, ctx, settings), // in a thread of its own
+      },
+      (job) => ops.jobFinished(job),
+    );
   }
   queue = ops.attach(engine, queue); // + the jobs-per-cache limit
-  const log = (err: unknown, req?: express.Request) => (req?.log ?? logger).error({ err }, `internal error: ${err instanceof Error ? err.message : String(err)}`);
+  const log = (err: unknown, req?: express.Request) =>
+    (req?.log ?? logger).error({ err }, `internal error: ${err instanceof Error ? err.message : String(err)}`);
   const mode = opts.redisUrl ? 'distributed' : 'embedded';
   const batcher = new PredictBatcher(ops.instrumentClassify(engine), opts.batcher);
   const app = createApp({ engine, batcher, queue, limits, readRoots, mode, isReady: () => ready, log, ops });

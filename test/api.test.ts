@@ -23,14 +23,24 @@ describe('cache on ResNet-20 over HTTP', () => {
   after(async () => svc.close());
 
   test('POST /v1/caches creates a cache and GET describes it', async () => {
-    const r = await call(svc.url, 'POST', '/v1/caches', { name: 'cifar', model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type: 'exact' } });
+    const r = await call(svc.url, 'POST', '/v1/caches', {
+      name: 'cifar',
+      model: RESNET,
+      keyLayers: PAPER_KEY_LAYERS,
+      theta: 80,
+      lambda: 0.5111,
+      index: { type: 'exact' },
+    });
     assert.equal(r.status, 201, JSON.stringify(r.body));
     assert.equal(r.body.dimension, 12288);
     assert.equal(r.body.size, 0);
     const got = await call(svc.url, 'GET', '/v1/caches/cifar');
     assert.deepEqual({ theta: got.body.theta, lambda: got.body.lambda, type: got.body.index.type }, { theta: 80, lambda: 0.5111, type: 'exact' });
     const list = await call(svc.url, 'GET', '/v1/caches');
-    assert.deepEqual(list.body.caches.map((c: any) => c.name), ['cifar']);
+    assert.deepEqual(
+      list.body.caches.map((c: any) => c.name),
+      ['cifar'],
+    );
   });
 
   test('an index job from a folder adds every image and its mirror image', async () => {
@@ -65,7 +75,10 @@ describe('cache on ResNet-20 over HTTP', () => {
     assert.ok(Math.abs(sum - 1) < 1e-6);
     assert.equal(pred.neighbours.length, 5);
     const sims = pred.neighbours.map((n: any) => n.similarity);
-    assert.deepEqual(sims, [...sims].sort((a, b) => b - a));
+    assert.deepEqual(
+      sims,
+      [...sims].sort((a, b) => b - a),
+    );
     assert.ok(sims[0] < 1 && sims[4] > 0);
     firstPrediction = r.body;
   });
@@ -126,7 +139,10 @@ describe('cache on ResNet-20 over HTTP', () => {
     assert.equal(job.result.correct.model, Math.round((1 - job.result.error.model) * 30));
     for (const which of ['model', 'cacheModel', 'cacheOnly']) assert.ok(job.result.top5Error[which] <= job.result.error[which], which);
     assert.equal(job.result.perClass.length, 10);
-    assert.deepEqual(job.result.perClass.map((c: any) => c.images), Array(10).fill(3));
+    assert.deepEqual(
+      job.result.perClass.map((c: any) => c.images),
+      Array(10).fill(3),
+    );
     const wrong = job.result.perClass.reduce((sum: number, c: any) => sum + c.error.model * c.images, 0);
     assert.ok(Math.abs(wrong - job.result.error.model * 30) < 1e-4, 'per-class errors add up to the total');
     const md = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=md`)).text();
@@ -148,7 +164,10 @@ describe('sources, models and snapshots', () => {
   let svc: Awaited<ReturnType<typeof start>>;
   const tiny = writeTinyModel();
   const shapes = tempDir('cachet-shapes-');
-  const png = (r: number, g: number, b: number) => sharp({ create: { width: 16, height: 16, channels: 3, background: { r, g, b } } }).png().toBuffer();
+  const png = (r: number, g: number, b: number) =>
+    sharp({ create: { width: 16, height: 16, channels: 3, background: { r, g, b } } })
+      .png()
+      .toBuffer();
 
   before(async () => {
     svc = await start();
@@ -165,13 +184,19 @@ describe('sources, models and snapshots', () => {
     assert.equal(c.status, 201, JSON.stringify(c.body));
     assert.equal(c.body.dimension, 8 * 16 * 16 + 8);
     assert.equal(c.body.index.type, 'hnsw');
-    const csv = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.csv') } })).body.id);
+    const csv = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.csv') } })).body.id,
+    );
     assert.equal(csv.state, 'completed');
     assert.equal(csv.result.added, 2);
     assert.equal(csv.errorCount, 1);
     assert.equal(csv.errors[0].id, 'x1');
     assert.match(csv.errors[0].error, /format|image/i);
-    const jsonl = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.jsonl') } })).body.id);
+    const jsonl = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.jsonl') } })).body.id,
+    );
     assert.equal(jsonl.result.added, 2); // ids "red.png" (the path) and "b2"
     const r = await call(svc.url, 'POST', '/v1/caches/tiny/predict', { image: (await png(250, 10, 10)).toString('base64'), neighbours: 4, topK: 4 });
     assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -181,7 +206,7 @@ describe('sources, models and snapshots', () => {
     assert.ok(Math.abs(sum - 1) < 1e-5, 'logits are turned into probabilities');
   });
 
-  test('a manifest of http URLs: images are fetched; a missing one is that item\'s error', async () => {
+  test("a manifest of http URLs: images are fetched; a missing one is that item's error", async () => {
     const server = http.createServer((req, res) => {
       if (req.url === '/red.png') return void png(250, 10, 10).then((b) => res.end(b));
       res.statusCode = 404;
@@ -190,10 +215,16 @@ describe('sources, models and snapshots', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     writeFileSync(path.join(shapes, 'urls.csv'), `path,label,id\n${base}/red.png,star,u1\n${base}/gone.png,star,u2\n`);
-    const job = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'urls.csv') } })).body.id);
+    const job = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'urls.csv') } })).body.id,
+    );
     server.close();
     assert.equal(job.result.added, 1);
-    assert.deepEqual(job.errors.map((e: any) => e.id), ['u2']);
+    assert.deepEqual(
+      job.errors.map((e: any) => e.id),
+      ['u2'],
+    );
     assert.match(job.errors[0].error, /HTTP 404/);
   });
 
@@ -209,7 +240,16 @@ describe('sources, models and snapshots', () => {
 
   test('inline items with labels; an id given twice is one item', async () => {
     const image = (await png(10, 250, 10)).toString('base64');
-    const r = await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'inline', items: [{ image, label: 'triangle', id: 'g' }, { image, label: 'triangle', id: 'g' }, { image, label: 1 }] } });
+    const r = await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', {
+      source: {
+        type: 'inline',
+        items: [
+          { image, label: 'triangle', id: 'g' },
+          { image, label: 'triangle', id: 'g' },
+          { image, label: 1 },
+        ],
+      },
+    });
     assert.equal(r.status, 202, JSON.stringify(r.body));
     const job = await waitForJob(svc.url, r.body.id);
     assert.equal(job.result.added, 2);
@@ -218,7 +258,12 @@ describe('sources, models and snapshots', () => {
   });
 
   test('index "auto" moves from exact to hnsw past its threshold, and stays hnsw after a restart', async () => {
-    const c = await call(svc.url, 'POST', '/v1/caches', { name: 'grows', model: tiny.modelPath, keyLayers: ['relu2'], index: { type: 'auto', exactThreshold: 4 } });
+    const c = await call(svc.url, 'POST', '/v1/caches', {
+      name: 'grows',
+      model: tiny.modelPath,
+      keyLayers: ['relu2'],
+      index: { type: 'auto', exactThreshold: 4 },
+    });
     assert.equal(c.body.index.type, 'exact');
     const items = await Promise.all([0, 40, 80, 120, 160, 200].map(async (v, i) => ({ image: (await png(v, 255 - v, 128)).toString('base64'), label: i % 4 })));
     await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/grows/index-jobs', { source: { type: 'inline', items: items.slice(0, 4) } })).body.id);
@@ -270,14 +315,16 @@ describe('shutdown in the middle of an index job', () => {
     svc = await start(svc.dataDir);
     const kept = (await call(svc.url, 'GET', '/v1/caches/c')).body.size;
     assert.ok(kept >= 2 * interrupted!.progress.done && kept < 800, `kept ${kept} items`);
-    const again = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: folder }, flip: true })).body.id);
+    const again = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: folder }, flip: true })).body.id,
+    );
     assert.equal(again.result.duplicates, kept);
     assert.equal(again.result.added, 800 - kept);
     assert.equal(again.result.cacheSize, 800);
     await svc.close();
   });
 });
-
 
 describe('reduced search keys', () => {
   for (const reduce of ['pca', 'random'] as const) {
@@ -287,7 +334,10 @@ describe('reduced search keys', () => {
       const c = await call(svc.url, 'POST', '/v1/caches', { name: 'r', model: RESNET, keyLayers: ['activation_18'], index: { type: 'hnsw' }, searchKey });
       assert.equal(c.status, 201, JSON.stringify(c.body));
       const folder = sampleFolder('cache', 10);
-      const job = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/r/index-jobs', { source: { type: 'folder', path: folder }, flip: true })).body.id);
+      const job = await waitForJob(
+        svc.url,
+        (await call(svc.url, 'POST', '/v1/caches/r/index-jobs', { source: { type: 'folder', path: folder }, flip: true })).body.id,
+      );
       assert.equal(job.result.cacheSize, 200, JSON.stringify(job));
       const info = (await call(svc.url, 'GET', '/v1/caches/r')).body;
       assert.equal(info.searchKey.dimension, 32);

@@ -58,7 +58,14 @@ describe('the key matcher', () => {
   });
 
   test('the same key twice is refused', () => {
-    assert.throws(() => new KeyMatcher([{ role: 'read', key: READ, name: 'a' }, { role: 'admin', key: READ, name: 'b' }]), /listed twice/);
+    assert.throws(
+      () =>
+        new KeyMatcher([
+          { role: 'read', key: READ, name: 'a' },
+          { role: 'admin', key: READ, name: 'b' },
+        ]),
+      /listed twice/,
+    );
   });
 });
 
@@ -67,13 +74,23 @@ describe('key lists', () => {
     const keys = parseApiKeysEnv(` read:${READ}:dashboard,\nwrite:${WRITE}\n\nadmin:${ADMIN}:ops , `);
     assert.deepEqual(
       keys.map((k) => [k.role, k.key, k.name]),
-      [['read', READ, 'dashboard'], ['write', WRITE, 'CACHET_API_KEYS#2'], ['admin', ADMIN, 'ops']],
+      [
+        ['read', READ, 'dashboard'],
+        ['write', WRITE, 'CACHET_API_KEYS#2'],
+        ['admin', ADMIN, 'ops'],
+      ],
     );
   });
 
   test('a keys file: role key [name] per line, # comments', () => {
     const keys = parseApiKeysFile(`# who may do what\n\nread ${READ} the dashboard\n  write ${WRITE}\n#admin ${ADMIN}\n`, 'keys.txt');
-    assert.deepEqual(keys.map((k) => [k.role, k.name]), [['read', 'the dashboard'], ['write', 'keys.txt:4']]);
+    assert.deepEqual(
+      keys.map((k) => [k.role, k.name]),
+      [
+        ['read', 'the dashboard'],
+        ['write', 'keys.txt:4'],
+      ],
+    );
   });
 
   test('a short key, an unknown role or a malformed entry is refused with a message', () => {
@@ -135,7 +152,12 @@ describe('a service with keys', () => {
   });
 
   test('no Authorization header: 401 with WWW-Authenticate: Bearer, and how to send a key', async () => {
-    for (const [method, route] of [['GET', '/v1/caches'], ['POST', '/v1/caches'], ['GET', '/v1/no-such-route'], ['GET', '/V1/caches']]) {
+    for (const [method, route] of [
+      ['GET', '/v1/caches'],
+      ['POST', '/v1/caches'],
+      ['GET', '/v1/no-such-route'],
+      ['GET', '/V1/caches'],
+    ]) {
       const r = await call(svc.url, method, route);
       assert.equal(r.status, 401, `${method} ${route}: ${JSON.stringify(r.body)}`);
       assert.match(r.headers.get('www-authenticate') ?? '', /^Bearer/);
@@ -211,13 +233,19 @@ describe('a service with keys', () => {
   test('the CLI sends CACHET_API_KEY (or --api-key) as the bearer token', async () => {
     const run = promisify(execFile);
     const cli = (args: string[], env: Record<string, string> = {}) =>
-      run(process.execPath, ['--import', 'tsx', path.join(REPO, 'src', 'cli', 'main.ts'), ...args], { cwd: REPO, env: { ...process.env, CACHET_API_KEY: '', ...env } }).then(
+      run(process.execPath, ['--import', 'tsx', path.join(REPO, 'src', 'cli', 'main.ts'), ...args], {
+        cwd: REPO,
+        env: { ...process.env, CACHET_API_KEY: '', ...env },
+      }).then(
         (r) => ({ code: 0, ...r }),
         (e: { code: number; stdout: string; stderr: string }) => e,
       );
     const ok = await cli(['cache', 'list', '--url', svc.url], { CACHET_API_KEY: READ });
     assert.equal(ok.code, 0, ok.stderr);
-    assert.deepEqual(JSON.parse(ok.stdout).caches.map((c: { name: string }) => c.name), ['auth']);
+    assert.deepEqual(
+      JSON.parse(ok.stdout).caches.map((c: { name: string }) => c.name),
+      ['auth'],
+    );
     const flag = await cli(['cache', 'show', 'auth', '--url', svc.url, '--api-key', READ]);
     assert.equal(flag.code, 0, flag.stderr);
     const none = await cli(['cache', 'list', '--url', svc.url]);

@@ -47,17 +47,23 @@ describe('bad input', () => {
   });
 
   test('a truncated JPEG', async () => {
-    const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+    const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } })
+      .jpeg()
+      .toBuffer();
     assertError(await predict({ image: jpeg.subarray(0, jpeg.length >> 1).toString('base64') }), 400, 'bad_image');
   });
 
   test('a GIF (not an accepted format)', async () => {
-    const gif = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0000' } }).gif().toBuffer();
+    const gif = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0000' } })
+      .gif()
+      .toBuffer();
     assertError(await predict({ image: gif.toString('base64') }), 400, 'bad_image', /jpeg|png|webp/i);
   });
 
   test('a decompression bomb: a small PNG over the pixel limit', async () => {
-    const bomb = await sharp({ create: { width: 5000, height: 5000, channels: 3, background: '#000000' } }).png({ compressionLevel: 9 }).toBuffer();
+    const bomb = await sharp({ create: { width: 5000, height: 5000, channels: 3, background: '#000000' } })
+      .png({ compressionLevel: 9 })
+      .toBuffer();
     assert.ok(bomb.length < MAX_BODY / 2, `bomb is ${bomb.length} bytes`);
     assertError(await predict({ image: bomb.toString('base64') }), 413, 'image_too_large', /pixel/);
   });
@@ -83,7 +89,12 @@ describe('bad input', () => {
     assertError(await predict({ image: CAT.toString('base64'), topK: 'many' }), 400, 'invalid_request', /topK/);
     assertError(await predict({ image: CAT.toString('base64'), colour: 'red' }), 400, 'invalid_request', /colour/);
     assertError(await call(svc.url, 'POST', '/v1/caches', {}), 400, 'invalid_cache_definition', /name.*model.*keyLayers/s);
-    assertError(await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: RESNET, keyLayers: 'activation_14' }), 400, 'invalid_cache_definition', /keyLayers/);
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: RESNET, keyLayers: 'activation_14' }),
+      400,
+      'invalid_cache_definition',
+      /keyLayers/,
+    );
     assertError(await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'ftp', path: '/x' } }), 400, 'invalid_request', /source/);
     assertError(await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', 'path=/x', { 'content-type': 'text/plain' }), 400, 'invalid_request');
   });
@@ -99,7 +110,12 @@ describe('bad input', () => {
     assertError(await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: RESNET, keyLayers: ['activation_99'] }), 400, 'unknown_layer', /activation_1/);
     assertError(await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: '/nowhere/model.onnx', keyLayers: ['a'] }), 400, 'bad_model', /nowhere/);
     assertError(await call(svc.url, 'POST', '/v1/caches', { name: 'cifar', model: RESNET, keyLayers: PAPER_KEY_LAYERS }), 409, 'cache_exists');
-    assertError(await call(svc.url, 'POST', '/v1/caches', { name: '../etc', model: RESNET, keyLayers: PAPER_KEY_LAYERS }), 400, 'invalid_cache_definition', /name/);
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches', { name: '../etc', model: RESNET, keyLayers: PAPER_KEY_LAYERS }),
+      400,
+      'invalid_cache_definition',
+      /name/,
+    );
   });
 
   test('a label outside the model’s classes', async () => {
@@ -109,16 +125,36 @@ describe('bad input', () => {
     assertError(await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: byIndex }), 400, 'label_out_of_range');
     const dir = tempDir();
     writeFileSync(path.join(dir, 'm.csv'), `path,label\n${path.join(SAMPLE, 'heldout', 'cat', '4500.jpg')},cat\nx.jpg,unicorn\n`);
-    assertError(await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'manifest', path: path.join(dir, 'm.csv') } }), 400, 'label_out_of_range', /line 3/);
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'manifest', path: path.join(dir, 'm.csv') } }),
+      400,
+      'label_out_of_range',
+      /line 3/,
+    );
   });
 
   test('a manifest or folder that does not exist', async () => {
-    assertError(await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'manifest', path: '/nowhere/m.csv' } }), 400, 'bad_source', /no such file/);
-    assertError(await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: '/nowhere' } }), 400, 'bad_source', /no such folder/);
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'manifest', path: '/nowhere/m.csv' } }),
+      400,
+      'bad_source',
+      /no such file/,
+    );
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: '/nowhere' } }),
+      400,
+      'bad_source',
+      /no such folder/,
+    );
   });
 
   test('θ or λ out of range, or not a number', async () => {
-    assertError(await call(svc.url, 'POST', '/v1/caches', { name: 'y', model: RESNET, keyLayers: PAPER_KEY_LAYERS, lambda: 2 }), 400, 'invalid_cache_definition', /lambda/);
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches', { name: 'y', model: RESNET, keyLayers: PAPER_KEY_LAYERS, lambda: 2 }),
+      400,
+      'invalid_cache_definition',
+      /lambda/,
+    );
     assertError(await predict({ image: CAT.toString('base64'), theta: -1 }), 400, 'invalid_request', /theta/);
     assertError(await predict({ image: CAT.toString('base64'), lambda: 'NaN' }), 400, 'invalid_request', /lambda/);
     assertError(await call(svc.url, 'PATCH', '/v1/caches/cifar', { lambda: 1.5 }), 400, 'invalid_request', /lambda/);

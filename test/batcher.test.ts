@@ -89,11 +89,17 @@ describe('PredictBatcher', () => {
     const b = batcher.classify('c', [img(4), img(5)]); // does not fit beside a: a goes, b starts the next batch
     const c = batcher.classify('c', [img(6), img(7)]); // fills b's batch: sent at once
     const big = batcher.classify('c', [9, 10, 11, 12, 13, 14].map(img)); // 4 + 2
-    assert.deepEqual(engine.calls.map((x) => x.firsts), [[0], [1, 2, 3], [4, 5, 6, 7], [9, 10, 11, 12]]);
+    assert.deepEqual(
+      engine.calls.map((x) => x.firsts),
+      [[0], [1, 2, 3], [4, 5, 6, 7], [9, 10, 11, 12]],
+    );
     engine.release();
     await tick();
     engine.release();
-    assert.deepEqual(engine.calls.map((x) => x.n), [1, 3, 4, 4, 2]);
+    assert.deepEqual(
+      engine.calls.map((x) => x.n),
+      [1, 3, 4, 4, 2],
+    );
     assert.deepEqual((await Promise.all([first, a, b, c, big])).map(values), [[0], [1, 2, 3], [4, 5], [6, 7], [9, 10, 11, 12, 13, 14]]);
     assert.equal(batcher.stats().largestBatch, 4);
   });
@@ -152,7 +158,14 @@ describe('predict batching on the real service (ResNet-20)', () => {
   let svc: Awaited<ReturnType<typeof start>>;
   before(async () => {
     svc = await start();
-    const created = await call(svc.url, 'POST', '/v1/caches', { name: 'b', model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 50, lambda: 0.5, index: { type: 'exact' } });
+    const created = await call(svc.url, 'POST', '/v1/caches', {
+      name: 'b',
+      model: RESNET,
+      keyLayers: PAPER_KEY_LAYERS,
+      theta: 50,
+      lambda: 0.5,
+      index: { type: 'exact' },
+    });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const job = await call(svc.url, 'POST', '/v1/caches/b/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 2) } });
     assert.equal((await waitForJob(svc.url, job.body.id)).state, 'completed');
@@ -162,7 +175,12 @@ describe('predict batching on the real service (ResNet-20)', () => {
   test('16 concurrent single-image predicts take fewer engine runs and answer as each image alone', async () => {
     const files = readdirSync(path.join(SAMPLE, 'heldout'))
       .sort()
-      .flatMap((c) => readdirSync(path.join(SAMPLE, 'heldout', c)).sort().slice(0, 2).map((f) => path.join(SAMPLE, 'heldout', c, f)))
+      .flatMap((c) =>
+        readdirSync(path.join(SAMPLE, 'heldout', c))
+          .sort()
+          .slice(0, 2)
+          .map((f) => path.join(SAMPLE, 'heldout', c, f)),
+      )
       .slice(0, 16);
     assert.equal(files.length, 16);
     const predict = (file: string) => call(svc.url, 'POST', '/v1/caches/b/predict', { image: readFileSync(file).toString('base64'), topK: 10, neighbours: 3 });
@@ -178,11 +196,19 @@ describe('predict batching on the real service (ResNet-20)', () => {
       assert.equal(r.status, 200, JSON.stringify(r.body));
       const [got] = r.body.predictions;
       const [want] = alone[i].body.predictions;
-      assert.deepEqual(got.top.map((t: any) => t.label), want.top.map((t: any) => t.label), `image ${i}`);
+      assert.deepEqual(
+        got.top.map((t: any) => t.label),
+        want.top.map((t: any) => t.label),
+        `image ${i}`,
+      );
       got.top.forEach((t: any, j: number) => {
         for (const f of ['p', 'pModel', 'pCache']) assert.ok(Math.abs(t[f] - want.top[j][f]) < 1e-5, `image ${i}, ${f}: ${t[f]} vs ${want.top[j][f]}`);
       });
-      assert.deepEqual(got.neighbours.map((n: any) => n.id), want.neighbours.map((n: any) => n.id), `image ${i}`);
+      assert.deepEqual(
+        got.neighbours.map((n: any) => n.id),
+        want.neighbours.map((n: any) => n.id),
+        `image ${i}`,
+      );
       got.neighbours.forEach((n: any, j: number) => assert.ok(Math.abs(n.similarity - want.neighbours[j].similarity) < 1e-5));
     });
   });

@@ -38,7 +38,21 @@ describe('cachet CLI', () => {
 
   test('cache create, index with flips, predict and eval --json', async () => {
     const url = svc.url;
-    const created = await cachet(['cache', 'create', 'cli', '--model', RESNET, '--layers', PAPER_KEY_LAYERS.join(','), '--theta', '80', '--lambda', '0.5111', '--url', url]);
+    const created = await cachet([
+      'cache',
+      'create',
+      'cli',
+      '--model',
+      RESNET,
+      '--layers',
+      PAPER_KEY_LAYERS.join(','),
+      '--theta',
+      '80',
+      '--lambda',
+      '0.5111',
+      '--url',
+      url,
+    ]);
     assert.equal(created.code, 0, created.stderr);
     assert.equal(JSON.parse(created.stdout).dimension, 12288);
 

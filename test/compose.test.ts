@@ -18,7 +18,10 @@ interface Service {
   healthcheck?: { test: string[] };
 }
 
-const compose = parse(readFileSync(path.join(REPO, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
+const compose = parse(readFileSync(path.join(REPO, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
+  services: Record<string, Service>;
+  volumes: Record<string, unknown>;
+};
 
 test('docker-compose.yml names redis, api and worker', () => {
   assert.deepEqual(Object.keys(compose.services).sort(), ['api', 'redis', 'worker']);

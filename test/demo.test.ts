@@ -8,7 +8,14 @@ import { call, PAPER_KEY_LAYERS, RESNET, sampleFolder, start, tempDir, waitForJo
 test('the demo finishes indexing a cache an interrupted run left partial, then reports on all of it', async () => {
   const dataDir = tempDir();
   const svc = await start(dataDir);
-  const created = await call(svc.url, 'POST', '/v1/caches', { name: 'cifar10-demo', model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type: 'exact' } });
+  const created = await call(svc.url, 'POST', '/v1/caches', {
+    name: 'cifar10-demo',
+    model: RESNET,
+    keyLayers: PAPER_KEY_LAYERS,
+    theta: 80,
+    lambda: 0.5111,
+    index: { type: 'exact' },
+  });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const job = await call(svc.url, 'POST', '/v1/caches/cifar10-demo/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 2) }, flip: true });
   assert.equal((await waitForJob(svc.url, job.body.id)).result.cacheSize, 40);

@@ -92,7 +92,11 @@ async function caughtUp(api: Proc, cache: string, size: number) {
   }, `${api.url} caught up on ${cache}`);
 }
 
-const probe = { images: ['cat', 'ship', 'frog'].map((c) => readFileSync(path.join(SAMPLE, 'heldout', c, '4500.jpg')).toString('base64')), topK: 10, neighbours: 5 };
+const probe = {
+  images: ['cat', 'ship', 'frog'].map((c) => readFileSync(path.join(SAMPLE, 'heldout', c, '4500.jpg')).toString('base64')),
+  topK: 10,
+  neighbours: 5,
+};
 
 async function predictions(api: Proc, cache: string) {
   const r = await call(api.url!, 'POST', `/v1/caches/${cache}/predict`, probe);
@@ -138,7 +142,10 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     const by = new Set(chunks.map((c) => c.processedBy));
     assert.equal(by.size, 2, `chunks were processed by ${[...by].join(', ')}`);
     // inference runs off the BullMQ thread: no chunk lost its lock and stalled
-    assert.deepEqual(chunks.filter((c) => c.stalledCounter > 0 || c.attemptsStarted > 1).map((c) => c.id), []);
+    assert.deepEqual(
+      chunks.filter((c) => c.stalledCounter > 0 || c.attemptsStarted > 1).map((c) => c.id),
+      [],
+    );
     assert.equal(await stop(w2), 0, 'SIGTERM: a worker finishes what it holds and exits 0');
   });
 
@@ -213,7 +220,12 @@ describe('distributed mode', { timeout: 600_000 }, () => {
 
   test('a PCA cache: once a replica has published the projection, workers log reduced keys; a new replica replays both kinds', async () => {
     const r = await call(api.url!, 'POST', '/v1/caches', {
-      name: 'pca', model: RESNET, keyLayers: ['activation_16', 'activation_18'], theta: 50, lambda: 0.5, index: { type: 'hnsw' },
+      name: 'pca',
+      model: RESNET,
+      keyLayers: ['activation_16', 'activation_18'],
+      theta: 50,
+      lambda: 0.5,
+      index: { type: 'hnsw' },
       searchKey: { reduce: 'pca', dimension: 16, fitSample: 100, rerank: false },
     });
     assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -262,7 +274,10 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     await queue.add('chunk', {
       cache: 'external',
       flip: true,
-      items: [...files.map((f, i) => ({ id: `dog-${i}`, label: 'dog', path: path.join(SAMPLE, 'cache', 'dog', f) })), { id: 'bad', label: 'unicorn', path: '/nowhere.jpg' }],
+      items: [
+        ...files.map((f, i) => ({ id: `dog-${i}`, label: 'dog', path: path.join(SAMPLE, 'cache', 'dog', f) })),
+        { id: 'bad', label: 'unicorn', path: '/nowhere.jpg' },
+      ],
     });
     await caughtUp(api, 'external', 10);
     const done = (await queue.getJobs(['completed'])).find((c: Job) => c.data.cache === 'external');

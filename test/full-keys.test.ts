@@ -8,7 +8,6 @@ import { gaussian, rng } from './fixtures/random.js';
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */
 
-
 /** n random unit vectors of `dim` floats, row-major */
 function unitVectors(n: number, dim: number, seed: number): Float32Array {
   const r = rng(seed);

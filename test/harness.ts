@@ -18,7 +18,11 @@ export function tempDir(prefix = 'cachet-test-'): string {
 }
 
 /** `options` override the rest (e.g. apiKeys, or a logger: silent unless given, so tests stay quiet). */
-export async function start(dataDir = tempDir(), limits?: Partial<ApiLimits>, options: Partial<ServeOptions> = {}): Promise<RunningService & { dataDir: string }> {
+export async function start(
+  dataDir = tempDir(),
+  limits?: Partial<ApiLimits>,
+  options: Partial<ServeOptions> = {},
+): Promise<RunningService & { dataDir: string }> {
   const service = await startService({ port: 0, host: '127.0.0.1', dataDir, limits, logger: silentLogger(), ...options });
   return Object.assign(service, { dataDir });
 }
@@ -56,7 +60,9 @@ export function sampleFolder(part: 'cache' | 'heldout', perClass: number, from =
   const dir = tempDir('cachet-sample-');
   for (const c of CIFAR_CLASSES) {
     mkdirSync(path.join(dir, c));
-    const files = readdirSync(path.join(SAMPLE, part, c)).sort().slice(from, from + perClass);
+    const files = readdirSync(path.join(SAMPLE, part, c))
+      .sort()
+      .slice(from, from + perClass);
     for (const f of files) copyFileSync(path.join(SAMPLE, part, c, f), path.join(dir, c, f));
   }
   return dir;

@@ -13,7 +13,6 @@ import { gaussian, rng } from './fixtures/random.js';
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */
 
-
 function normalise(v: Float32Array, o: number, dim: number): void {
   let ss = 0;
   for (let j = 0; j < dim; j++) ss += v[o + j] * v[o + j];
@@ -124,11 +123,20 @@ describe('ExactIndex', () => {
     const small = new ExactIndex(dim);
     await small.add(keys, 5);
     const r = await small.search(queries, 3, 50);
-    assert.deepEqual(r.map((x) => x.positions.length), [5, 5, 5]);
+    assert.deepEqual(
+      r.map((x) => x.positions.length),
+      [5, 5, 5],
+    );
     const empty = new ExactIndex(dim);
     const e = await empty.search(queries, 2, 10);
-    assert.deepEqual(e.map((x) => x.positions.length), [0, 0]);
-    assert.deepEqual((await empty.similaritiesAll(queries, 2)).map((x) => x.length), [0, 0]);
+    assert.deepEqual(
+      e.map((x) => x.positions.length),
+      [0, 0],
+    );
+    assert.deepEqual(
+      (await empty.similaritiesAll(queries, 2)).map((x) => x.length),
+      [0, 0],
+    );
   });
 
   it('save/load round trip gives identical search results', async () => {
@@ -184,9 +192,15 @@ describe('HnswIndex', () => {
 
   it('k > size returns size results; an empty index returns empty results', async () => {
     const hnsw = HnswIndex.create(dim, hnswParams);
-    assert.deepEqual((await hnsw.search(queries, 2, 5)).map((x) => x.positions.length), [0, 0]);
+    assert.deepEqual(
+      (await hnsw.search(queries, 2, 5)).map((x) => x.positions.length),
+      [0, 0],
+    );
     await hnsw.add(keys, 4);
-    assert.deepEqual((await hnsw.search(queries, 2, 50)).map((x) => x.positions.length), [4, 4]);
+    assert.deepEqual(
+      (await hnsw.search(queries, 2, 50)).map((x) => x.positions.length),
+      [4, 4],
+    );
   });
 
   it('save/load round trip gives identical search results', async () => {

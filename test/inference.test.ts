@@ -27,7 +27,9 @@ describe('inference thread', () => {
     remote = await thread.load(RESNET, spec, PAPER_KEY_LAYERS, { intraOpNumThreads: 1 });
     local = await KeyExtractor.create(RESNET, spec, PAPER_KEY_LAYERS, { intraOpNumThreads: 1 });
     const dir = path.join(SAMPLE, 'heldout', 'cat');
-    const files = readdirSync(dir).slice(0, 5).map((f) => path.join(dir, f));
+    const files = readdirSync(dir)
+      .slice(0, 5)
+      .map((f) => path.join(dir, f));
     images = await Promise.all(files.map((f) => imageToTensor(f, spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS })));
   });
   after(async () => {

@@ -21,7 +21,14 @@ describe('deleting items and caches; item images', () => {
   before(async () => {
     svc = await start();
     for (const type of ['exact', 'hnsw']) {
-      const created = await call(svc.url, 'POST', '/v1/caches', { name: type, model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type } });
+      const created = await call(svc.url, 'POST', '/v1/caches', {
+        name: type,
+        model: RESNET,
+        keyLayers: PAPER_KEY_LAYERS,
+        theta: 80,
+        lambda: 0.5111,
+        index: { type },
+      });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       const job = await call(svc.url, 'POST', `/v1/caches/${type}/index-jobs`, { source: { type: 'folder', path: folder }, flip: true });
       assert.equal((await waitForJob(svc.url, job.body.id)).result.cacheSize, 60);
@@ -45,7 +52,10 @@ describe('deleting items and caches; item images', () => {
       const ids = after.neighbours.map((n: { id: string }) => n.id);
       assert.ok(!ids.includes(nearest) && !ids.includes(second), `deleted items still among the neighbours: ${ids}`);
       assert.equal(after.neighbours[0].id, before.neighbours[2].id, 'the next nearest moves up');
-      assert.notDeepEqual(after.top.map((t: { pCache: number }) => t.pCache), before.top.map((t: { pCache: number }) => t.pCache));
+      assert.notDeepEqual(
+        after.top.map((t: { pCache: number }) => t.pCache),
+        before.top.map((t: { pCache: number }) => t.pCache),
+      );
       assert.equal((await call(svc.url, 'GET', `/v1/caches/${type}`)).body.size, 58);
 
       // the deletions are in the key log (after the index job's snapshot): a restart replays them…
@@ -61,9 +71,15 @@ describe('deleting items and caches; item images', () => {
       const job = await waitForJob(svc.url, reindex.body.id);
       assert.deepEqual([job.result.added, job.result.duplicates, job.result.cacheSize], [2, 58, 60]);
       const back = await predictNeighbours(svc.url, type);
-      assert.deepEqual(back.neighbours.slice(0, 2).map((n: { id: string }) => n.id), [nearest, second]);
+      assert.deepEqual(
+        back.neighbours.slice(0, 2).map((n: { id: string }) => n.id),
+        [nearest, second],
+      );
       // the same items again give the same prediction (summed in another order: equal to rounding)
-      assert.deepEqual(back.top.map((t: { class: string }) => t.class), before.top.map((t: { class: string }) => t.class));
+      assert.deepEqual(
+        back.top.map((t: { class: string }) => t.class),
+        before.top.map((t: { class: string }) => t.class),
+      );
       back.top.forEach((t: { p: number }, i: number) => assert.ok(Math.abs(t.p - before.top[i].p) < 1e-6));
     });
   }
@@ -73,17 +89,23 @@ describe('deleting items and caches; item images', () => {
     const image = await fetch(`${svc.url}/v1/caches/exact/items/${encodeURIComponent(id)}/image`);
     assert.equal(image.status, 200);
     assert.equal(image.headers.get('content-type'), 'image/png');
-    const got = await sharp(Buffer.from(await image.arrayBuffer())).raw().toBuffer({ resolveWithObject: true });
+    const got = await sharp(Buffer.from(await image.arrayBuffer()))
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     const want = await sharp(path.join(folder, id)).raw().toBuffer({ resolveWithObject: true });
     assert.deepEqual([got.info.width, got.info.height], [32, 32], 'small images are not enlarged');
     assert.deepEqual(got.data, want.data);
     const flipped = await fetch(`${svc.url}/v1/caches/exact/items/${encodeURIComponent(id + '#flip')}/image`);
-    const mirror = await sharp(Buffer.from(await flipped.arrayBuffer())).raw().toBuffer();
+    const mirror = await sharp(Buffer.from(await flipped.arrayBuffer()))
+      .raw()
+      .toBuffer();
     assert.deepEqual(mirror, await sharp(path.join(folder, id)).flop().raw().toBuffer());
 
     const unknown = await call(svc.url, 'GET', '/v1/caches/exact/items/nope/image');
     assert.deepEqual([unknown.status, unknown.body.error.code], [404, 'unknown_item']);
-    const inline = await call(svc.url, 'POST', '/v1/caches/exact/index-jobs', { source: { type: 'inline', items: [{ image: CAT, label: 'cat', id: 'inline-cat' }] } });
+    const inline = await call(svc.url, 'POST', '/v1/caches/exact/index-jobs', {
+      source: { type: 'inline', items: [{ image: CAT, label: 'cat', id: 'inline-cat' }] },
+    });
     await waitForJob(svc.url, inline.body.id);
     const noImage = await call(svc.url, 'GET', '/v1/caches/exact/items/inline-cat/image');
     assert.deepEqual([noImage.status, noImage.body.error.code], [404, 'no_image']);
@@ -113,7 +135,10 @@ describe('deleting items and caches; item images', () => {
     const r = await call(svc.url, 'DELETE', '/v1/caches/hnsw');
     assert.deepEqual([r.status, r.body], [200, { deleted: 'hnsw' }]);
     assert.equal((await call(svc.url, 'GET', '/v1/caches/hnsw')).status, 404);
-    assert.deepEqual((await call(svc.url, 'GET', '/v1/caches')).body.caches.map((c: { name: string }) => c.name), ['exact']);
+    assert.deepEqual(
+      (await call(svc.url, 'GET', '/v1/caches')).body.caches.map((c: { name: string }) => c.name),
+      ['exact'],
+    );
     assert.equal(existsSync(path.join(svc.dataDir, 'hnsw')), false);
     await svc.close();
     svc = await start(svc.dataDir);

@@ -54,7 +54,10 @@ describe('FileKeyLog', () => {
     assert.deepEqual(firsts, [3, 10, 17, 24]);
     assert.deepEqual(got, records(3, 22));
     assert.equal((await readAll(log, 25)).records.length, 0);
-    await assert.rejects(log.readFrom(26, () => undefined), RangeError);
+    await assert.rejects(
+      log.readFrom(26, () => undefined),
+      RangeError,
+    );
     await log.close();
   });
 
@@ -128,7 +131,10 @@ describe('FileKeyLog', () => {
     assert.equal(log.base(), 20);
     assert.equal(log.end(), 30);
     assert.equal((await stat(path)).size, before - records(0, 20).reduce((sum, r) => sum + recordBytes(r.id), 0));
-    await assert.rejects(log.readFrom(19, () => undefined), RangeError);
+    await assert.rejects(
+      log.readFrom(19, () => undefined),
+      RangeError,
+    );
     assert.deepEqual((await readAll(log, 20)).records, records(20, 10));
     assert.equal(await log.append(records(30, 2)), 32);
     await log.close();

@@ -66,7 +66,11 @@ describe('layers jobs', () => {
     assert.equal(view.state, 'completed', view.failedReason);
     assert.ok(answeredWhileActive >= 1, `predictions answered while the job was active: ${answeredWhileActive}`);
     assert.ok(slowest < 2000, `slowest prediction while the layers job ran: ${slowest.toFixed(0)} ms`);
-    assert.deepEqual(seen, [...seen].sort((a, b) => a - b), 'progress only grows');
+    assert.deepEqual(
+      seen,
+      [...seen].sort((a, b) => a - b),
+      'progress only grows',
+    );
     assert.deepEqual(view.progress, { done: 80, total: 80 });
     assert.equal(view.errorCount, 0);
 
@@ -187,12 +191,18 @@ describe('layers jobs', () => {
   test('distributed: the replica processor fails bad data and user errors at once (no retries); a shutdown stops it, for a retry', async () => {
     const fakeJob = (data: unknown, onProgress = () => {}) =>
       ({ id: 'j1', queueName: 'cachet-eval', name: 'layers', data, updateProgress: async () => onProgress() }) as unknown as Job;
-    await assert.rejects(processLayersJob(fakeJob({ model: RESNET }), {}), (err: Error) => err.name === 'UnrecoverableError' && /invalid data/.test(err.message));
+    await assert.rejects(
+      processLayersJob(fakeJob({ model: RESNET }), {}),
+      (err: Error) => err.name === 'UnrecoverableError' && /invalid data/.test(err.message),
+    );
     const data = layerJobData(LayerJobSchema.parse(body));
     // runs meanwhile; the shutdown below comes once it has reported progress, so it is surely running
     let started!: () => void;
     const running = new Promise<void>((resolve) => (started = resolve));
-    const stopped = processLayersJob(fakeJob(data, () => started()), {});
+    const stopped = processLayersJob(
+      fakeJob(data, () => started()),
+      {},
+    );
     await assert.rejects(
       processLayersJob(fakeJob({ ...data, candidates: ['activation_81'] }), {}),
       (err: Error) => err.name === 'UnrecoverableError' && /"activation_81" is not a tensor/.test(err.message),

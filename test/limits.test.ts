@@ -17,7 +17,14 @@ describe('limits', () => {
 
   before(async () => {
     svc = await start(tempDir(), { maxBodyBytes: MAX_BODY, maxImagesPerRequest: 2, maxJobsPerCache: 1, maxConcurrentPredicts: 2 });
-    const r = await call(svc.url, 'POST', '/v1/caches', { name: 'lim', model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type: 'exact' } });
+    const r = await call(svc.url, 'POST', '/v1/caches', {
+      name: 'lim',
+      model: RESNET,
+      keyLayers: PAPER_KEY_LAYERS,
+      theta: 80,
+      lambda: 0.5111,
+      index: { type: 'exact' },
+    });
     assert.equal(r.status, 201, JSON.stringify(r.body));
   });
   after(async () => svc.close());
@@ -66,7 +73,10 @@ describe('limits', () => {
     // and it still answers afterwards, with every slot free again
     assert.equal(svc.ops.predicts.current, 0);
     const after = await Promise.all([predict({ image: CAT }), predict({ image: CAT })]);
-    assert.deepEqual(after.map((r) => r.status), [200, 200]);
+    assert.deepEqual(
+      after.map((r) => r.status),
+      [200, 200],
+    );
     assert.equal((await call(svc.url, 'GET', '/healthz')).status, 200);
   });
 
@@ -81,7 +91,14 @@ describe('limits in distributed mode (jobs counted in Redis)', () => {
     // an api replica and no worker: the index job stays in Redis, unfinished
     const svc = await start(tempDir(), { maxJobsPerCache: 1 }, { redisUrl: redis.url, chunkSize: 20 });
     try {
-      const created = await call(svc.url, 'POST', '/v1/caches', { name: 'dist', model: RESNET, keyLayers: ['activation_18'], theta: 50, lambda: 0.5, index: { type: 'exact' } });
+      const created = await call(svc.url, 'POST', '/v1/caches', {
+        name: 'dist',
+        model: RESNET,
+        keyLayers: ['activation_18'],
+        theta: 50,
+        lambda: 0.5,
+        index: { type: 'exact' },
+      });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       const first = await call(svc.url, 'POST', '/v1/caches/dist/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 5) } });
       assert.equal(first.status, 202, JSON.stringify(first.body));

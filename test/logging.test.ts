@@ -27,7 +27,10 @@ describe('request ids and logs', () => {
     assert.equal(mine.length, 1, JSON.stringify(lines));
     const [line] = mine;
     assert.equal(line.level, 30);
-    assert.deepEqual({ method: line.req.method, url: line.req.url, id: line.req.id, status: line.res.statusCode }, { method: 'GET', url: '/v1/caches/nope', id: 'trace-42.abc:1', status: 404 });
+    assert.deepEqual(
+      { method: line.req.method, url: line.req.url, id: line.req.id, status: line.res.statusCode },
+      { method: 'GET', url: '/v1/caches/nope', id: 'trace-42.abc:1', status: 404 },
+    );
     assert.equal(typeof line.responseTime, 'number');
     assert.equal(line.req.headers, undefined, 'no headers in the logs (they may hold API keys)');
   });
@@ -47,7 +50,10 @@ describe('request ids and logs', () => {
   test('probes and scrapes are logged at debug level only', async () => {
     const r = await call(svc.url, 'GET', '/healthz', undefined, { 'X-Request-Id': 'probe-1' });
     assert.equal(r.headers.get('x-request-id'), 'probe-1');
-    assert.deepEqual(lines.filter((l) => l.reqId === 'probe-1').map((l) => l.level), [20]);
+    assert.deepEqual(
+      lines.filter((l) => l.reqId === 'probe-1').map((l) => l.level),
+      [20],
+    );
   });
 
   test('a 500 carries the request id in its body, and the error is logged under it', async () => {

@@ -73,14 +73,24 @@ describe('GET /metrics', () => {
 
   before(async () => {
     svc = await start();
-    const created = await call(svc.url, 'POST', '/v1/caches', { name: 'met', model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type: 'exact' } });
+    const created = await call(svc.url, 'POST', '/v1/caches', {
+      name: 'met',
+      model: RESNET,
+      keyLayers: PAPER_KEY_LAYERS,
+      theta: 80,
+      lambda: 0.5111,
+      index: { type: 'exact' },
+    });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const r = await call(svc.url, 'POST', '/v1/caches/met/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 5) } });
     jobId = r.body.id;
     assert.equal((await waitForJob(svc.url, jobId)).state, 'completed');
     for (let i = 0; i < 3; i++) assert.equal((await call(svc.url, 'POST', '/v1/caches/met/predict', { image: CAT })).status, 200);
     const together = await Promise.all(Array.from({ length: 6 }, () => call(svc.url, 'POST', '/v1/caches/met/predict', { images: [CAT, CAT] })));
-    assert.deepEqual(together.map((t) => t.status), Array(6).fill(200));
+    assert.deepEqual(
+      together.map((t) => t.status),
+      Array(6).fill(200),
+    );
     assert.equal((await call(svc.url, 'GET', '/v1/no/such/route')).status, 404);
     assert.equal((await call(svc.url, 'GET', '/v1/caches/nope')).status, 404);
   });
@@ -118,12 +128,21 @@ describe('GET /metrics', () => {
     const size = (await call(svc.url, 'GET', '/v1/caches/met')).body.size;
     assert.equal(size, 50);
     assert.equal(types.get('cachet_cache_items'), 'gauge');
-    assert.deepEqual(pick(samples, 'cachet_cache_items').map((s) => [s.labels.cache, s.value]), [['met', size]]);
-    assert.deepEqual(pick(samples, 'cachet_keylog_lag').map((s) => [s.labels.cache, s.value]), [['met', 0]]);
+    assert.deepEqual(
+      pick(samples, 'cachet_cache_items').map((s) => [s.labels.cache, s.value]),
+      [['met', size]],
+    );
+    assert.deepEqual(
+      pick(samples, 'cachet_keylog_lag').map((s) => [s.labels.cache, s.value]),
+      [['met', 0]],
+    );
     assert.equal(sum(pick(samples, 'cachet_jobs', { type: 'index', state: 'waiting' })), 0);
     assert.equal(sum(pick(samples, 'cachet_jobs', { type: 'index', state: 'active' })), 0);
     assert.equal(types.get('cachet_jobs_finished_total'), 'counter');
-    assert.deepEqual(pick(samples, 'cachet_jobs_finished_total').map((s) => [s.labels.type, s.labels.outcome, s.value]), [['index', 'completed', 1]]);
+    assert.deepEqual(
+      pick(samples, 'cachet_jobs_finished_total').map((s) => [s.labels.type, s.labels.outcome, s.value]),
+      [['index', 'completed', 1]],
+    );
     assert.equal(sum(pick(samples, 'cachet_predict_in_flight')), 0);
   });
 

@@ -46,7 +46,10 @@ describe('onnx-graph', () => {
 
   test('readGraph lists inputs, outputs, inner tensors and metadata', () => {
     const g = readGraph(bytes);
-    assert.deepEqual(g.inputs.map((i) => [i.name, i.dims]), [['image', ['N', 32, 32, 3]]]);
+    assert.deepEqual(
+      g.inputs.map((i) => [i.name, i.dims]),
+      [['image', ['N', 32, 32, 3]]],
+    );
     assert.deepEqual(g.outputs, ['probs']);
     assert.equal(g.opset, 13);
     assert.equal(g.irVersion, 8);

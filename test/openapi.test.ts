@@ -93,7 +93,8 @@ describe('OpenAPI document', () => {
     const res = await fetch(svc.url + url, init);
     const type = (res.headers.get('content-type') ?? '').split(';')[0].trim();
     const bytes = Buffer.from(await res.arrayBuffer());
-    const parsed = type === 'application/json' ? JSON.parse(bytes.toString('utf8')) : type.startsWith('text/') || type === 'image/svg+xml' ? bytes.toString('utf8') : bytes;
+    const parsed =
+      type === 'application/json' ? JSON.parse(bytes.toString('utf8')) : type.startsWith('text/') || type === 'image/svg+xml' ? bytes.toString('utf8') : bytes;
     return { status: res.status, type, headers: res.headers, body: parsed };
   };
 
@@ -115,7 +116,10 @@ describe('OpenAPI document', () => {
     assert.ok(media, `${what}: content type ${r.type} is not documented (documented: ${Object.keys(response.content ?? {})})`);
     if (r.type === 'application/json') {
       const validate = validator(media.schema, `${method} ${template} ${r.status}`);
-      assert.ok(validate(r.body), `${what}: the body does not match the document: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(r.body).slice(0, 1000)}`);
+      assert.ok(
+        validate(r.body),
+        `${what}: the body does not match the document: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(r.body).slice(0, 1000)}`,
+      );
     }
     for (const name of Object.keys(response.headers ?? {})) assert.ok(r.headers.get(name) !== null, `${what}: no ${name} header`);
     if (r.status < 300 && body !== undefined && !(body instanceof FormData) && typeof body !== 'string') {
@@ -154,7 +158,11 @@ describe('OpenAPI document', () => {
       assert.equal(schema.$schema, undefined, `${name} carries its own $schema`);
       assert.doesNotThrow(() => validator(schema, `component ${name}`), `components.schemas.${name} does not compile`);
     }
-    assert.deepEqual(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer', description: doc.components.securitySchemes.bearerAuth.description });
+    assert.deepEqual(doc.components.securitySchemes.bearerAuth, {
+      type: 'http',
+      scheme: 'bearer',
+      description: doc.components.securitySchemes.bearerAuth.description,
+    });
     const ids = new Set<string>();
     const methods = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
     for (const [p, item] of Object.entries<Json>(doc.paths)) {
@@ -178,14 +186,20 @@ describe('OpenAPI document', () => {
     const upload = resolvePointer(doc, predict.requestBody.content['multipart/form-data'].schema.$ref);
     assert.equal(upload.properties.image.type, 'array');
     assert.equal(upload.properties.image.items.format, 'binary');
-    assert.deepEqual(predict.parameters.filter((x: Json) => x.in === 'query').map((x: Json) => x.name), ['topK', 'neighbours', 'theta', 'lambda']);
+    assert.deepEqual(
+      predict.parameters.filter((x: Json) => x.in === 'query').map((x: Json) => x.name),
+      ['topK', 'neighbours', 'theta', 'lambda'],
+    );
   });
 
   test('documents every route the app registers, and the app serves every documented operation', async () => {
     assert.ok(registered.has('GET /healthz') && registered.has('POST /v1/caches/:name/predict'), `the app's router stack was read: ${[...registered]}`);
     const documented = new Set(routes.map((r) => `${r.method} ${r.path}`));
     assert.equal(documented.size, routes.length, 'a route is in the table twice');
-    assert.equal(Object.values<Json>(doc.paths).reduce((n, item) => n + Object.keys(item).length, 0), routes.length);
+    assert.equal(
+      Object.values<Json>(doc.paths).reduce((n, item) => n + Object.keys(item).length, 0),
+      routes.length,
+    );
     const undocumented = [...registered].filter((r) => !documented.has(r));
     assert.deepEqual(undocumented, [], 'routes the app registers that src/http/openapi.ts does not document');
     const pending: string[] = [];
@@ -320,7 +334,11 @@ describe('OpenAPI document', () => {
     if (has('POST /v1/layer-jobs')) {
       // a layers job extracts and scores many layers: too slow for this test, which checks its refusals
       await check('POST', '/v1/layer-jobs', '/v1/layer-jobs', 400, { model: RESNET, train: { type: 'folder', path: folder } });
-      await check('POST', '/v1/layer-jobs', '/v1/layer-jobs', 400, { model: '/no/such.onnx', train: { type: 'folder', path: folder }, val: { type: 'folder', path: heldout } });
+      await check('POST', '/v1/layer-jobs', '/v1/layer-jobs', 400, {
+        model: '/no/such.onnx',
+        train: { type: 'folder', path: folder },
+        val: { type: 'folder', path: heldout },
+      });
     }
 
     // items and deletions (registered by a colleague's items.ts)

@@ -29,8 +29,7 @@ const raw = (width: number, height: number, over: Partial<ModelSpec> = {}): Mode
 /** W×H RGB pixels where every pixel differs: r = x·8, g = y·8, b = (x + y)·4. */
 function pattern(width: number, height: number): Buffer {
   const px = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) px.set([(x * 8) % 256, (y * 8) % 256, ((x + y) * 4) % 256], (y * width + x) * 3);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) px.set([(x * 8) % 256, (y * 8) % 256, ((x + y) * 4) % 256], (y * width + x) * 3);
   return px;
 }
 const encode = (px: Buffer, width: number, height: number, channels: 1 | 3 | 4 = 3) => sharp(px, { raw: { width, height, channels } });
@@ -60,7 +59,10 @@ describe('imageToTensor', () => {
     assert.deepEqual(await imageToTensor(png, raw(W, H), opts), Float32Array.from(px));
     assert.deepEqual(await imageToTensor(webp, raw(W, H), opts), Float32Array.from(px));
     const j = await imageToTensor(jpeg, raw(W, H), opts);
-    assert.ok(j.every((v, i) => Math.abs(v - px[i]) <= 8), 'JPEG within 8 levels');
+    assert.ok(
+      j.every((v, i) => Math.abs(v - px[i]) <= 8),
+      'JPEG within 8 levels',
+    );
   });
 
   test('CIFAR 32×32 JPEGs pass through untouched (no resize), value = pixel / 255', async () => {
@@ -68,16 +70,17 @@ describe('imageToTensor', () => {
     assert.equal(info.width, 32);
     const spec = raw(32, 32, { scale: 1 / 255 });
     const t = await imageToTensor(CAT, spec, opts);
-    assert.deepEqual(t, Float32Array.from(data, (v) => v / 255));
+    assert.deepEqual(
+      t,
+      Float32Array.from(data, (v) => v / 255),
+    );
     assert.deepEqual(await imageToTensor(readFileSync(CAT), spec, opts), t, 'buffer and path agree');
   });
 
   test('flip reverses each row', async () => {
     const png = await encode(px, W, H).png().toBuffer();
     const t = await imageToTensor(png, raw(W, H), { ...opts, flip: true });
-    for (let y = 0; y < H; y++)
-      for (let x = 0; x < W; x++)
-        for (let c = 0; c < 3; c++) assert.equal(t[(y * W + x) * 3 + c], px[(y * W + (W - 1 - x)) * 3 + c]);
+    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < 3; c++) assert.equal(t[(y * W + x) * 3 + c], px[(y * W + (W - 1 - x)) * 3 + c]);
   });
 
   test('NCHW vs NHWC layout, BGR order, mean and std', async () => {
@@ -99,17 +102,24 @@ describe('imageToTensor', () => {
   });
 
   test('resizes 64×48 to the model size', async () => {
-    const solid = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 100, b: 50 } } }).png().toBuffer();
+    const solid = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 100, b: 50 } } })
+      .png()
+      .toBuffer();
     const t = await imageToTensor(solid, raw(32, 32), opts);
     assert.equal(t.length, 32 * 32 * 3);
     for (let p = 0; p < 32 * 32; p++) assert.deepEqual([t[p * 3], t[p * 3 + 1], t[p * 3 + 2]], [200, 100, 50]);
   });
 
   test('greyscale becomes three equal channels; alpha is dropped', async () => {
-    const grey = await encode(Buffer.alloc(W * H, 77), W, H, 1).toColourspace('b-w').png().toBuffer();
+    const grey = await encode(Buffer.alloc(W * H, 77), W, H, 1)
+      .toColourspace('b-w')
+      .png()
+      .toBuffer();
     assert.equal((await sharp(grey).metadata()).channels, 1);
     assert.ok((await imageToTensor(grey, raw(W, H), opts)).every((v) => v === 77));
-    const rgba = await encode(Buffer.from(Array.from({ length: W * H }, () => [10, 20, 30, 128]).flat()), W, H, 4).png().toBuffer();
+    const rgba = await encode(Buffer.from(Array.from({ length: W * H }, () => [10, 20, 30, 128]).flat()), W, H, 4)
+      .png()
+      .toBuffer();
     const t = await imageToTensor(rgba, raw(W, H), opts);
     assert.deepEqual([...t.subarray(0, 3)], [10, 20, 30]);
   });
@@ -132,7 +142,9 @@ describe('imageToTensor', () => {
   });
 
   test('an image declaring more pixels than the limit → 413 image_too_large', async () => {
-    const huge = await sharp({ create: { width: 5000, height: 5000, channels: 3, background: '#ffffff' } }).png().toBuffer();
+    const huge = await sharp({ create: { width: 5000, height: 5000, channels: 3, background: '#ffffff' } })
+      .png()
+      .toBuffer();
     assert.ok(huge.length < 200_000, `small on disk (${huge.length} bytes)`);
     await rejectsWith(imageToTensor(huge, raw(32, 32), { limitInputPixels: 1_000_000 }), 413, 'image_too_large', /5000×5000.*1000000/);
   });

@@ -8,7 +8,6 @@ import { gaussian, rng } from './fixtures/random.js';
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */
 
-
 function dot(a: ArrayLike<number>, ao: number, b: ArrayLike<number>, bo: number, n: number): number {
   let s = 0;
   for (let i = 0; i < n; i++) s += a[ao + i] * b[bo + i];
@@ -102,7 +101,13 @@ function topK(scores: ArrayLike<number>, k: number): number[] {
 /** n rows: a rank-`rank` signal (coefficients N(0,1) on an orthonormal basis) plus per-coordinate noise. */
 function lowRank(n: number, dim: number, rank: number, noise: number, seed: number, basis?: Float64Array) {
   const r = rng(seed);
-  const u = basis ?? orthonormal(Float64Array.from({ length: rank * dim }, () => gaussian(r)), rank, dim);
+  const u =
+    basis ??
+    orthonormal(
+      Float64Array.from({ length: rank * dim }, () => gaussian(r)),
+      rank,
+      dim,
+    );
   const x = new Float32Array(n * dim);
   for (let i = 0; i < n; i++) {
     for (let k = 0; k < rank; k++) {
@@ -227,7 +232,11 @@ describe('fitPca', () => {
     const d = 8;
     const r = rng(31);
     // X = G · diag(0.85^j) · R: a decaying spectrum in a random orientation
-    const rot = orthonormal(Float64Array.from({ length: D * D }, () => gaussian(r)), D, D);
+    const rot = orthonormal(
+      Float64Array.from({ length: D * D }, () => gaussian(r)),
+      D,
+      D,
+    );
     const x = new Float32Array(n * D);
     for (let i = 0; i < n; i++) {
       for (let j = 0; j < D; j++) {

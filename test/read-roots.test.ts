@@ -76,10 +76,16 @@ describe('a service with read roots', () => {
     copyFileSync(RESNET.replace(/\.onnx$/, '.spec.json'), MODEL.replace(/\.onnx$/, '.spec.json'));
     for (const c of ['cat', 'dog']) {
       mkdirSync(path.join(images, 'train', c), { recursive: true });
-      for (const f of readdirSync(path.join(SAMPLE, 'cache', c)).sort().slice(0, 3)) copyFileSync(path.join(SAMPLE, 'cache', c, f), path.join(images, 'train', c, f));
+      for (const f of readdirSync(path.join(SAMPLE, 'cache', c))
+        .sort()
+        .slice(0, 3))
+        copyFileSync(path.join(SAMPLE, 'cache', c, f), path.join(images, 'train', c, f));
     }
     // a manifest inside the roots that lists an image outside them
-    writeFileSync(path.join(images, 'sneaky.csv'), `path,label\ntrain/cat/${readdirSync(path.join(images, 'train', 'cat'))[0]},cat\n${path.join(SAMPLE, 'cache', 'dog', readdirSync(path.join(SAMPLE, 'cache', 'dog'))[0])},dog\n`);
+    writeFileSync(
+      path.join(images, 'sneaky.csv'),
+      `path,label\ntrain/cat/${readdirSync(path.join(images, 'train', 'cat'))[0]},cat\n${path.join(SAMPLE, 'cache', 'dog', readdirSync(path.join(SAMPLE, 'cache', 'dog'))[0])},dog\n`,
+    );
     svc = await start(dataDir, undefined, { readRoots: [models, images] });
   });
   after(async () => svc.close());
@@ -101,7 +107,11 @@ describe('a service with read roots', () => {
     assert.match(manifest.body.error.message, /image listed in .*sneaky\.csv: .*samples\/cifar10\/cache\/dog\/.* is outside/);
     const evalJob = await call(svc.url, 'POST', '/v1/caches/c/eval-jobs', { source: { type: 'folder', path: path.join(SAMPLE, 'heldout') } });
     assert.equal(evalJob.status, 403);
-    const layers = await call(svc.url, 'POST', '/v1/layer-jobs', { model: RESNET, train: { type: 'folder', path: path.join(images, 'train') }, val: { type: 'folder', path: path.join(images, 'train') } });
+    const layers = await call(svc.url, 'POST', '/v1/layer-jobs', {
+      model: RESNET,
+      train: { type: 'folder', path: path.join(images, 'train') },
+      val: { type: 'folder', path: path.join(images, 'train') },
+    });
     assert.equal(layers.status, 403, JSON.stringify(layers.body));
     assert.equal((await call(svc.url, 'GET', '/v1/caches/c')).body.size, 0);
   });

@@ -84,7 +84,10 @@ describe('reduced key-log records', () => {
       assert.equal(adds.length, held);
       assert.equal(logged.length, held + 2);
       // the fit happens after the batch that reaches fitSample: records 0–99 full, 100–199 reduced
-      assert.deepEqual(adds.map((r) => (isReduced(r) ? 'reduced' : 'full')), [...Array(held - 100).fill('full'), ...Array(100).fill('reduced')]);
+      assert.deepEqual(
+        adds.map((r) => (isReduced(r) ? 'reduced' : 'full')),
+        [...Array(held - 100).fill('full'), ...Array(100).fill('reduced')],
+      );
       for (const r of adds.slice(held - 100)) {
         assert.ok(isReduced(r));
         assert.equal(r.searchKey.length, 16);

@@ -44,7 +44,7 @@ function xmlProblem(s: string): string | null {
   const stack: string[] = [];
   let at = 0;
   let roots = 0;
-  for (let m; (m = tag.exec(s)); ) {
+  for (let m; (m = tag.exec(s));) {
     const between = s.slice(at, m.index);
     if (!text.test(between)) return `bad text before offset ${m.index}: ${JSON.stringify(between.slice(0, 60))}`;
     if (stack.length === 0 && between.trim() !== '') return `text outside the root at ${m.index}`;
@@ -119,7 +119,10 @@ describe('tune heatmap SVG', () => {
     const seen = new Set(cells.map((c) => `${c['data-i']},${c['data-j']}`));
     assert.equal(seen.size, N * N);
     const maxColour = cells.filter((c) => c.fill === colourAt(1));
-    assert.deepEqual(maxColour.map((c) => [Number(c['data-i']), Number(c['data-j'])]), [[PEAK.i, PEAK.j]]);
+    assert.deepEqual(
+      maxColour.map((c) => [Number(c['data-i']), Number(c['data-j'])]),
+      [[PEAK.i, PEAK.j]],
+    );
   });
 
   test('marks the chosen point on its cell, under its θ and λ tick labels', () => {
@@ -253,8 +256,7 @@ describe('tune report Markdown', () => {
       rows.map((c) => [Number(c[2]), Number(c[3])]),
       ranked.map((p) => [p.theta, p.lambda]),
     );
-    for (let n = 1; n < ranked.length; n++)
-      if (ranked[n].accuracy === ranked[n - 1].accuracy) assert.ok(ranked[n].logLoss >= ranked[n - 1].logLoss);
+    for (let n = 1; n < ranked.length; n++) if (ranked[n].accuracy === ranked[n - 1].accuracy) assert.ok(ranked[n].logLoss >= ranked[n - 1].logLoss);
   });
 
   test('handles an unknown previous accuracy', () => {

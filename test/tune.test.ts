@@ -45,7 +45,10 @@ describe('tune job', () => {
     assert.deepEqual([info.theta, info.lambda], [best.theta, best.lambda]);
     assert.deepEqual([info.history[0].theta, info.history[0].lambda], [50, 0.5]);
     assert.match(info.history[0].reason, new RegExp(`tune job ${job.id}`));
-    const evalJob = await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/c/eval-jobs', { source: { type: 'folder', path: validation } })).body.id);
+    const evalJob = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/c/eval-jobs', { source: { type: 'folder', path: validation } })).body.id,
+    );
     assert.ok(Math.abs(1 - evalJob.result.error.cacheModel - best.accuracy) < 1e-9, `eval ${evalJob.result.error.cacheModel} vs tune ${best.accuracy}`);
 
     const md = await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=md`);
@@ -60,7 +63,14 @@ describe('tune job', () => {
     assert.equal(r.status, 202, JSON.stringify(r.body));
     const job = await waitForJob(svc.url, r.body.id);
     const { bySize, error } = job.result;
-    assert.deepEqual(bySize.map((b: any) => [b.fraction, b.items]), [[0.25, 50], [0.5, 100], [1, 200]]);
+    assert.deepEqual(
+      bySize.map((b: any) => [b.fraction, b.items]),
+      [
+        [0.25, 50],
+        [0.5, 100],
+        [1, 200],
+      ],
+    );
     assert.ok(Math.abs(bySize[2].error.cacheModel - error.cacheModel) < 1e-9, 'fraction 1 is the whole cache');
     assert.ok(Math.abs(bySize[2].error.cacheOnly - error.cacheOnly) < 1e-9);
     const svg = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=svg`)).text();

@@ -36,7 +36,14 @@ describe('web page', () => {
     assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: run \`bash scripts/test-deps.sh\` (apt-get install chromium) or set CHROMIUM_PATH`);
     const launched = chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
     svc = await start();
-    const created = await call(svc.url, 'POST', '/v1/caches', { name: CACHE, model: RESNET, keyLayers: PAPER_KEY_LAYERS, theta: 80, lambda: 0.5111, index: { type: 'exact' } });
+    const created = await call(svc.url, 'POST', '/v1/caches', {
+      name: CACHE,
+      model: RESNET,
+      keyLayers: PAPER_KEY_LAYERS,
+      theta: 80,
+      lambda: 0.5111,
+      index: { type: 'exact' },
+    });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const r = await call(svc.url, 'POST', `/v1/caches/${CACHE}/index-jobs`, { source: { type: 'folder', path: sampleFolder('cache', 10) } });
     assert.equal(r.status, 202, JSON.stringify(r.body));
@@ -55,7 +62,10 @@ describe('web page', () => {
     const page = await context.newPage();
     page.on('pageerror', (err) => pageErrors.push(`${page.url()}: ${err.message}`));
     // the API's 4xx answers show up as "Failed to load resource"; anything else (a CSP violation, say) is a bug
-    page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && pageErrors.push(`${page.url()}: console: ${m.text()}`));
+    page.on(
+      'console',
+      (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && pageErrors.push(`${page.url()}: console: ${m.text()}`),
+    );
     return { context, page };
   }
 
@@ -66,7 +76,10 @@ describe('web page', () => {
     assert.equal(findPublicDir(), publicDir);
     assert.equal(findPublicDir(tempDir()), null);
     // without it, the API still works and / says why there is no page
-    const server = express().use(webRoutes(null)).use(errorHandler(() => {})).listen(0, '127.0.0.1');
+    const server = express()
+      .use(webRoutes(null))
+      .use(errorHandler(() => {}))
+      .listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
     try {
       const r = await call(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'GET', '/');
@@ -78,7 +91,13 @@ describe('web page', () => {
   });
 
   test('serves the pages and keeps JSON errors for unknown routes', async () => {
-    for (const [route, type] of [['/', 'text/html'], ['/app.js', 'javascript'], ['/style.css', 'text/css'], ['/jobs/some-id', 'text/html'], ['/job.html?id=x', 'text/html']] as const) {
+    for (const [route, type] of [
+      ['/', 'text/html'],
+      ['/app.js', 'javascript'],
+      ['/style.css', 'text/css'],
+      ['/jobs/some-id', 'text/html'],
+      ['/job.html?id=x', 'text/html'],
+    ] as const) {
       const res = await fetch(svc.url + route);
       assert.equal(res.status, 200, route);
       assert.match(res.headers.get('content-type') ?? '', new RegExp(type), route);
@@ -107,12 +126,24 @@ describe('web page', () => {
     const [pred] = api.body.predictions;
     assert.equal(pred.top.length, 10);
 
-    for (const [column, field] of [['model', 'pModel'], ['cache', 'pCache'], ['combined', 'p']] as const) {
+    for (const [column, field] of [
+      ['model', 'pModel'],
+      ['cache', 'pCache'],
+      ['combined', 'p'],
+    ] as const) {
       const expected = [...pred.top].sort((a: any, b: any) => b[field] - a[field]).slice(0, 5);
       const rows = await page.locator(`#col-${column} li`).evaluateAll((lis) =>
-        lis.map((li) => ({ cls: li.querySelector('.cls')?.textContent, val: li.querySelector('.val')?.textContent, value: Number((li as HTMLElement).dataset.value) })),
+        lis.map((li) => ({
+          cls: li.querySelector('.cls')?.textContent,
+          val: li.querySelector('.val')?.textContent,
+          value: Number((li as HTMLElement).dataset.value),
+        })),
       );
-      assert.deepEqual(rows.map((r) => r.cls), expected.map((t: any) => t.class), `${column} column classes`);
+      assert.deepEqual(
+        rows.map((r) => r.cls),
+        expected.map((t: any) => t.class),
+        `${column} column classes`,
+      );
       rows.forEach((r, i) => {
         assert.ok(Math.abs(r.value - expected[i][field]) < 1e-6, `${column} row ${i}: ${r.value} vs ${expected[i][field]}`);
         assert.equal(r.val, percent(expected[i][field]), `${column} row ${i} text`);
@@ -125,17 +156,28 @@ describe('web page', () => {
 
     // neighbours: label and similarity of each, in the API's order
     const tiles = await page.locator('#neighbours .tile').evaluateAll((lis) =>
-      lis.map((li) => ({ id: (li as HTMLElement).dataset.id, label: li.querySelector('.tile-label')?.textContent, sim: li.querySelector('.tile-sim')?.textContent })),
+      lis.map((li) => ({
+        id: (li as HTMLElement).dataset.id,
+        label: li.querySelector('.tile-label')?.textContent,
+        sim: li.querySelector('.tile-sim')?.textContent,
+      })),
     );
     assert.equal(tiles.length, 8);
-    assert.deepEqual(tiles, pred.neighbours.map((n: any) => ({ id: n.id, label: n.class, sim: n.similarity.toFixed(3) })));
+    assert.deepEqual(
+      tiles,
+      pred.neighbours.map((n: any) => ({ id: n.id, label: n.class, sim: n.similarity.toFixed(3) })),
+    );
 
     // thumbnails: real images where the item image route answers, placeholders with the label where it does not
     await page.waitForFunction(() => document.querySelectorAll('#neighbours .thumb[data-thumb="loading"]').length === 0, undefined, { timeout: 10_000 });
     const thumbRoute = await fetch(`${svc.url}/v1/caches/${CACHE}/items/${encodeURIComponent(pred.neighbours[0].id)}/image`);
     await thumbRoute.arrayBuffer();
     const thumbs = await page.locator('#neighbours .thumb').evaluateAll((els) =>
-      els.map((t) => ({ state: (t as HTMLElement).dataset.thumb, width: (t.querySelector('img') as HTMLImageElement | null)?.naturalWidth ?? 0, text: t.textContent })),
+      els.map((t) => ({
+        state: (t as HTMLElement).dataset.thumb,
+        width: (t.querySelector('img') as HTMLImageElement | null)?.naturalWidth ?? 0,
+        text: t.textContent,
+      })),
     );
     if (thumbRoute.status === 200) {
       for (const t of thumbs) assert.ok(t.state === 'image' && t.width > 0, JSON.stringify(t));
@@ -213,7 +255,10 @@ describe('web page', () => {
   });
 
   test('the job page follows an eval job and inlines its SVG report', async () => {
-    const r = await call(svc.url, 'POST', `/v1/caches/${CACHE}/eval-jobs`, { source: { type: 'folder', path: sampleFolder('heldout', 2) }, cacheSizes: [0.5, 1] });
+    const r = await call(svc.url, 'POST', `/v1/caches/${CACHE}/eval-jobs`, {
+      source: { type: 'folder', path: sampleFolder('heldout', 2) },
+      cacheSizes: [0.5, 1],
+    });
     assert.equal(r.status, 202, JSON.stringify(r.body));
     const { context, page } = await newPage();
     await page.goto(`${svc.url}/jobs/${encodeURIComponent(r.body.id)}`);
@@ -232,9 +277,21 @@ describe('web page', () => {
     const secured = await start(undefined, undefined, { apiKeys: `admin:${ADMIN}:ops,read:${READ}:viewer` });
     const { context, page } = await newPage();
     try {
-      const created = await call(secured.url, 'POST', '/v1/caches', { name: 'locked', model: RESNET, keyLayers: PAPER_KEY_LAYERS, index: { type: 'exact' } }, { authorization: `Bearer ${ADMIN}` });
+      const created = await call(
+        secured.url,
+        'POST',
+        '/v1/caches',
+        { name: 'locked', model: RESNET, keyLayers: PAPER_KEY_LAYERS, index: { type: 'exact' } },
+        { authorization: `Bearer ${ADMIN}` },
+      );
       assert.equal(created.status, 201, JSON.stringify(created.body));
-      const second = await call(secured.url, 'POST', '/v1/caches', { name: 'second', model: RESNET, keyLayers: PAPER_KEY_LAYERS, index: { type: 'exact' } }, { authorization: `Bearer ${ADMIN}` });
+      const second = await call(
+        secured.url,
+        'POST',
+        '/v1/caches',
+        { name: 'second', model: RESNET, keyLayers: PAPER_KEY_LAYERS, index: { type: 'exact' } },
+        { authorization: `Bearer ${ADMIN}` },
+      );
       assert.equal(second.status, 201, JSON.stringify(second.body));
 
       // the page itself is public; its first API call is refused

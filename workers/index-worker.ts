@@ -18,5 +18,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     console.error('cachet worker: set REDIS_URL');
     process.exit(2);
   }
-  await runWorkerProcess({ redisUrl, concurrency: Number(process.env.CACHET_WORKER_CONCURRENCY ?? 1), lockDuration: Number(process.env.CACHET_LOCK_DURATION_MS ?? 30_000) });
+  await runWorkerProcess({
+    redisUrl,
+    concurrency: Number(process.env.CACHET_WORKER_CONCURRENCY ?? 1),
+    lockDuration: Number(process.env.CACHET_LOCK_DURATION_MS ?? 30_000),
+  });
 }

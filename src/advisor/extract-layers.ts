@@ -10,7 +10,6 @@ import { type SourceItem } from '../sources/sources.js';
 import type { ItemError } from '../jobs/types.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../preprocess/image.js';
 
-
 /** Raw activations of some layers, p_model and labels of one set of images. */
 export interface ExtractedSet {
   n: number;

@@ -70,13 +70,17 @@ export async function planLayerJob(data: LayerJobData, inspect: InspectTensors, 
   const candidates = data.candidates ?? defaultCandidates(tensors, spec.output);
   for (const c of candidates) {
     if (!byName.has(c))
-      throw new UserError('unknown_layer', `candidate layer "${c}" is not a tensor of ${data.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`);
+      throw new UserError(
+        'unknown_layer',
+        `candidate layer "${c}" is not a tensor of ${data.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`,
+      );
   }
   if (new Set(candidates).size !== candidates.length) throw new UserError('bad_key_layers', `a candidate layer is named twice: ${candidates.join(', ')}`);
   const maxDimension = data.maxDimension ?? DEFAULT_MAX_DIMENSION;
   const sized = candidates.map((name) => ({ name, dimension: byName.get(name)!.size }));
   const layers = sized.filter((l) => l.dimension <= maxDimension);
-  if (layers.length === 0) throw new UserError('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
+  if (layers.length === 0)
+    throw new UserError('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
   const cacheItems = train.length * (data.flip ? 2 : 1);
   return {
     spec,

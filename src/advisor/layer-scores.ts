@@ -4,7 +4,6 @@ import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import { innerProducts } from '../math/gemm.js';
 import { LayerScore } from './advice.js';
 
-
 /** Lower error first; ties: fewer dims, then lower log-loss. */
 export function compareScores(a: LayerScore, b: LayerScore): number {
   return a.error - b.error || a.dimension - b.dimension || a.logLoss - b.logLoss;

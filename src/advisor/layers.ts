@@ -81,7 +81,8 @@ export function defaultCandidates(tensors: { name: string; opType: string; shape
     .map((t) => t.name);
 }
 
-const toSource = (s: Source | string): Source => (typeof s !== 'string' ? s : /\.(csv|jsonl|ndjson)$/i.test(s) ? { type: 'manifest', path: s } : { type: 'folder', path: s });
+const toSource = (s: Source | string): Source =>
+  typeof s !== 'string' ? s : /\.(csv|jsonl|ndjson)$/i.test(s) ? { type: 'manifest', path: s } : { type: 'folder', path: s };
 
 export function capPerClass(items: SourceItem[], perClass: number | undefined): SourceItem[] {
   if (perClass === undefined) return items;
@@ -111,7 +112,10 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
   const candidates = opts.candidates ?? defaultCandidates(inspection.tensors, spec.output);
   for (const c of candidates) {
     if (!byName.has(c))
-      throw new UserError('unknown_layer', `candidate layer "${c}" is not a tensor of ${opts.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`);
+      throw new UserError(
+        'unknown_layer',
+        `candidate layer "${c}" is not a tensor of ${opts.model}. Nearest names: ${nearestNames(c, [...byName.keys()]).join(', ')}`,
+      );
   }
   if (new Set(candidates).size !== candidates.length) throw new UserError('bad_key_layers', `a candidate layer is named twice: ${candidates.join(', ')}`);
   const graphOrder = new Map(inspection.tensors.map((t, i) => [t.name, i]));
@@ -122,7 +126,8 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
       return { layer, dimension, message: `too large to index (${dimension} dims): pick a later layer or use a reduced search key` };
     });
   const layers = candidates.filter((c) => byName.get(c)!.size <= maxDimension);
-  if (layers.length === 0) throw new UserError('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
+  if (layers.length === 0)
+    throw new UserError('no_candidates', `no candidate layer has a key of at most ${maxDimension} dims; raise maxDimension or name later layers`);
 
   // 2. Extract once: every candidate layer, train and val.
   const classes = spec.classes;
@@ -137,7 +142,11 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
       { items: trainItems, flip },
       { items: valItems, flip: false },
     ],
-    { batchSize: opts.batchSize, signal: opts.signal, onProgress: (done) => onProgress?.({ phase: 'extract', done, total: trainItems.length + valItems.length }) },
+    {
+      batchSize: opts.batchSize,
+      signal: opts.signal,
+      onProgress: (done) => onProgress?.({ phase: 'extract', done, total: trainItems.length + valItems.length }),
+    },
   );
   const failedImages = [...train.failed, ...val.failed];
   if (train.n === 0) throw new UserError('bad_source', 'no train image could be decoded');

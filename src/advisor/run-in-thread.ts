@@ -9,14 +9,9 @@ import { threadEntry } from '../util/thread-entry.js';
 import type { LayerJobData } from './layers.js';
 import { LayerAdvice } from './advice.js';
 
-export type AdvisorRequest =
-  | { command: 'inspect'; model: string; spec: ModelSpec }
-  | { command: 'advise'; data: LayerJobData; batchSize?: number };
+export type AdvisorRequest = { command: 'inspect'; model: string; spec: ModelSpec } | { command: 'advise'; data: LayerJobData; batchSize?: number };
 
-export type AdvisorReply =
-  | { type: 'progress'; done: number; total: number }
-  | { type: 'result'; result: unknown }
-  | { type: 'error'; error: SerialisedError };
+export type AdvisorReply = { type: 'progress'; done: number; total: number } | { type: 'result'; result: unknown } | { type: 'error'; error: SerialisedError };
 
 export interface ThreadOptions {
   /** images extracted so far, of `total` (train images × 2 with flip, + val images) */

@@ -2,7 +2,11 @@
 import type { JobView } from '../jobs/types.js';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -34,7 +38,11 @@ export class CachetClient {
           await new Promise((r) => setTimeout(r, 200 * attempt));
           continue;
         }
-        throw new ApiError(0, 'unreachable', `cannot reach the Cachet service at ${this.baseUrl} (${(err as Error).cause ?? (err as Error).message}): start it with \`cachet serve\` or pass --url`);
+        throw new ApiError(
+          0,
+          'unreachable',
+          `cannot reach the Cachet service at ${this.baseUrl} (${(err as Error).cause ?? (err as Error).message}): start it with \`cachet serve\` or pass --url`,
+        );
       }
     }
     const text = await res.text();
@@ -46,7 +54,12 @@ export class CachetClient {
     }
     if (!res.ok) {
       const e = (json as { error?: { code?: string; message?: string } } | null)?.error;
-      const hint = res.status === 401 ? (this.apiKey ? ' (the key given with CACHET_API_KEY or --api-key was refused)' : ' (give one with CACHET_API_KEY or --api-key)') : '';
+      const hint =
+        res.status === 401
+          ? this.apiKey
+            ? ' (the key given with CACHET_API_KEY or --api-key was refused)'
+            : ' (give one with CACHET_API_KEY or --api-key)'
+          : '';
       throw new ApiError(res.status, e?.code ?? 'http_error', (e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`) + hint);
     }
     return json as T;

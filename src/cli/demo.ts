@@ -34,16 +34,25 @@ export async function runDemo(opts: { port: number; host: string; dataDir: strin
     const existing = caches.caches.find((c) => c.name === DEMO.name);
     if (!existing) {
       await api.request('POST', '/v1/caches', DEMO);
-      console.log(`created cache ${DEMO.name}: ResNet-20 (paper's CIFAR-10 model), key layers ${DEMO.keyLayers.join(' + ')}, θ=${DEMO.theta}, λ=${DEMO.lambda}`);
+      console.log(
+        `created cache ${DEMO.name}: ResNet-20 (paper's CIFAR-10 model), key layers ${DEMO.keyLayers.join(' + ')}, θ=${DEMO.theta}, λ=${DEMO.lambda}`,
+      );
     }
     // An earlier run stopped while indexing leaves part of the sample in the cache: index it again
     // (items already there are skipped as duplicates), or the figures below would be of that part.
-    const sample = await resolveSource({ type: 'folder', path: path.join(SAMPLE, 'cache') }, { classes: (await loadModelSpec(DEMO.model)).classes, requireLabels: true });
+    const sample = await resolveSource(
+      { type: 'folder', path: path.join(SAMPLE, 'cache') },
+      { classes: (await loadModelSpec(DEMO.model)).classes, requireLabels: true },
+    );
     const expected = 2 * sample.length; // with flips
     const size = existing?.info?.size ?? 0;
-    if (existing && size > 0 && size < expected) console.log(`cache ${DEMO.name} holds ${size} of the sample's ${expected} items (an earlier run stopped while indexing): indexing the rest`);
+    if (existing && size > 0 && size < expected)
+      console.log(`cache ${DEMO.name} holds ${size} of the sample's ${expected} items (an earlier run stopped while indexing): indexing the rest`);
     if (size < expected) {
-      const job = await api.request<JobView>('POST', `/v1/caches/${DEMO.name}/index-jobs`, { source: { type: 'folder', path: path.join(SAMPLE, 'cache') }, flip: true });
+      const job = await api.request<JobView>('POST', `/v1/caches/${DEMO.name}/index-jobs`, {
+        source: { type: 'folder', path: path.join(SAMPLE, 'cache') },
+        flip: true,
+      });
       const done = await followJob(api, job, 'indexing sample (with flips)', 250);
       const r = done.result as { added: number; cacheSize: number };
       console.log(`indexed ${r.added} items; the cache holds ${r.cacheSize}`);

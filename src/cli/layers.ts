@@ -10,7 +10,11 @@ import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 import { adviseRemotely } from './layers-remote.js';
 import { LayerAdvice, LayerScore } from '../advisor/advice.js';
 
-const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+const list = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 const grid = (v: string) => {
   const values = list(v).map(Number);
   if (values.length === 0 || !values.every(Number.isFinite)) throw new InvalidArgumentError('give values "a,b,c"');
@@ -50,7 +54,9 @@ interface LayersCliOptions {
 export function registerLayersCommand(program: Command): void {
   program
     .command('layers <model>')
-    .description('recommend key layers: score single layers and concatenations of the best by the cache model\'s validation error (runs locally, or as a job of a running service with --remote)')
+    .description(
+      "recommend key layers: score single layers and concatenations of the best by the cache model's validation error (runs locally, or as a job of a running service with --remote)",
+    )
     .requiredOption('--train <source>', 'cache images: a folder (one subfolder per class) or a .csv/.jsonl manifest')
     .requiredOption('--val <source>', 'labelled validation images: a folder or a manifest')
     .option('--candidates <names>', 'candidate layers, comma-separated (default: Relu/Add/Flatten/pooling/MatMul/Gemm outputs)', list)
@@ -83,27 +89,24 @@ export function registerLayersCommand(program: Command): void {
       };
       const advice = remote
         ? await adviseRemotely(o.url, o.apiKey, { ...common, theta: o.theta, lambda: o.lambda })
-        : await adviseLayers(
-        { ...common, thetas: o.theta, lambdas: o.lambda },
-        (p) => {
-          if (p.phase !== 'extract') {
-            if (bar) {
-              bar.stop();
-              bar = null;
-              console.error('scoring layers…');
+        : await adviseLayers({ ...common, thetas: o.theta, lambdas: o.lambda }, (p) => {
+            if (p.phase !== 'extract') {
+              if (bar) {
+                bar.stop();
+                bar = null;
+                console.error('scoring layers…');
+              }
+              return;
             }
-            return;
-          }
-          if (!bar) {
-            bar = new cliProgress.SingleBar(
-              { format: 'extracting |{bar}| {value}/{total} images | {percentage}% | ETA {eta_formatted}', etaBuffer: 20, stream: process.stderr },
-              cliProgress.Presets.shades_classic,
-            );
-            bar.start(p.total, 0);
-          }
-          bar.update(p.done);
-        },
-      );
+            if (!bar) {
+              bar = new cliProgress.SingleBar(
+                { format: 'extracting |{bar}| {value}/{total} images | {percentage}% | ETA {eta_formatted}', etaBuffer: 20, stream: process.stderr },
+                cliProgress.Presets.shades_classic,
+              );
+              bar.start(p.total, 0);
+            }
+            bar.update(p.done);
+          });
       (bar as cliProgress.SingleBar | null)?.stop();
       const dir = path.resolve(o.reportDir, `layers-${path.basename(model, '.onnx')}`);
       await fs.mkdir(dir, { recursive: true });
@@ -127,14 +130,18 @@ function printAdvice(a: LayerAdvice): void {
       `grid ${a.thetas.length} θ × ${a.lambdas.length} λ; model alone ${pct(a.modelError)} error`,
   );
   const width = Math.max(8, ...a.ranking.map((s) => name(s).length));
-  console.log(`${'#'.padStart(3)}  ${'layer(s)'.padEnd(width)}  ${'dims'.padStart(6)}  ${'val error'.padStart(9)}  ${'θ'.padStart(4)}  ${'λ'.padStart(4)}  ${'vs model alone'.padStart(14)}  cache alone (λ=1)`);
+  console.log(
+    `${'#'.padStart(3)}  ${'layer(s)'.padEnd(width)}  ${'dims'.padStart(6)}  ${'val error'.padStart(9)}  ${'θ'.padStart(4)}  ${'λ'.padStart(4)}  ${'vs model alone'.padStart(14)}  cache alone (λ=1)`,
+  );
   a.ranking.forEach((s, i) =>
     console.log(
       `${String(i + 1).padStart(3)}  ${name(s).padEnd(width)}  ${String(s.dimension).padStart(6)}  ${pct(s.error).padStart(9)}  ${String(s.theta).padStart(4)}  ${String(s.lambda).padStart(4)}  ${pct(s.modelError).padStart(14)}  ${pct(s.cacheOnlyError)}`,
     ),
   );
   const r = a.recommendation;
-  console.log(`\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error vs ${pct(r.modelError)} for the model alone)`);
+  console.log(
+    `\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error vs ${pct(r.modelError)} for the model alone)`,
+  );
   if (a.tooLarge.length) {
     console.log('\nnot scored:');
     for (const t of a.tooLarge) console.log(`  ${t.layer}: ${t.message}`);

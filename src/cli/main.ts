@@ -11,9 +11,7 @@ import { UserError } from '../errors/user-error.js';
 import { CacheInfo } from '../cache/info.js';
 import { IndexJobResult, EvalJobResult, TuneResult } from '../jobs/results.js';
 
-const program = new Command('cachet')
-  .description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP')
-  .showHelpAfterError();
+const program = new Command('cachet').description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP').showHelpAfterError();
 
 const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
 const client = (opts: { url: string; apiKey?: string }) => new CachetClient(opts.url, opts.apiKey);
@@ -25,20 +23,54 @@ program
   .description('run the service (embedded mode: one process, no Redis)')
   .addOption(new Option('--port <port>', 'port to listen on').env('PORT').default(8080).argParser(int))
   .addOption(new Option('--host <host>', 'address to listen on').env('HOST').default('127.0.0.1'))
-  .addOption(new Option('--data-dir <dir>', 'where caches (embedded) or this replica\'s snapshots (distributed) live').env('CACHET_DATA_DIR').default('indexes'))
+  .addOption(new Option('--data-dir <dir>', "where caches (embedded) or this replica's snapshots (distributed) live").env('CACHET_DATA_DIR').default('indexes'))
   .addOption(new Option('--redis-url <url>', 'distributed mode: coordinate with workers and other replicas through this Redis').env('REDIS_URL'))
   .addOption(new Option('--chunk-size <n>', 'distributed mode: images per chunk job').default(256).argParser(int))
-  .addOption(new Option('--api-keys-file <file>', 'API keys, "role key [name]" per line (also CACHET_API_KEYS="role:key[:name],…"); without keys the service listens on localhost only').env('CACHET_API_KEYS_FILE'))
-  .addOption(new Option('--read-roots <dirs>', `the only folders models and images are read from on a caller's behalf, separated by "${path.delimiter}" (default: anywhere the process can read)`).env('CACHET_READ_ROOTS'))
-  .addOption(new Option('--max-body-bytes <n>', 'bytes of a JSON body or of one uploaded file (default 16 MiB)').env('CACHET_MAX_BODY_BYTES').argParser(positiveInt))
+  .addOption(
+    new Option(
+      '--api-keys-file <file>',
+      'API keys, "role key [name]" per line (also CACHET_API_KEYS="role:key[:name],…"); without keys the service listens on localhost only',
+    ).env('CACHET_API_KEYS_FILE'),
+  )
+  .addOption(
+    new Option(
+      '--read-roots <dirs>',
+      `the only folders models and images are read from on a caller's behalf, separated by "${path.delimiter}" (default: anywhere the process can read)`,
+    ).env('CACHET_READ_ROOTS'),
+  )
+  .addOption(
+    new Option('--max-body-bytes <n>', 'bytes of a JSON body or of one uploaded file (default 16 MiB)').env('CACHET_MAX_BODY_BYTES').argParser(positiveInt),
+  )
   .addOption(new Option('--max-images <n>', 'images per predict request (default 64)').env('CACHET_MAX_IMAGES_PER_REQUEST').argParser(positiveInt))
   .addOption(new Option('--max-pixels <n>', 'pixels per image, checked before decoding (default 16.8 M)').env('CACHET_MAX_INPUT_PIXELS').argParser(positiveInt))
   .addOption(new Option('--max-jobs-per-cache <n>', 'jobs waiting or running per cache (default 4)').env('CACHET_MAX_JOBS_PER_CACHE').argParser(positiveInt))
-  .addOption(new Option('--max-concurrent-predicts <n>', 'predict requests in flight in this process (default 64)').env('CACHET_MAX_CONCURRENT_PREDICTS').argParser(positiveInt))
-  .addOption(new Option('--predict-max-batch <n>', 'micro-batching: the most images of concurrent predicts in one model run (default 64; 1 turns it off)').env('CACHET_PREDICT_MAX_BATCH').argParser(positiveInt))
-  .addOption(new Option('--predict-max-wait-ms <ms>', 'micro-batching: the longest a predict waits for others to join its batch while the engine is busy (default 2)').env('CACHET_PREDICT_MAX_WAIT_MS').argParser(nonNegative))
-  .addOption(new Option('--drain-delay-ms <ms>', 'on SIGTERM, answer /readyz 503 this long before closing, for load balancers to drain').env('CACHET_DRAIN_DELAY_MS').default(0).argParser(int))
-  .addOption(new Option('--shutdown-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight').env('CACHET_SHUTDOWN_TIMEOUT_MS').default(30_000).argParser(int))
+  .addOption(
+    new Option('--max-concurrent-predicts <n>', 'predict requests in flight in this process (default 64)')
+      .env('CACHET_MAX_CONCURRENT_PREDICTS')
+      .argParser(positiveInt),
+  )
+  .addOption(
+    new Option('--predict-max-batch <n>', 'micro-batching: the most images of concurrent predicts in one model run (default 64; 1 turns it off)')
+      .env('CACHET_PREDICT_MAX_BATCH')
+      .argParser(positiveInt),
+  )
+  .addOption(
+    new Option('--predict-max-wait-ms <ms>', 'micro-batching: the longest a predict waits for others to join its batch while the engine is busy (default 2)')
+      .env('CACHET_PREDICT_MAX_WAIT_MS')
+      .argParser(nonNegative),
+  )
+  .addOption(
+    new Option('--drain-delay-ms <ms>', 'on SIGTERM, answer /readyz 503 this long before closing, for load balancers to drain')
+      .env('CACHET_DRAIN_DELAY_MS')
+      .default(0)
+      .argParser(int),
+  )
+  .addOption(
+    new Option('--shutdown-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight')
+      .env('CACHET_SHUTDOWN_TIMEOUT_MS')
+      .default(30_000)
+      .argParser(int),
+  )
   .action(async (opts: ServeFlags) => {
     const { serve } = await import('./serve.js');
     const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
@@ -72,7 +104,9 @@ program
   .description('distributed mode: extract keys for index jobs (run as many as you like, on any host)')
   .addOption(new Option('--redis-url <url>', 'the Redis the api replicas use').env('REDIS_URL').makeOptionMandatory())
   .addOption(new Option('--concurrency <n>', 'chunk jobs in hand at once').env('CACHET_WORKER_CONCURRENCY').default(1).argParser(int))
-  .addOption(new Option('--lock-duration <ms>', 'a dead worker\'s chunk goes to another after this long').env('CACHET_LOCK_DURATION_MS').default(30_000).argParser(int))
+  .addOption(
+    new Option('--lock-duration <ms>', "a dead worker's chunk goes to another after this long").env('CACHET_LOCK_DURATION_MS').default(30_000).argParser(int),
+  )
   .action(async (opts: { redisUrl: string; concurrency: number; lockDuration: number }) => {
     const { runWorkerProcess } = await import('../../workers/index-worker.js');
     await runWorkerProcess(opts);
@@ -127,17 +161,24 @@ cache
   .addOption(urlOption())
   .action(async (name: string, o: Record<string, string | number | boolean | undefined> & { url: string }) => {
     const index = Object.fromEntries(
-      Object.entries({ type: o.index, exactThreshold: o.exactThreshold, m: o.m, efConstruction: o.efConstruction, efSearch: o.efSearch }).filter(([, v]) => v !== undefined),
+      Object.entries({ type: o.index, exactThreshold: o.exactThreshold, m: o.m, efConstruction: o.efConstruction, efSearch: o.efSearch }).filter(
+        ([, v]) => v !== undefined,
+      ),
     );
     const body = {
       name,
       model: path.resolve(String(o.model)),
-      keyLayers: String(o.layers).split(',').map((s) => s.trim()).filter(Boolean),
+      keyLayers: String(o.layers)
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
       ...(o.theta !== undefined && { theta: o.theta }),
       ...(o.lambda !== undefined && { lambda: o.lambda }),
       ...(o.k !== undefined && { k: o.k }),
       ...(Object.keys(index).length && { index }),
-      ...(o.reduce !== undefined && { searchKey: { reduce: o.reduce, ...(o.searchDim !== undefined && { dimension: o.searchDim }), rerank: o.rerank !== false } }),
+      ...(o.reduce !== undefined && {
+        searchKey: { reduce: o.reduce, ...(o.searchDim !== undefined && { dimension: o.searchDim }), rerank: o.rerank !== false },
+      }),
     };
     print(await client(o).request<CacheInfo>('POST', '/v1/caches', body));
   });
@@ -200,8 +241,8 @@ program
 program
   .command('eval <cache> <source>')
   .description('top-1 error of the model alone, the cache model and the cache alone (λ=1) on labelled images')
-  .option('--theta <θ>', 'θ (default: the cache\'s)', num)
-  .option('--lambda <λ>', 'λ (default: the cache\'s)', num)
+  .option('--theta <θ>', "θ (default: the cache's)", num)
+  .option('--lambda <λ>', "λ (default: the cache's)", num)
   .option('--compare <cache>', 'also classify with another cache (e.g. an hnsw twin) and report top-1 agreement')
   .option('--sizes <fractions>', 'also the error with random subsets of the cache, e.g. 0.1,0.25,0.5,1', (v: string) => v.split(',').map(Number))
   .option('--json', 'print only the JSON result')
@@ -219,7 +260,9 @@ program
       console.error(`top-5 error: model ${pct(r.top5Error.model)}, cache model ${pct(r.top5Error.cacheModel)}, cache alone ${pct(r.top5Error.cacheOnly)}`);
       if (r.compare) {
         const c = r.compare;
-        console.error(`${c.cache} (${c.cacheSize} items): cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; top-1 agreement ${pct(c.agreement.cacheModel)}`);
+        console.error(
+          `${c.cache} (${c.cacheSize} items): cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; top-1 agreement ${pct(c.agreement.cacheModel)}`,
+        );
       }
     }
     print(r);
@@ -235,28 +278,41 @@ program
   .option('--report-dir <dir>', 'where to write the report (Markdown, SVG heatmap, JSON)', 'reports')
   .option('--json', 'print only the JSON result')
   .addOption(urlOption())
-  .action(async (name: string, source: string, o: { flip?: boolean; theta?: Axis; lambda?: Axis; dryRun?: boolean; reportDir: string; json?: boolean; url: string }) => {
-    const api = client(o);
-    const body = { source: sourceOf(source), flip: Boolean(o.flip), theta: o.theta, lambda: o.lambda, dryRun: Boolean(o.dryRun) };
-    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/tune-jobs`, body);
-    const done = await followJob(api, job, 'extracting keys and neighbours');
-    const r = done.result as TuneResult;
-    const dir = path.resolve(o.reportDir, `${name}-tune-${done.id.slice(0, 8)}`);
-    await fs.mkdir(dir, { recursive: true });
-    for (const [format, file] of [['md', 'report.md'], ['svg', 'heatmap.svg']] as const) {
-      const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url), { headers: api.authHeaders() });
-      await fs.writeFile(path.join(dir, file), await res.text());
-    }
-    await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
-    if (!o.json) {
-      const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
-      console.error(`${r.images} validation images, grid ${r.thetas.length} θ × ${r.lambdas.length} λ, k = ${r.k} (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`);
-      console.error(`best θ=${r.best.theta}, λ=${r.best.lambda}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`);
-      console.error(r.applied ? `stored in cache ${name} (the previous θ and λ are in its history)` : 'dry run: nothing stored');
-      console.error(`report: ${path.relative(process.cwd(), dir)}/report.md`);
-    }
-    print(r);
-  });
+  .action(
+    async (
+      name: string,
+      source: string,
+      o: { flip?: boolean; theta?: Axis; lambda?: Axis; dryRun?: boolean; reportDir: string; json?: boolean; url: string },
+    ) => {
+      const api = client(o);
+      const body = { source: sourceOf(source), flip: Boolean(o.flip), theta: o.theta, lambda: o.lambda, dryRun: Boolean(o.dryRun) };
+      const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/tune-jobs`, body);
+      const done = await followJob(api, job, 'extracting keys and neighbours');
+      const r = done.result as TuneResult;
+      const dir = path.resolve(o.reportDir, `${name}-tune-${done.id.slice(0, 8)}`);
+      await fs.mkdir(dir, { recursive: true });
+      for (const [format, file] of [
+        ['md', 'report.md'],
+        ['svg', 'heatmap.svg'],
+      ] as const) {
+        const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url), { headers: api.authHeaders() });
+        await fs.writeFile(path.join(dir, file), await res.text());
+      }
+      await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
+      if (!o.json) {
+        const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+        console.error(
+          `${r.images} validation images, grid ${r.thetas.length} θ × ${r.lambdas.length} λ, k = ${r.k} (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`,
+        );
+        console.error(
+          `best θ=${r.best.theta}, λ=${r.best.lambda}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`,
+        );
+        console.error(r.applied ? `stored in cache ${name} (the previous θ and λ are in its history)` : 'dry run: nothing stored');
+        console.error(`report: ${path.relative(process.cwd(), dir)}/report.md`);
+      }
+      print(r);
+    },
+  );
 
 /** A local path becomes an absolute one (the service reads it); a folder or a manifest by what it is. */
 function sourceOf(source: string) {

@@ -27,7 +27,10 @@ export async function serve(opts: ServeCliOptions): Promise<RunningService> {
     if (c.status === 'failed') logger.error({ cache: c.name }, `cache ${c.name} could not be loaded: ${c.error}`);
   }
   const mode = opts.redisUrl ? `distributed mode, Redis ${redactUrl(opts.redisUrl)}` : 'embedded mode';
-  logger.info({ url: service.url, mode: opts.redisUrl ? 'distributed' : 'embedded' }, `cachet: serving ${service.caches.length} cache(s) from ${opts.dataDir} at ${service.url} (${mode})`);
+  logger.info(
+    { url: service.url, mode: opts.redisUrl ? 'distributed' : 'embedded' },
+    `cachet: serving ${service.caches.length} cache(s) from ${opts.dataDir} at ${service.url} (${mode})`,
+  );
   stopOnSignals(service);
   return service;
 }

@@ -8,7 +8,13 @@ import type { Extractor } from '../model/types.js';
 import type { ItemTable } from './item-table.js';
 import type { SearchIndex } from './search-index.js';
 
-export function snapshotManifest(definition: CacheDefinition, extractor: Extractor, search: SearchIndex, items: ItemTable, logPosition: number): SnapshotManifest {
+export function snapshotManifest(
+  definition: CacheDefinition,
+  extractor: Extractor,
+  search: SearchIndex,
+  items: ItemTable,
+  logPosition: number,
+): SnapshotManifest {
   const index = search.index;
   return {
     formatVersion: 1,

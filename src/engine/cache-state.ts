@@ -170,7 +170,7 @@ export class CacheState implements GrowingCache {
     const fresh = this.items.unknown(records);
     const D = this.extractor.keyDimension;
     // runs of one kind: reduced records go straight in, full ones through the projection
-    for (let i = 0; i < fresh.length; ) {
+    for (let i = 0; i < fresh.length;) {
       let j = i + 1;
       while (j < fresh.length && isReduced(fresh[j]) === isReduced(fresh[i])) j++;
       const run = fresh.slice(i, j);
@@ -201,7 +201,10 @@ export class CacheState implements GrowingCache {
     if (this.snapshotPosition === this.appliedPosition && this.appliedPosition > 0) return;
     const manifest = snapshotManifest(this.definition, this.extractor, this.search, this.items, this.appliedPosition);
     const items = this.items;
-    await writeSnapshot(this.dir, manifest, items.ids, items.allLabels(), this.search.index, this.search.extras(), { sources: items.sources, deleted: items.deleted });
+    await writeSnapshot(this.dir, manifest, items.ids, items.allLabels(), this.search.index, this.search.extras(), {
+      sources: items.sources,
+      deleted: items.deleted,
+    });
     this.snapshotPosition = this.appliedPosition;
     await this.log.compactTo(this.snapshotPosition);
   }

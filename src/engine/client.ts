@@ -16,7 +16,11 @@ export type ServingApi = Api<CacheEngine>;
 /** What an index job needs: embedded engines and workers both index. */
 export type IndexingApi = Pick<Api<EmbeddedEngine> & Api<LogWriter>, 'modelSpec' | 'indexBatch' | 'flush'>;
 
-export type EngineClient<Role extends EngineOptions['role']> = (Role extends 'embedded' ? Api<EmbeddedEngine> : Role extends 'api' ? ServingApi : Api<LogWriter>) & {
+export type EngineClient<Role extends EngineOptions['role']> = (Role extends 'embedded'
+  ? Api<EmbeddedEngine>
+  : Role extends 'api'
+    ? ServingApi
+    : Api<LogWriter>) & {
   terminate(): Promise<void>;
 };
 
@@ -24,7 +28,10 @@ export type EngineClient<Role extends EngineOptions['role']> = (Role extends 'em
  * Start the engine thread of a role. Float32Array arguments are moved to it, not copied. What it
  * logs (its background loops' failures) goes to `log`, so that it reaches the service's logger.
  */
-export function startEngine<Role extends EngineOptions['role']>(options: EngineOptions & { role: Role }, log: (entry: EngineLogEntry) => void): EngineClient<Role> {
+export function startEngine<Role extends EngineOptions['role']>(
+  options: EngineOptions & { role: Role },
+  log: (entry: EngineLogEntry) => void,
+): EngineClient<Role> {
   const worker = new Worker(threadEntry(import.meta.url, 'engine-thread'), { workerData: { options } }); // .js, or .ts under tsx
   const thread = threadCaller(worker, 'engine', (event) => log(event as EngineLogEntry));
   return new Proxy({} as EngineClient<Role>, {

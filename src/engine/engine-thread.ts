@@ -9,5 +9,6 @@ import type { EngineOptions } from './types.js';
 
 const options = (workerData as { options: EngineOptions }).options;
 const report = threadEvents(parentPort);
-const engine = options.role === 'worker' ? new LogWriter(options) : options.role === 'api' ? new ReplicaEngine(options, report) : new EmbeddedEngine(options, report);
+const engine =
+  options.role === 'worker' ? new LogWriter(options) : options.role === 'api' ? new ReplicaEngine(options, report) : new EmbeddedEngine(options, report);
 serveThread(parentPort, engine);

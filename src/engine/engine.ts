@@ -174,7 +174,10 @@ export abstract class CacheEngine {
     const source = this.cache(name).items.sourceOf(id);
     if (source === undefined) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
     if (source === null) {
-      throw new UserError('no_image', `item ${JSON.stringify(id)} was indexed from inline image bytes (or before sources were recorded): Cachet keeps no copy of its image`);
+      throw new UserError(
+        'no_image',
+        `item ${JSON.stringify(id)} was indexed from inline image bytes (or before sources were recorded): Cachet keeps no copy of its image`,
+      );
     }
     return source;
   }
@@ -241,7 +244,10 @@ export abstract class CacheEngine {
     const error = this.failed.get(name);
     if (error !== undefined) throw new UserError('cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
     const known = [...this.caches.keys()];
-    throw new UserError('unknown_cache', `no cache named "${name}"; ${known.length ? `known caches: ${known.join(', ')}` : 'no cache exists yet: create one first'}`);
+    throw new UserError(
+      'unknown_cache',
+      `no cache named "${name}"; ${known.length ? `known caches: ${known.join(', ')}` : 'no cache exists yet: create one first'}`,
+    );
   }
 
   /** Stop serving a cache held by this process and close its log (waits for work in hand). */

@@ -54,7 +54,11 @@ export async function fitProjection(cache: GrowingCache): Promise<void> {
   const sample = new Float32Array(m * D);
   for (let p = 0; p < m; p++) sample.set(exact.key(p), p * D);
   const projection = await cache.publishProjection(await fitPca(sample, m, D, sk.dimension, { seed: 0 }));
-  const rebuilt = new SearchIndex(createIndex(sk.dimension, cache.definition.index, exact.size), projection, sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null);
+  const rebuilt = new SearchIndex(
+    createIndex(sk.dimension, cache.definition.index, exact.size),
+    projection,
+    sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null,
+  );
   const copy = async (from: number, to: number) => {
     for (let p = from; p < to; p += APPLY_SLICE) {
       const n = Math.min(APPLY_SLICE, to - p);

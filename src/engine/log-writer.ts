@@ -21,7 +21,10 @@ export class LogWriter {
   /** by cache and key dimension: a cache deleted and created again under its name may have another */
   private readonly logs = new Map<string, Promise<RedisKeyLog>>();
 
-  constructor(options: EngineOptions, private readonly redis: Redis = connectRedis(redisUrlOf(options))) {
+  constructor(
+    options: EngineOptions,
+    private readonly redis: Redis = connectRedis(redisUrlOf(options)),
+  ) {
     this.definitions = new RedisDefinitions(redis);
     this.projections = new RedisProjectionStore(redis);
   }

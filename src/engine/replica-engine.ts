@@ -16,13 +16,20 @@ export class ReplicaEngine extends CacheEngine {
   private readonly logs = new Map<string, RedisKeyLog>();
   private loops: Promise<void>[] = [];
 
-  constructor(options: EngineOptions, report: (entry: EngineLogEntry) => void, private readonly redis: Redis = connectRedis(redisUrlOf(options))) {
+  constructor(
+    options: EngineOptions,
+    report: (entry: EngineLogEntry) => void,
+    private readonly redis: Redis = connectRedis(redisUrlOf(options)),
+  ) {
     super(options, new RedisDefinitions(redis), new RedisProjectionStore(redis), report);
   }
 
   override async open() {
     const caches = await super.open();
-    this.loops.push(this.every(DEFINITIONS_POLL_MS, () => this.syncDefinitions()), this.tailLogs());
+    this.loops.push(
+      this.every(DEFINITIONS_POLL_MS, () => this.syncDefinitions()),
+      this.tailLogs(),
+    );
     return caches;
   }
 
@@ -54,7 +61,8 @@ export class ReplicaEngine extends CacheEngine {
     while (cache.appliedPosition < position) {
       if (Date.now() > deadline) {
         // the deletion is durable in the log: every replica applies it when it gets there
-        throw new UserError('replica_behind',
+        throw new UserError(
+          'replica_behind',
           `the deletion is in cache "${cache.definition.name}"'s key log (position ${position}) and every replica will apply it, but this replica is still ${position - cache.appliedPosition} records behind (GET /readyz shows its lag); do not resend it`,
         );
       }

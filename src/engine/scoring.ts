@@ -44,7 +44,12 @@ export async function scoreQueries(search: SearchIndex, items: ItemTable, q: Sco
   }
   const found = await search.nearest(q.keys, q.n, Math.max(q.k, q.wanted));
   return found.map(({ positions, similarities }) => ({
-    pCache: cacheProbabilities(similarities, Array.from(positions, (p) => items.labels[p]), q.theta, q.numClasses),
+    pCache: cacheProbabilities(
+      similarities,
+      Array.from(positions, (p) => items.labels[p]),
+      q.theta,
+      q.numClasses,
+    ),
     neighbours: Array.from(positions.subarray(0, q.wanted), (position, j) => ({ position, similarity: similarities[j] })),
   }));
 }

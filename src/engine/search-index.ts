@@ -77,7 +77,11 @@ export class SearchIndex {
     const queries = this.projection ? await this.projection.project(keys, n) : keys;
     const found = await this.index.search(queries, n, k);
     if (!this.fullKeys) return found;
-    const exact = await this.fullKeys.similaritiesBatch(keys, n, found.map((f) => f.positions));
+    const exact = await this.fullKeys.similaritiesBatch(
+      keys,
+      n,
+      found.map((f) => f.positions),
+    );
     return found.map((f, q) => {
       const sims = exact[q];
       const order = Array.from(f.positions.keys()).sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);

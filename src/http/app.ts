@@ -6,7 +6,16 @@ import { ServingApi } from '../engine/client.js';
 import { JobQueue } from '../jobs/types.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import { resolveSource } from '../sources/sources.js';
-import { axisValues, ReportQuerySchema, EvalJobSchema, IndexJobSchema, PredictJsonSchema, PredictOptionsSchema, TuneJobSchema, UpdateCacheSchema } from './schemas.js';
+import {
+  axisValues,
+  ReportQuerySchema,
+  EvalJobSchema,
+  IndexJobSchema,
+  PredictJsonSchema,
+  PredictOptionsSchema,
+  TuneJobSchema,
+  UpdateCacheSchema,
+} from './schemas.js';
 import { openApiDocument } from './openapi.js';
 import { imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
@@ -38,7 +47,6 @@ export interface ApiContext {
   ops?: Operations;
 }
 
-
 export function createApp(ctx: ApiContext): express.Express {
   const { engine, queue, limits, readRoots } = ctx;
   const app = express();
@@ -56,98 +64,151 @@ export function createApp(ctx: ApiContext): express.Express {
     res.json({
       status: 'ready',
       mode: ctx.mode,
-      caches: caches.map((c) => ({ name: c.name, status: c.status, size: c.info?.size ?? null, ...(c.error && { error: c.error }), log: lag.get(c.name) ?? null })),
+      caches: caches.map((c) => ({
+        name: c.name,
+        status: c.status,
+        size: c.info?.size ?? null,
+        ...(c.error && { error: c.error }),
+        log: lag.get(c.name) ?? null,
+      })),
     });
   });
 
-  app.post('/v1/caches', wrap(async (req, res) => {
-    const body = requireObject(req.body);
-    if (typeof body.model === 'string') await readRoots.check(body.model, 'model');
-    res.status(201).json(await engine.createCache(body));
-  }));
-  app.get('/v1/caches', wrap(async (_req, res) => {
-    res.json({ caches: await engine.listCaches() });
-  }));
-  app.get('/v1/caches/:name', wrap(async (req, res) => {
-    res.json(await engine.getCache(param(req, 'name')));
-  }));
-  app.patch('/v1/caches/:name', wrap(async (req, res) => {
-    res.json(await engine.updateCache(param(req, 'name'), parse(UpdateCacheSchema, req.body)));
-  }));
+  app.post(
+    '/v1/caches',
+    wrap(async (req, res) => {
+      const body = requireObject(req.body);
+      if (typeof body.model === 'string') await readRoots.check(body.model, 'model');
+      res.status(201).json(await engine.createCache(body));
+    }),
+  );
+  app.get(
+    '/v1/caches',
+    wrap(async (_req, res) => {
+      res.json({ caches: await engine.listCaches() });
+    }),
+  );
+  app.get(
+    '/v1/caches/:name',
+    wrap(async (req, res) => {
+      res.json(await engine.getCache(param(req, 'name')));
+    }),
+  );
+  app.patch(
+    '/v1/caches/:name',
+    wrap(async (req, res) => {
+      res.json(await engine.updateCache(param(req, 'name'), parse(UpdateCacheSchema, req.body)));
+    }),
+  );
 
-  app.post('/v1/caches/:name/index-jobs', wrap(async (req, res) => {
-    const name = param(req, 'name');
-    const body = parse(IndexJobSchema, req.body);
-    const info = await engine.getCache(name);
-    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
-    const job = await queue.submit('index', name, { cache: name, items, flip: body.flip }, items.length);
-    res.status(202).location(`/v1/jobs/${job.id}`).json(job);
-  }));
-  app.post('/v1/caches/:name/eval-jobs', wrap(async (req, res) => {
-    const name = param(req, 'name');
-    const body = parse(EvalJobSchema, req.body);
-    const info = await engine.getCache(name);
-    if (body.compareWith) await engine.getCache(body.compareWith);
-    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
-    const job = await queue.submit('eval', name, { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith, cacheSizes: body.cacheSizes }, items.length);
-    res.status(202).location(`/v1/jobs/${job.id}`).json(job);
-  }));
-  app.post('/v1/caches/:name/tune-jobs', wrap(async (req, res) => {
-    const name = param(req, 'name');
-    const body = parse(TuneJobSchema, req.body);
-    const info = await engine.getCache(name);
-    if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
-    const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
-    const data = { cache: name, items, flip: body.flip, thetas: axisValues(body.theta) ?? PAPER_THETAS, lambdas: axisValues(body.lambda) ?? PAPER_LAMBDAS, dryRun: body.dryRun };
-    const job = await queue.submit('tune', name, data, items.length);
-    res.status(202).location(`/v1/jobs/${job.id}`).json(job);
-  }));
-  app.get('/v1/jobs/:id/report', wrap(async (req, res) => {
-    const job = await queue.get(param(req, 'id'));
-    if (!job) throw new UserError('unknown_job', `no job with id ${param(req, 'id')}`);
-    if (job.state !== 'completed') throw new UserError('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
-    const { format } = parse(ReportQuerySchema, req.query);
-    if (format === 'json') return void res.json(job.result);
-    if (format === 'md') {
-      const md = reportMarkdown(job); // before the content type: an error goes out as JSON
-      return void res.type('text/markdown').send(md);
-    }
-    const svg = reportSvg(job);
-    if (format === 'svg') return void res.type('image/svg+xml').send(svg);
-    const png = await svgToPng(svg);
-    res.type('image/png').send(png);
-  }));
-  app.get('/v1/jobs/:id', wrap(async (req, res) => {
-    const job = await queue.get(param(req, 'id'));
-    if (!job) throw new UserError('unknown_job', `no job with id ${param(req, 'id')}${ctx.mode === 'embedded' ? ' (embedded mode forgets jobs when the service restarts)' : ''}`);
-    res.json(job);
-  }));
+  app.post(
+    '/v1/caches/:name/index-jobs',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const body = parse(IndexJobSchema, req.body);
+      const info = await engine.getCache(name);
+      const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
+      const job = await queue.submit('index', name, { cache: name, items, flip: body.flip }, items.length);
+      res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+    }),
+  );
+  app.post(
+    '/v1/caches/:name/eval-jobs',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const body = parse(EvalJobSchema, req.body);
+      const info = await engine.getCache(name);
+      if (body.compareWith) await engine.getCache(body.compareWith);
+      const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
+      const job = await queue.submit(
+        'eval',
+        name,
+        { cache: name, items, theta: body.theta, lambda: body.lambda, compareWith: body.compareWith, cacheSizes: body.cacheSizes },
+        items.length,
+      );
+      res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+    }),
+  );
+  app.post(
+    '/v1/caches/:name/tune-jobs',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const body = parse(TuneJobSchema, req.body);
+      const info = await engine.getCache(name);
+      if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before tuning θ and λ`);
+      const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
+      const data = {
+        cache: name,
+        items,
+        flip: body.flip,
+        thetas: axisValues(body.theta) ?? PAPER_THETAS,
+        lambdas: axisValues(body.lambda) ?? PAPER_LAMBDAS,
+        dryRun: body.dryRun,
+      };
+      const job = await queue.submit('tune', name, data, items.length);
+      res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+    }),
+  );
+  app.get(
+    '/v1/jobs/:id/report',
+    wrap(async (req, res) => {
+      const job = await queue.get(param(req, 'id'));
+      if (!job) throw new UserError('unknown_job', `no job with id ${param(req, 'id')}`);
+      if (job.state !== 'completed') throw new UserError('job_not_finished', `job ${job.id} is ${job.state}: its report comes when it completes`);
+      const { format } = parse(ReportQuerySchema, req.query);
+      if (format === 'json') return void res.json(job.result);
+      if (format === 'md') {
+        const md = reportMarkdown(job); // before the content type: an error goes out as JSON
+        return void res.type('text/markdown').send(md);
+      }
+      const svg = reportSvg(job);
+      if (format === 'svg') return void res.type('image/svg+xml').send(svg);
+      const png = await svgToPng(svg);
+      res.type('image/png').send(png);
+    }),
+  );
+  app.get(
+    '/v1/jobs/:id',
+    wrap(async (req, res) => {
+      const job = await queue.get(param(req, 'id'));
+      if (!job)
+        throw new UserError(
+          'unknown_job',
+          `no job with id ${param(req, 'id')}${ctx.mode === 'embedded' ? ' (embedded mode forgets jobs when the service restarts)' : ''}`,
+        );
+      res.json(job);
+    }),
+  );
 
   addItemRoutes(app, { engine, queue, limitInputPixels: limits.limitInputPixels, readRoots });
   addLayerJobRoutes(app, { queue, maxJobs: limits.maxJobsPerCache, readRoots });
 
-  app.post('/v1/caches/:name/predict', multipartIfAny(upload), wrap(async (req, res) => {
-    const name = param(req, 'name');
-    const { images, options } = predictInput(req, limits);
-    const spec = await engine.modelSpec(name);
-    const tensors = await Promise.all(
-      images.map((bytes, i) =>
-        imageToTensor(bytes, spec, { limitInputPixels: limits.limitInputPixels }).catch((err: unknown) => {
-          if (err instanceof UserError) throw err.at(`image ${i}: `);
-          throw err;
-        }),
-      ),
-    );
-    const { topK: _, ...classifyOptions } = options;
-    const r = await ctx.batcher.classify(name, tensors, classifyOptions);
-    res.json({
-      cache: r.cache,
-      theta: r.theta,
-      lambda: r.lambda,
-      cacheSize: r.cacheSize,
-      predictions: r.results.map((c) => describe(c, spec.classes, options.topK)),
-    });
-  }));
+  app.post(
+    '/v1/caches/:name/predict',
+    multipartIfAny(upload),
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const { images, options } = predictInput(req, limits);
+      const spec = await engine.modelSpec(name);
+      const tensors = await Promise.all(
+        images.map((bytes, i) =>
+          imageToTensor(bytes, spec, { limitInputPixels: limits.limitInputPixels }).catch((err: unknown) => {
+            if (err instanceof UserError) throw err.at(`image ${i}: `);
+            throw err;
+          }),
+        ),
+      );
+      const { topK: _, ...classifyOptions } = options;
+      const r = await ctx.batcher.classify(name, tensors, classifyOptions);
+      res.json({
+        cache: r.cache,
+        theta: r.theta,
+        lambda: r.lambda,
+        cacheSize: r.cacheSize,
+        predictions: r.results.map((c) => describe(c, spec.classes, options.topK)),
+      });
+    }),
+  );
 
   app.use(webRoutes());
   app.use(notFoundRoute);
@@ -178,7 +239,8 @@ function predictInput(req: Request, limits: ApiLimits) {
   } else {
     const body = parse(PredictJsonSchema, { ...req.query, ...requireObject(req.body) });
     const { image, images: many, ...rest } = body;
-    if ((image === undefined) === (many === undefined)) throw new UserError('missing_images', 'send "image" (one base64 image) or "images" (an array of them), not both');
+    if ((image === undefined) === (many === undefined))
+      throw new UserError('missing_images', 'send "image" (one base64 image) or "images" (an array of them), not both');
     images = (many ?? [image!]).map((b64, i) => decodeBase64(b64, i));
     options = rest;
   }

@@ -53,7 +53,9 @@ function entry(role: string, key: string, name: string | undefined, where: strin
   if (!(ROLES as readonly string[]).includes(role)) throw badKeys(`${where}: role "${role}" is not one of ${ROLES.join(', ')}`);
   if (!key) throw badKeys(`${where}: no key after the role`);
   if (key.length < MIN_KEY_LENGTH) {
-    throw badKeys(`${where}: the ${role} key is ${key.length} characters long; a key needs at least ${MIN_KEY_LENGTH} (make one with \`openssl rand -hex 24\`)`);
+    throw badKeys(
+      `${where}: the ${role} key is ${key.length} characters long; a key needs at least ${MIN_KEY_LENGTH} (make one with \`openssl rand -hex 24\`)`,
+    );
   }
   return { role: role as Role, key, name: name || fallbackName };
 }
@@ -117,7 +119,8 @@ export class KeyMatcher {
     this.keys = [];
     for (const e of entries) {
       const d = digest(e.key);
-      if (this.keys.some((k) => timingSafeEqual(k.digest, d))) throw badKeys(`the API key named "${e.name}" is listed twice: give every key once, with one role`);
+      if (this.keys.some((k) => timingSafeEqual(k.digest, d)))
+        throw badKeys(`the API key named "${e.name}" is listed twice: give every key once, with one role`);
       this.keys.push({ digest: d, principal: { role: e.role, name: e.name } });
     }
   }
@@ -200,14 +203,21 @@ export function authenticate(keys: KeyMatcher, routes: readonly RouteRole[]): Re
     const header = req.get('authorization');
     const bearer = header === undefined ? null : /^Bearer[ \t]+([^\s]+)[ \t]*$/i.exec(header);
     if (!bearer) {
-      return next(deny('unauthorized', `${what} needs an API key: send the header "Authorization: Bearer <key>"${header === undefined ? '' : ' (the Authorization header given is not of that form)'}`));
+      return next(
+        deny(
+          'unauthorized',
+          `${what} needs an API key: send the header "Authorization: Bearer <key>"${header === undefined ? '' : ' (the Authorization header given is not of that form)'}`,
+        ),
+      );
     }
     const principal = keys.match(bearer[1]);
     if (!principal) return next(deny('invalid_api_key', 'the API key is not valid: send a configured key as "Authorization: Bearer <key>"'));
     req.principal = principal;
     if (req.log) req.log = req.log.child({ apiKey: principal.name });
     if (!roleAllows(principal.role, needs)) {
-      return next(deny('forbidden', `${what} needs role "${needs}"${needs === 'admin' ? '' : ' or higher'}; this key ("${principal.name}") has role "${principal.role}"`));
+      return next(
+        deny('forbidden', `${what} needs role "${needs}"${needs === 'admin' ? '' : ' or higher'}; this key ("${principal.name}") has role "${principal.role}"`),
+      );
     }
     next();
   };

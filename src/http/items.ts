@@ -12,9 +12,7 @@ import type { JobQueue } from '../jobs/types.js';
 import { UserError } from '../errors/user-error.js';
 import { param, parse, wrap } from './handlers.js';
 
-export const DeleteItemsSchema = z
-  .object({ ids: z.array(z.string().min(1).max(512)).min(1).max(10_000).describe('ids of the items to delete') })
-  .strict();
+export const DeleteItemsSchema = z.object({ ids: z.array(z.string().min(1).max(512)).min(1).max(10_000).describe('ids of the items to delete') }).strict();
 
 /** longest side of a thumbnail, in pixels; smaller images are sent as they are */
 export const THUMBNAIL_SIZE = 128;
@@ -29,41 +27,56 @@ export interface ItemRoutesContext {
 
 /** Registered on the app itself (not a sub-router), so the app's route list shows them. */
 export function addItemRoutes(router: express.Express, { engine, queue, limitInputPixels, readRoots }: ItemRoutesContext): void {
-  router.delete('/v1/caches/:name', wrap(async (req, res) => {
-    const name = param(req, 'name');
-    // a job still running would write into a cache that is gone (or into a new one of the same name)
-    const busy = await queue.unfinished(name);
-    if (busy.length > 0) {
-      throw new UserError('cache_busy', `cache "${name}" has ${busy.length} unfinished job(s) (${busy.map((j) => `${j.type} ${j.id}`).join(', ')}): wait for them to finish, then delete it`);
-    }
-    res.json(await engine.deleteCache(name));
-  }));
+  router.delete(
+    '/v1/caches/:name',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      // a job still running would write into a cache that is gone (or into a new one of the same name)
+      const busy = await queue.unfinished(name);
+      if (busy.length > 0) {
+        throw new UserError(
+          'cache_busy',
+          `cache "${name}" has ${busy.length} unfinished job(s) (${busy.map((j) => `${j.type} ${j.id}`).join(', ')}): wait for them to finish, then delete it`,
+        );
+      }
+      res.json(await engine.deleteCache(name));
+    }),
+  );
 
-  router.post('/v1/caches/:name/delete-items', wrap(async (req, res) => {
-    res.json(await engine.deleteItems(param(req, 'name'), parse(DeleteItemsSchema, req.body).ids));
-  }));
+  router.post(
+    '/v1/caches/:name/delete-items',
+    wrap(async (req, res) => {
+      res.json(await engine.deleteItems(param(req, 'name'), parse(DeleteItemsSchema, req.body).ids));
+    }),
+  );
 
-  router.delete('/v1/caches/:name/items/:id', wrap(async (req, res) => {
-    const name = param(req, 'name');
-    const id = param(req, 'id');
-    const r = await engine.deleteItems(name, [id]);
-    if (r.deleted === 0) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
-    res.json({ deleted: r.deleted, cacheSize: r.cacheSize });
-  }));
+  router.delete(
+    '/v1/caches/:name/items/:id',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const id = param(req, 'id');
+      const r = await engine.deleteItems(name, [id]);
+      if (r.deleted === 0) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
+      res.json({ deleted: r.deleted, cacheSize: r.cacheSize });
+    }),
+  );
 
-  router.get('/v1/caches/:name/items/:id/image', wrap(async (req, res) => {
-    const id = param(req, 'id');
-    const source = await engine.itemSource(param(req, 'name'), id);
-    await readRoots.check(source, 'the image of this item,');
-    let image: ReturnType<typeof sharp>;
-    try {
-      image = sharp(await imageBytes(source), { limitInputPixels, failOn: 'error' });
-      if (id.endsWith(FLIP_SUFFIX)) image = image.flop(); // the item is the mirror image of its source
-      const png = await image.resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true }).png().toBuffer();
-      res.type('image/png').set('Cache-Control', 'private, max-age=3600').send(png);
-    } catch (err) {
-      if (err instanceof UserError && err.status !== 404) throw err;
-      throw new UserError('image_unavailable', `the image of item ${JSON.stringify(id)} cannot be read from ${source}: ${(err as Error).message}`);
-    }
-  }));
+  router.get(
+    '/v1/caches/:name/items/:id/image',
+    wrap(async (req, res) => {
+      const id = param(req, 'id');
+      const source = await engine.itemSource(param(req, 'name'), id);
+      await readRoots.check(source, 'the image of this item,');
+      let image: ReturnType<typeof sharp>;
+      try {
+        image = sharp(await imageBytes(source), { limitInputPixels, failOn: 'error' });
+        if (id.endsWith(FLIP_SUFFIX)) image = image.flop(); // the item is the mirror image of its source
+        const png = await image.resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true }).png().toBuffer();
+        res.type('image/png').set('Cache-Control', 'private, max-age=3600').send(png);
+      } catch (err) {
+        if (err instanceof UserError && err.status !== 404) throw err;
+        throw new UserError('image_unavailable', `the image of item ${JSON.stringify(id)} cannot be read from ${source}: ${(err as Error).message}`);
+      }
+    }),
+  );
 }

@@ -53,7 +53,6 @@ export const LayerJobSchema = z
   .strict();
 export type LayerJobRequest = z.infer<typeof LayerJobSchema>;
 
-
 /** The job data of a request (paths made absolute: the job may run elsewhere, or later). */
 export function layerJobData(body: LayerJobRequest): LayerJobData {
   const abs = <S extends LayerJobRequest['train']>(s: S): S => (s.type === 'inline' ? s : { ...s, path: path.resolve(s.path) });
@@ -95,7 +94,8 @@ export function addLayerJobRoutes(app: express.Express, ctx: LayerJobRoutesConte
       // the queue limits jobs per cache; layers jobs share one pseudo-cache: say so in their terms
       const unfinished = await ctx.queue.unfinished(LAYERS_JOB_CACHE);
       if (unfinished.length >= ctx.maxJobs)
-        throw new UserError('too_many_jobs',
+        throw new UserError(
+          'too_many_jobs',
           `at most ${ctx.maxJobs} layers jobs wait or run at once, and ${unfinished.length} do (${unfinished
             .slice(0, 10)
             .map((j) => `${j.id} ${j.state}`)

@@ -71,7 +71,8 @@ function tooManyJobs(cache: string, jobs: UnfinishedJob[], submitting: number, m
   const shown = jobs.slice(0, 10).map((j) => `${j.type} job ${j.id} (${j.state})`);
   const more = jobs.length > shown.length ? ` and ${jobs.length - shown.length} more` : '';
   const also = submitting ? `${shown.length ? ', and ' : ''}${submitting} being submitted` : '';
-  return new UserError('too_many_jobs',
+  return new UserError(
+    'too_many_jobs',
     `cache "${cache}" takes at most ${max} unfinished jobs at once and has ${jobs.length + submitting}: ${shown.join(', ')}${more}${also}; wait for one to finish (GET /v1/jobs/:id) and submit again`,
     retryAfter(JOBS_RETRY_AFTER_S),
   );

@@ -78,7 +78,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'cachet_cache_items',
-      help: 'items in each cache (this process\'s index)',
+      help: "items in each cache (this process's index)",
       labelNames: ['cache'],
       registers,
       async collect() {
@@ -89,7 +89,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'cachet_keylog_lag',
-      help: 'records in each cache\'s key log that this process has not applied to its index yet',
+      help: "records in each cache's key log that this process has not applied to its index yet",
       labelNames: ['cache'],
       registers,
       async collect() {

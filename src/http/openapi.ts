@@ -59,7 +59,10 @@ const responseComponents: Record<string, z.ZodType> = {
 const STANDARD_ERRORS: Record<ErrorStatus, { name: string; description: string }> = {
   400: { name: 'BadRequest', description: 'the request does not validate: the message says what to fix' },
   401: { name: 'Unauthorized', description: 'no API key, or not a valid one; only when the service is configured with API keys' },
-  403: { name: 'Forbidden', description: "the API key's role is below the one the operation needs (x-cachet-role); or a file the request names is outside the service's read roots" },
+  403: {
+    name: 'Forbidden',
+    description: "the API key's role is below the one the operation needs (x-cachet-role); or a file the request names is outside the service's read roots",
+  },
   404: { name: 'NotFound', description: 'no such cache, job or item' },
   408: { name: 'RequestTimeout', description: 'the request was not received in time' }, // no code yet: not in the document
   409: { name: 'Conflict', description: 'the request conflicts with the state of a cache or job' },
@@ -181,7 +184,9 @@ function buildDocument(): Json {
     for (const [status, res] of Object.entries(r.responses)) {
       responses[status] = {
         description: res.description,
-        ...(res.headers && { headers: Object.fromEntries(Object.entries(res.headers).map(([h, v]) => [h, { description: v.description, schema: schemaOf(v.schema, 'output') }])) }),
+        ...(res.headers && {
+          headers: Object.fromEntries(Object.entries(res.headers).map(([h, v]) => [h, { description: v.description, schema: schemaOf(v.schema, 'output') }])),
+        }),
         ...(res.content && { content: content(res.content, 'output') }),
       };
     }
@@ -195,7 +200,8 @@ function buildDocument(): Json {
     for (const [status, description] of Object.entries(errors) as [string, string | true][]) {
       const standard = STANDARD_ERRORS[Number(status) as ErrorStatus];
       if (responses[status]) continue;
-      responses[status] = description === true ? { $ref: `#/components/responses/${standard.name}` } : errorResponse(Number(status) as ErrorStatus, description);
+      responses[status] =
+        description === true ? { $ref: `#/components/responses/${standard.name}` } : errorResponse(Number(status) as ErrorStatus, description);
     }
     const operation: Json = {
       operationId: r.operationId,

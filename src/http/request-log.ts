@@ -33,7 +33,12 @@ export function requestLogging(logger: Logger) {
     customErrorMessage: (req, res) => `${req.method} ${req.url} ${res.statusCode}`,
     serializers: {
       // never the headers: they hold API keys
-      req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({ id: req.id, method: req.method, url: req.url, remoteAddress: req.remoteAddress }),
+      req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({
+        id: req.id,
+        method: req.method,
+        url: req.url,
+        remoteAddress: req.remoteAddress,
+      }),
       res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
     },
   });

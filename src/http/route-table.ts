@@ -139,7 +139,11 @@ export const routes: RouteSpec[] = [
     role: 'admin',
     body: json(CacheDefinitionSchema),
     responses: { 201: ok('created, empty', S.CacheInfoSchema) },
-    errors: { 400: 'the definition does not validate, or the model or its key layers are not usable', 409: 'a cache of that name exists (cache_exists)', 413: true },
+    errors: {
+      400: 'the definition does not validate, or the model or its key layers are not usable',
+      409: 'a cache of that name exists (cache_exists)',
+      413: true,
+    },
   },
   {
     method: 'GET',
@@ -260,7 +264,8 @@ export const routes: RouteSpec[] = [
     path: '/v1/layer-jobs',
     operationId: 'submitLayerJob',
     summary: 'The layer advisor: which inner layers of a model make the best cache key, scored on labelled train and val images',
-    description: 'Belongs to no cache (the job view\'s `cache` is ""). The model, the sources, the candidate layers and the memory the job needs are checked at submission.',
+    description:
+      'Belongs to no cache (the job view\'s `cache` is ""). The model, the sources, the candidate layers and the memory the job needs are checked at submission.',
     tags: ['jobs'],
     role: 'write',
     body: json(LayerJobSchema),
@@ -275,7 +280,7 @@ export const routes: RouteSpec[] = [
     method: 'GET',
     path: '/v1/jobs/:id',
     operationId: 'getJob',
-    summary: "A job: state, progress, per-item errors and, once completed, its result",
+    summary: 'A job: state, progress, per-item errors and, once completed, its result',
     tags: ['jobs'],
     role: 'read',
     params: jobId,
@@ -286,7 +291,8 @@ export const routes: RouteSpec[] = [
     method: 'GET',
     path: '/v1/jobs/:id/report',
     operationId: 'getJobReport',
-    summary: "A finished job's report: its result (json), a Markdown report (md: eval, tune, layers), or a chart as SVG or PNG (tune heatmap, eval error against cache size, layers ranking)",
+    summary:
+      "A finished job's report: its result (json), a Markdown report (md: eval, tune, layers), or a chart as SVG or PNG (tune heatmap, eval error against cache size, layers ranking)",
     tags: ['jobs'],
     role: 'read',
     params: jobId,

@@ -14,7 +14,17 @@ import { EvalJobResultSchema, IndexJobResultSchema, NanableNumberSchema, TuneRes
 import { LayerAdviceSchema } from '../advisor/advice.js';
 
 // the response schemas defined beside the code that produces them
-export { CacheInfoSchema, CacheStatusSchema, EvalJobResultSchema, IndexJobResultSchema, JobViewSchema, LayerAdviceSchema, LogStatusSchema, NanableNumberSchema, TuneResultSchema };
+export {
+  CacheInfoSchema,
+  CacheStatusSchema,
+  EvalJobResultSchema,
+  IndexJobResultSchema,
+  JobViewSchema,
+  LayerAdviceSchema,
+  LogStatusSchema,
+  NanableNumberSchema,
+  TuneResultSchema,
+};
 
 // ---------------------------------------------------------------- requests
 
@@ -44,16 +54,13 @@ export const EvalJobSchema = z
   .strict();
 /** A grid axis: the values, or {from, to, steps} (as numpy's linspace). */
 export const axis = (value: z.ZodNumber) =>
-  z.union([
-    z.array(value).min(1).max(200),
-    z.object({ from: value, to: value, steps: z.number().int().min(1).max(200) }).strict(),
-  ]);
+  z.union([z.array(value).min(1).max(200), z.object({ from: value, to: value, steps: z.number().int().min(1).max(200) }).strict()]);
 export const TuneJobSchema = z
   .object({
     source: SourceSchema,
     flip: z.boolean().default(false).describe("also score each image's mirror image, as the paper's validation set does"),
-    theta: axis(ThetaSchema).optional().describe('default: the paper\'s 33 values from 10 to 90'),
-    lambda: axis(LambdaSchema).optional().describe('default: the paper\'s 33 values from 0.1 to 0.9'),
+    theta: axis(ThetaSchema).optional().describe("default: the paper's 33 values from 10 to 90"),
+    lambda: axis(LambdaSchema).optional().describe("default: the paper's 33 values from 0.1 to 0.9"),
     dryRun: z.boolean().default(false).describe('report the best θ and λ without storing them'),
   })
   .strict();
@@ -69,7 +76,12 @@ export const UpdateCacheSchema = z
 
 /** GET /v1/jobs/:id/report (documentation: the handler reads `format` itself) */
 export const ReportQuerySchema = z
-  .object({ format: z.enum(['json', 'md', 'svg', 'png']).default('json').describe('json: the result; md: a Markdown report; svg or png: the chart (tune heatmap, eval error against cache size, layers ranking)') })
+  .object({
+    format: z
+      .enum(['json', 'md', 'svg', 'png'])
+      .default('json')
+      .describe('json: the result; md: a Markdown report; svg or png: the chart (tune heatmap, eval error against cache size, layers ranking)'),
+  })
   .strict();
 
 /** POST /v1/caches/:name/predict as multipart/form-data (documentation: multer parses it, PredictOptionsSchema checks the fields). */
@@ -98,7 +110,6 @@ export const ErrorBodySchema = z
 
 export const HealthSchema = z.object({ status: z.literal('ok') }).strict();
 
-
 export const ReadySchema = z
   .object({
     status: z.literal('ready'),
@@ -119,13 +130,7 @@ export const ReadySchema = z
 
 export const NotReadySchema = z.object({ status: z.enum(['starting', 'stopping']) }).strict();
 
-
-
 export const CacheListSchema = z.object({ caches: z.array(CacheStatusSchema) }).strict();
-
-
-
-
 
 export const JobResultSchema = z.union([IndexJobResultSchema, EvalJobResultSchema, TuneResultSchema, LayerAdviceSchema]);
 
@@ -136,7 +141,13 @@ export const PredictionSchema = z
   .object({
     top: z.array(
       z
-        .object({ class: z.string(), label: int(), p: z.number(), pModel: z.number(), pCache: z.number().nullable().describe('null when λ = 0 or the cache is empty') })
+        .object({
+          class: z.string(),
+          label: int(),
+          p: z.number(),
+          pModel: z.number(),
+          pCache: z.number().nullable().describe('null when λ = 0 or the cache is empty'),
+        })
         .strict(),
     ),
     neighbours: z.array(z.object({ id: z.string(), class: z.string(), label: int(), similarity: z.number() }).strict()),
@@ -144,7 +155,13 @@ export const PredictionSchema = z
   .strict();
 
 export const PredictResponseSchema = z
-  .object({ cache: z.string(), theta: z.number(), lambda: z.number(), cacheSize: int(), predictions: z.array(PredictionSchema).describe('one per image, in order') })
+  .object({
+    cache: z.string(),
+    theta: z.number(),
+    lambda: z.number(),
+    cacheSize: int(),
+    predictions: z.array(PredictionSchema).describe('one per image, in order'),
+  })
   .strict();
 
 export const DeleteCacheResponseSchema = z.object({ deleted: z.string().describe('the name of the deleted cache') }).strict();

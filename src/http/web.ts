@@ -34,7 +34,9 @@ export function webRoutes(publicDir: string | null = findPublicDir()): express.R
   const router = express.Router();
   if (!publicDir) {
     router.get(['/', '/jobs/:id'], (_req, _res, next) => {
-      next(new UserError('web_page_missing', 'the web page was not installed with this service (no public/ folder beside package.json); the API under /v1 works'));
+      next(
+        new UserError('web_page_missing', 'the web page was not installed with this service (no public/ folder beside package.json); the API under /v1 works'),
+      );
     });
     return router;
   }

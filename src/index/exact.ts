@@ -41,8 +41,7 @@ export class ExactIndex implements ExhaustiveIndex {
     options: ExactIndexOptions = {},
   ) {
     if (!Number.isInteger(dimension) || dimension < 1) throw new RangeError(`dimension must be a positive integer, got ${dimension}`);
-    this.blockRows =
-      options.blockRows ?? Math.max(1, Math.min(MAX_BLOCK_ROWS, Math.floor(BLOCK_BYTES / (4 * dimension))));
+    this.blockRows = options.blockRows ?? Math.max(1, Math.min(MAX_BLOCK_ROWS, Math.floor(BLOCK_BYTES / (4 * dimension))));
   }
 
   get size(): number {

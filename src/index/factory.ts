@@ -55,9 +55,7 @@ export function chooseKind(options: IndexOptions, expectedSize = 0): IndexKind {
 
 export function createIndex(dimension: number, options: IndexOptions, expectedSize?: number): VectorIndex {
   validateIndexOptions(options);
-  return chooseKind(options, expectedSize) === 'hnsw'
-    ? HnswIndex.create(dimension, hnswParams(options), expectedSize)
-    : new ExactIndex(dimension);
+  return chooseKind(options, expectedSize) === 'hnsw' ? HnswIndex.create(dimension, hnswParams(options), expectedSize) : new ExactIndex(dimension);
 }
 
 export async function loadIndex(dir: string, kind: IndexKind, dimension: number, options: IndexOptions): Promise<VectorIndex> {

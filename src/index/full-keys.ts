@@ -189,7 +189,7 @@ export class FullKeyStore {
     const capacity = Math.max(RUN_ELEMENTS, segRows * d);
     const gathered = this.scratch.pop() ?? this.newArray(capacity);
     try {
-      for (let s0 = 0; s0 < segments.length; ) {
+      for (let s0 = 0; s0 < segments.length;) {
         const rows = segments[s0].rows; // the longest in this run
         const b = Math.min(segments.length - s0, Math.max(1, Math.floor(capacity / (rows * d))));
         const q = new Float32Array(b * d);
@@ -376,7 +376,8 @@ function float16Table(): Float32Array {
     const sign = (h & 0x8000) << 16;
     const e = (h >>> 10) & 0x1f;
     const m = h & 0x3ff;
-    if (e === 0) t[h] = (sign ? -m : m) * 2 ** -24; // ±0 or subnormal: exact in float32 (-0 · 2⁻²⁴ = -0)
+    if (e === 0)
+      t[h] = (sign ? -m : m) * 2 ** -24; // ±0 or subnormal: exact in float32 (-0 · 2⁻²⁴ = -0)
     else if (e === 31) u[h] = (sign | 0x7f800000 | (m << 13)) >>> 0;
     else u[h] = (sign | ((e + 112) << 23) | (m << 13)) >>> 0;
   }

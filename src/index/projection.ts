@@ -77,9 +77,7 @@ export class Projection {
     checkDimension('inputDimension', inputDimension);
     checkDimension('outputDimension', outputDimension);
     if (components.length !== inputDimension * outputDimension) {
-      throw new RangeError(
-        `a ${outputDimension}×${inputDimension} projection needs ${inputDimension * outputDimension} floats, got ${components.length}`,
-      );
+      throw new RangeError(`a ${outputDimension}×${inputDimension} projection needs ${inputDimension * outputDimension} floats, got ${components.length}`);
     }
     this.fingerprint = fingerprintOf(kind, inputDimension, outputDimension, components);
   }

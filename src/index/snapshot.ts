@@ -62,13 +62,19 @@ export async function writeSnapshot(
 ): Promise<void> {
   const n = index.size;
   const mismatch =
-    ids.length !== n ? `${ids.length} ids` :
-    labels.length !== n ? `${labels.length} labels` :
-    manifest.size !== n ? `manifest.size ${manifest.size}` :
-    manifest.dimension !== index.dimension ? `manifest.dimension ${manifest.dimension} (index: ${index.dimension})` :
-    manifest.indexKind !== index.kind ? `manifest.indexKind ${manifest.indexKind} (index: ${index.kind})` :
-    manifest.formatVersion !== 1 ? `formatVersion ${String(manifest.formatVersion)}` :
-    null;
+    ids.length !== n
+      ? `${ids.length} ids`
+      : labels.length !== n
+        ? `${labels.length} labels`
+        : manifest.size !== n
+          ? `manifest.size ${manifest.size}`
+          : manifest.dimension !== index.dimension
+            ? `manifest.dimension ${manifest.dimension} (index: ${index.dimension})`
+            : manifest.indexKind !== index.kind
+              ? `manifest.indexKind ${manifest.indexKind} (index: ${index.kind})`
+              : manifest.formatVersion !== 1
+                ? `formatVersion ${String(manifest.formatVersion)}`
+                : null;
   if (mismatch) throw new Error(`snapshot of ${cacheDir}: ${mismatch} for an index of ${n} items`);
 
   await exclusive(cacheDir, async () => {
@@ -188,8 +194,6 @@ async function writeText(path: string, text: string): Promise<void> {
     await file.close();
   }
 }
-
-
 
 async function isComplete(dir: string): Promise<boolean> {
   try {

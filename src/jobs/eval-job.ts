@@ -30,7 +30,11 @@ class Tally {
     const classTally = this.perClass.get(label) ?? { images: 0, correct: zeroRates() };
     this.perClass.set(label, classTally);
     classTally.images++;
-    const distributions: [keyof ErrorRates, ArrayLike<number>][] = [['model', c.pModel], ['cacheModel', c.p], ['cacheOnly', c.pCache ?? c.pModel]];
+    const distributions: [keyof ErrorRates, ArrayLike<number>][] = [
+      ['model', c.pModel],
+      ['cacheModel', c.p],
+      ['cacheOnly', c.pCache ?? c.pModel],
+    ];
     for (const [which, p] of distributions) {
       if (argmax(p) === label) {
         this.correct[which]++;
@@ -66,7 +70,12 @@ class SubsetTally {
   private readonly correct: { cacheModel: number; cacheOnly: number }[];
   private n = 0;
 
-  constructor(private readonly fractions: number[], private readonly perQuery: number, private readonly size: number, private readonly classes: number) {
+  constructor(
+    private readonly fractions: number[],
+    private readonly perQuery: number,
+    private readonly size: number,
+    private readonly classes: number,
+  ) {
     this.k = Math.max(1, Math.min(size, SubsetTally.SEARCHED));
     this.correct = fractions.map(() => ({ cacheModel: 0, cacheOnly: 0 }));
   }
@@ -131,7 +140,13 @@ export async function runEvalJob(engine: ServingApi, settings: ProcessorSettings
       const copy = data.compareWith ? tensor.slice() : null; // the engine call takes the buffer
       const forSizes = sizes ? tensor.slice() : null;
       const r = await engine.classify(data.cache, tensor, items.length, options);
-      if (sizes && forSizes) sizes.add(await engine.neighbourScores(data.cache, forSizes, items.length, sizes.k), items.map((i) => i.label), r.theta, r.lambda);
+      if (sizes && forSizes)
+        sizes.add(
+          await engine.neighbourScores(data.cache, forSizes, items.length, sizes.k),
+          items.map((i) => i.label),
+          r.theta,
+          r.lambda,
+        );
       const r2 = copy && data.compareWith ? await engine.classify(data.compareWith, copy, items.length, options) : null;
       used = { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize, otherSize: r2?.cacheSize ?? 0 };
       r.results.forEach((c, i) => {

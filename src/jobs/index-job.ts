@@ -21,7 +21,13 @@ export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettin
     async ({ items, tensor }) => {
       // paths and URLs are kept as the items' sources, for previews; inline bytes are not
       const sources = items.map((i) => (typeof i.image === 'string' ? i.image : null));
-      const r = await engine.indexBatch(data.cache, tensor, items.map((i) => i.id), items.map((i) => i.label ?? -1), sources);
+      const r = await engine.indexBatch(
+        data.cache,
+        tensor,
+        items.map((i) => i.id),
+        items.map((i) => i.label ?? -1),
+        sources,
+      );
       totals.added += r.added;
       totals.duplicates += r.duplicates;
       totals.failed += r.failed.length;

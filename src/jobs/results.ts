@@ -6,9 +6,7 @@ const int = () => z.number().int();
 /** A number that is NaN (JSON null) when nothing was measured, e.g. an error rate over no image. */
 export const NanableNumberSchema = z.union([z.number(), z.nan()]);
 
-export const IndexJobResultSchema = z
-  .object({ images: int(), added: int(), duplicates: int(), failed: int(), cacheSize: int() })
-  .strict();
+export const IndexJobResultSchema = z.object({ images: int(), added: int(), duplicates: int(), failed: int(), cacheSize: int() }).strict();
 export type IndexJobResult = z.infer<typeof IndexJobResultSchema>;
 
 const errorRates = z.object({ model: NanableNumberSchema, cacheModel: NanableNumberSchema, cacheOnly: NanableNumberSchema }).strict();
@@ -27,7 +25,11 @@ export const EvalJobResultSchema = z
     top5Error: errorRates.describe('top-5 error, as a fraction'),
     perClass: z.array(z.object({ class: z.string(), label: int(), images: int(), error: errorRates }).strict()),
     bySize: z
-      .array(z.object({ fraction: z.number(), items: int(), error: z.object({ cacheModel: NanableNumberSchema, cacheOnly: NanableNumberSchema }).strict() }).strict())
+      .array(
+        z
+          .object({ fraction: z.number(), items: int(), error: z.object({ cacheModel: NanableNumberSchema, cacheOnly: NanableNumberSchema }).strict() })
+          .strict(),
+      )
       .optional(),
     compare: z
       .object({

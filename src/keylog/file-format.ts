@@ -50,7 +50,8 @@ export async function readHeader(file: FileHandle, path: string, dimension: numb
     throw new Error(`${path} is not a Cachet key log (bad header)`);
   }
   const version = h.readUInt32LE(8);
-  if (!READABLE_VERSIONS.includes(version)) throw new Error(`${path}: key log version ${version} is not supported (expected ${READABLE_VERSIONS.join(' or ')})`);
+  if (!READABLE_VERSIONS.includes(version))
+    throw new Error(`${path}: key log version ${version} is not supported (expected ${READABLE_VERSIONS.join(' or ')})`);
   const fileDimension = h.readUInt32LE(12);
   if (fileDimension !== dimension) {
     throw new UserError(

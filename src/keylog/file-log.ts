@@ -121,11 +121,7 @@ export class FileKeyLog implements KeyLog {
     });
   }
 
-  async readFrom(
-    position: number,
-    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
-    batchSize?: number,
-  ): Promise<number> {
+  async readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize?: number): Promise<number> {
     this.assertOpen();
     const seg = this.segment;
     const end = seg.end;
@@ -137,14 +133,14 @@ export class FileKeyLog implements KeyLog {
     const batch = Math.max(1, Math.floor(batchSize ?? Math.min(1024, BATCH_BYTES / recordBytes)));
     seg.refs++;
     try {
-      for (let p = position; p < end; ) {
+      for (let p = position; p < end;) {
         const n = Math.min(batch, end - p);
         const from = seg.offsets[p - seg.base];
         const to = p + n < end ? seg.offsets[p + n - seg.base] : endOffset;
         const bytes = Buffer.allocUnsafe(to - from);
         await readFully(seg.file, bytes, from, 'key log file');
         const records: LogRecord[] = [];
-        for (let o = 0; o < bytes.length; ) {
+        for (let o = 0; o < bytes.length;) {
           const parsed = parseRecord(bytes, o, this.dimension);
           if (!parsed) throw new Error(`key log ${this.path} is corrupt at position ${p + records.length}`);
           records.push(parsed.record);
@@ -171,7 +167,7 @@ export class FileKeyLog implements KeyLog {
       await writeFileAtomically(this.path, async (f) => {
         await writeFully(f, encodeHeader(this.dimension, position), 0);
         const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK, Math.max(1, old.endOffset - from)));
-        for (let o = from; o < old.endOffset; ) {
+        for (let o = from; o < old.endOffset;) {
           const n = Math.min(chunk.length, old.endOffset - o);
           await readFully(old.file, chunk.subarray(0, n), o, 'key log file');
           await writeFully(f, chunk.subarray(0, n), HEADER_BYTES + o - from);

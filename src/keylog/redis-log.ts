@@ -86,7 +86,10 @@ export class RedisKeyLog implements KeyLog {
 
   /** Logs the deletion of the ids the log holds; returns those ids. */
   async appendDeletes(ids: string[]): Promise<{ deleted: string[]; end: number }> {
-    validateRecords(ids.map((id) => ({ id, deleted: true })), this.dimension);
+    validateRecords(
+      ids.map((id) => ({ id, deleted: true })),
+      this.dimension,
+    );
     if (ids.length === 0) return { deleted: [], end: await this.readEnd() };
     const c = this.cache;
     const [deleted, end] = (await this.redis.eval(DELETE, 3, redisKeys.log(c), redisKeys.ids(c), redisKeys.end(c), ...ids)) as [string[], number];
@@ -115,7 +118,10 @@ export class RedisKeyLog implements KeyLog {
       if (entries.length === 0) break;
       const first = Number(entries[0][0].toString().split('-')[0]) - 1;
       if (first !== position) throw new Error(`key log of "${this.cache}" jumps from position ${position} to ${first}`);
-      await onBatch(entries.map((e) => this.decode(e)), position);
+      await onBatch(
+        entries.map((e) => this.decode(e)),
+        position,
+      );
       position += entries.length;
       this.known = Math.max(this.known, position);
       if (entries.length < batchSize) break;
@@ -129,7 +135,15 @@ export class RedisKeyLog implements KeyLog {
    */
   static async waitForAny(blocking: Redis, logs: { log: RedisKeyLog; position: number }[], timeoutMs: number): Promise<void> {
     if (logs.length === 0) return new Promise((r) => setTimeout(r, timeoutMs));
-    await blocking.xreadBuffer('COUNT', 1, 'BLOCK', timeoutMs, 'STREAMS', ...logs.map((l) => redisKeys.log(l.log.cache)), ...logs.map((l) => `${l.position}-0`));
+    await blocking.xreadBuffer(
+      'COUNT',
+      1,
+      'BLOCK',
+      timeoutMs,
+      'STREAMS',
+      ...logs.map((l) => redisKeys.log(l.log.cache)),
+      ...logs.map((l) => `${l.position}-0`),
+    );
   }
 
   /** The stream is shared by every replica: none of them may trim it alone. */

@@ -51,11 +51,7 @@ export interface KeyLog {
   /** durable (fsync'd) when it resolves; returns the new end() */
   append(records: LogRecord[]): Promise<number>;
   /** calls onBatch with consecutive records from `position` to end(), in bounded batches; returns the end reached */
-  readFrom(
-    position: number,
-    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
-    batchSize?: number,
-  ): Promise<number>;
+  readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize?: number): Promise<number>;
   /** forget records before `position` (they are covered by a snapshot) */
   compactTo(position: number): Promise<void>;
   close(): Promise<void>;

@@ -29,7 +29,7 @@ export function softmaxRows(logits: Float32Array, n: number, c: number): void {
     let max = -Infinity;
     for (let j = 0; j < c; j++) max = Math.max(max, logits[o + j]);
     let sum = 0;
-    for (let j = 0; j < c; j++) sum += (logits[o + j] = Math.exp(logits[o + j] - max));
+    for (let j = 0; j < c; j++) sum += logits[o + j] = Math.exp(logits[o + j] - max);
     for (let j = 0; j < c; j++) logits[o + j] /= sum;
   }
 }
@@ -39,12 +39,7 @@ export function softmaxRows(logits: Float32Array, n: number, c: number): void {
  * (its k nearest neighbours, or every item of the cache) and their labels.
  * Returns a distribution over `numClasses`; all zeros if there are no items.
  */
-export function cacheProbabilities(
-  similarities: ArrayLike<number>,
-  labels: ArrayLike<number>,
-  theta: number,
-  numClasses: number,
-): Float64Array {
+export function cacheProbabilities(similarities: ArrayLike<number>, labels: ArrayLike<number>, theta: number, numClasses: number): Float64Array {
   const p = new Float64Array(numClasses);
   const n = similarities.length;
   if (n === 0) return p;

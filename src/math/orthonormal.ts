@@ -146,15 +146,7 @@ export async function orthonormaliseRows(m: Float32Array, rows: number, len: num
 }
 
 /** One pass over block rows j0…j0+bs−1: subtract the projection on rows < j0 (Gemm), then MGS within the block. */
-async function orthBlockPass(
-  m: Float32Array,
-  rows: number,
-  len: number,
-  j0: number,
-  bs: number,
-  t: Float32Array,
-  res: Float64Array,
-): Promise<void> {
+async function orthBlockPass(m: Float32Array, rows: number, len: number, j0: number, bs: number, t: Float32Array, res: Float64Array): Promise<void> {
   const block = m.subarray(j0 * len, (j0 + bs) * len);
   if (j0 > 0) {
     const c = await innerProducts(block, bs, m.subarray(0, rows * len), rows, len); // bs × rows; only < j0 count

@@ -108,10 +108,10 @@ export async function randomizedPca(
     components,
     info: {
       seed,
-    oversample,
-    powerIterations,
-    sampleSize: n,
-    energyFraction,
+      oversample,
+      powerIterations,
+      sampleSize: n,
+      energyFraction,
       eigenvalues: Array.from(values.subarray(0, k), (v) => Math.max(0, v)),
     },
   };
@@ -176,4 +176,3 @@ function fixSign(v: Float32Array, o: number, n: number): void {
   }
   if (v[o + at] < 0) for (let t = 0; t < n; t++) v[o + t] = -v[o + t];
 }
-

@@ -24,10 +24,8 @@ export interface ModelDefinition {
 
 function attribute(name: string, v: AttributeValue): onnxProto.onnx.IAttributeProto {
   if (typeof v === 'string') return { name, type: AttributeType.STRING, s: new TextEncoder().encode(v) };
-  if (typeof v === 'number')
-    return Number.isInteger(v) ? { name, type: AttributeType.INT, i: v } : { name, type: AttributeType.FLOAT, f: v };
-  if (Array.isArray(v))
-    return v.every(Number.isInteger) ? { name, type: AttributeType.INTS, ints: v } : { name, type: AttributeType.FLOATS, floats: v };
+  if (typeof v === 'number') return Number.isInteger(v) ? { name, type: AttributeType.INT, i: v } : { name, type: AttributeType.FLOAT, f: v };
+  if (Array.isArray(v)) return v.every(Number.isInteger) ? { name, type: AttributeType.INTS, ints: v } : { name, type: AttributeType.FLOATS, floats: v };
   return Array.isArray(v.f) ? { name, type: AttributeType.FLOATS, floats: v.f } : { name, type: AttributeType.FLOAT, f: v.f };
 }
 

@@ -28,7 +28,10 @@ export async function loadModelBytes(modelPath: string): Promise<{ bytes: Uint8A
     bytes = await readFile(modelPath);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError('bad_model', code === 'ENOENT' ? `model file not found: ${modelPath}` : `cannot read model file ${modelPath}: ${(err as Error).message}`);
+    throw new UserError(
+      'bad_model',
+      code === 'ENOENT' ? `model file not found: ${modelPath}` : `cannot read model file ${modelPath}: ${(err as Error).message}`,
+    );
   }
   let graph: GraphInfo;
   try {
@@ -64,7 +67,10 @@ export class KeyExtractor implements Extractor {
     const inputs = graph.inputs;
     const input = inputs.find((v) => v.name === spec.input);
     if (!input)
-      throw new UserError('bad_model_spec', `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`);
+      throw new UserError(
+        'bad_model_spec',
+        `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`,
+      );
     if (input.elemType !== FLOAT && input.elemType !== 0)
       throw new UserError('bad_model', `input "${spec.input}" of ${modelPath} has ONNX element type ${input.elemType}; only float32 (1) inputs are supported`);
     const batchDim = checkInputDims(input.dims, spec, modelPath);
@@ -84,8 +90,7 @@ export class KeyExtractor implements Extractor {
             `(${nodeOutputs.length} tensors in all; \`cachet inspect\` lists them with shapes)`,
         );
     }
-    if (new Set(keyLayers).size !== keyLayers.length)
-      throw new UserError('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
+    if (new Set(keyLayers).size !== keyLayers.length) throw new UserError('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
 
     let session: ort.InferenceSession;
     try {
@@ -102,10 +107,9 @@ export class KeyExtractor implements Extractor {
     const singleImageBatches = batchDim === 1;
     let fetched: ort.InferenceSession.OnnxValueMapType;
     try {
-      fetched = await session.run(
-        { [spec.input]: new ort.Tensor('float32', new Float32Array(spec.height * spec.width * 3), inputShape(spec, 1)) },
-        [...new Set([spec.output, ...keyLayers])],
-      );
+      fetched = await session.run({ [spec.input]: new ort.Tensor('float32', new Float32Array(spec.height * spec.width * 3), inputShape(spec, 1)) }, [
+        ...new Set([spec.output, ...keyLayers]),
+      ]);
     } catch (err) {
       await session.release();
       throw new UserError('bad_model_spec', `probe run of ${modelPath} with input shape [${inputShape(spec, 1)}] failed: ${(err as Error).message}`);

@@ -40,13 +40,20 @@ export async function inspectModel(modelPath: string, spec?: ModelSpec): Promise
         ? `spec.input "${spec.input}" is not an input of ${modelPath}; its inputs are: ${inputs.map((v) => v.name).join(', ')}`
         : `${modelPath} has no float32 input to probe`,
     );
-  if (floatInputs.length > 1) notes.push(`probing with input "${input.name}" only; other inputs: ${floatInputs.filter((v) => v !== input).map((v) => v.name).join(', ')}`);
+  if (floatInputs.length > 1)
+    notes.push(
+      `probing with input "${input.name}" only; other inputs: ${floatInputs
+        .filter((v) => v !== input)
+        .map((v) => v.name)
+        .join(', ')}`,
+    );
   const dims = input.dims;
 
   let shape: number[];
   if (spec) shape = inputShape(spec, 1);
   else {
-    if (dims.length === 0) throw new UserError('bad_model_spec', `input "${input.name}" of ${modelPath} records no shape; give a model spec (layout, height, width)`);
+    if (dims.length === 0)
+      throw new UserError('bad_model_spec', `input "${input.name}" of ${modelPath} records no shape; give a model spec (layout, height, width)`);
     const symbolic = dims.slice(1).filter((d) => typeof d !== 'number');
     if (symbolic.length > 0)
       throw new UserError(

@@ -25,8 +25,7 @@ async function readSpecFile(modelPath: string): Promise<{ path?: string; data: R
     } catch (err) {
       throw new UserError('bad_model_spec', `model spec ${path} is not valid JSON: ${(err as Error).message}`);
     }
-    if (typeof data !== 'object' || data === null || Array.isArray(data))
-      throw new UserError('bad_model_spec', `model spec ${path} must be a JSON object`);
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new UserError('bad_model_spec', `model spec ${path} must be a JSON object`);
     return { path, data: data as Record<string, unknown> };
   }
   return { data: {} };

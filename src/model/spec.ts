@@ -10,7 +10,10 @@ export const ModelSpecSchema = z
     width: z.number().int().min(1).max(4096),
     channelOrder: z.enum(['RGB', 'BGR']).default('RGB'),
     /** value = ((pixel * scale) - mean[c]) / std[c], pixel in 0..255 */
-    scale: z.number().positive().default(1 / 255),
+    scale: z
+      .number()
+      .positive()
+      .default(1 / 255),
     mean: z.array(z.number()).length(3).default([0, 0, 0]),
     std: z.array(z.number().positive()).length(3).default([1, 1, 1]),
     output: z.string().min(1).describe('name of the graph output holding class scores'),

@@ -89,7 +89,10 @@ async function readHead(file: string): Promise<Buffer> {
     return head.subarray(0, bytesRead);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError('bad_image', code === 'ENOENT' || code === 'EISDIR' ? `image file not found: ${file}` : `cannot read image file ${file}: ${(err as Error).message}`);
+    throw new UserError(
+      'bad_image',
+      code === 'ENOENT' || code === 'EISDIR' ? `image file not found: ${file}` : `cannot read image file ${file}: ${(err as Error).message}`,
+    );
   } finally {
     await handle?.close();
   }
@@ -108,7 +111,9 @@ async function notAccepted(input: Buffer | string, what: string): Promise<UserEr
 }
 
 async function tooLarge(input: Buffer | string, what: string, limit: number): Promise<UserError> {
-  const meta = await sharp(input, { limitInputPixels: false }).metadata().catch(() => null);
+  const meta = await sharp(input, { limitInputPixels: false })
+    .metadata()
+    .catch(() => null);
   const width = meta?.autoOrient?.width ?? meta?.width;
   const height = meta?.autoOrient?.height ?? meta?.height;
   const size = width && height ? ` is ${width}×${height} = ${width * height} pixels;` : ' exceeds the pixel limit:';

@@ -16,7 +16,10 @@ import { EvalJobResult, TuneResult } from '../jobs/results.js';
 /** Errors kept per chunk: the parent shows at most MAX_ITEM_ERRORS in all. */
 const CHUNK_ERRORS = 100;
 
-function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, job: Job): T {
+function parse<T>(
+  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } },
+  job: Job,
+): T {
   const r = schema.safeParse(job.data);
   // Bad job data will not get better with a retry.
   if (!r.success) throw new UnrecoverableError(`job ${job.id} in ${job.queueName}: invalid data: ${describeZodError(r.error)}`);

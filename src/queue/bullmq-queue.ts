@@ -38,7 +38,10 @@ export class DistributedQueue implements JobQueue {
   /** chunk jobs: only counted here (metrics); workers take them */
   private readonly chunks: Queue;
 
-  constructor(connection: Redis, private readonly opts: DistributedQueueOptions) {
+  constructor(
+    connection: Redis,
+    private readonly opts: DistributedQueueOptions,
+  ) {
     this.flows = new FlowProducer({ connection });
     this.parents = new Queue(queueNames.jobs, { connection });
     this.evals = new Queue(queueNames.eval, { connection });
@@ -75,7 +78,10 @@ export class DistributedQueue implements JobQueue {
   async get(id: string): Promise<JobView | null> {
     // State first, then the job: read the other way round, a job that completes in
     // between would show state "completed" without its result.
-    for (const [queue, describe] of [[this.parents, indexJobView], [this.evals, evalJobView]] as const) {
+    for (const [queue, describe] of [
+      [this.parents, indexJobView],
+      [this.evals, evalJobView],
+    ] as const) {
       const state = await queue.getJobState(id);
       if (state === 'unknown') continue;
       const job = await Job.fromId(queue, id);
@@ -106,7 +112,11 @@ export class DistributedQueue implements JobQueue {
   /** Counted in Redis: index (parent jobs), chunk (their chunks, taken by workers), eval (eval and tune jobs). */
   async depth(): Promise<QueueDepth[]> {
     const out: QueueDepth[] = [];
-    for (const [type, queue] of [['index', this.parents], ['chunk', this.chunks], ['eval', this.evals]] as const) {
+    for (const [type, queue] of [
+      ['index', this.parents],
+      ['chunk', this.chunks],
+      ['eval', this.evals],
+    ] as const) {
       const c = await queue.getJobCounts('waiting', 'delayed', 'prioritized', 'active', 'waiting-children');
       out.push({ type, state: 'waiting', count: (c.waiting ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0) });
       out.push({ type, state: 'active', count: (c.active ?? 0) + (c['waiting-children'] ?? 0) });
@@ -155,7 +165,15 @@ async function evalJobView(job: Job, state: string): Promise<JobView> {
   const data = job.data as EvalJobData;
   const total = data.items?.length ?? (job.data as LayersJobData).total ?? 0; // a layers job has no items
   const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total }) as EvalProgress;
-  return view(job, replicaJobType(job.name), data.cache ?? '', mapState(state, p.done > 0), { done: p.done, total: p.total }, p.errors ?? [], p.errorCount ?? 0);
+  return view(
+    job,
+    replicaJobType(job.name),
+    data.cache ?? '',
+    mapState(state, p.done > 0),
+    { done: p.done, total: p.total },
+    p.errors ?? [],
+    p.errorCount ?? 0,
+  );
 }
 
 function mapState(state: string, started: boolean): JobStateName {

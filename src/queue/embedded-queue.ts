@@ -53,7 +53,8 @@ export class EmbeddedQueue implements JobQueue {
 
   async depth(): Promise<QueueDepth[]> {
     const counts = new Map<string, QueueDepth>();
-    for (const type of Object.keys(this.processors)) for (const state of ['waiting', 'active'] as const) counts.set(`${type} ${state}`, { type, state, count: 0 });
+    for (const type of Object.keys(this.processors))
+      for (const state of ['waiting', 'active'] as const) counts.set(`${type} ${state}`, { type, state, count: 0 });
     for (const j of this.jobs.values()) {
       if (j.state === 'waiting' || j.state === 'active') counts.get(`${j.type} ${j.state}`)!.count++;
     }
@@ -62,7 +63,9 @@ export class EmbeddedQueue implements JobQueue {
 
   async close(): Promise<void> {
     this.closing = true;
-    this.shutdown.abort(new Error('the service shut down; the items added so far are kept: submit the job again to finish it (items already present are skipped)'));
+    this.shutdown.abort(
+      new Error('the service shut down; the items added so far are kept: submit the job again to finish it (items already present are skipped)'),
+    );
     await this.chain;
   }
 

@@ -13,14 +13,27 @@ export function evalMarkdown(r: EvalJobResult): string {
   L.push(`| top-1 error | ${pct(r.error.model)} | ${pct(r.error.cacheModel)} | ${pct(r.error.cacheOnly)} |`);
   L.push(`| top-5 error | ${pct(r.top5Error.model)} | ${pct(r.top5Error.cacheModel)} | ${pct(r.top5Error.cacheOnly)} |`, '');
   const gain = r.error.model - r.error.cacheModel;
-  L.push(`The cache model ${gain >= 0 ? 'removes' : 'adds'} ${(100 * Math.abs(gain)).toFixed(2)} points of top-1 error${r.error.model > 0 ? ` (${((100 * gain) / r.error.model).toFixed(1)} % of the model's errors)` : ''}.`, '');
+  L.push(
+    `The cache model ${gain >= 0 ? 'removes' : 'adds'} ${(100 * Math.abs(gain)).toFixed(2)} points of top-1 error${r.error.model > 0 ? ` (${((100 * gain) / r.error.model).toFixed(1)} % of the model's errors)` : ''}.`,
+    '',
+  );
   if (r.compare) {
     const c = r.compare;
     L.push(`## Against cache \`${c.cache}\` (${c.cacheSize} items), same images`, '');
-    L.push(`Top-1 error: cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; the two caches agree on the top-1 class of ${pct(c.agreement.cacheModel)} of the images (cache model) and ${pct(c.agreement.cacheOnly)} (cache alone).`, '');
+    L.push(
+      `Top-1 error: cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; the two caches agree on the top-1 class of ${pct(c.agreement.cacheModel)} of the images (cache model) and ${pct(c.agreement.cacheOnly)} (cache alone).`,
+      '',
+    );
   }
   if (r.bySize) {
-    L.push('## Error against cache size (random subsets of the cache)', '', '![error against cache size](by-size.svg)', '', '| fraction | items | cache model | cache alone |', '|---:|---:|---:|---:|');
+    L.push(
+      '## Error against cache size (random subsets of the cache)',
+      '',
+      '![error against cache size](by-size.svg)',
+      '',
+      '| fraction | items | cache model | cache alone |',
+      '|---:|---:|---:|---:|',
+    );
     for (const b of r.bySize) L.push(`| ${b.fraction} | ${b.items} | ${pct(b.error.cacheModel)} | ${pct(b.error.cacheOnly)} |`);
     L.push('');
   }

@@ -36,7 +36,11 @@ export function reportSvg(job: JobView): string {
       return layersSvg(job.result as LayerAdvice);
     case 'eval': {
       const svg = evalBySizeSvg(job.result as EvalJobResult);
-      if (!svg) throw new UserError('no_such_report', `job ${job.id} did not measure the error against cache size (give cacheSizes): its report comes as format=json or md`);
+      if (!svg)
+        throw new UserError(
+          'no_such_report',
+          `job ${job.id} did not measure the error against cache size (give cacheSizes): its report comes as format=json or md`,
+        );
       return svg;
     }
     default:
@@ -45,5 +49,7 @@ export function reportSvg(job: JobView): string {
 }
 
 export async function svgToPng(svg: string): Promise<Buffer> {
-  return sharp(Buffer.from(svg), { density: 72 * PNG_SCALE }).png().toBuffer();
+  return sharp(Buffer.from(svg), { density: 72 * PNG_SCALE })
+    .png()
+    .toBuffer();
 }

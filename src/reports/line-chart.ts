@@ -17,11 +17,20 @@ export interface LineChart {
 }
 
 export function lineChartSvg(c: LineChart): string {
-  const W = 640, H = 400, left = 72, right = 160, top = 48, bottom = 56;
-  const plotW = W - left - right, plotH = H - top - bottom;
+  const W = 640,
+    H = 400,
+    left = 72,
+    right = 160,
+    top = 48,
+    bottom = 56;
+  const plotW = W - left - right,
+    plotH = H - top - bottom;
   const all = c.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   const [x0, x1] = extent(all.map((p) => p[0]));
-  const [y0, y1] = extent(all.map((p) => p[1]), 0.05);
+  const [y0, y1] = extent(
+    all.map((p) => p[1]),
+    0.05,
+  );
   const X = (x: number) => left + ((x - x0) / (x1 - x0 || 1)) * plotW;
   const Y = (y: number) => top + plotH - ((y - y0) / (y1 - y0 || 1)) * plotH;
   const fy = c.yFormat ?? ((y: number) => fmtNum(y));
@@ -42,7 +51,8 @@ export function lineChartSvg(c: LineChart): string {
     const colour = colourAt(c.series.length === 1 ? 0.3 : (0.85 * i) / (c.series.length - 1));
     const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     out.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${pts.map(([x, y]) => `${px(X(x))},${px(Y(y))}`).join(' ')}"/>`);
-    for (const [x, y] of pts) out.push(`<circle cx="${px(X(x))}" cy="${px(Y(y))}" r="3.5" fill="${colour}"><title>${escapeXml(`${s.name}: ${fmtNum(x)} → ${fy(y)}`)}</title></circle>`);
+    for (const [x, y] of pts)
+      out.push(`<circle cx="${px(X(x))}" cy="${px(Y(y))}" r="3.5" fill="${colour}"><title>${escapeXml(`${s.name}: ${fmtNum(x)} → ${fy(y)}`)}</title></circle>`);
     const ly = top + 12 + 20 * i;
     out.push(`<line x1="${left + plotW + 14}" x2="${left + plotW + 34}" y1="${ly}" y2="${ly}" stroke="${colour}" stroke-width="2"/>`);
     out.push(`<text x="${left + plotW + 40}" y="${ly + 4}">${escapeXml(s.name)}</text>`);
@@ -53,7 +63,8 @@ export function lineChartSvg(c: LineChart): string {
 
 function extent(values: number[], pad = 0): [number, number] {
   if (values.length === 0) return [0, 1];
-  const lo = Math.min(...values), hi = Math.max(...values);
+  const lo = Math.min(...values),
+    hi = Math.max(...values);
   const d = (hi - lo || Math.abs(hi) || 1) * pad;
   return [lo - d, hi + d];
 }

@@ -23,7 +23,16 @@ export const VIRIDIS: readonly Rgb[] = [
 ];
 
 function hex(c: Rgb): string {
-  return '#' + c.map((v) => Math.round(Math.min(255, Math.max(0, v))).toString(16).padStart(2, '0')).join('');
+  return (
+    '#' +
+    c
+      .map((v) =>
+        Math.round(Math.min(255, Math.max(0, v)))
+          .toString(16)
+          .padStart(2, '0'),
+      )
+      .join('')
+  );
 }
 
 /** The colour at t ∈ [0, 1] (clamped; NaN → 0) by linear interpolation between evenly spaced stops, as #rrggbb. */

@@ -43,7 +43,7 @@ function code(s: string): string {
 
 /** A POSIX-shell word: bare when safe, else single-quoted. */
 function shellWord(s: string): string {
-  return /^[A-Za-z0-9_.,:=@%+\/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+  return /^[A-Za-z0-9_.,:=@%+/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The exact `cachet cache set` command for θ, λ (full precision: this is what gets typed). */
@@ -118,7 +118,9 @@ export function tuneMarkdown(r: TuneResult): string {
   L.push('');
   L.push(`- Chosen vs the model alone: ${errorChange(r.model.accuracy, r.best.accuracy)}; log-loss ${fmtLoss(r.model.logLoss)} → ${fmtLoss(r.best.logLoss)}.`);
   if (prevAcc === null)
-    L.push(`- Chosen vs previous: the previous point (θ = ${r.previous.theta}, λ = ${r.previous.lambda}) ${prevOnGrid ? 'was not scored' : 'is not on the grid'}, so its accuracy on these images is unknown.`);
+    L.push(
+      `- Chosen vs previous: the previous point (θ = ${r.previous.theta}, λ = ${r.previous.lambda}) ${prevOnGrid ? 'was not scored' : 'is not on the grid'}, so its accuracy on these images is unknown.`,
+    );
   else L.push(`- Chosen vs previous: ${errorChange(prevAcc, r.best.accuracy)}.`);
   if (!r.cacheOnly) L.push('- Cache alone (λ = 1) was not in the grid.');
   L.push('');
@@ -266,7 +268,9 @@ export function tuneHeatmapSvg(r: TuneResult): string {
   for (let s = 0; s <= 10; s++) out.push(`<stop offset="${s / 10}" stop-color="${colourAt(s / 10)}"/>`);
   out.push(`</linearGradient></defs>`);
   out.push(`<g id="colour-bar">`);
-  out.push(`<rect x="${px(barX)}" y="${g.top}" width="${barW}" height="${px(g.plotH)}" fill="url(#cachet-accuracy-scale)" stroke="#333333" stroke-width="0.5"/>`);
+  out.push(
+    `<rect x="${px(barX)}" y="${g.top}" width="${barW}" height="${px(g.plotH)}" fill="url(#cachet-accuracy-scale)" stroke="#333333" stroke-width="0.5"/>`,
+  );
   out.push(t(barX + barW / 2, g.top - 6, 'accuracy', 'text-anchor="middle" fill="#444444"'));
   out.push(t(barX + barW + 4, g.top + 9, fmtPct(max), 'class="bar-max"'));
   out.push(t(barX + barW + 4, g.top + g.plotH, fmtPct(min), 'class="bar-min"'));
@@ -317,7 +321,11 @@ export function tuneHeatmapSvg(r: TuneResult): string {
     `<circle cx="${lx + 6}" cy="${legendY - 4}" r="5" fill="${colourAt(0.5)}" stroke="#000000" stroke-width="3"/><circle cx="${lx + 6}" cy="${legendY - 4}" r="5" fill="none" stroke="#ffffff" stroke-width="1.2"/>`,
   );
   legend.push(
-    t(lx + 16, legendY, `chosen θ = ${fmtNum(r.best.theta)}, λ = ${fmtNum(r.best.lambda)} (${fmtPct(r.best.accuracy)})${bi < 0 || bj < 0 ? ', not on the grid' : ''}${r.applied ? '' : ', dry run'}`),
+    t(
+      lx + 16,
+      legendY,
+      `chosen θ = ${fmtNum(r.best.theta)}, λ = ${fmtNum(r.best.lambda)} (${fmtPct(r.best.accuracy)})${bi < 0 || bj < 0 ? ', not on the grid' : ''}${r.applied ? '' : ', dry run'}`,
+    ),
   );
   const px2 = lx; // the previous point's entry goes on a second line: both can be long
   const legend2Y = legendY + 18;

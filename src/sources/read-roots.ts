@@ -52,7 +52,8 @@ export class ReadRoots {
     if (!this.roots || /^https?:\/\//i.test(file)) return;
     const real = await realOrNearest(path.resolve(file));
     if (this.roots.some((root) => real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep))) return;
-    throw new UserError('path_not_allowed',
+    throw new UserError(
+      'path_not_allowed',
       `${what} ${file} is outside the folders this service reads from (${this.roots.join(', ')}); put it under one of them, or ask the operator to add its folder to CACHET_READ_ROOTS`,
     );
   }

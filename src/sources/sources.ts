@@ -55,7 +55,10 @@ export async function resolveSource(source: Source, opts: ResolveOptions): Promi
     case 'manifest': {
       await roots.check(source.path, 'manifest');
       const items = await manifestItems(source.path, labelOf, opts.requireLabels);
-      await roots.checkAll(items.map((i) => i.image as string), `image listed in ${source.path}:`);
+      await roots.checkAll(
+        items.map((i) => i.image as string),
+        `image listed in ${source.path}:`,
+      );
       return items;
     }
     case 'inline':
@@ -89,7 +92,10 @@ export function labelResolver(classes: string[]): (label: string | number, where
 
 async function folderItems(root: string, labelOf: (l: string, where: string) => number): Promise<SourceItem[]> {
   const entries = await readDir(root);
-  const classDirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  const classDirs = entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
   if (classDirs.length === 0) throw new UserError('bad_source', `${root} has no subfolders: put the images of each class in a subfolder named after the class`);
   const items: SourceItem[] = [];
   for (const dir of classDirs) {

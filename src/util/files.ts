@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 
 /** Writes all of `bytes` at `position`; returns how many that was. */
 export async function writeFully(file: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
-  for (let done = 0; done < bytes.length; ) {
+  for (let done = 0; done < bytes.length;) {
     const { bytesWritten } = await file.write(bytes, done, bytes.length - done, position + done);
     done += bytesWritten;
   }
@@ -15,7 +15,7 @@ export async function writeFully(file: FileHandle, bytes: Uint8Array, position: 
 
 /** Fills `bytes` from `position`; a file that ends first is an error naming `what`. */
 export async function readFully(file: FileHandle, bytes: Uint8Array, position: number, what: string): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
+  for (let done = 0; done < bytes.length;) {
     const { bytesRead } = await file.read(bytes, done, bytes.length - done, position + done);
     if (bytesRead === 0) throw new Error(`${what} ended early (or shrank while being read)`);
     done += bytesRead;

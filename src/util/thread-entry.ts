@@ -12,4 +12,3 @@ export function threadEntry(base: string, name: string): URL {
   const code = `import { register } from ${JSON.stringify(tsx)}; register(); await import(${JSON.stringify(thread)});`;
   return new URL(`data:text/javascript,${encodeURIComponent(code)}`);
 }
-

@@ -372,3 +372,15 @@ describe('OpenAPI document', () => {
     console.log(`openapi.test: ${[...seen.values()].reduce((n, s) => n + s.size, 0)} (operation, status) pairs checked against the document`);
   });
 });
+
+describe('README error table', () => {
+  test('lists every code of the catalogue with its status, and no other', () => {
+    const readme = readFileSync(path.join(import.meta.dirname, '..', 'README.md'), 'utf8');
+    const rows = [...readme.matchAll(/^\| `([a-z_A-Z]+)` \| (\d{3}) \|/gm)].map((m) => [m[1], Number(m[2])]);
+    assert.deepEqual(
+      rows,
+      ERROR_CODES.map((c) => [c, ERROR_CATALOGUE[c].status]),
+      'README.md "Errors" is out of step with src/errors/catalogue.ts',
+    );
+  });
+});

@@ -121,6 +121,45 @@ describe('FileKeyLog', () => {
     await log.close();
   });
 
+  // A flipped byte in the middle of the log: the damaged record is skipped (a no-op at its
+  // position), every record after it is kept, and the damage is reported with the id.
+  for (const [what, offsetInRecord] of [
+    ['its key', 8 + 2 + Buffer.byteLength('img-7-é') + 4 + 5],
+    ['its length', 1],
+    ['its crc', 5],
+  ] as const) {
+    it(`keeps every intact record after a record damaged in ${what}`, async () => {
+      const path = await logPath();
+      let log = await FileKeyLog.open(path, dim);
+      await log.append(records(0, 20));
+      await log.close();
+      const at = HEADER + records(0, 7).reduce((sum, r) => sum + recordBytes(r.id), 0) + offsetInRecord;
+      const { open } = await import('node:fs/promises');
+      const file = await open(path, 'r+');
+      const byte = Buffer.alloc(1);
+      await file.read(byte, 0, 1, at);
+      byte[0] ^= 0x5a;
+      await file.write(byte, 0, 1, at);
+      await file.close();
+      const size = (await stat(path)).size;
+
+      log = await FileKeyLog.open(path, dim);
+      assert.equal(log.end(), 20, 'positions are kept');
+      assert.equal(log.recoveredBytes, 0, 'nothing truncated');
+      assert.equal((await stat(path)).size, size, 'the file is not cut');
+      const damage = log.damage();
+      assert.equal(damage.length, 1);
+      assert.equal(damage[0].position, 7);
+      if (what !== 'its length') assert.equal(damage[0].id, 'img-7-é', 'the lost id is named');
+      const read = (await readAll(log, 0, 6)).records;
+      assert.deepEqual(read.slice(0, 7), records(0, 7));
+      assert.deepEqual(read[7], { id: '', deleted: true }, 'the damaged record is read as a no-op');
+      assert.deepEqual(read.slice(8), records(8, 12));
+      assert.equal(await log.append(records(20, 1)), 21, 'appends go on after the damage');
+      await log.close();
+    });
+  }
+
   it('compactTo forgets earlier records and keeps positions', async () => {
     const path = await logPath();
     let log = await FileKeyLog.open(path, dim);

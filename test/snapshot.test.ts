@@ -62,7 +62,11 @@ describe('snapshot', () => {
 
       const snap = await readSnapshot(dir);
       assert.ok(snap);
-      assert.deepEqual(snap.manifest, manifest);
+      const { files, checksum, ...rest } = snap.manifest;
+      assert.deepEqual(rest, { ...manifest, formatVersion: 2 }, 'the manifest as written, sealed with its files and checksum');
+      assert.ok(files?.['items.jsonl'] && typeof checksum === 'string');
+      assert.ok(snap.verified);
+      assert.deepEqual(snap.damaged, {});
       assert.deepEqual(snap.ids, ids);
       assert.deepEqual(Array.from(snap.labels), Array.from(labels));
       const loaded = await loadIndex(snap.dir, snap.manifest.indexKind, dim, DEFAULT_INDEX_OPTIONS);

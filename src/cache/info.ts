@@ -5,6 +5,18 @@ import { CacheDefinitionSchema } from './definition.js';
 
 const int = () => z.number().int();
 
+/** What was found damaged in a cache's stored data, and what was done about it. */
+export const DamageSchema = z
+  .object({
+    detectedAt: z.string(),
+    what: z.string().describe('the file or log span that did not check out, and how'),
+    outcome: z.string().describe('repaired (from what), or lost (which records)'),
+    lostRecords: int().describe('records of the key log that could not be read: index their images again'),
+    lostIds: z.array(z.string()).describe('the ids of the lost records, where they could be read'),
+  })
+  .strict();
+export type Damage = z.infer<typeof DamageSchema>;
+
 export const CacheInfoSchema = z
   .object({
     name: z.string(),
@@ -37,6 +49,7 @@ export const CacheInfoSchema = z
     logPosition: int(),
     snapshotPosition: int(),
     history: CacheDefinitionSchema.shape.history.unwrap().describe('earlier θ and λ, newest first'),
+    damage: z.array(DamageSchema).describe('damage found in stored data and what was done, oldest first; empty when none'),
   })
   .strict();
 export type CacheInfo = z.infer<typeof CacheInfoSchema>;

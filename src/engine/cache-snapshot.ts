@@ -17,7 +17,7 @@ export function snapshotManifest(
 ): SnapshotManifest {
   const index = search.index;
   return {
-    formatVersion: 1,
+    formatVersion: 2,
     createdAt: new Date().toISOString(),
     logPosition,
     size: items.positions,

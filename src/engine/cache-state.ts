@@ -4,16 +4,17 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import type { CacheDefinition } from '../cache/definition.js';
-import type { CacheInfo } from '../cache/info.js';
-import { createIndex, loadIndex } from '../index/factory.js';
+import type { CacheInfo, Damage } from '../cache/info.js';
+import { createIndex } from '../index/factory.js';
 import { ExactIndex } from '../index/exact.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { Projection, randomProjection } from '../index/projection.js';
-import { readSnapshot, writeSnapshot } from '../index/snapshot.js';
+import { writeSnapshot } from '../index/snapshot.js';
 import { isDelete, isReduced, type FullKeyRecord, type KeyLog, type KeyRecord, type LogRecord, type ReducedKeyRecord } from '../keylog/types.js';
 import type { Extractor } from '../model/types.js';
 import { Mutex } from '../util/mutex.js';
-import { checkSnapshotMatches, snapshotManifest } from './cache-snapshot.js';
+import { snapshotManifest } from './cache-snapshot.js';
+import { damageOf, openSnapshot, recordLogDamage, type Report } from './recovery.js';
 import { APPLY_SLICE, fitProjection, growIfDue, waitsForPca, yieldToMessages, type GrowingCache } from './index-lifecycle.js';
 import { ItemTable } from './item-table.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
@@ -31,6 +32,8 @@ export class CacheState implements GrowingCache {
   /** log position up to which records are applied to the index */
   appliedPosition = 0;
   snapshotPosition = 0;
+  /** damage found in this cache's stored data, and what was done (recovery.ts) */
+  damage: Damage[] = [];
   /** serialises index changes and searches (hnswlib has no locking) */
   readonly lock = new Mutex();
   /** serialises adds, so an id cannot be appended twice */
@@ -54,17 +57,23 @@ export class CacheState implements GrowingCache {
    * A cache as its snapshot (if any) left it, caught up with its key log.
    * `log` is the cache's key log: a file in embedded mode, a Redis Stream in distributed mode.
    */
-  static async open(definition: CacheDefinition, dir: string, extractor: Extractor, log: KeyLog, publish: ProjectionPublisher): Promise<CacheState> {
+  static async open(
+    definition: CacheDefinition,
+    dir: string,
+    extractor: Extractor,
+    log: KeyLog,
+    publish: ProjectionPublisher,
+    report: Report = (level, msg) => console.error(`${level}: ${msg}`),
+  ): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
-    const snapshot = await readSnapshot(dir);
+    await recordLogDamage(dir, definition.name, log, report);
+    const opened = await openSnapshot(dir, definition, extractor, log, report); // verified, or repaired
     const sk = definition.searchKey;
     const D = extractor.keyDimension;
     let state: CacheState;
-    if (snapshot) {
-      checkSnapshotMatches(snapshot.manifest, definition, extractor);
+    if (opened) {
+      const { snapshot, search } = opened;
       const m = snapshot.manifest;
-      const index = await loadIndex(snapshot.dir, m.indexKind, m.dimension, definition.index);
-      const search = new SearchIndex(index, await Projection.load(snapshot.dir), await FullKeyStore.load(snapshot.dir));
       state = new CacheState(definition, dir, extractor, search, log, publish);
       snapshot.ids.forEach((id, position) => state.items.add(id, snapshot.labels[position], snapshot.sources[position]));
       for (const position of snapshot.deleted) state.forget(position);
@@ -78,6 +87,7 @@ export class CacheState implements GrowingCache {
       const index = sk.reduce === 'pca' ? new ExactIndex(D) : createIndex(D, definition.index);
       state = new CacheState(definition, dir, extractor, new SearchIndex(index), log, publish);
     }
+    state.damage = await damageOf(dir);
     state.applySearchSettings();
     await state.catchUp().catch((err: Error) => {
       throw new Error(`cache "${definition.name}": cannot replay its key log from position ${state.appliedPosition}: ${err.message}`);
@@ -234,6 +244,7 @@ export class CacheState implements GrowingCache {
       logPosition: this.log.end(),
       snapshotPosition: this.snapshotPosition,
       history: d.history,
+      damage: this.damage,
     };
   }
 

@@ -17,6 +17,7 @@ import type { ModelSpec } from '../model/spec.js';
 import { CacheState } from './cache-state.js';
 import type { DefinitionStore } from './definitions.js';
 import { ModelRegistry } from './models.js';
+import { CacheDamagedError } from './recovery.js';
 import type { ProjectionStore } from './projection-store.js';
 import type { CacheStatus, LogStatus } from './status.js';
 import type { CacheUpdate, Classification, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
@@ -25,6 +26,8 @@ export abstract class CacheEngine {
   protected readonly caches = new Map<string, CacheState>();
   /** caches that could not be opened, with the reason */
   protected readonly failed = new Map<string, string>();
+  /** failed caches whose stored data is damaged beyond repair (recovery.ts) */
+  private readonly damaged = new Set<string>();
   private readonly opening = new Map<string, Promise<void>>();
   protected readonly models = new ModelRegistry();
   protected closed = false;
@@ -67,7 +70,7 @@ export abstract class CacheEngine {
 
   async listCaches(): Promise<CacheStatus[]> {
     const ready: CacheStatus[] = [...this.caches.values()].map((c) => ({ name: c.definition.name, status: 'ready', info: c.info() }));
-    const failed: CacheStatus[] = [...this.failed].map(([name, error]) => ({ name, status: 'failed', error }));
+    const failed: CacheStatus[] = [...this.failed].map(([name, error]) => ({ name, status: this.damaged.has(name) ? 'damaged' : 'failed', error }));
     return [...ready, ...failed].sort((a, b) => a.name.localeCompare(b.name));
   }
 
@@ -196,6 +199,7 @@ export abstract class CacheEngine {
     if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
     if (cache) await this.drop(cache);
     this.failed.delete(name);
+    this.damaged.delete(name);
     await this.definitions.delete(name);
     await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
     return { deleted: name };
@@ -242,6 +246,7 @@ export abstract class CacheEngine {
     const cache = this.caches.get(name);
     if (cache) return cache;
     const error = this.failed.get(name);
+    if (error !== undefined && this.damaged.has(name)) throw new UserError('cache_damaged', error);
     if (error !== undefined) throw new UserError('cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
     const known = [...this.caches.keys()];
     throw new UserError(
@@ -265,10 +270,16 @@ export abstract class CacheEngine {
           const extractor = await this.models.extractorFor(definition);
           const dir = path.join(this.options.dataDir, name);
           const log = await this.openLog(name, dir, extractor.keyDimension);
-          this.caches.set(name, await CacheState.open(definition, dir, extractor, log, (c, p) => this.projections.publish(c, p)));
+          const report = (level: 'warn' | 'error', msg: string) => this.report({ level, msg });
+          this.caches.set(name, await CacheState.open(definition, dir, extractor, log, (c, p) => this.projections.publish(c, p), report));
           this.failed.delete(name);
+          this.damaged.delete(name);
         } catch (err) {
           this.failed.set(name, err instanceof Error ? err.message : String(err));
+          if (err instanceof CacheDamagedError) {
+            this.damaged.add(name);
+            this.report({ level: 'error', msg: err.message });
+          }
         } finally {
           this.opening.delete(name);
         }

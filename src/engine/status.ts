@@ -18,7 +18,7 @@ export type LogStatus = z.infer<typeof LogStatusSchema>;
 export const CacheStatusSchema = z
   .object({
     name: z.string(),
-    status: z.enum(['ready', 'failed']),
+    status: z.enum(['ready', 'failed', 'damaged']),
     error: z.string().optional(),
     info: CacheInfoSchema.optional(),
   })

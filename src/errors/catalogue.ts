@@ -44,6 +44,10 @@ export const ERROR_CATALOGUE = {
   cache_exists: { status: 409, description: 'a cache of that name exists: pick another name' },
   unknown_cache: { status: 404, description: 'no cache of that name' },
   cache_unavailable: { status: 409, description: 'the cache exists but could not be loaded; the message says why' },
+  cache_damaged: {
+    status: 503,
+    description: "the cache's stored data is damaged and no intact copy exists: the message says what was lost; import an export, or delete the cache and index again",
+  },
   cache_busy: { status: 409, description: 'the cache has unfinished jobs: wait for them before deleting it' },
   empty_cache: { status: 409, description: 'the cache holds no items yet' },
   bad_model: { status: 400, description: 'the model file is missing, unreadable, or not an ONNX model onnxruntime can load' },

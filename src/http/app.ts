@@ -61,8 +61,10 @@ export function createApp(ctx: ApiContext): express.Express {
     if (!ctx.isReady()) return void res.status(503).json({ status: ctx.ops?.isStopping ? 'stopping' : 'starting' });
     const [caches, logs] = await Promise.all([engine.listCaches(), engine.logStatus()]);
     const lag = new Map(logs.map((l) => [l.name, l]));
+    // Damage degrades readiness but does not fail it: the other caches (and the repaired ones) serve.
+    const degraded = caches.some((c) => c.status === 'damaged' || (c.info?.damage.length ?? 0) > 0);
     res.json({
-      status: 'ready',
+      status: degraded ? 'degraded' : 'ready',
       mode: ctx.mode,
       caches: caches.map((c) => ({
         name: c.name,
@@ -70,6 +72,7 @@ export function createApp(ctx: ApiContext): express.Express {
         size: c.info?.size ?? null,
         ...(c.error && { error: c.error }),
         log: lag.get(c.name) ?? null,
+        ...(c.info?.damage.length && { damage: c.info.damage }),
       })),
     });
   });

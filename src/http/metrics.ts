@@ -8,7 +8,8 @@
 //   run of those calls, timed on the inference thread (no queueing), and their cache search, timed
 //   on the engine thread.
 // - cachet_predict_in_flight: predict requests being served by this process.
-// - cachet_cache_items {cache}, cachet_keylog_lag {cache}: read from the engine at scrape time.
+// - cachet_cache_items, cachet_cache_damaged, cachet_cache_lost_records, cachet_keylog_lag {cache}:
+//   read from the engine at scrape time.
 // - cachet_jobs {type, state}: jobs waiting or active, read from the queue at scrape time.
 // - cachet_jobs_finished_total {type, outcome}: jobs this process saw finish (see README).
 // - prom-client's default process metrics (CPU, memory, event loop lag, GC, handles).
@@ -85,6 +86,28 @@ export class ServiceMetrics {
         this.reset();
         const caches = await sources.engine.listCaches().catch(() => []);
         for (const c of caches) if (c.info) this.set({ cache: c.name }, c.info.size);
+      },
+    });
+    new Gauge({
+      name: 'cachet_cache_damaged',
+      help: "1 for a cache whose stored data is damaged beyond repair (it answers 503 cache_damaged), else 0",
+      labelNames: ['cache'],
+      registers,
+      async collect() {
+        this.reset();
+        const caches = await sources.engine.listCaches().catch(() => []);
+        for (const c of caches) this.set({ cache: c.name }, c.status === 'damaged' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'cachet_cache_lost_records',
+      help: "key log records of each cache found damaged and skipped (see GET /v1/caches/:name damage): their images need indexing again",
+      labelNames: ['cache'],
+      registers,
+      async collect() {
+        this.reset();
+        const caches = await sources.engine.listCaches().catch(() => []);
+        for (const c of caches) if (c.info) this.set({ cache: c.name }, c.info.damage.reduce((n, d) => n + d.lostRecords, 0));
       },
     });
     new Gauge({

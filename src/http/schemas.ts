@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { linspace } from '../jobs/tune-job.js';
 import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
-import { CacheInfoSchema } from '../cache/info.js';
+import { CacheInfoSchema, DamageSchema } from '../cache/info.js';
 import { SourceSchema } from '../sources/sources.js';
 import { JobViewSchema } from '../jobs/types.js';
 import { CacheStatusSchema, LogStatusSchema } from '../engine/status.js';
@@ -112,16 +112,17 @@ export const HealthSchema = z.object({ status: z.literal('ok') }).strict();
 
 export const ReadySchema = z
   .object({
-    status: z.literal('ready'),
+    status: z.enum(['ready', 'degraded']).describe('degraded: a cache is damaged or lost records (see each cache\'s damage); the others serve'),
     mode: z.enum(['embedded', 'distributed']),
     caches: z.array(
       z
         .object({
           name: z.string(),
-          status: z.enum(['ready', 'failed']),
+          status: z.enum(['ready', 'failed', 'damaged']),
           size: int().nullable(),
           error: z.string().optional(),
           log: LogStatusSchema.nullable(),
+          damage: z.array(DamageSchema).optional().describe('damage found in its stored data, and what was done'),
         })
         .strict(),
     ),

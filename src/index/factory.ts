@@ -5,7 +5,7 @@
 // when with `shouldMigrate` and does it with `migrateToHnsw`.
 import { UserError } from '../errors/user-error.js';
 import { ExactIndex } from './exact.js';
-import { HnswIndex } from './hnsw.js';
+import { HnswIndex, KEYS_COPY_MAX_DIMENSION } from './hnsw.js';
 import type { ExhaustiveIndex, HnswParams, IndexKind, VectorIndex } from './types.js';
 
 export interface IndexOptions {
@@ -60,6 +60,15 @@ export function createIndex(dimension: number, options: IndexOptions, expectedSi
 
 export async function loadIndex(dir: string, kind: IndexKind, dimension: number, options: IndexOptions): Promise<VectorIndex> {
   return kind === 'hnsw' ? HnswIndex.load(dir, dimension, hnswParams(options)) : ExactIndex.load(dir, dimension);
+}
+
+/**
+ * An hnsw index rebuilt from the copy of its keys a snapshot holds (keys.f32), when its graph file
+ * is damaged; null when the snapshot has no copy (keys of more than KEYS_COPY_MAX_DIMENSION).
+ */
+export async function rebuildHnswFromKeys(dir: string, dimension: number, options: IndexOptions): Promise<HnswIndex | null> {
+  if (dimension > KEYS_COPY_MAX_DIMENSION) return null;
+  return migrateToHnsw(await ExactIndex.load(dir, dimension), options);
 }
 
 /** Whether an index compares every query with every key (and can give all the similarities). */

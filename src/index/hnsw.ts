@@ -10,11 +10,19 @@ import hnswlib from 'hnswlib-node';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HnswParams, IndexKind, Neighbours, SearchSettings, VectorIndex } from './types.js';
+import { KEYS_FILE } from './exact.js';
+import { writeFully } from '../util/files.js';
 
 const { HierarchicalNSW } = hnswlib;
 type Graph = InstanceType<typeof HierarchicalNSW>;
 
 export const HNSW_FILE = 'hnsw.bin';
+/**
+ * Snapshots of hnsw indexes of at most this many dimensions (reduced search keys) also hold their
+ * keys, to rebuild the graph from; above it the copy would double the snapshot, and the graph is
+ * rebuilt from the full keys (re-ranking) or the key log instead.
+ */
+export const KEYS_COPY_MAX_DIMENSION = 1024;
 const MIN_CAPACITY = 1024;
 
 export class HnswIndex implements VectorIndex {
@@ -133,6 +141,7 @@ export class HnswIndex implements VectorIndex {
     this.saving = true;
     try {
       await this.graph.writeIndex(join(dir, HNSW_FILE));
+      if (this.dimension <= KEYS_COPY_MAX_DIMENSION) await this.saveKeys(dir);
     } finally {
       this.saving = false;
     }
@@ -140,6 +149,28 @@ export class HnswIndex implements VectorIndex {
 
   params(): Record<string, number | string> {
     return { ...this.hnswParams };
+  }
+
+  /**
+   * A copy of the keys as keys.f32 (the exact index's format; zeros at deleted positions), from
+   * which the graph can be rebuilt if its file is ever damaged: hnswlib's file cannot be repaired.
+   */
+  private async saveKeys(dir: string): Promise<void> {
+    const d = this.dimension;
+    const file = await open(join(dir, KEYS_FILE), 'w');
+    try {
+      const rows = Math.max(1, Math.floor((1 << 20) / (4 * d)));
+      let offset = 0;
+      for (let p0 = 0; p0 < this.size; p0 += rows) {
+        const n = Math.min(rows, this.size - p0);
+        const block = new Float32Array(n * d);
+        for (let i = 0; i < n; i++) if (!this.tombstones.has(p0 + i)) block.set(this.graph.getPoint(p0 + i), i * d);
+        offset += await writeFully(file, new Uint8Array(block.buffer), offset);
+      }
+      await file.sync();
+    } finally {
+      await file.close();
+    }
   }
 
   private assertIdle(): void {

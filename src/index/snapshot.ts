@@ -3,6 +3,10 @@
 // says which key log position the snapshot covers. Replaying the log from
 // manifest.logPosition on top of it rebuilds the cache.
 //
+// Every file is verified before it is used: the manifest records each file's size and sha256 and
+// its own checksum, and readSnapshot checks them all (streaming) before any byte reaches a parser
+// or a native library. What does not check out is reported, not loaded: engine/recovery.ts decides.
+//
 // Atomic swap: everything is written and fsync'd in snapshot.tmp-<random>/,
 // manifest.json last; then snapshot → snapshot.old, tmp → snapshot, old removed.
 // A crash at any point leaves `snapshot` or `snapshot.old` complete, and
@@ -12,10 +16,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { IndexKind, VectorIndex } from './types.js';
+import { checkFile, checksumFile, sha256Text, type FileChecksum } from '../util/checksum.js';
 import { fsyncPath, writeFully } from '../util/files.js';
 
 export interface SnapshotManifest {
-  formatVersion: 1;
+  /** 2: files and checksum recorded; 1 (before checksums) is read, unverified */
+  formatVersion: 1 | 2;
   createdAt: string;
   /** the key log records < logPosition are in this snapshot */
   logPosition: number;
@@ -23,7 +29,21 @@ export interface SnapshotManifest {
   dimension: number;
   indexKind: IndexKind;
   indexParams: Record<string, number | string>;
+  /** each file of the snapshot (but the manifest): its size and sha256 */
+  files?: Record<string, FileChecksum>;
+  /** sha256 of this manifest's JSON without this field */
+  checksum?: string;
   [k: string]: unknown;
+}
+
+/** A snapshot that cannot be used at all: its manifest or its items do not check out. */
+export class SnapshotDamagedError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly problems: Record<string, string>,
+  ) {
+    super(`snapshot ${dir} is damaged: ${Object.entries(problems).map(([f, p]) => `${f}: ${p}`).join('; ')}`);
+  }
 }
 
 export interface Snapshot {
@@ -36,11 +56,16 @@ export interface Snapshot {
   deleted: number[];
   /** the directory to load the index from (factory.loadIndex) */
   dir: string;
+  /** files that failed verification, with what is wrong: not to be loaded */
+  damaged: Record<string, string>;
+  /** false for a snapshot written before checksums (format 1) */
+  verified: boolean;
 }
 
 const SNAPSHOT = 'snapshot';
 const OLD = 'snapshot.old';
 const TMP_PREFIX = 'snapshot.tmp-';
+const DAMAGED_PREFIX = 'snapshot.damaged-';
 const MANIFEST = 'manifest.json';
 const ITEMS = 'items.jsonl'; // one {"id","label"[,"source"][,"deleted":true]} per line, in position order
 
@@ -72,9 +97,7 @@ export async function writeSnapshot(
             ? `manifest.dimension ${manifest.dimension} (index: ${index.dimension})`
             : manifest.indexKind !== index.kind
               ? `manifest.indexKind ${manifest.indexKind} (index: ${index.kind})`
-              : manifest.formatVersion !== 1
-                ? `formatVersion ${String(manifest.formatVersion)}`
-                : null;
+              : null;
   if (mismatch) throw new Error(`snapshot of ${cacheDir}: ${mismatch} for an index of ${n} items`);
 
   await exclusive(cacheDir, async () => {
@@ -85,7 +108,9 @@ export async function writeSnapshot(
       await index.save(tmp);
       for (const extra of extras) await extra.save(tmp);
       await writeItems(join(tmp, ITEMS), ids, labels, details);
-      await writeText(join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+      const files: Record<string, FileChecksum> = {};
+      for (const name of (await readdir(tmp)).sort()) files[name] = await checksumFile(join(tmp, name));
+      await writeText(join(tmp, MANIFEST), sealManifest({ ...manifest, formatVersion: 2, files }));
       for (const name of await readdir(tmp)) await fsyncPath(join(tmp, name));
       await fsyncPath(tmp);
     } catch (err) {
@@ -132,15 +157,84 @@ export async function readSnapshot(cacheDir: string): Promise<Snapshot | null> {
     } else {
       return null;
     }
-    const manifest = JSON.parse(await readFile(join(current, MANIFEST), 'utf8')) as SnapshotManifest;
-    if (manifest.formatVersion !== 1) {
-      throw new Error(`${current}: snapshot format ${String(manifest.formatVersion)} is not supported (expected 1)`);
+    const { manifest, damaged } = await verifySnapshotDir(current);
+    if (damaged[ITEMS]) throw new SnapshotDamagedError(current, { [ITEMS]: damaged[ITEMS] });
+    let items: Awaited<ReturnType<typeof readItems>>;
+    try {
+      items = await readItems(join(current, ITEMS));
+    } catch (err) {
+      throw new SnapshotDamagedError(current, { [ITEMS]: (err as Error).message });
     }
-    const { ids, labels, sources, deleted } = await readItems(join(current, ITEMS));
-    if (ids.length !== manifest.size) {
-      throw new Error(`${current}: ${ITEMS} holds ${ids.length} items but the manifest says ${manifest.size}`);
+    if (items.ids.length !== manifest.size) {
+      throw new SnapshotDamagedError(current, { [ITEMS]: `holds ${items.ids.length} items but the manifest says ${manifest.size}` });
     }
-    return { manifest, ids, labels, sources, deleted, dir: current };
+    return { manifest, ...items, dir: current, damaged, verified: manifest.formatVersion === 2 };
+  });
+}
+
+/**
+ * The manifest of a snapshot directory, checked, and every file it lists checked against it.
+ * Throws SnapshotDamagedError when the manifest itself cannot be trusted.
+ */
+export async function verifySnapshotDir(dir: string): Promise<{ manifest: SnapshotManifest; damaged: Record<string, string> }> {
+  let manifest: SnapshotManifest;
+  try {
+    manifest = openManifest(await readFile(join(dir, MANIFEST), 'utf8'));
+  } catch (err) {
+    throw new SnapshotDamagedError(dir, { [MANIFEST]: (err as Error).message });
+  }
+  const damaged: Record<string, string> = {};
+  for (const [name, want] of Object.entries(manifest.files ?? {})) {
+    const problem = await checkFile(join(dir, name), want);
+    if (problem) damaged[name] = problem;
+  }
+  return { manifest, damaged };
+}
+
+/** The manifest's JSON with its checksum: sha256 of the JSON without it. */
+function sealManifest(manifest: SnapshotManifest): string {
+  const { checksum: _, ...body } = manifest;
+  return JSON.stringify({ ...body, checksum: sha256Text(JSON.stringify(body)) }, null, 2) + '\n';
+}
+
+function openManifest(text: string): SnapshotManifest {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error('not valid JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
+  const manifest = parsed as SnapshotManifest;
+  if (manifest.formatVersion === 2) {
+    const { checksum, ...body } = manifest;
+    if (typeof checksum !== 'string' || checksum !== sha256Text(JSON.stringify(body))) throw new Error('its checksum does not match its content');
+    if (typeof manifest.files !== 'object' || manifest.files === null || !manifest.files[ITEMS]) throw new Error('it lists no files');
+  } else if (manifest.formatVersion !== 1) {
+    throw new Error(`snapshot format ${String(manifest.formatVersion)} is not supported (expected 1 or 2)`);
+  }
+  for (const field of ['logPosition', 'size', 'dimension'] as const) {
+    if (!Number.isSafeInteger(manifest[field]) || manifest[field] < 0) throw new Error(`${field} is not a count: ${JSON.stringify(manifest[field])}`);
+  }
+  return manifest;
+}
+
+/**
+ * Move the current snapshot aside (to snapshot.damaged-<time>/) so that it is never loaded again
+ * but kept for inspection; returns its new name, or null if there was none.
+ */
+export async function setAsideSnapshot(cacheDir: string): Promise<string | null> {
+  return exclusive(cacheDir, async () => {
+    const current = join(cacheDir, SNAPSHOT);
+    try {
+      await stat(current);
+    } catch {
+      return null;
+    }
+    const name = `${DAMAGED_PREFIX}${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    await rename(current, join(cacheDir, name));
+    await fsyncPath(cacheDir);
+    return name;
   });
 }
 
@@ -170,9 +264,11 @@ async function readItems(path: string): Promise<Pick<Snapshot, 'ids' | 'labels' 
   const deleted: number[] = [];
   const file = await open(path, 'r');
   try {
+    let lineNumber = 0;
     for await (const line of file.readLines()) {
+      lineNumber++;
       if (line === '') continue;
-      const item = JSON.parse(line) as { id: string; label: number; source?: string; deleted?: boolean };
+      const item = parseItem(line, `${path}:${lineNumber}`);
       if (item.deleted) deleted.push(ids.length);
       ids.push(item.id);
       labelList.push(item.label);
@@ -182,6 +278,18 @@ async function readItems(path: string): Promise<Pick<Snapshot, 'ids' | 'labels' 
     await file.close().catch(() => undefined); // readLines may have closed it already
   }
   return { ids, labels: Uint32Array.from(labelList), sources, deleted };
+}
+
+function parseItem(line: string, where: string): { id: string; label: number; source?: string; deleted?: boolean } {
+  let item: { id?: unknown; label?: unknown; source?: unknown; deleted?: unknown };
+  try {
+    item = JSON.parse(line) as typeof item;
+  } catch (err) {
+    throw new Error(`${where}: not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof item?.id !== 'string' || !Number.isInteger(item.label) || (item.label as number) < 0) throw new Error(`${where}: not an item {id, label}`);
+  if (item.source !== undefined && typeof item.source !== 'string') throw new Error(`${where}: source is not a string`);
+  return item as { id: string; label: number; source?: string; deleted?: boolean };
 }
 
 // ---- files ----

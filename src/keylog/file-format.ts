@@ -184,13 +184,27 @@ function copyFloat32(buf: Buffer, at: number, n: number): Float32Array {
 
 const MAX_RECORD_BODY = (dimension: number) => 8 + MAX_ID_BYTES + 4 * dimension + 8 + 2 * dimension + MAX_SOURCE_BYTES;
 
-/** Offsets of the valid records after the header, and where the valid part ends. */
+/** A damaged span in the middle of the log: its bytes, and the id it seems to hold. */
+export interface DamagedSpan {
+  /** index among the records (its position − base) */
+  index: number;
+  offset: number;
+  bytes: number;
+  id?: string;
+}
+
+/**
+ * Offsets of the records after the header, where the valid part ends, and the damaged spans in
+ * the middle. A record that does not check out is damage when an intact record follows it (it is
+ * counted as one record, and skipped); when nothing valid follows, it is the torn tail of a crash.
+ */
 export async function scanRecords(file: FileHandle, dimension: number) {
   const { size: fileSize } = await file.stat();
   const maxRecord = PREFIX_BYTES + MAX_RECORD_BODY(dimension);
   let buf = Buffer.alloc(0);
   let bufStart = HEADER_BYTES; // file offset of buf[0]
   const offsets: number[] = [];
+  const damage: DamagedSpan[] = [];
   let pos = HEADER_BYTES;
   for (;;) {
     let parsed = parseRecord(buf, pos - bufStart, dimension);
@@ -201,9 +215,70 @@ export async function scanRecords(file: FileHandle, dimension: number) {
       bufStart = pos;
       parsed = parseRecord(buf, 0, dimension);
     }
-    if (!parsed) break;
+    if (parsed) {
+      offsets.push(pos);
+      pos = bufStart + parsed.next;
+      continue;
+    }
+    if (pos >= fileSize) break;
+    const next = await nextIntactRecord(file, pos, fileSize, dimension);
+    if (next === null) break; // a torn tail
+    damage.push({ index: offsets.length, offset: pos, bytes: next - pos, id: await readableId(file, pos, next) });
     offsets.push(pos);
-    pos = bufStart + parsed.next;
+    pos = next;
+    buf = Buffer.alloc(0);
+    bufStart = pos;
   }
-  return { offsets, validEnd: pos, fileSize };
+  return { offsets, validEnd: pos, fileSize, damage };
+}
+
+/**
+ * Where the next intact record after the damaged one at `pos` starts: where its own length says,
+ * if that checks out, else the first offset from which two records in a row (or one and the end of
+ * the file) check out; null if none does.
+ */
+async function nextIntactRecord(file: FileHandle, pos: number, fileSize: number, dimension: number): Promise<number | null> {
+  const maxRecord = PREFIX_BYTES + MAX_RECORD_BODY(dimension);
+  const startsIntact = async (o: number): Promise<boolean> => {
+    const window = Buffer.allocUnsafe(Math.min(2 * maxRecord, fileSize - o));
+    await readFully(file, window, o, 'key log file');
+    const first = parseRecord(window, 0, dimension);
+    if (!first) return false;
+    if (o + first.next === fileSize) return true;
+    if (parseRecord(window, first.next, dimension)) return true;
+    return first.next + maxRecord > window.length && (await startsIntactAt(o + first.next));
+  };
+  const startsIntactAt = async (o: number): Promise<boolean> => {
+    const window = Buffer.allocUnsafe(Math.min(maxRecord, fileSize - o));
+    await readFully(file, window, o, 'key log file');
+    return parseRecord(window, 0, dimension) !== null;
+  };
+  const prefix = Buffer.alloc(PREFIX_BYTES);
+  await readFully(file, prefix.subarray(0, Math.min(PREFIX_BYTES, fileSize - pos)), pos, 'key log file');
+  const claimed = pos + PREFIX_BYTES + prefix.readUInt32LE(0);
+  if (claimed < fileSize && claimed > pos + PREFIX_BYTES && (await startsIntact(claimed))) return claimed;
+  // The length itself is damaged: look for the next intact record byte by byte.
+  for (let chunkStart = pos + 1; chunkStart < fileSize; chunkStart += SCAN_CHUNK) {
+    const window = Buffer.allocUnsafe(Math.min(SCAN_CHUNK + maxRecord, fileSize - chunkStart));
+    await readFully(file, window, chunkStart, 'key log file');
+    for (let i = 0; i < Math.min(SCAN_CHUNK, window.length); i++) {
+      if (parseRecord(window, i, dimension) && (await startsIntact(chunkStart + i))) return chunkStart + i;
+    }
+  }
+  return null;
+}
+
+/** The id a damaged record seems to hold, if its id field still reads as text. */
+async function readableId(file: FileHandle, from: number, to: number): Promise<string | undefined> {
+  const head = Buffer.allocUnsafe(Math.min(to - from, PREFIX_BYTES + 2 + MAX_ID_BYTES));
+  await readFully(file, head, from, 'key log file');
+  if (head.length < PREFIX_BYTES + 2) return undefined;
+  const idBytes = head.readUInt16LE(PREFIX_BYTES);
+  if (idBytes === 0 || PREFIX_BYTES + 2 + idBytes > head.length) return undefined;
+  try {
+    const id = new TextDecoder('utf-8', { fatal: true }).decode(head.subarray(PREFIX_BYTES + 2, PREFIX_BYTES + 2 + idBytes));
+    return /^[\p{L}\p{N}\p{P}\p{S} ]+$/u.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -8,7 +8,7 @@ import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import { readFully, writeFileAtomically, writeFully } from '../util/files.js';
 import { BATCH_BYTES, encodeHeader, encodeRecords, HEADER_BYTES, parseRecord, PREFIX_BYTES, readHeader, SCAN_CHUNK, scanRecords } from './file-format.js';
-import { type KeyLog, type LogRecord } from './types.js';
+import { LOST_RECORD, type KeyLog, type LogDamage, type LogRecord } from './types.js';
 
 /**
  * The open file and where its records start. compactTo replaces the file; a
@@ -24,6 +24,8 @@ class Segment {
     /** byte offset of each record, index = position − base */
     readonly offsets: number[],
     public endOffset: number,
+    /** positions whose bytes are damaged: read as LOST_RECORD */
+    readonly lost: ReadonlySet<number> = new Set(),
   ) {}
 
   get end(): number {
@@ -55,6 +57,8 @@ export class FileKeyLog implements KeyLog {
     private segment: Segment,
     /** bytes of torn or corrupt tail truncated away when the log was opened */
     readonly recoveredBytes: number,
+    /** damage found in the middle of the log when it was opened */
+    private readonly found: LogDamage[] = [],
   ) {}
 
   static async open(path: string, dimension: number): Promise<FileKeyLog> {
@@ -71,12 +75,15 @@ export class FileKeyLog implements KeyLog {
     }
     try {
       const base = await readHeader(file, path, dimension);
-      const { offsets, validEnd, fileSize } = await scanRecords(file, dimension);
+      const { offsets, validEnd, fileSize, damage } = await scanRecords(file, dimension);
       if (validEnd < fileSize) {
         await file.truncate(validEnd);
         await file.sync();
       }
-      return new FileKeyLog(path, dimension, new Segment(file, base, offsets, validEnd), fileSize - validEnd);
+      const detectedAt = new Date().toISOString();
+      const found = damage.map(({ index, offset, bytes, id }) => ({ position: base + index, offset, bytes, ...(id !== undefined && { id }), detectedAt }));
+      const lost = new Set(found.map((d) => d.position));
+      return new FileKeyLog(path, dimension, new Segment(file, base, offsets, validEnd, lost), fileSize - validEnd, found);
     } catch (err) {
       await file.close();
       throw err;
@@ -95,6 +102,10 @@ export class FileKeyLog implements KeyLog {
   /** The first position still held (records before it were compacted away). */
   base(): number {
     return this.segment.base;
+  }
+
+  damage(): LogDamage[] {
+    return this.found;
   }
 
   async append(records: LogRecord[]): Promise<number> {
@@ -140,11 +151,14 @@ export class FileKeyLog implements KeyLog {
         const bytes = Buffer.allocUnsafe(to - from);
         await readFully(seg.file, bytes, from, 'key log file');
         const records: LogRecord[] = [];
-        for (let o = 0; o < bytes.length;) {
-          const parsed = parseRecord(bytes, o, this.dimension);
-          if (!parsed) throw new Error(`key log ${this.path} is corrupt at position ${p + records.length}`);
+        for (let q = p; q < p + n; q++) {
+          if (seg.lost.has(q)) {
+            records.push(LOST_RECORD);
+            continue;
+          }
+          const parsed = parseRecord(bytes, seg.offsets[q - seg.base] - from, this.dimension);
+          if (!parsed) throw new Error(`key log ${this.path} is corrupt at position ${q}: it changed since it was opened`);
           records.push(parsed.record);
-          o = parsed.next;
         }
         await onBatch(records, p);
         p += n;
@@ -176,7 +190,8 @@ export class FileKeyLog implements KeyLog {
       });
       const shift = from - HEADER_BYTES;
       const offsets = old.offsets.slice(position - old.base).map((o) => o - shift);
-      this.segment = new Segment(await open(this.path, 'r+'), position, offsets, old.endOffset - shift);
+      const lost = new Set([...old.lost].filter((p) => p >= position));
+      this.segment = new Segment(await open(this.path, 'r+'), position, offsets, old.endOffset - shift, lost);
       await old.retire();
     });
   }

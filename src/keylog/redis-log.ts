@@ -9,7 +9,7 @@
 import type { Redis } from 'ioredis';
 import { UserError } from '../errors/user-error.js';
 import { redisKeys } from '../redis/keys.js';
-import { isDelete, isReduced, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogRecord } from './types.js';
+import { isDelete, isReduced, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogDamage, type LogRecord } from './types.js';
 
 // ARGV per record: id, label, key field name (key | skey), key bytes, float16 full key bytes or '', source or ''
 const APPEND = `
@@ -148,6 +148,16 @@ export class RedisKeyLog implements KeyLog {
 
   /** The stream is shared by every replica: none of them may trim it alone. */
   async compactTo(): Promise<void> {}
+
+  /** a stream is never trimmed (yet): it holds every record */
+  base(): number {
+    return 0;
+  }
+
+  /** Redis keeps its own integrity (AOF checksums); entries are whole or absent */
+  damage(): LogDamage[] {
+    return [];
+  }
 
   async close(): Promise<void> {}
 

@@ -42,6 +42,24 @@ export type LogRecord = KeyRecord | DeleteRecord;
 
 export const isDelete = (r: LogRecord): r is DeleteRecord => (r as DeleteRecord).deleted === true;
 
+/**
+ * What a damaged record of the log is read as: a deletion of no item. It keeps its position, so
+ * the records after it keep theirs, and changes nothing. (No item has an empty id.)
+ */
+export const LOST_RECORD: DeleteRecord = Object.freeze({ id: '', deleted: true });
+
+/** Bytes in the middle of a key log that did not check out: the records there are lost. */
+export interface LogDamage {
+  /** the log position the damaged bytes took (counted as one record) */
+  position: number;
+  /** byte offset and length in the log file */
+  offset: number;
+  bytes: number;
+  /** the id the damaged record seems to hold, where it can be read (the image to index again) */
+  id?: string;
+  detectedAt: string;
+}
+
 export interface KeyLog {
   readonly dimension: number;
   /** position after the last record (records are numbered from 0 for the cache's whole life) */
@@ -54,6 +72,10 @@ export interface KeyLog {
   readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize?: number): Promise<number>;
   /** forget records before `position` (they are covered by a snapshot) */
   compactTo(position: number): Promise<void>;
+  /** the first position the log still holds (0: every record the cache ever had) */
+  base(): number;
+  /** damage found in the middle of the log when it was opened (its records are read as LOST_RECORD) */
+  damage(): LogDamage[];
   close(): Promise<void>;
 }
 

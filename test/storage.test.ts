@@ -1,0 +1,194 @@
+// Damaged stored data: every snapshot file is verified before use, damage is repaired from an
+// intact copy or reported loudly, never silently dropped or served as truth (engine/recovery.ts).
+import assert from 'node:assert/strict';
+import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { CacheDefinitionSchema } from '../src/cache/definition.js';
+import { CacheState } from '../src/engine/cache-state.js';
+import { FileKeyLog } from '../src/keylog/file-log.js';
+import type { FullKeyRecord } from '../src/keylog/types.js';
+import { KeyExtractor } from '../src/model/extractor.js';
+import { loadModelSpec } from '../src/model/spec-file.js';
+import { gaussian, rng } from './fixtures/random.js';
+import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
+
+/** Flip one byte of a file (xor 0x5a); a negative offset counts from the end. */
+function flip(file: string, offset: number): void {
+  const bytes = readFileSync(file);
+  const at = offset < 0 ? bytes.length + offset : offset;
+  bytes[at] ^= 0x5a;
+  writeFileSync(file, bytes);
+}
+
+const HELDOUT = ['cat/4500.jpg', 'horse/4500.jpg', 'ship/4500.jpg', 'dog/4500.jpg'].map((f) => path.join(SAMPLE, 'heldout', f));
+
+async function predictAll(url: string, cache: string) {
+  const out = [];
+  for (const file of HELDOUT) {
+    const form = new FormData();
+    form.append('image', new Blob([readFileSync(file)]), path.basename(file));
+    const res = await fetch(`${url}/v1/caches/${cache}/predict?neighbours=3`, { method: 'POST', body: form });
+    out.push({ status: res.status, body: (await res.json()) as any });
+  }
+  return out;
+}
+
+describe('damaged snapshots, through the service', () => {
+  const CACHES = {
+    // 64-d random search keys in hnsw: the snapshot keeps a copy of its keys
+    graph: { index: { type: 'hnsw' }, searchKey: { reduce: 'random', dimension: 64, rerank: false } },
+    flat: { index: { type: 'exact' } },
+  };
+  let dataDir: string;
+  let pristine: string;
+  const baseline: Record<string, any[]> = {};
+
+  before(async () => {
+    dataDir = tempDir('cachet-storage-');
+    const svc = await start(dataDir);
+    const images = sampleFolder('cache', 6);
+    for (const [name, options] of Object.entries(CACHES)) {
+      const created = await call(svc.url, 'POST', '/v1/caches', { name, model: RESNET, keyLayers: PAPER_KEY_LAYERS, ...options });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const job = await call(svc.url, 'POST', `/v1/caches/${name}/index-jobs`, { source: { type: 'folder', path: images } });
+      assert.equal((await waitForJob(svc.url, job.body.id)).state, 'completed');
+      baseline[name] = await predictAll(svc.url, name);
+      assert.ok(baseline[name].every((r) => r.status === 200));
+    }
+    await svc.close();
+    pristine = tempDir('cachet-storage-pristine-');
+    copyTree(dataDir, pristine);
+  });
+
+  /** Restore the pristine data directory, damage it, start a service on it. */
+  async function restartWith(damage: (dir: string) => void) {
+    copyTree(pristine, dataDir);
+    damage(dataDir);
+    return start(dataDir);
+  }
+
+  test('an hnsw graph file damaged at its entry point is rebuilt from the verified keys: same predictions, a warning', async () => {
+    const svc = await restartWith((dir) => flip(path.join(dir, 'graph', 'snapshot', 'hnsw.bin'), 54));
+    try {
+      const info = (await call(svc.url, 'GET', '/v1/caches/graph')).body;
+      assert.equal(info.size, 60);
+      assert.equal(info.damage.length, 1);
+      assert.match(info.damage[0].outcome, /repaired: the hnsw graph was rebuilt/);
+      assert.equal(info.damage[0].lostRecords, 0);
+      assert.deepEqual(await predictAll(svc.url, 'graph'), baseline.graph);
+      const ready = (await call(svc.url, 'GET', '/readyz')).body;
+      assert.equal(ready.status, 'degraded', 'the repair is reported until cleared');
+    } finally {
+      await svc.close();
+    }
+  });
+
+  for (const [file, offset, what] of [
+    ['keys.f32', 1000, 'a key'],
+    ['manifest.json', -40, 'the manifest'],
+    ['items.jsonl', 30, 'the items'],
+  ] as const) {
+    test(`a flipped byte in ${what} (${file}) with no intact copy: the cache is damaged (503 cache_damaged), the others serve`, async () => {
+      const svc = await restartWith((dir) => flip(path.join(dir, 'flat', 'snapshot', file), offset));
+      try {
+        const predicted = await predictAll(svc.url, 'flat');
+        for (const r of predicted) {
+          assert.equal(r.status, 503);
+          assert.equal(r.body.error.code, 'cache_damaged');
+          assert.match(r.body.error.message, new RegExp(`${file.replace('.', '\\.')}`), 'names the damaged file');
+          assert.match(r.body.error.message, /import|index its images again/, 'says what to do');
+        }
+        assert.deepEqual(await predictAll(svc.url, 'graph'), baseline.graph, 'the other cache serves as before');
+        const list = (await call(svc.url, 'GET', '/v1/caches')).body.caches;
+        assert.equal(list.find((c: any) => c.name === 'flat').status, 'damaged');
+        const ready = await call(svc.url, 'GET', '/readyz');
+        assert.equal(ready.status, 200);
+        assert.equal(ready.body.status, 'degraded');
+        const metrics = await (await fetch(`${svc.url}/metrics`)).text();
+        assert.match(metrics, /cachet_cache_damaged\{cache="flat"\} 1/);
+      } finally {
+        await svc.close();
+      }
+    });
+  }
+
+  after(() => copyTree(pristine, dataDir));
+});
+
+describe('damage in the key log and snapshots, on a cache', () => {
+  const LAYERS = ['activation_18'];
+  function records(from: number, n: number, dim: number): FullKeyRecord[] {
+    const r = rng(from + 1);
+    return Array.from({ length: n }, (_, i) => {
+      const key = Float32Array.from({ length: dim }, () => Math.abs(gaussian(r)));
+      const norm = Math.hypot(...key);
+      for (let j = 0; j < dim; j++) key[j] /= norm;
+      return { id: `item-${from + i}`, label: (from + i) % 10, key };
+    });
+  }
+  const publish = async (_: string, p: any) => p;
+
+  async function setUp() {
+    const extractor = await KeyExtractor.create(RESNET, await loadModelSpec(RESNET), LAYERS);
+    const definition = CacheDefinitionSchema.parse({ name: 'c', model: RESNET, keyLayers: LAYERS, index: { type: 'exact' } });
+    const dir = tempDir('cachet-keylog-damage-');
+    const logFile = path.join(dir, 'keylog.bin');
+    const open = async () => CacheState.open(definition, dir, extractor, await FileKeyLog.open(logFile, extractor.keyDimension), publish, () => {});
+    return { extractor, dir, logFile, open, D: extractor.keyDimension };
+  }
+
+  test('a damaged record mid-log: every intact record opens, the lost id is reported and kept through snapshots', async () => {
+    const { logFile, open, D } = await setUp();
+    let cache = await open();
+    for (let from = 0; from < 30; from += 10) await cache.add(records(from, 10, D));
+    await cache.close();
+    const recordBytes = 8 + 2 + 'item-12'.length + 4 + 4 * D;
+    flip(logFile, 32 + 12 * recordBytes + 100); // inside record 12's key
+
+    cache = await open();
+    assert.equal(cache.size, 29, 'the 17 records after the damaged one are kept');
+    assert.ok(!cache.items.has('item-12') && cache.items.has('item-13') && cache.items.has('item-29'));
+    const [damage] = cache.info().damage;
+    assert.equal(damage.lostRecords, 1);
+    assert.deepEqual(damage.lostIds, ['item-12']);
+    assert.match(damage.what, /key log: 1 damaged record\(s\) at position\(s\) 12/);
+    await cache.lock.run(() => cache.snapshot()); // compacts the damaged bytes away
+    await cache.close();
+
+    cache = await open();
+    assert.equal(cache.size, 29);
+    assert.deepEqual(
+      cache.info().damage.map((d) => d.lostIds),
+      [['item-12']],
+      'the report outlives the compaction',
+    );
+    await cache.add(records(12, 1, D)); // the user indexes the lost image again
+    assert.equal(cache.size, 30);
+    await cache.close();
+  });
+
+  test('a damaged snapshot while the key log still holds every record: rebuilt from the log', async () => {
+    const { dir, logFile, open, D } = await setUp();
+    let cache = await open();
+    await cache.add(records(0, 25, D));
+    await cache.close();
+    const wholeLog = readFileSync(logFile);
+    cache = await open();
+    await cache.lock.run(() => cache.snapshot());
+    await cache.close();
+    writeFileSync(logFile, wholeLog); // as a Redis stream is: never trimmed
+    flip(path.join(dir, 'snapshot', 'keys.f32'), 77);
+
+    cache = await open();
+    assert.equal(cache.size, 25);
+    assert.match(cache.info().damage[0].outcome, /repaired: rebuilt from the key log/);
+    assert.ok(readdirSync(dir).some((n) => n.startsWith('snapshot.damaged-')), 'the damaged snapshot is kept aside');
+    await cache.close();
+  });
+});
+
+function copyTree(from: string, to: string): void {
+  rmSync(to, { recursive: true, force: true });
+  cpSync(from, to, { recursive: true });
+}

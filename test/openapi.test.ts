@@ -274,6 +274,9 @@ describe('OpenAPI document', () => {
     await check('PATCH', '/v1/caches/:name', '/v1/caches/oa', 200, { theta: 80, k: 100 });
     await check('PATCH', '/v1/caches/:name', '/v1/caches/oa', 400, { theta: -1 });
     await check('PATCH', '/v1/caches/:name', '/v1/caches/nope', 404, { theta: 50 });
+    await check('POST', '/v1/caches/:name/verify', '/v1/caches/oa/verify', 200);
+    await check('POST', '/v1/caches/:name/verify', '/v1/caches/nope/verify', 404);
+    await check('DELETE', '/v1/caches/:name/damage', '/v1/caches/oa/damage', 200);
 
     // an index job
     const indexed = await check('POST', '/v1/caches/:name/index-jobs', '/v1/caches/oa/index-jobs', 202, { source: { type: 'folder', path: folder } });

@@ -79,6 +79,12 @@ describe('damaged snapshots, through the service', () => {
       assert.deepEqual(await predictAll(svc.url, 'graph'), baseline.graph);
       const ready = (await call(svc.url, 'GET', '/readyz')).body;
       assert.equal(ready.status, 'degraded', 'the repair is reported until cleared');
+      const verified = (await call(svc.url, 'POST', '/v1/caches/graph/verify')).body;
+      assert.equal(verified.ok, true, `the repair was snapshotted at once: ${JSON.stringify(verified.problems)}`);
+      assert.ok(verified.snapshot.files.some((f: any) => f.name === 'hnsw.bin' && f.problem === null));
+      assert.equal(verified.damage.length, 1);
+      assert.equal((await call(svc.url, 'DELETE', '/v1/caches/graph/damage')).body.damage.length, 0);
+      assert.equal((await call(svc.url, 'GET', '/readyz')).body.status, 'ready');
     } finally {
       await svc.close();
     }
@@ -105,6 +111,12 @@ describe('damaged snapshots, through the service', () => {
         const ready = await call(svc.url, 'GET', '/readyz');
         assert.equal(ready.status, 200);
         assert.equal(ready.body.status, 'degraded');
+        const verified = (await call(svc.url, 'POST', '/v1/caches/flat/verify')).body;
+        assert.equal(verified.ok, false);
+        assert.ok(
+          verified.problems.some((p: string) => p.includes(file)),
+          JSON.stringify(verified.problems),
+        );
         const metrics = await (await fetch(`${svc.url}/metrics`)).text();
         assert.match(metrics, /cachet_cache_damaged\{cache="flat"\} 1/);
       } finally {
@@ -183,7 +195,10 @@ describe('damage in the key log and snapshots, on a cache', () => {
     cache = await open();
     assert.equal(cache.size, 25);
     assert.match(cache.info().damage[0].outcome, /repaired: rebuilt from the key log/);
-    assert.ok(readdirSync(dir).some((n) => n.startsWith('snapshot.damaged-')), 'the damaged snapshot is kept aside');
+    assert.ok(
+      readdirSync(dir).some((n) => n.startsWith('snapshot.damaged-')),
+      'the damaged snapshot is kept aside',
+    );
     await cache.close();
   });
 });

@@ -9,6 +9,7 @@ import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import { UserError } from '../errors/user-error.js';
 import { CacheInfo } from '../cache/info.js';
+import type { CacheVerification } from '../engine/status.js';
 import { IndexJobResult, EvalJobResult, TuneResult } from '../jobs/results.js';
 
 const program = new Command('cachet').description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP').showHelpAfterError();
@@ -190,6 +191,26 @@ cache
   .command('show <name>')
   .addOption(urlOption())
   .action(async (name: string, o: { url: string }) => print(await client(o).request('GET', `/v1/caches/${encodeURIComponent(name)}`)));
+cache
+  .command('verify <name>')
+  .description('check every stored file of a cache against its checksums and read its key log again; exit 1 if something does not check out')
+  .option('--clear-damage', 'then forget the damage records (once the lost images are indexed again)')
+  .option('--json', 'print the whole report as JSON')
+  .addOption(urlOption())
+  .action(async (name: string, o: { url: string; clearDamage?: boolean; json?: boolean }) => {
+    const report = await client(o).request<CacheVerification>('POST', `/v1/caches/${encodeURIComponent(name)}/verify`);
+    if (o.json) print(report);
+    else {
+      const files = report.snapshot?.files.length ?? 0;
+      const log = report.log ? `key log positions ${report.log.base}–${report.log.end}` : 'key log not read (cache not loaded)';
+      console.log(`${name}: ${report.ok ? 'ok' : 'DAMAGED'} — ${report.snapshot ? `${files} snapshot files` : 'no snapshot'}, ${log}`);
+      for (const p of report.problems) console.log(`  ✗ ${p}`);
+      for (const d of report.damage)
+        console.log(`  earlier (${d.detectedAt}): ${d.what}; ${d.outcome}${d.lostIds.length ? `; lost ids: ${d.lostIds.join(', ')}` : ''}`);
+    }
+    if (o.clearDamage && report.ok) await client(o).request('DELETE', `/v1/caches/${encodeURIComponent(name)}/damage`);
+    if (!report.ok) process.exitCode = 1;
+  });
 cache
   .command('set <name>')
   .description('change θ, λ, k or efSearch (no re-indexing needed)')

@@ -66,6 +66,7 @@ export class CacheState implements GrowingCache {
     report: Report = (level, msg) => console.error(`${level}: ${msg}`),
   ): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
+    const damageBefore = (await damageOf(dir)).length;
     await recordLogDamage(dir, definition.name, log, report);
     const opened = await openSnapshot(dir, definition, extractor, log, report); // verified, or repaired
     const sk = definition.searchKey;
@@ -92,6 +93,9 @@ export class CacheState implements GrowingCache {
     await state.catchUp().catch((err: Error) => {
       throw new Error(`cache "${definition.name}": cannot replay its key log from position ${state.appliedPosition}: ${err.message}`);
     });
+    // a repair is made durable at once: the next start loads a sound snapshot
+    const repaired = opened?.repaired || state.damage.length > damageBefore;
+    if (repaired && state.size > 0) await state.lock.run(() => state.snapshot(true));
     return state;
   }
 
@@ -207,8 +211,8 @@ export class CacheState implements GrowingCache {
   }
 
   /** Write a snapshot covering everything applied so far, then drop the log records it covers. Call it under the lock. */
-  async snapshot(): Promise<void> {
-    if (this.snapshotPosition === this.appliedPosition && this.appliedPosition > 0) return;
+  async snapshot(force = false): Promise<void> {
+    if (!force && this.snapshotPosition === this.appliedPosition && this.appliedPosition > 0) return;
     const manifest = snapshotManifest(this.definition, this.extractor, this.search, this.items, this.appliedPosition);
     const items = this.items;
     await writeSnapshot(this.dir, manifest, items.ids, items.allLabels(), this.search.index, this.search.extras(), {

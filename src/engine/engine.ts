@@ -17,9 +17,10 @@ import type { ModelSpec } from '../model/spec.js';
 import { CacheState } from './cache-state.js';
 import type { DefinitionStore } from './definitions.js';
 import { ModelRegistry } from './models.js';
-import { CacheDamagedError } from './recovery.js';
+import { CacheDamagedError, clearDamage, damageOf } from './recovery.js';
+import { checkSnapshot } from '../index/snapshot.js';
 import type { ProjectionStore } from './projection-store.js';
-import type { CacheStatus, LogStatus } from './status.js';
+import type { CacheStatus, CacheVerification, LogStatus } from './status.js';
 import type { CacheUpdate, Classification, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
 
 export abstract class CacheEngine {
@@ -183,6 +184,33 @@ export abstract class CacheEngine {
       );
     }
     return source;
+  }
+
+  /**
+   * Check every stored file of a cache against its checksums and read its whole key log again.
+   * Works on a damaged cache too (it reads the files, not the loaded cache).
+   */
+  async verifyCache(name: string): Promise<CacheVerification> {
+    const cache = this.caches.get(name);
+    if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
+    const dir = path.join(this.options.dataDir, name);
+    const snapshot = await checkSnapshot(dir);
+    const log = cache ? await cache.log.verify() : null;
+    const damage = cache ? cache.damage : await damageOf(dir);
+    const problems = [
+      ...(snapshot?.files ?? []).flatMap((f) => (f.problem ? [`snapshot ${f.name}: ${f.problem}`] : [])),
+      ...(log?.damaged ?? []).map((d) => `key log position ${d.position}${d.id ? ` (${d.id})` : ''} does not check out`),
+      ...(cache ? [] : [`the cache is not loaded: ${this.failed.get(name)}`]),
+    ];
+    return { cache: name, checkedAt: new Date().toISOString(), ok: problems.length === 0, problems, snapshot, log, damage };
+  }
+
+  /** Forget a cache's damage records, once its lost images are indexed again. */
+  async clearDamage(name: string): Promise<CacheInfo> {
+    const cache = this.cache(name);
+    await clearDamage(cache.dir);
+    cache.damage = [];
+    return cache.info();
   }
 
   /** Delete items by id, through the key log (so replicas follow). Says which ids the cache did not hold. */

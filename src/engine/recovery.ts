@@ -49,7 +49,7 @@ export async function openSnapshot(
   extractor: Extractor,
   log: KeyLog,
   report: Report,
-): Promise<{ snapshot: Snapshot; search: SearchIndex } | null> {
+): Promise<{ snapshot: Snapshot; search: SearchIndex; repaired: boolean } | null> {
   const name = definition.name;
   let snapshot: Snapshot | null;
   try {
@@ -71,12 +71,23 @@ export async function openSnapshot(
   } else if (m.indexKind === 'hnsw' && damaged.length === 1 && damaged[0] === HNSW_FILE) {
     index = await rebuildHnswFromKeys(snapshot.dir, m.dimension, definition.index);
     if (index) {
-      await recordDamage(dir, name, { what: `snapshot ${HNSW_FILE}: ${snapshot.damaged[HNSW_FILE]}`, outcome: 'repaired: the hnsw graph was rebuilt from the snapshot\'s verified copy of its keys', lostRecords: 0, lostIds: [] }, report, 'warn');
+      await recordDamage(
+        dir,
+        name,
+        {
+          what: `snapshot ${HNSW_FILE}: ${snapshot.damaged[HNSW_FILE]}`,
+          outcome: "repaired: the hnsw graph was rebuilt from the snapshot's verified copy of its keys",
+          lostRecords: 0,
+          lostIds: [],
+        },
+        report,
+        'warn',
+      );
     }
   }
   if (!index) return replayInstead(dir, name, log, describe(snapshot.damaged), report);
   const search = new SearchIndex(index, await Projection.load(snapshot.dir), await FullKeyStore.load(snapshot.dir));
-  return { snapshot, search };
+  return { snapshot, search, repaired: damaged.length > 0 };
 }
 
 /** The damage the key log found when it was opened: recorded and reported, never silent. */
@@ -109,7 +120,17 @@ export async function damageOf(dir: string): Promise<Damage[]> {
   }
   const parsed = z.array(DamageSchema).safeParse(safeJson(text));
   // the record of damage is itself damaged: say so rather than lose it silently
-  return parsed.success ? parsed.data : [{ detectedAt: new Date().toISOString(), what: `${DAMAGE_FILE} does not read`, outcome: 'earlier damage records are unreadable', lostRecords: 0, lostIds: [] }];
+  return parsed.success
+    ? parsed.data
+    : [
+        {
+          detectedAt: new Date().toISOString(),
+          what: `${DAMAGE_FILE} does not read`,
+          outcome: 'earlier damage records are unreadable',
+          lostRecords: 0,
+          lostIds: [],
+        },
+      ];
 }
 
 /** Forget the damage records (after the user has indexed the lost images again). */
@@ -119,7 +140,10 @@ export async function clearDamage(dir: string): Promise<void> {
 
 async function recordDamage(dir: string, name: string, damage: Omit<Damage, 'detectedAt'>, report: Report, level: 'warn' | 'error'): Promise<void> {
   const entry: Damage = { detectedAt: new Date().toISOString(), ...damage };
-  report(level, `cache "${name}": damaged data: ${entry.what}; ${entry.outcome}${entry.lostIds.length ? `; lost ids: ${entry.lostIds.slice(0, 20).join(', ')}${entry.lostIds.length > 20 ? ', …' : ''}` : ''}`);
+  report(
+    level,
+    `cache "${name}": damaged data: ${entry.what}; ${entry.outcome}${entry.lostIds.length ? `; lost ids: ${entry.lostIds.slice(0, 20).join(', ')}${entry.lostIds.length > 20 ? ', …' : ''}` : ''}`,
+  );
   const all = [...(await damageOf(dir)), entry];
   await fs.mkdir(dir, { recursive: true });
   await writeFileAtomic(path.join(dir, DAMAGE_FILE), JSON.stringify(all, null, 2) + '\n');
@@ -129,7 +153,18 @@ async function recordDamage(dir: string, name: string, damage: Omit<Damage, 'det
 async function replayInstead(dir: string, name: string, log: KeyLog, what: string, report: Report): Promise<null> {
   if (log.base() === 0) {
     const aside = await setAsideSnapshot(dir);
-    await recordDamage(dir, name, { what: `snapshot: ${what}`, outcome: `repaired: rebuilt from the key log, which holds every record (the damaged snapshot is kept in ${aside ?? 'nothing'})`, lostRecords: 0, lostIds: [] }, report, 'warn');
+    await recordDamage(
+      dir,
+      name,
+      {
+        what: `snapshot: ${what}`,
+        outcome: `repaired: rebuilt from the key log, which holds every record (the damaged snapshot is kept in ${aside ?? 'nothing'})`,
+        lostRecords: 0,
+        lostIds: [],
+      },
+      report,
+      'warn',
+    );
     return null;
   }
   throw new CacheDamagedError(

@@ -1,6 +1,6 @@
 // How a process's caches stand: loaded or failed, and how far each index is behind its key log.
 import { z } from 'zod';
-import { CacheInfoSchema } from '../cache/info.js';
+import { CacheInfoSchema, DamageSchema } from '../cache/info.js';
 
 const int = () => z.number().int();
 
@@ -24,3 +24,29 @@ export const CacheStatusSchema = z
   })
   .strict();
 export type CacheStatus = z.infer<typeof CacheStatusSchema>;
+
+/** What `cachet cache verify` (POST /v1/caches/:name/verify) found. */
+export const CacheVerificationSchema = z
+  .object({
+    cache: z.string(),
+    checkedAt: z.string(),
+    ok: z.boolean(),
+    problems: z.array(z.string()).describe('each thing that does not check out now'),
+    snapshot: z
+      .object({
+        logPosition: int().nullable(),
+        verified: z.boolean().describe('false for a snapshot written before checksums'),
+        files: z.array(z.object({ name: z.string(), bytes: int().nullable(), problem: z.string().nullable() }).strict()),
+      })
+      .strict()
+      .nullable()
+      .describe('null: no snapshot yet'),
+    log: z
+      .object({ base: int(), end: int(), damaged: z.array(z.object({ position: int(), id: z.string().optional() }).strict()) })
+      .strict()
+      .nullable()
+      .describe('null when the cache could not be loaded'),
+    damage: z.array(DamageSchema).describe('damage found earlier, and what was done'),
+  })
+  .strict();
+export type CacheVerification = z.infer<typeof CacheVerificationSchema>;

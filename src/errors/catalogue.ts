@@ -46,7 +46,8 @@ export const ERROR_CATALOGUE = {
   cache_unavailable: { status: 409, description: 'the cache exists but could not be loaded; the message says why' },
   cache_damaged: {
     status: 503,
-    description: "the cache's stored data is damaged and no intact copy exists: the message says what was lost; import an export, or delete the cache and index again",
+    description:
+      "the cache's stored data is damaged and no intact copy exists: the message says what was lost; import an export, or delete the cache and index again",
   },
   cache_busy: { status: 409, description: 'the cache has unfinished jobs: wait for them before deleting it' },
   empty_cache: { status: 409, description: 'the cache holds no items yet' },

@@ -105,6 +105,19 @@ export function createApp(ctx: ApiContext): express.Express {
   );
 
   app.post(
+    '/v1/caches/:name/verify',
+    wrap(async (req, res) => {
+      res.json(await engine.verifyCache(param(req, 'name')));
+    }),
+  );
+  app.delete(
+    '/v1/caches/:name/damage',
+    wrap(async (req, res) => {
+      res.json(await engine.clearDamage(param(req, 'name')));
+    }),
+  );
+
+  app.post(
     '/v1/caches/:name/index-jobs',
     wrap(async (req, res) => {
       const name = param(req, 'name');

@@ -90,7 +90,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'cachet_cache_damaged',
-      help: "1 for a cache whose stored data is damaged beyond repair (it answers 503 cache_damaged), else 0",
+      help: '1 for a cache whose stored data is damaged beyond repair (it answers 503 cache_damaged), else 0',
       labelNames: ['cache'],
       registers,
       async collect() {
@@ -101,13 +101,18 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'cachet_cache_lost_records',
-      help: "key log records of each cache found damaged and skipped (see GET /v1/caches/:name damage): their images need indexing again",
+      help: 'key log records of each cache found damaged and skipped (see GET /v1/caches/:name damage): their images need indexing again',
       labelNames: ['cache'],
       registers,
       async collect() {
         this.reset();
         const caches = await sources.engine.listCaches().catch(() => []);
-        for (const c of caches) if (c.info) this.set({ cache: c.name }, c.info.damage.reduce((n, d) => n + d.lostRecords, 0));
+        for (const c of caches)
+          if (c.info)
+            this.set(
+              { cache: c.name },
+              c.info.damage.reduce((n, d) => n + d.lostRecords, 0),
+            );
       },
     });
     new Gauge({

@@ -42,6 +42,7 @@ const responseComponents: Record<string, z.ZodType> = {
   LogStatus: S.LogStatusSchema,
   CacheInfo: S.CacheInfoSchema,
   CacheStatus: S.CacheStatusSchema,
+  CacheVerification: S.CacheVerificationSchema,
   CacheList: S.CacheListSchema,
   JobView: S.JobViewDocSchema,
   JobResult: S.JobResultSchema,

@@ -9,7 +9,8 @@ import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/def
 import { CacheInfoSchema, DamageSchema } from '../cache/info.js';
 import { SourceSchema } from '../sources/sources.js';
 import { JobViewSchema } from '../jobs/types.js';
-import { CacheStatusSchema, LogStatusSchema } from '../engine/status.js';
+import { CacheStatusSchema, CacheVerificationSchema, LogStatusSchema } from '../engine/status.js';
+export { CacheVerificationSchema };
 import { EvalJobResultSchema, IndexJobResultSchema, NanableNumberSchema, TuneResultSchema } from '../jobs/results.js';
 import { LayerAdviceSchema } from '../advisor/advice.js';
 
@@ -112,7 +113,7 @@ export const HealthSchema = z.object({ status: z.literal('ok') }).strict();
 
 export const ReadySchema = z
   .object({
-    status: z.enum(['ready', 'degraded']).describe('degraded: a cache is damaged or lost records (see each cache\'s damage); the others serve'),
+    status: z.enum(['ready', 'degraded']).describe("degraded: a cache is damaged or lost records (see each cache's damage); the others serve"),
     mode: z.enum(['embedded', 'distributed']),
     caches: z.array(
       z

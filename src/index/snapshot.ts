@@ -42,7 +42,11 @@ export class SnapshotDamagedError extends Error {
     readonly dir: string,
     readonly problems: Record<string, string>,
   ) {
-    super(`snapshot ${dir} is damaged: ${Object.entries(problems).map(([f, p]) => `${f}: ${p}`).join('; ')}`);
+    super(
+      `snapshot ${dir} is damaged: ${Object.entries(problems)
+        .map(([f, p]) => `${f}: ${p}`)
+        .join('; ')}`,
+    );
   }
 }
 
@@ -217,6 +221,29 @@ function openManifest(text: string): SnapshotManifest {
     if (!Number.isSafeInteger(manifest[field]) || manifest[field] < 0) throw new Error(`${field} is not a count: ${JSON.stringify(manifest[field])}`);
   }
   return manifest;
+}
+
+/** What `cachet cache verify` reports of a snapshot: each file, checked against the manifest. */
+export interface SnapshotCheck {
+  logPosition: number | null;
+  verified: boolean;
+  files: { name: string; bytes: number | null; problem: string | null }[];
+}
+
+/** Check the current snapshot's files (null: the cache has none), without loading anything. */
+export async function checkSnapshot(cacheDir: string): Promise<SnapshotCheck | null> {
+  return exclusive(cacheDir, async () => {
+    const current = join(cacheDir, SNAPSHOT);
+    if (!(await isComplete(current))) return null;
+    try {
+      const { manifest, damaged } = await verifySnapshotDir(current);
+      const files = Object.entries(manifest.files ?? {}).map(([name, want]) => ({ name, bytes: want.bytes, problem: damaged[name] ?? null }));
+      return { logPosition: manifest.logPosition, verified: manifest.formatVersion === 2, files: [{ name: MANIFEST, bytes: null, problem: null }, ...files] };
+    } catch (err) {
+      if (!(err instanceof SnapshotDamagedError)) throw err;
+      return { logPosition: null, verified: false, files: Object.entries(err.problems).map(([name, problem]) => ({ name, bytes: null, problem })) };
+    }
+  });
 }
 
 /**

@@ -8,7 +8,7 @@ import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import { readFully, writeFileAtomically, writeFully } from '../util/files.js';
 import { BATCH_BYTES, encodeHeader, encodeRecords, HEADER_BYTES, parseRecord, PREFIX_BYTES, readHeader, SCAN_CHUNK, scanRecords } from './file-format.js';
-import { LOST_RECORD, type KeyLog, type LogDamage, type LogRecord } from './types.js';
+import { LOST_RECORD, type KeyLog, type LogCheck, type LogDamage, type LogRecord } from './types.js';
 
 /**
  * The open file and where its records start. compactTo replaces the file; a
@@ -106,6 +106,21 @@ export class FileKeyLog implements KeyLog {
 
   damage(): LogDamage[] {
     return this.found;
+  }
+
+  /** Scan the file again from its header (appends wait meanwhile). */
+  async verify(): Promise<LogCheck> {
+    this.assertOpen();
+    return this.serialised(async () => {
+      const file = await open(this.path, 'r');
+      try {
+        const base = await readHeader(file, this.path, this.dimension);
+        const { offsets, damage } = await scanRecords(file, this.dimension);
+        return { base, end: base + offsets.length, damaged: damage.map((d) => ({ position: base + d.index, ...(d.id !== undefined && { id: d.id }) })) };
+      } finally {
+        await file.close();
+      }
+    });
   }
 
   async append(records: LogRecord[]): Promise<number> {

@@ -48,6 +48,14 @@ export const isDelete = (r: LogRecord): r is DeleteRecord => (r as DeleteRecord)
  */
 export const LOST_RECORD: DeleteRecord = Object.freeze({ id: '', deleted: true });
 
+/** What reading a whole key log again found. */
+export interface LogCheck {
+  base: number;
+  end: number;
+  /** records that do not check out now (including those found when it was opened) */
+  damaged: { position: number; id?: string }[];
+}
+
 /** Bytes in the middle of a key log that did not check out: the records there are lost. */
 export interface LogDamage {
   /** the log position the damaged bytes took (counted as one record) */
@@ -76,6 +84,8 @@ export interface KeyLog {
   base(): number;
   /** damage found in the middle of the log when it was opened (its records are read as LOST_RECORD) */
   damage(): LogDamage[];
+  /** Read the whole stored log again and check every record (for `cachet cache verify`). */
+  verify(): Promise<LogCheck>;
   close(): Promise<void>;
 }
 

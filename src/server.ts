@@ -76,6 +76,7 @@ export const DEFAULT_LIMITS: ApiLimits = {
   limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS,
   maxJobsPerCache: 4,
   maxConcurrentPredicts: 64,
+  maxImportBytes: 64 * 2 ** 30,
 };
 
 export async function startService(opts: ServeOptions): Promise<RunningService> {

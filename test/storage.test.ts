@@ -207,3 +207,77 @@ function copyTree(from: string, to: string): void {
   rmSync(to, { recursive: true, force: true });
   cpSync(from, to, { recursive: true });
 }
+
+describe('export and import', () => {
+  let a: Awaited<ReturnType<typeof start>>;
+  let b: Awaited<ReturnType<typeof start>>;
+  let archive: Buffer;
+  let baseline: any[];
+
+  before(async () => {
+    a = await start();
+    b = await start();
+    const created = await call(a.url, 'POST', '/v1/caches', {
+      name: 'travels',
+      model: RESNET,
+      keyLayers: PAPER_KEY_LAYERS,
+      index: { type: 'hnsw' },
+      searchKey: { reduce: 'pca', dimension: 16, fitSample: 100, rerank: true },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const job = await call(a.url, 'POST', '/v1/caches/travels/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 12) }, flip: false });
+    assert.equal((await waitForJob(a.url, job.body.id)).state, 'completed');
+    baseline = await predictAll(a.url, 'travels');
+    const res = await fetch(`${a.url}/v1/caches/travels/snapshot`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/x-tar');
+    archive = Buffer.from(await res.arrayBuffer());
+  });
+  after(async () => {
+    await a.close();
+    await b.close();
+  });
+
+  const post = (url: string, body: Buffer, query = '') =>
+    fetch(`${url}/v1/caches/import${query}`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: new Uint8Array(body) }).then(
+      async (r) => ({
+        status: r.status,
+        body: (await r.json()) as any,
+      }),
+    );
+
+  test('an exported cache imported into another service predicts the same', async () => {
+    const imported = await post(b.url, archive, '?name=restored');
+    assert.equal(imported.status, 201, JSON.stringify(imported.body));
+    assert.equal(imported.body.name, 'restored');
+    assert.equal(imported.body.size, 120);
+    assert.ok(imported.body.searchKey.projection, 'the PCA projection travels with it');
+    const named = (rs: any[], cache: string) => rs.map((r) => ({ ...r, body: { ...r.body, cache } }));
+    assert.deepEqual(named(await predictAll(b.url, 'restored'), 'travels'), baseline);
+    // it is a cache like any other: it takes new items, and survives a restart
+    assert.equal((await call(b.url, 'POST', '/v1/caches/restored/verify')).body.ok, true);
+    assert.equal((await post(b.url, archive, '?name=restored')).body.error.code, 'cache_exists');
+  });
+
+  test('a damaged, cut or foreign archive is refused whole, and leaves nothing behind', async () => {
+    const flipped = Buffer.from(archive);
+    flipped[Math.floor(flipped.length / 2)] ^= 0x5a;
+    const cases: [string, Buffer][] = [
+      ['a flipped byte', flipped],
+      ['cut short', archive.subarray(0, Math.floor(archive.length * 0.7))],
+      ['not a tar', Buffer.from('{"hello": "world"}')],
+      ['empty', Buffer.alloc(0)],
+    ];
+    for (const [what, body] of cases) {
+      const r = await post(b.url, body, '?name=broken').catch((err) => assert.fail(`${what}: ${err.cause ?? err}`));
+      assert.equal(r.status, 400, `${what}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.code, 'bad_archive', what);
+    }
+    assert.equal((await call(b.url, 'GET', '/v1/caches/broken')).status, 404);
+    assert.deepEqual(
+      readdirSync(b.dataDir).filter((n) => n.startsWith('.import-') || n === 'broken'),
+      [],
+      'no staging directory or half-made cache is left',
+    );
+  });
+});

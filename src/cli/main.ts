@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // `cachet`: run the service, inspect models, and talk to a running service.
 import path from 'node:path';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { unpackArchive } from '../cache/archive.js';
 import { promises as fs, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CachetClient, ApiError } from './client.js';
@@ -40,6 +44,11 @@ program
     ).env('CACHET_READ_ROOTS'),
   )
   .addOption(
+    new Option('--max-import-bytes <n>', 'bytes of a cache export archive imported over HTTP (default 64 GiB)')
+      .env('CACHET_MAX_IMPORT_BYTES')
+      .argParser(positiveInt),
+  )
+  .addOption(
     new Option('--max-body-bytes <n>', 'bytes of a JSON body or of one uploaded file (default 16 MiB)').env('CACHET_MAX_BODY_BYTES').argParser(positiveInt),
   )
   .addOption(new Option('--max-images <n>', 'images per predict request (default 64)').env('CACHET_MAX_IMAGES_PER_REQUEST').argParser(positiveInt))
@@ -74,8 +83,8 @@ program
   )
   .action(async (opts: ServeFlags) => {
     const { serve } = await import('./serve.js');
-    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
-    const limits = { maxBodyBytes, maxImagesPerRequest: maxImages, limitInputPixels: maxPixels, maxJobsPerCache, maxConcurrentPredicts };
+    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, maxImportBytes, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
+    const limits = { maxBodyBytes, maxImagesPerRequest: maxImages, limitInputPixels: maxPixels, maxJobsPerCache, maxConcurrentPredicts, maxImportBytes };
     const batcher = { maxBatch: predictMaxBatch, maxWaitMs: predictMaxWaitMs };
     const given = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
     await serve({ ...rest, limits: given(limits), batcher: given(batcher) });
@@ -92,6 +101,7 @@ interface ServeFlags {
   drainDelayMs: number;
   shutdownTimeoutMs: number;
   maxBodyBytes?: number;
+  maxImportBytes?: number;
   maxImages?: number;
   maxPixels?: number;
   maxJobsPerCache?: number;
@@ -210,6 +220,47 @@ cache
     }
     if (o.clearDamage && report.ok) await client(o).request('DELETE', `/v1/caches/${encodeURIComponent(name)}/damage`);
     if (!report.ok) process.exitCode = 1;
+  });
+cache
+  .command('export <name> <file>')
+  .description('back up a cache: one archive of a consistent snapshot, checked against its checksums on receipt')
+  .addOption(urlOption())
+  .action(async (name: string, file: string, o: { url: string; apiKey?: string }) => {
+    const t0 = performance.now();
+    const c = client(o);
+    const res = await fetch(new URL(`/v1/caches/${encodeURIComponent(name)}/snapshot`, o.url), { headers: c.authHeaders() });
+    if (!res.ok || !res.body) throw await apiErrorOf(res);
+    const partial = `${file}.partial`;
+    await pipeline(Readable.fromWeb(res.body as never), createWriteStream(partial));
+    const header = await unpackArchive(createReadStream(partial), null, Number.MAX_SAFE_INTEGER).catch(async (err: Error) => {
+      await fs.rm(partial, { force: true });
+      throw new UserError('bad_archive', `the export of "${name}" arrived damaged or cut short (${err.message}); nothing was written to ${file}: try again`);
+    });
+    await fs.rename(partial, file);
+    const bytes = statSync(file).size;
+    const files = Object.keys(header.files).length;
+    console.log(
+      `exported cache "${name}" to ${file}: ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB, every checksum verified, in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+  });
+cache
+  .command('import <file>')
+  .description('restore a cache from an export archive (embedded service); the model must be the same file, wherever it is here')
+  .option('--name <name>', 'import under this name (default: the exported name)')
+  .option('--model <path>', "the model's .onnx file on this machine (default: the exported path)")
+  .addOption(urlOption())
+  .action(async (file: string, o: { url: string; name?: string; model?: string }) => {
+    const query = new URLSearchParams({ ...(o.name && { name: o.name }), ...(o.model && { model: path.resolve(o.model) }) });
+    const size = statSync(file).size;
+    const res = await fetch(new URL(`/v1/caches/import?${query}`, o.url), {
+      method: 'POST',
+      headers: { ...client(o).authHeaders(), 'content-type': 'application/x-tar', 'content-length': String(size) },
+      body: Readable.toWeb(createReadStream(file)) as never,
+      duplex: 'half',
+    } as RequestInit);
+    if (!res.ok) throw await apiErrorOf(res);
+    const info = (await res.json()) as CacheInfo;
+    console.log(`imported cache "${info.name}": ${info.size} items, ${info.index.type} index, model ${info.model}`);
   });
 cache
   .command('set <name>')
@@ -376,3 +427,15 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err);
   process.exit(1);
 });
+
+/** The service's error for a response fetched without CachetClient.request (streamed bodies). */
+async function apiErrorOf(res: Response): Promise<ApiError> {
+  const text = await res.text().catch(() => '');
+  let e: { code?: string; message?: string } | undefined;
+  try {
+    e = (JSON.parse(text) as { error?: typeof e }).error;
+  } catch {
+    /* not JSON */
+  }
+  return new ApiError(res.status, e?.code ?? 'http_error', e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+}

@@ -4,10 +4,13 @@
 // embedded-engine.ts and replica-engine.ts. A worker holds no cache: log-writer.ts.
 // Engines run on their own thread (engine-thread.ts): onnxruntime and hnswlib compute
 // synchronously on the calling thread, and the HTTP thread must stay free.
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { CacheDefinition, CacheDefinitionSchema, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
 import type { CacheInfo } from '../cache/info.js';
+import type { ArchiveFile } from '../cache/archive.js';
+import { linkExport, removeStaleExports } from './cache-export.js';
 import type { ErrorCode } from '../errors/catalogue.js';
 import { UserError } from '../errors/user-error.js';
 import { describeZodError } from '../errors/zod.js';
@@ -205,6 +208,31 @@ export abstract class CacheEngine {
     return { cache: name, checkedAt: new Date().toISOString(), ok: problems.length === 0, problems, snapshot, log, damage };
   }
 
+  /** A consistent copy of the cache to stream as an export archive (cache/archive.ts); the caller removes `dir` when done. */
+  async prepareExport(name: string): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
+    const cache = this.cache(name);
+    return cache.lock.run(async () => {
+      await cache.snapshot();
+      return linkExport(cache);
+    });
+  }
+
+  /** A new directory, beside the caches, to unpack an import archive into. */
+  async importStaging(): Promise<string> {
+    const dir = path.join(this.options.dataDir, `.import-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Make an unpacked export archive a cache (embedded mode). */
+  async importCache(staging: string, _overrides: { name?: string; model?: string } = {}): Promise<CacheInfo> {
+    await fs.rm(staging, { recursive: true, force: true });
+    throw new UserError(
+      'embedded_only',
+      'importing a cache works on an embedded service; in distributed mode, import it into an embedded one and index from there',
+    );
+  }
+
   /** Forget a cache's damage records, once its lost images are indexed again. */
   async clearDamage(name: string): Promise<CacheInfo> {
     const cache = this.cache(name);
@@ -289,7 +317,7 @@ export abstract class CacheEngine {
     await cache.lock.run(() => cache.close());
   }
 
-  private async openCache(definition: CacheDefinition): Promise<void> {
+  protected async openCache(definition: CacheDefinition): Promise<void> {
     const name = definition.name;
     let opening = this.opening.get(name);
     if (!opening) {
@@ -297,6 +325,7 @@ export abstract class CacheEngine {
         try {
           const extractor = await this.models.extractorFor(definition);
           const dir = path.join(this.options.dataDir, name);
+          await removeStaleExports(dir);
           const log = await this.openLog(name, dir, extractor.keyDimension);
           const report = (level: 'warn' | 'error', msg: string) => this.report({ level, msg });
           this.caches.set(name, await CacheState.open(definition, dir, extractor, log, (c, p) => this.projections.publish(c, p), report));

@@ -1,6 +1,6 @@
 // Every error code Cachet answers with, its HTTP status and what it means. The one list: a
 // UserError takes its status from here, the OpenAPI document lists each operation's codes from
-// here, and README's error table is this file. A code is stable once published: programs match
+// here, and README's error table is made from this file (npm run docs:errors). A code is stable once published: programs match
 // on it. The message that comes with it says what to fix, for a person.
 
 export type ErrorStatus = 400 | 401 | 403 | 404 | 408 | 409 | 413 | 415 | 429 | 500 | 503;
@@ -63,6 +63,9 @@ export const ERROR_CATALOGUE = {
   replica_behind: { status: 503, description: 'the change is logged, and this replica has not applied it yet; do not resend it' },
 
   // ---------------------------------------------------------------- items
+  bad_archive: { status: 400, description: 'the uploaded archive is not a Cachet cache export, or a file in it does not match its recorded checksum' },
+  archive_too_large: { status: 413, description: "the archive is over this service's import limit (--max-import-bytes)" },
+  embedded_only: { status: 409, description: 'this operation is available in embedded mode only' },
   bad_source: { status: 400, description: "a job's source (folder, manifest, inline items) cannot be read or lists nothing usable" },
   missing_label: { status: 400, description: 'an item without a label where one is needed (index, eval and tune jobs)' },
   label_out_of_range: { status: 400, description: "a label that is not one of the model's classes (by name or index)" },

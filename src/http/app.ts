@@ -1,4 +1,6 @@
 // The HTTP API (express). JSON in and out; see README.md for every route.
+import { rm } from 'node:fs/promises';
+import { packArchive, unpackArchive } from '../cache/archive.js';
 import express, { NextFunction, Request, Response } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
@@ -9,6 +11,7 @@ import { resolveSource } from '../sources/sources.js';
 import {
   axisValues,
   ReportQuerySchema,
+  ImportQuerySchema,
   EvalJobSchema,
   IndexJobSchema,
   PredictJsonSchema,
@@ -101,6 +104,47 @@ export function createApp(ctx: ApiContext): express.Express {
     '/v1/caches/:name',
     wrap(async (req, res) => {
       res.json(await engine.updateCache(param(req, 'name'), parse(UpdateCacheSchema, req.body)));
+    }),
+  );
+
+  app.get(
+    '/v1/caches/:name/snapshot',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const exported = await engine.prepareExport(name);
+      const cleanUp = () => void rm(exported.dir, { recursive: true, force: true });
+      res.once('close', cleanUp);
+      res.setHeader('content-type', 'application/x-tar');
+      res.setHeader('content-disposition', `attachment; filename="${name}.cachet.tar"`);
+      // a failure mid-stream cannot change the status any more: cut the connection, so the
+      // client sees a truncated archive (which its checksums refuse), never a short "success"
+      packArchive(exported.definition, exported.files)
+        .once('error', (err) => {
+          ctx.log(err, req);
+          res.destroy(err);
+        })
+        .pipe(res);
+    }),
+  );
+  app.post(
+    '/v1/caches/import',
+    wrap(async (req, res) => {
+      const type = req.headers['content-type'] ?? '';
+      if (!/^application\/(x-tar|octet-stream)\b/.test(type)) {
+        throw new UserError('invalid_request', `send the archive as the body, with content-type application/x-tar (got ${JSON.stringify(type)})`);
+      }
+      const { name, model } = parse(ImportQuerySchema, req.query);
+      if (model) await readRoots.check(model, 'model');
+      const staging = await engine.importStaging();
+      try {
+        await unpackArchive(req, staging, limits.maxImportBytes);
+      } catch (err) {
+        await rm(staging, { recursive: true, force: true });
+        // read (and drop) the rest of the upload, so that the client gets the error, not a reset
+        if (!req.readableEnded && !req.destroyed) await new Promise((resolve) => req.once('end', resolve).once('close', resolve));
+        throw err;
+      }
+      res.status(201).json(await engine.importCache(staging, { name, model }));
     }),
   );
 

@@ -14,6 +14,8 @@ export interface ApiLimits {
   maxJobsPerCache: number;
   /** predict requests in flight in this process; beyond, 429 busy */
   maxConcurrentPredicts: number;
+  /** bytes of a cache export archive POSTed to /v1/caches/import */
+  maxImportBytes: number;
 }
 
 /** The Retry-After header of a 429: when to try again, in seconds. */

@@ -111,6 +111,17 @@ export const ErrorBodySchema = z
 
 export const HealthSchema = z.object({ status: z.literal('ok') }).strict();
 
+export const ImportQuerySchema = z
+  .object({
+    name: z.string().min(1).optional().describe("the imported cache's name (default: the name it was exported under)"),
+    model: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("the .onnx file on this machine (default: the exported definition's path); it must be the same model (sha256)"),
+  })
+  .strict();
+
 export const ReadySchema = z
   .object({
     status: z.enum(['ready', 'degraded']).describe("degraded: a cache is damaged or lost records (see each cache's damage); the others serve"),

@@ -195,6 +195,15 @@ export async function verifySnapshotDir(dir: string): Promise<{ manifest: Snapsh
   return { manifest, damaged };
 }
 
+/** A snapshot directory's manifest, its own checksum checked (not the files'). */
+export async function manifestOf(dir: string): Promise<SnapshotManifest> {
+  try {
+    return openManifest(await readFile(join(dir, MANIFEST), 'utf8'));
+  } catch (err) {
+    throw new SnapshotDamagedError(dir, { [MANIFEST]: (err as Error).message });
+  }
+}
+
 /** The manifest's JSON with its checksum: sha256 of the JSON without it. */
 function sealManifest(manifest: SnapshotManifest): string {
   const { checksum: _, ...body } = manifest;
@@ -222,6 +231,9 @@ function openManifest(text: string): SnapshotManifest {
   }
   return manifest;
 }
+
+/** Where a cache's current snapshot is (read it only under the engine's lock on the cache). */
+export const snapshotDirOf = (cacheDir: string): string => join(cacheDir, SNAPSHOT);
 
 /** What `cachet cache verify` reports of a snapshot: each file, checked against the manifest. */
 export interface SnapshotCheck {

@@ -61,6 +61,23 @@ export class FileKeyLog implements KeyLog {
     private readonly found: LogDamage[] = [],
   ) {}
 
+  /**
+   * A new, empty log whose first record will have position `base` (a cache restored from a
+   * snapshot that covers positions < base). Refuses to replace an existing log.
+   */
+  static async create(path: string, dimension: number, base: number): Promise<FileKeyLog> {
+    if (!Number.isSafeInteger(base) || base < 0) throw new RangeError(`base must be a position, got ${base}`);
+    await mkdir(dirname(path), { recursive: true });
+    const file = await open(path, 'wx');
+    try {
+      await writeFully(file, encodeHeader(dimension, base), 0);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    return FileKeyLog.open(path, dimension);
+  }
+
   static async open(path: string, dimension: number): Promise<FileKeyLog> {
     if (endianness() !== 'LE') throw new Error('the key log format is little-endian; big-endian hosts are not supported');
     if (!Number.isInteger(dimension) || dimension < 1) throw new RangeError(`dimension must be a positive integer, got ${dimension}`);

@@ -1,0 +1,85 @@
+// Export and import of a cache (cachet cache export / import; the archive format is
+// cache/archive.ts). An export is a hard-linked copy of the current snapshot taken under the
+// cache's lock: instant, and untouched by later snapshots while it is streamed. An import stages
+// the archive, verifies every file, and only then makes it a cache, with an empty key log that
+// starts where the snapshot ends.
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ArchiveHeaderSchema, ARCHIVE_HEADER, type ArchiveFile, type ArchiveHeader } from '../cache/archive.js';
+import { CacheDefinitionSchema, type CacheDefinition } from '../cache/definition.js';
+import { UserError } from '../errors/user-error.js';
+import { describeZodError } from '../errors/zod.js';
+import { manifestOf, snapshotDirOf, verifySnapshotDir } from '../index/snapshot.js';
+import { checksumFile } from '../util/checksum.js';
+import type { CacheState } from './cache-state.js';
+
+const EXPORT_PREFIX = '.export-';
+const PROJECTION_DIR = 'projection';
+
+/**
+ * A hard-linked copy of the cache's snapshot and projection, with each file's checksum. Call it
+ * under the cache's lock, after a snapshot: it only links, so predictions wait milliseconds.
+ */
+export async function linkExport(cache: CacheState): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
+  const dir = path.join(cache.dir, EXPORT_PREFIX + randomBytes(6).toString('hex'));
+  const files: ArchiveFile[] = [];
+  try {
+    const snapshot = snapshotDirOf(cache.dir);
+    // the files' checksums as the snapshot recorded them: whoever reads the archive verifies them
+    const manifest = await manifestOf(snapshot);
+    for (const [part, from, recorded] of [
+      ['snapshot', snapshot, manifest.files ?? {}],
+      [PROJECTION_DIR, path.join(cache.dir, PROJECTION_DIR), {}],
+    ] as const) {
+      const names = await fs.readdir(from).catch(() => [] as string[]);
+      if (names.length === 0) continue;
+      await fs.mkdir(path.join(dir, part), { recursive: true });
+      for (const name of names.sort()) {
+        const linked = path.join(dir, part, name);
+        await fs.link(path.join(from, name), linked);
+        const known = (recorded as Record<string, ArchiveFile['checksum']>)[name];
+        files.push({ name: `${part}/${name}`, path: linked, checksum: known ?? (await checksumFile(linked)) });
+      }
+    }
+    return { dir, definition: cache.definition, files };
+  } catch (err) {
+    await fs.rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Exports left behind by a crash mid-download. */
+export async function removeStaleExports(cacheDir: string): Promise<void> {
+  for (const name of await fs.readdir(cacheDir).catch(() => [] as string[])) {
+    if (name.startsWith(EXPORT_PREFIX)) await fs.rm(path.join(cacheDir, name), { recursive: true, force: true });
+  }
+}
+
+/** The definition an unpacked archive restores, under the name and model path given (or its own). */
+export async function importedDefinition(
+  staging: string,
+  overrides: { name?: string; model?: string },
+): Promise<{ definition: CacheDefinition; header: ArchiveHeader }> {
+  const header = ArchiveHeaderSchema.parse(JSON.parse(await fs.readFile(path.join(staging, ARCHIVE_HEADER), 'utf8')));
+  const parsed = CacheDefinitionSchema.safeParse({
+    ...header.definition,
+    ...(overrides.name && { name: overrides.name }),
+    ...(overrides.model && { model: overrides.model }),
+  });
+  if (!parsed.success) throw new UserError('invalid_cache_definition', describeZodError(parsed.error));
+  return { definition: parsed.data, header };
+}
+
+/** Move a verified, unpacked archive into place as the cache directory `target` (which must not exist). */
+export async function installImport(staging: string, target: string): Promise<{ logPosition: number }> {
+  const { manifest, damaged } = await verifySnapshotDir(path.join(staging, 'snapshot'));
+  const bad = Object.entries(damaged);
+  if (bad.length) throw new UserError('bad_archive', `the archive's snapshot does not check out: ${bad.map(([f, p]) => `${f}: ${p}`).join('; ')}`);
+  await fs.mkdir(target);
+  await fs.rename(path.join(staging, 'snapshot'), snapshotDirOf(target));
+  await fs.rename(path.join(staging, PROJECTION_DIR), path.join(target, PROJECTION_DIR)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+  return { logPosition: manifest.logPosition };
+}

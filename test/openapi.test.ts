@@ -85,7 +85,7 @@ describe('OpenAPI document', () => {
 
   const request = async (method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> => {
     const init: RequestInit = { method, headers: { ...headers } };
-    if (body instanceof FormData || typeof body === 'string' || body instanceof Uint8Array) init.body = body;
+    if (body instanceof FormData || typeof body === 'string' || body instanceof Uint8Array) init.body = body as BodyInit;
     else if (body !== undefined) {
       init.body = JSON.stringify(body);
       (init.headers as Record<string, string>)['content-type'] = 'application/json';

@@ -1,6 +1,8 @@
 // Starts the service in embedded mode: the engine thread, the in-process job
 // queue and the HTTP API, with a graceful shutdown that snapshots every cache.
 import http from 'node:http';
+import path from 'node:path';
+import { JobStore } from './queue/job-store.js';
 import type express from 'express';
 import { AddressInfo } from 'node:net';
 import { ReadRoots } from './sources/read-roots.js';
@@ -70,6 +72,9 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
+/** where embedded jobs are kept, under the data directory (not a cache name: those start with a letter or digit) */
+const JOBS_DIR = '.jobs';
+
 export const DEFAULT_LIMITS: ApiLimits = {
   maxBodyBytes: 16 * 1024 * 1024,
   maxImagesPerRequest: 64,
@@ -93,6 +98,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   let evalWorker: Worker | null = null;
   let redis: Redis | null = null;
   let engine: RunningService['engine'];
+  let embeddedQueue: EmbeddedQueue | null = null;
   if (opts.redisUrl) {
     engine = startEngine({ ...engineOptions, role: 'api' }, engineLogTo(logger));
     redis = connectRedis(opts.redisUrl);
@@ -109,7 +115,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   } else {
     const embedded = startEngine({ ...engineOptions, role: 'embedded' }, engineLogTo(logger));
     engine = embedded;
-    queue = new EmbeddedQueue(
+    embeddedQueue = new EmbeddedQueue(
       {
         index: (data, ctx) => runIndexJob(embedded, settings, data as IndexJobData, ctx),
         eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
@@ -117,7 +123,10 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
         layers: (data, ctx) => runLayersJob(data as LayerJobData, ctx, settings), // in a thread of its own
       },
       (job) => ops.jobFinished(job),
+      new JobStore(path.join(opts.dataDir, JOBS_DIR)),
+      (msg) => logger.error(msg),
     );
+    queue = embeddedQueue;
   }
   queue = ops.attach(engine, queue); // + the jobs-per-cache limit
   const log = (err: unknown, req?: express.Request) =>
@@ -136,6 +145,8 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     server.listen(opts.port, bindHost, () => resolve());
   });
   const caches = await engine.open();
+  const restored = await embeddedQueue?.restore(); // the caches are open: interrupted jobs go on
+  if (restored?.resumed) logger.info({ jobs: restored.resumed }, `resuming ${restored.resumed} job(s) a stop interrupted`);
   evalWorker?.run().catch((err: Error) => logger.error({ err }, `eval worker: ${err.message}`));
   ready = true;
   const { port } = server.address() as AddressInfo;

@@ -281,3 +281,40 @@ describe('export and import', () => {
     );
   });
 });
+
+describe('embedded jobs across restarts', () => {
+  test('a job interrupted by a stop goes on at the next start, under the same id, to the exact count', async () => {
+    const dataDir = tempDir('cachet-jobs-');
+    let svc = await start(dataDir, undefined, { batchSize: 8 });
+    const created = await call(svc.url, 'POST', '/v1/caches', { name: 'j', model: RESNET, keyLayers: PAPER_KEY_LAYERS, index: { type: 'exact' } });
+    assert.equal(created.status, 201);
+    const images = sampleFolder('cache', 20);
+    const job = (await call(svc.url, 'POST', '/v1/caches/j/index-jobs', { source: { type: 'folder', path: images } })).body;
+    const finished = (await call(svc.url, 'POST', '/v1/caches/j/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 1) } })).body;
+    // stop while the first job runs (the second one waits behind it)
+    for (;;) {
+      const view = (await call(svc.url, 'GET', `/v1/jobs/${job.id}`)).body;
+      if (view.progress.done > 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await svc.close();
+
+    svc = await start(dataDir, undefined, { batchSize: 8 });
+    try {
+      const done = await waitForJob(svc.url, job.id);
+      assert.equal(done.state, 'completed', JSON.stringify(done.failedReason));
+      assert.equal(done.result.cacheSize >= 200, true);
+      assert.equal((await waitForJob(svc.url, finished.id)).state, 'completed', 'the job that waited runs too');
+      assert.equal((await call(svc.url, 'GET', '/v1/caches/j')).body.size, 200, 'every item once: those added before the stop were skipped');
+    } finally {
+      await svc.close();
+    }
+    // a finished job still answers after another restart
+    svc = await start(dataDir);
+    try {
+      assert.equal((await call(svc.url, 'GET', `/v1/jobs/${job.id}`)).body.state, 'completed');
+    } finally {
+      await svc.close();
+    }
+  });
+});

@@ -1,9 +1,15 @@
 // Embedded mode's queue: the job processors run in this process, one job at a time
 // (first in, first out), so a bulk job cannot take all the memory of a small machine.
-// Job records live in memory: a restart forgets them, while the items they
-// added stay in the cache's key log.
+// With a JobStore, jobs are kept on disk: after a restart their ids still answer, and the jobs a
+// stop interrupted run again (restore()); an index job skips the items it had already added.
 import { randomUUID } from 'node:crypto';
 import { JobContext, JobProcessor, JobQueue, JobType, JobView, MAX_ITEM_ERRORS, QueueDepth, UnfinishedJob } from '../jobs/types.js';
+import type { JobStore } from './job-store.js';
+
+/** finished jobs kept (in memory and on disk), newest; older ones are forgotten */
+const KEEP_FINISHED = 1000;
+/** progress is written to disk at most this often */
+const PROGRESS_WRITE_MS = 1000;
 
 export class EmbeddedQueue implements JobQueue {
   private readonly jobs = new Map<string, JobView>();
@@ -15,7 +21,31 @@ export class EmbeddedQueue implements JobQueue {
     private readonly processors: Record<JobType, JobProcessor<unknown>>,
     /** called when a job completes or fails (metrics) */
     private readonly onFinished?: (job: JobView) => void,
+    /** where jobs are kept across restarts; none: in memory only */
+    private readonly store?: JobStore,
+    private readonly report: (msg: string) => void = (msg) => console.error(msg),
   ) {}
+
+  /** Take the stored jobs back: finished ones answer again, unfinished ones run again, in order. */
+  async restore(): Promise<{ resumed: number; finished: number }> {
+    if (!this.store) return { resumed: 0, finished: 0 };
+    let resumed = 0;
+    let finished = 0;
+    for (const { view, data } of await this.store.load(this.report)) {
+      if (view.state === 'completed' || view.state === 'failed') {
+        this.jobs.set(view.id, view);
+        finished++;
+        continue;
+      }
+      // interrupted (or never started): from the start; an index job skips what it had added
+      const job: JobView = { ...view, state: 'waiting', progress: { done: 0, total: view.progress.total }, startedAt: null };
+      this.jobs.set(job.id, job);
+      await this.persist(job);
+      this.chain = this.chain.then(() => this.run(job, data));
+      resumed++;
+    }
+    return { resumed, finished };
+  }
 
   async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {
     if (this.closing) throw new Error('the service is shutting down and takes no new jobs');
@@ -33,6 +63,7 @@ export class EmbeddedQueue implements JobQueue {
       startedAt: null,
       finishedAt: null,
     };
+    await this.store?.create(job, data); // before it is acknowledged: a restart keeps it
     this.jobs.set(job.id, job);
     this.chain = this.chain.then(() => this.run(job, data));
     return { ...job };
@@ -64,18 +95,30 @@ export class EmbeddedQueue implements JobQueue {
   async close(): Promise<void> {
     this.closing = true;
     this.shutdown.abort(
-      new Error('the service shut down; the items added so far are kept: submit the job again to finish it (items already present are skipped)'),
+      new Error(
+        this.store
+          ? 'the service is stopping: the job goes on at its next start'
+          : 'the service shut down; the items added so far are kept: submit the job again to finish it (items already present are skipped)',
+      ),
     );
     await this.chain;
   }
 
   private async run(job: JobView, data: unknown): Promise<void> {
     const signal = this.shutdown.signal;
+    if (signal.aborted && this.store) return; // stopping: it stays waiting, on disk, for the next start
     job.state = 'active';
     job.startedAt = new Date().toISOString();
+    await this.persist(job);
+    let written = Date.now();
     const ctx: JobContext = {
       jobId: job.id,
-      progress: (done, total) => void (job.progress = { done, total }),
+      progress: (done, total) => {
+        job.progress = { done, total };
+        if (Date.now() - written < PROGRESS_WRITE_MS) return;
+        written = Date.now();
+        void this.persist(job);
+      },
       itemErrors: (errors) => {
         job.errorCount += errors.length;
         job.errors.push(...errors.slice(0, Math.max(0, MAX_ITEM_ERRORS - job.errors.length)));
@@ -87,11 +130,30 @@ export class EmbeddedQueue implements JobQueue {
       job.result = await this.processors[job.type](data, ctx);
       job.state = 'completed';
     } catch (err) {
+      if (signal.aborted && this.store) {
+        // stopped by a shutdown: it runs again at the next start
+        job.state = 'waiting';
+        await this.persist(job);
+        return;
+      }
       job.state = 'failed';
       job.failedReason = err instanceof Error ? err.message : String(err);
-    } finally {
-      job.finishedAt = new Date().toISOString();
-      this.onFinished?.({ ...job });
+    }
+    job.finishedAt = new Date().toISOString();
+    await this.persist(job);
+    this.onFinished?.({ ...job });
+    await this.forgetOldJobs();
+  }
+
+  private async persist(job: JobView): Promise<void> {
+    await this.store?.update(job).catch((err: Error) => this.report(`job ${job.id}: cannot record it on disk: ${err.message}`));
+  }
+
+  private async forgetOldJobs(): Promise<void> {
+    const finished = [...this.jobs.values()].filter((j) => j.state === 'completed' || j.state === 'failed');
+    for (const j of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED))) {
+      this.jobs.delete(j.id);
+      await this.store?.remove(j.id);
     }
   }
 }

@@ -1,0 +1,109 @@
+// What checking stored data costs (issue 12): sha256 verification of a snapshot per GB, and export
+// and import of a cache the size of the paper's (90,000 items, PCA-128 search keys in hnsw, the
+// 12,288-d full keys as float16 for re-ranking), through the code the service runs
+// (writeSnapshot, readSnapshot, packArchive, unpackArchive). Prints figures; asserts nothing.
+//
+//   npm run bench:storage -- [--items 90000] [--full-dim 12288] [--search-dim 128] [--dir /tmp]
+//
+// The index is a real hnsw graph of the search keys; the full keys are a file of the size the
+// re-ranking store writes (its content does not change what is measured: reading and hashing).
+import { mkdtempSync, rmSync, statSync, createReadStream, createWriteStream, readdirSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import { packArchive, unpackArchive, type ArchiveFile } from '../src/cache/archive.js';
+import { HnswIndex } from '../src/index/hnsw.js';
+import { manifestOf, readSnapshot, snapshotDirOf, writeSnapshot } from '../src/index/snapshot.js';
+import { checksumFile } from '../src/util/checksum.js';
+import { fmt, printTable } from './common.js';
+
+const { values: args } = parseArgs({
+  options: {
+    items: { type: 'string', default: '90000' },
+    'full-dim': { type: 'string', default: '12288' },
+    'search-dim': { type: 'string', default: '128' },
+    dir: { type: 'string', default: os.tmpdir() },
+  },
+});
+const n = Number(args.items);
+const D = Number(args['full-dim']);
+const d = Number(args['search-dim']);
+const root = mkdtempSync(path.join(args.dir!, 'cachet-bench-storage-'));
+const seconds = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
+  const t0 = performance.now();
+  const r = await f();
+  return [r, (performance.now() - t0) / 1000];
+};
+
+try {
+  console.log(
+    `a cache of ${n} items: hnsw over ${d}-d search keys, ${D}-d full keys as float16; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}`,
+  );
+  const cacheDir = path.join(root, 'cache');
+  const index = HnswIndex.create(d, { m: 16, efConstruction: 100, efSearch: 128 }, n);
+  const keys = new Float32Array(4096 * d);
+  for (let done = 0; done < n; done += 4096) {
+    const b = Math.min(4096, n - done);
+    for (let i = 0; i < b * d; i++) keys[i] = Math.random() - 0.5;
+    await index.add(keys, b);
+  }
+  const fullKeys = { save: async (dir: string) => writeRandom(path.join(dir, 'fullkeys.bin'), 2 * D * n) };
+  const ids = Array.from({ length: n }, (_, i) => `class-${i % 10}/${String(i).padStart(6, '0')}.jpg`);
+  const labels = Uint16Array.from({ length: n }, (_, i) => i % 10);
+  const manifest = {
+    formatVersion: 2 as const,
+    createdAt: new Date().toISOString(),
+    logPosition: n,
+    size: n,
+    dimension: d,
+    indexKind: 'hnsw' as const,
+    indexParams: index.params(),
+  };
+  const [, writeS] = await seconds(() => writeSnapshot(cacheDir, manifest, ids, labels, index, [fullKeys]));
+  const snapshot = snapshotDirOf(cacheDir);
+  const bytes = readdirSync(snapshot).reduce((s, f) => s + statSync(path.join(snapshot, f)).size, 0);
+  const gb = bytes / 2 ** 30;
+
+  const [, verifyS] = await seconds(() => readSnapshot(cacheDir)); // verifies every file, then reads the items
+  const [, hnswLoadS] = await seconds(() => HnswIndex.load(snapshot, d, { m: 16, efConstruction: 100, efSearch: 128 }));
+
+  const archive = path.join(root, 'cache.cachet.tar');
+  const recorded = (await manifestOf(snapshot)).files ?? {};
+  const files: ArchiveFile[] = readdirSync(snapshot).map((f) => ({
+    name: `snapshot/${f}`,
+    path: path.join(snapshot, f),
+    checksum: recorded[f] ?? { bytes: 0, sha256: '' },
+  }));
+  for (const f of files) if (!f.checksum.sha256) f.checksum = await checksumFile(f.path);
+  const definition = { name: 'bench', model: '/models/m.onnx', keyLayers: ['a'] } as never;
+  const [, exportS] = await seconds(() => pipeline(packArchive(definition, files), createWriteStream(archive)));
+  const [, importS] = await seconds(() => unpackArchive(createReadStream(archive), path.join(root, 'imported'), Number.MAX_SAFE_INTEGER));
+
+  printTable(
+    `Snapshot of ${n} items: ${fmt(gb, 2)} GiB in ${readdirSync(snapshot).length} files`,
+    ['what', 'seconds', 'GiB/s'],
+    [
+      ['write the snapshot (with its checksums)', fmt(writeS), fmt(gb / writeS)],
+      ['open it: verify every file (sha256) + read the items', fmt(verifyS), fmt(gb / verifyS)],
+      ['load the hnsw graph (after verification)', fmt(hnswLoadS), '—'],
+      ['export: stream the archive to a file', fmt(exportS), fmt(gb / exportS)],
+      ['import: unpack it, checking every sha256', fmt(importS), fmt(gb / importS)],
+    ],
+  );
+  console.log(`  verification: ${fmt(verifyS / gb)} s per GiB of snapshot`);
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
+
+async function writeRandom(file: string, size: number): Promise<void> {
+  const handle = await open(file, 'w');
+  const block = Buffer.alloc(1 << 24);
+  for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, i);
+  try {
+    for (let at = 0; at < size; at += block.length) await handle.write(block, 0, Math.min(block.length, size - at), at);
+  } finally {
+    await handle.close();
+  }
+}

@@ -68,6 +68,18 @@ describe('damaged snapshots, through the service', () => {
     return start(dataDir);
   }
 
+  test('an hnsw graph file cut short or missing is rebuilt from the verified keys too', async () => {
+    for (const damage of [(f: string) => writeFileSync(f, readFileSync(f).subarray(0, 100)), (f: string) => rmSync(f)]) {
+      const svc = await restartWith((dir) => damage(path.join(dir, 'graph', 'snapshot', 'hnsw.bin')));
+      try {
+        assert.deepEqual(await predictAll(svc.url, 'graph'), baseline.graph);
+        assert.match((await call(svc.url, 'GET', '/v1/caches/graph')).body.damage[0].outcome, /rebuilt/);
+      } finally {
+        await svc.close();
+      }
+    }
+  });
+
   test('an hnsw graph file damaged at its entry point is rebuilt from the verified keys: same predictions, a warning', async () => {
     const svc = await restartWith((dir) => flip(path.join(dir, 'graph', 'snapshot', 'hnsw.bin'), 54));
     try {
@@ -90,13 +102,18 @@ describe('damaged snapshots, through the service', () => {
     }
   });
 
-  for (const [file, offset, what] of [
-    ['keys.f32', 1000, 'a key'],
-    ['manifest.json', -40, 'the manifest'],
-    ['items.jsonl', 30, 'the items'],
+  const truncate = (file: string) => writeFileSync(file, readFileSync(file).subarray(0, Math.floor(readFileSync(file).length / 2)));
+  for (const [file, how, damage] of [
+    ['keys.f32', 'a flipped byte', (f: string) => flip(f, 1000)],
+    ['manifest.json', 'a flipped byte', (f: string) => flip(f, -40)],
+    ['items.jsonl', 'a flipped byte', (f: string) => flip(f, 30)],
+    ['keys.f32', 'cut in half', truncate],
+    ['items.jsonl', 'cut in half', truncate],
+    ['keys.f32', 'missing', (f: string) => rmSync(f)],
+    ['manifest.json', 'missing', (f: string) => rmSync(f)],
   ] as const) {
-    test(`a flipped byte in ${what} (${file}) with no intact copy: the cache is damaged (503 cache_damaged), the others serve`, async () => {
-      const svc = await restartWith((dir) => flip(path.join(dir, 'flat', 'snapshot', file), offset));
+    test(`${file} ${how}, with no intact copy: the cache is damaged (503 cache_damaged), the others serve`, async () => {
+      const svc = await restartWith((dir) => damage(path.join(dir, 'flat', 'snapshot', file)));
       try {
         const predicted = await predictAll(svc.url, 'flat');
         for (const r of predicted) {

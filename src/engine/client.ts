@@ -14,7 +14,7 @@ type Api<T> = Pick<T, AsyncMethods<T>>;
 /** What a process that holds caches answers (embedded and api replicas): predictions, tuning, settings, deletes. */
 export type ServingApi = Api<CacheEngine>;
 /** What an index job needs: embedded engines and workers both index. */
-export type IndexingApi = Pick<Api<EmbeddedEngine> & Api<LogWriter>, 'modelSpec' | 'indexBatch' | 'flush'>;
+export type IndexingApi = Pick<Api<EmbeddedEngine> & Api<LogWriter>, 'modelSpec' | 'indexBatch' | 'flush' | 'presentIds'>;
 
 export type EngineClient<Role extends EngineOptions['role']> = (Role extends 'embedded'
   ? Api<EmbeddedEngine>

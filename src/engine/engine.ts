@@ -176,6 +176,12 @@ export abstract class CacheEngine {
     return { cacheSize: (await this.snapshot(name)).size };
   }
 
+  /** Which of these ids the cache holds (an index job skips them before decoding). */
+  async presentIds(name: string, ids: string[]): Promise<string[]> {
+    const items = this.cache(name).items;
+    return ids.filter((id) => items.has(id));
+  }
+
   /** Where a live item's image came from. */
   async itemSource(name: string, id: string): Promise<string> {
     const source = this.cache(name).items.sourceOf(id);

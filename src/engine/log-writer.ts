@@ -7,6 +7,7 @@ import { UserError } from '../errors/user-error.js';
 import { RedisKeyLog } from '../keylog/redis-log.js';
 import type { ModelSpec } from '../model/spec.js';
 import { connectRedis } from '../redis/connection.js';
+import { redisKeys } from '../redis/keys.js';
 import { RedisDefinitions } from './definitions.js';
 import { extractRecords } from './extract-records.js';
 import { ModelRegistry } from './models.js';
@@ -49,6 +50,17 @@ export class LogWriter {
     const logged = projection ? await reduceRecords(records, projection, sk.rerank) : records;
     const { added } = await (await this.log(name, dim)).appendNew(logged);
     return { added, duplicates: records.length - added, failed };
+  }
+
+  /** Which of these ids the cache's key log holds. */
+  async presentIds(name: string, ids: string[]): Promise<string[]> {
+    const held: string[] = [];
+    for (let i = 0; i < ids.length; i += 10_000) {
+      const slice = ids.slice(i, i + 10_000);
+      const flags = await this.redis.smismember(redisKeys.ids(name), ...slice);
+      slice.forEach((id, j) => flags[j] && held.push(id));
+    }
+    return held;
   }
 
   /** A worker holds no view to make durable: the log's length is the cache's size. */

@@ -58,7 +58,15 @@ export async function openSnapshot(
     if (!(err instanceof SnapshotDamagedError)) throw err;
     return replayInstead(dir, name, log, describe(err.problems), report);
   }
-  if (!snapshot) return null;
+  if (!snapshot) {
+    if (log.base() === 0) return null; // a new cache, or one whose log holds everything
+    // The log was compacted to a snapshot that is gone: the records it covered exist nowhere.
+    throw new CacheDamagedError(
+      name,
+      `its snapshot is missing (no complete snapshot/manifest.json) and its key log no longer holds the ${log.base()} records it covered, so no intact copy exists. ` +
+        `Restore the cache from an export (cachet cache import), or delete it and index its images again; other caches are not affected`,
+    );
+  }
   checkSnapshotMatches(snapshot.manifest, definition, extractor);
   if (!snapshot.verified) {
     report('warn', `cache "${name}": its snapshot was written before snapshots had checksums: loaded unverified; the next snapshot is verified`);

@@ -2,6 +2,7 @@
 // to the cache (embedded) or to its key log (a worker). Ids already in the cache are skipped.
 import type { IndexingApi } from '../engine/client.js';
 import type { SourceItem } from '../sources/sources.js';
+import { FLIP_SUFFIX } from '../preprocess/image.js';
 import { forEachBatch } from './pipeline.js';
 import type { IndexJobResult } from './results.js';
 import type { JobContext, ProcessorSettings } from './types.js';
@@ -15,8 +16,14 @@ export interface IndexJobData {
 export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettings, data: IndexJobData, ctx: JobContext): Promise<IndexJobResult> {
   const spec = await engine.modelSpec(data.cache);
   const totals = { added: 0, duplicates: 0, failed: 0 };
+  // Items already in the cache (a job run again after a restart, a resubmission) are not decoded.
+  const views = (i: SourceItem) => (data.flip ? [i.id, i.id + FLIP_SUFFIX] : [i.id]);
+  const present = new Set(await engine.presentIds(data.cache, data.items.flatMap(views)));
+  const todo = data.items.filter((i) => views(i).some((id) => !present.has(id)));
+  const skipped = data.items.length - todo.length;
+  totals.duplicates += skipped * (data.flip ? 2 : 1);
   await forEachBatch(
-    data.items,
+    todo,
     { spec, flip: data.flip, signal: ctx.signal, ...settings },
     async ({ items, tensor }) => {
       // paths and URLs are kept as the items' sources, for previews; inline bytes are not
@@ -36,7 +43,7 @@ export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettin
     (done, errors) => {
       totals.failed += errors.length;
       if (errors.length) ctx.itemErrors(errors);
-      ctx.progress(done, data.items.length);
+      ctx.progress(skipped + done, data.items.length);
     },
   );
   const { cacheSize } = await engine.flush(data.cache);

@@ -42,6 +42,42 @@ describe('bad input', () => {
     assertError(await predict({ image: Buffer.from('hello, this is text').toString('base64') }), 400, 'bad_image', /image 0/);
   });
 
+  test('empty images: zero bytes uploaded, base64 of nothing', async () => {
+    const form = new FormData();
+    form.append('image', new Blob([new Uint8Array(0)]), 'empty.jpg');
+    const raw = await fetch(`${svc.url}/v1/caches/cifar/predict`, { method: 'POST', body: form });
+    assertError({ status: raw.status, body: await raw.json(), headers: raw.headers }, 400, 'bad_image', /empty/);
+    for (const image of ['====', ' ']) assertError(await predict({ image }), 400, 'bad_image', /no bytes/);
+  });
+
+  test('multipart without a boundary, or with a broken part', async () => {
+    const cases: [string, string][] = [
+      ['multipart/form-data', 'abc'],
+      ['multipart/form-data; boundary=xx', '--xx\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nabc'],
+    ];
+    for (const [type, body] of cases) {
+      const raw = await fetch(`${svc.url}/v1/caches/cifar/predict`, { method: 'POST', body, headers: { 'content-type': type } });
+      assertError({ status: raw.status, body: await raw.json(), headers: raw.headers }, 400, 'bad_multipart', /multipart/);
+    }
+  });
+
+  test('JSON nested thousands deep', async () => {
+    for (const body of ['{"a":'.repeat(6000) + '1' + '}'.repeat(6000), '['.repeat(6000) + ']'.repeat(6000)]) {
+      const raw = await fetch(`${svc.url}/v1/caches`, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      assert.equal(raw.status, 400);
+    }
+  });
+
+  test('θ, λ and counts that are not numbers are refused, not taken as 0 or 1', async () => {
+    const image = CAT.toString('base64');
+    for (const theta of [null, '', true, [1], {}, 'NaN', 'Infinity', '1e999']) {
+      assertError(await predict({ image, theta }), 400, 'invalid_request', /theta/);
+    }
+    for (const neighbours of [null, true, '', '2.5']) assertError(await predict({ image, neighbours }), 400, 'invalid_request', /neighbours/);
+    assertError(await call(svc.url, 'POST', '/v1/caches/cifar/predict?theta=', { image }), 400, 'invalid_request', /theta/);
+    assert.equal((await predict({ image, theta: '60' })).body.theta, 60, 'the decimal text of a number is a number');
+  });
+
   test('a string that is not base64', async () => {
     assertError(await predict({ image: '%%% not base64 %%%' }), 400, 'bad_image', /base64/);
   });

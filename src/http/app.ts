@@ -55,7 +55,7 @@ export function createApp(ctx: ApiContext): express.Express {
   const app = express();
   app.disable('x-powered-by');
   ctx.ops?.install(app);
-  app.use(express.json({ limit: limits.maxBodyBytes }));
+  app.use(express.json({ limit: limits.maxBodyBytes, verify: checkJsonDepth }));
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limits.maxBodyBytes, files: limits.maxImagesPerRequest, fields: 20 } });
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
@@ -314,10 +314,37 @@ function predictInput(req: Request, limits: ApiLimits) {
 function decodeBase64(b64: string, i: number): Buffer {
   const clean = b64.replace(/^data:[^,]*,/, '');
   if (!/^[A-Za-z0-9+/=_\-\s]+$/.test(clean)) throw new UserError('bad_image', `image ${i} is not base64: send the image file's bytes base64-encoded`);
-  return Buffer.from(clean, 'base64');
+  const bytes = Buffer.from(clean, 'base64');
+  if (bytes.length === 0) throw new UserError('bad_image', `image ${i} decodes to no bytes: send the image file's bytes base64-encoded`);
+  return bytes;
 }
 
 function multipartIfAny(upload: multer.Multer) {
   const any = upload.any();
-  return (req: Request, res: Response, next: NextFunction) => (req.is('multipart/form-data') ? any(req, res, next) : next());
+  // busboy's own errors (no boundary, a broken part) are the client's: 400 bad_multipart
+  const clientError = (err: unknown) =>
+    err && !(err instanceof multer.MulterError) && !(err instanceof UserError)
+      ? new UserError('bad_multipart', `multipart upload: ${(err as Error).message}; send multipart/form-data with a boundary and whole parts`)
+      : err;
+  return (req: Request, res: Response, next: NextFunction) =>
+    req.is('multipart/form-data') ? any(req, res, (err?: unknown) => next(clientError(err))) : next();
+}
+
+/** Deeper than any request of this API: refused before JSON.parse and the validators recurse into it. */
+const MAX_JSON_DEPTH = 64;
+
+function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < buf.length; i++) {
+    const c = buf[i];
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_JSON_DEPTH) throw new UserError('invalid_json', `the JSON body nests deeper than ${MAX_JSON_DEPTH} levels`);
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
 }

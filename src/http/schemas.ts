@@ -29,12 +29,32 @@ export {
 
 // ---------------------------------------------------------------- requests
 
+/**
+ * A number: in JSON a number, in a query or form field its decimal text. Nothing else (null, "",
+ * true, [1] are refused, not taken as 0 or 1).
+ */
+const numeric = <T extends z.ZodType<number, number>>(schema: T) =>
+  z
+    .union(
+      [
+        z.number(),
+        z
+          .string()
+          .regex(/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/)
+          .transform(Number),
+      ],
+      {
+        error: 'expected a number (in a query or form field, its decimal text)',
+      },
+    )
+    .pipe(schema);
+
 export const PredictOptionsSchema = z
   .object({
-    topK: z.coerce.number().int().min(1).max(1000).default(5),
-    neighbours: z.coerce.number().int().min(0).max(1000).default(0),
-    theta: z.coerce.number().pipe(ThetaSchema).optional(),
-    lambda: z.coerce.number().pipe(LambdaSchema).optional(),
+    topK: numeric(z.number().int().min(1).max(1000)).default(5),
+    neighbours: numeric(z.number().int().min(0).max(1000)).default(0),
+    theta: numeric(ThetaSchema).optional(),
+    lambda: numeric(LambdaSchema).optional(),
   })
   .strict();
 

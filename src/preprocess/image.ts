@@ -52,6 +52,7 @@ export function sniffFormat(bytes: Uint8Array): AcceptedFormat | null {
  */
 export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opts: DecodeOptions): Promise<Float32Array> {
   const what = describe(input);
+  if (typeof input !== 'string' && input.length === 0) throw new UserError('bad_image', `${what} is empty (0 bytes); send ${accepted}`);
   const format = sniffFormat(typeof input === 'string' ? await readHead(input) : input);
   if (!format) throw await notAccepted(input, what);
 
@@ -101,8 +102,8 @@ const HEAD_BYTES = 12;
 
 /** The 400 for bytes that are not JPEG, PNG or WebP, naming their format when libvips knows it. */
 async function notAccepted(input: Buffer | string, what: string): Promise<UserError> {
-  const format = await sharp(input, { limitInputPixels: false })
-    .metadata()
+  const format = await Promise.resolve()
+    .then(() => sharp(input, { limitInputPixels: false }).metadata()) // sharp() itself may throw
     .then((m) => m.format)
     .catch(() => undefined);
   return format

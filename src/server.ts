@@ -52,6 +52,8 @@ export interface ServeOptions {
   apiKeysFile?: string;
   /** the folders models and images may be read from on a caller's behalf (a string: separated by ':'); default: anywhere */
   readRoots?: string[] | string;
+  /** the URL prefixes images may be fetched from (a string: comma-separated); default: none, URL sources are off */
+  urlPrefixes?: string[] | string;
   /** close(): how long /readyz answers 503 while requests are still taken, for load balancers to drain (default 0) */
   drainDelayMs?: number;
   /** close(): how long to wait for requests in flight before cutting their connections (default 30 s) */
@@ -89,11 +91,11 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const logger = opts.logger ?? createLogger();
   // API keys are read (and a bad one refused) before anything starts
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
-  const readRoots = ReadRoots.of(opts.readRoots); // a root that does not exist stops the start
+  const readRoots = ReadRoots.of(opts.readRoots).withUrls(opts.urlPrefixes); // a root that does not exist stops the start
   if (readRoots.roots) logger.info({ readRoots: readRoots.roots }, `models and images are read only under ${readRoots.roots.join(', ')}`);
   const engineOptions = { dataDir: opts.dataDir, redisUrl: opts.redisUrl };
   let ready = false;
-  const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels };
+  const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels, readRoots };
   let queue: JobQueue;
   let evalWorker: Worker | null = null;
   let redis: Redis | null = null;

@@ -3,6 +3,7 @@
 // thread's event loop stays free to renew BullMQ's job locks.
 import os from 'node:os';
 import { Worker } from 'bullmq';
+import { ReadRoots } from './sources/read-roots.js';
 import { startEngine, engineLogTo } from './engine/client.js';
 import { connectRedis } from './redis/connection.js';
 import { queueNames } from './redis/keys.js';
@@ -31,7 +32,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const engine = startEngine({ role: 'worker', dataDir: 'indexes', redisUrl: opts.redisUrl }, engineLogTo(logger));
   await engine.open();
   const connection = connectRedis(opts.redisUrl);
-  const settings = { batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
+  // the same read roots and URL prefixes as the api replicas (checked there at submission, here at open)
+  const readRoots = ReadRoots.of(process.env.CACHET_READ_ROOTS).withUrls(process.env.CACHET_URL_PREFIXES);
+  const settings = { batchSize: opts.batchSize ?? 64, limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS, readRoots };
   const lockDuration = opts.lockDurationMs ?? 30_000;
   // A job records the name of the worker that processed it (job.processedBy).
   const name = `${os.hostname()}:${process.pid}`;

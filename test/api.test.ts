@@ -169,15 +169,29 @@ describe('sources, models and snapshots', () => {
       .png()
       .toBuffer();
 
+  // an image server for URL sources; the service fetches only under its prefix
+  const images = http.createServer((req, res) => {
+    if (req.url === '/red.png') return void png(250, 10, 10).then((b) => res.end(b));
+    if (req.url === '/elsewhere') return void res.writeHead(302, { location: 'http://127.0.0.2:9/red.png' }).end();
+    res.statusCode = 404;
+    res.end();
+  });
+  let imagesBase = '';
+
   before(async () => {
-    svc = await start();
+    await new Promise<void>((r) => images.listen(0, '127.0.0.1', () => r()));
+    imagesBase = `http://127.0.0.1:${(images.address() as AddressInfo).port}`;
+    svc = await start(undefined, undefined, { urlPrefixes: `${imagesBase}/` });
     writeFileSync(path.join(shapes, 'red.png'), await png(250, 10, 10));
     writeFileSync(path.join(shapes, 'blue.png'), await png(10, 10, 250));
     writeFileSync(path.join(shapes, 'broken.png'), Buffer.from('not a png at all'));
     writeFileSync(path.join(shapes, 'items.csv'), 'path,label,id\nred.png,circle,r1\nblue.png,2,b1\nbroken.png,star,x1\n');
     writeFileSync(path.join(shapes, 'items.jsonl'), '{"path":"red.png","label":"square"}\n{"path":"blue.png","label":"star","id":"b2"}\n');
   });
-  after(async () => svc.close());
+  after(async () => {
+    images.close();
+    await svc.close();
+  });
 
   test('an NCHW model with logits, fed from CSV and JSONL manifests; bad images are per-item errors', async () => {
     const c = await call(svc.url, 'POST', '/v1/caches', { name: 'tiny', model: tiny.modelPath, keyLayers: ['relu2', 'feat'], index: { type: 'hnsw' } });
@@ -207,25 +221,24 @@ describe('sources, models and snapshots', () => {
   });
 
   test("a manifest of http URLs: images are fetched; a missing one is that item's error", async () => {
-    const server = http.createServer((req, res) => {
-      if (req.url === '/red.png') return void png(250, 10, 10).then((b) => res.end(b));
-      res.statusCode = 404;
-      res.end();
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    writeFileSync(path.join(shapes, 'urls.csv'), `path,label,id\n${base}/red.png,star,u1\n${base}/gone.png,star,u2\n`);
+    const base = imagesBase;
+    writeFileSync(path.join(shapes, 'urls.csv'), `path,label,id\n${base}/red.png,star,u1\n${base}/gone.png,star,u2\n${base}/elsewhere,star,u3\n`);
     const job = await waitForJob(
       svc.url,
       (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'urls.csv') } })).body.id,
     );
-    server.close();
     assert.equal(job.result.added, 1);
     assert.deepEqual(
       job.errors.map((e: any) => e.id),
-      ['u2'],
+      ['u2', 'u3'],
     );
     assert.match(job.errors[0].error, /HTTP 404/);
+    assert.match(job.errors[1].error, /not under a URL prefix/, 'a redirect out of the allowed prefixes is not followed');
+    // a URL outside the prefixes is refused at submission
+    writeFileSync(path.join(shapes, 'outside.csv'), `path,label,id\nhttp://127.0.0.1:1/x.png,star,o1\n`);
+    const refused = await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'outside.csv') } });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.error.code, 'url_not_allowed');
   });
 
   test('PATCH changes k and efSearch of an hnsw cache without re-indexing', async () => {

@@ -1,10 +1,12 @@
 // Read roots: with CACHET_READ_ROOTS set, the service reads models and images on a caller's
 // behalf only inside those folders (symbolic links resolved), and says so with a 403.
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors/user-error.js';
+import { imageBytes } from '../src/sources/fetch.js';
 import { ReadRoots } from '../src/sources/read-roots.js';
 import { call, RESNET, SAMPLE, start, tempDir, waitForJob } from './harness.js';
 
@@ -31,13 +33,33 @@ describe('ReadRoots', () => {
     symlinkSync(outside, path.join(inside, 'escape'));
   });
 
-  test('files inside a root pass, and so do URLs and files not written yet', async () => {
+  test('files inside a root pass, and so do files not written yet; URLs only under a listed prefix', async () => {
     const roots = ReadRoots.of([inside]);
     await roots.check(path.join(inside, 'cat', 'a.jpg'), 'image');
     await roots.check(inside, 'image folder');
     await roots.check(path.join(inside, 'cat', 'not-yet.jpg'), 'image');
-    await roots.check('https://example.com/cat.jpg', 'image');
+    await assert.rejects(roots.check('https://example.com/cat.jpg', 'image'), /fetches no URLs/);
+    const withUrls = roots.withUrls('https://example.com');
+    await withUrls.check('https://example.com/cat.jpg', 'image');
+    for (const evil of ['https://example.com.evil.net/cat.jpg', 'https://example.com@evil.net/cat.jpg', 'http://example.com/cat.jpg']) {
+      await assert.rejects(withUrls.check(evil, 'image'), (e: unknown) => e instanceof UserError && e.code === 'url_not_allowed', evil);
+    }
     assert.ok(roots.restricted);
+  });
+
+  test('checked again when the file is opened: a symlink swapped in after the check is refused; a FIFO is never read', async () => {
+    const roots = ReadRoots.of([inside]);
+    const swapped = path.join(inside, 'cat', 'swapped.jpg');
+    writeFileSync(swapped, 'an image');
+    await roots.check(swapped, 'image'); // at submission: a file inside
+    rmSync(swapped);
+    symlinkSync(path.join(outside, 'secret.txt'), swapped); // then swapped for a link outside
+    await refused(imageBytes(swapped, roots));
+    const fifo = path.join(inside, 'cat', 'fifo.jpg');
+    execFileSync('mkfifo', [fifo]);
+    const t0 = Date.now();
+    await assert.rejects(imageBytes(fifo, roots), /not a regular file/);
+    assert.ok(Date.now() - t0 < 5000, 'refused at once, not blocked waiting for a writer');
   });
 
   test('outside, by "..", by a symbolic link to a file or a folder outside: 403 naming the path and the roots', async () => {
@@ -89,6 +111,25 @@ describe('a service with read roots', () => {
     svc = await start(dataDir, undefined, { readRoots: [models, images] });
   });
   after(async () => svc.close());
+
+  test('a FIFO as a manifest or as a model is refused at once; the service goes on serving', async () => {
+    execFileSync('mkfifo', [path.join(images, 'evil.csv'), path.join(models, 'evil.onnx')]);
+    copyFileSync(MODEL.replace(/\.onnx$/, '.spec.json'), path.join(models, 'evil.spec.json')); // so that the model itself is read
+    for (let i = 0; i < 6; i++) {
+      const r = await call(svc.url, 'POST', '/v1/caches/ok/index-jobs', { source: { type: 'manifest', path: path.join(images, 'evil.csv') } });
+      assert.ok(r.status === 400 || r.status === 404, JSON.stringify(r.body));
+    }
+    const manifest = await call(svc.url, 'POST', '/v1/caches', { name: 'fifo', model: MODEL, keyLayers: ['activation_18'] });
+    const evilJob = await call(svc.url, 'POST', '/v1/caches/fifo/index-jobs', { source: { type: 'manifest', path: path.join(images, 'evil.csv') } });
+    assert.equal(evilJob.status, 400);
+    assert.match(evilJob.body.error.message, /not a regular file/);
+    const model = await call(svc.url, 'POST', '/v1/caches', { name: 'fifo-model', model: path.join(models, 'evil.onnx'), keyLayers: ['x'] });
+    assert.equal(model.status, 400);
+    assert.equal(model.body.error.code, 'bad_model');
+    assert.equal(manifest.status, 201);
+    assert.equal((await call(svc.url, 'DELETE', '/v1/caches/fifo')).status, 200);
+    assert.equal((await call(svc.url, 'GET', '/healthz')).status, 200);
+  });
 
   test('a model outside the roots is refused; the copy inside is taken', async () => {
     const outside = await call(svc.url, 'POST', '/v1/caches', { name: 'c', model: RESNET, keyLayers: ['activation_18'] });

@@ -44,6 +44,11 @@ program
     ).env('CACHET_READ_ROOTS'),
   )
   .addOption(
+    new Option('--url-prefixes <prefixes>', 'the URL prefixes images may be fetched from, comma-separated (default: none: URL sources are off)').env(
+      'CACHET_URL_PREFIXES',
+    ),
+  )
+  .addOption(
     new Option('--max-import-bytes <n>', 'bytes of a cache export archive imported over HTTP (default 64 GiB)')
       .env('CACHET_MAX_IMPORT_BYTES')
       .argParser(positiveInt),
@@ -98,6 +103,7 @@ interface ServeFlags {
   chunkSize: number;
   apiKeysFile?: string;
   readRoots?: string;
+  urlPrefixes?: string;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
   maxBodyBytes?: number;

@@ -13,6 +13,7 @@ export interface ServeCliOptions {
   chunkSize?: number;
   apiKeysFile?: string;
   readRoots?: string;
+  urlPrefixes?: string;
   limits?: Partial<ApiLimits>;
   batcher?: Partial<BatcherOptions>;
   drainDelayMs?: number;

@@ -63,6 +63,10 @@ export const ERROR_CATALOGUE = {
   replica_behind: { status: 503, description: 'the change is logged, and this replica has not applied it yet; do not resend it' },
 
   // ---------------------------------------------------------------- items
+  url_not_allowed: {
+    status: 403,
+    description: 'the URL is not under a prefix this service fetches from (URL sources are off unless the operator lists prefixes)',
+  },
   bad_archive: { status: 400, description: 'the uploaded archive is not a Cachet cache export, or a file in it does not match its recorded checksum' },
   archive_too_large: { status: 413, description: "the archive is over this service's import limit (--max-import-bytes)" },
   embedded_only: { status: 409, description: 'this operation is available in embedded mode only' },

@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import { z } from 'zod';
 import type { ServingApi } from '../engine/client.js';
 import { imageBytes } from '../sources/fetch.js';
-import { FLIP_SUFFIX } from '../preprocess/image.js';
+import { FLIP_SUFFIX, sniffFormat } from '../preprocess/image.js';
 import type { JobQueue } from '../jobs/types.js';
 import { UserError } from '../errors/user-error.js';
 import { param, parse, wrap } from './handlers.js';
@@ -69,7 +69,11 @@ export function addItemRoutes(router: express.Express, { engine, queue, limitInp
       await readRoots.check(source, 'the image of this item,');
       let image: ReturnType<typeof sharp>;
       try {
-        image = sharp(await imageBytes(source), { limitInputPixels, failOn: 'error' });
+        const bytes = await imageBytes(source, readRoots);
+        // only what the service takes elsewhere: no SVG, TIFF or other formats libvips would render
+        if (!sniffFormat(bytes))
+          throw new UserError('image_unavailable', `the image of item ${JSON.stringify(id)} at ${source} is no longer a JPEG, PNG or WebP`);
+        image = sharp(bytes, { limitInputPixels, failOn: 'error' });
         if (id.endsWith(FLIP_SUFFIX)) image = image.flop(); // the item is the mirror image of its source
         const png = await image.resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true }).png().toBuffer();
         res.type('image/png').set('Cache-Control', 'private, max-age=3600').send(png);

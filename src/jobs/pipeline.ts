@@ -3,6 +3,7 @@
 import pLimit from 'p-limit';
 import { FLIP_SUFFIX, flipTensor, imageToTensor, stackBatch } from '../preprocess/image.js';
 import { imageBytes } from '../sources/fetch.js';
+import type { ReadRoots } from '../sources/read-roots.js';
 import { ModelSpec } from '../model/spec.js';
 import { SourceItem } from '../sources/sources.js';
 import { ItemError } from './types.js';
@@ -23,6 +24,8 @@ export interface PipelineOptions {
   decodeConcurrency?: number;
   /** stops the loop between batches */
   signal?: AbortSignal;
+  /** where files and URLs may be read from, checked when each is opened (default: anywhere, no URLs) */
+  readRoots?: ReadRoots;
 }
 
 /**
@@ -44,7 +47,7 @@ export async function forEachBatch(
       slice.map((item) =>
         limit(async () => {
           try {
-            const image = await imageToTensor(await imageBytes(item.image), opts.spec, { limitInputPixels: opts.limitInputPixels });
+            const image = await imageToTensor(await imageBytes(item.image, opts.readRoots), opts.spec, { limitInputPixels: opts.limitInputPixels });
             return opts.flip ? [image, flipTensor(image, opts.spec)] : [image];
           } catch (err) {
             errors.push({ id: item.id, error: err instanceof Error ? err.message : String(err) });

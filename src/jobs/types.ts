@@ -1,6 +1,7 @@
 // Jobs: bulk indexing and evaluation. The processors are plain functions of
 // (data, context) so that the embedded queue and (later) BullMQ workers run the same code.
 import { z } from 'zod';
+import type { ReadRoots } from '../sources/read-roots.js';
 
 const int = () => z.number().int();
 
@@ -37,6 +38,8 @@ export interface ProcessorSettings {
   /** images per model run */
   batchSize: number;
   limitInputPixels: number;
+  /** the files and URLs jobs may read, checked again when each is opened */
+  readRoots?: ReadRoots;
 }
 
 export const MAX_ITEM_ERRORS = 1000;

@@ -5,7 +5,7 @@
 // The key layers are inner tensors; onnxruntime returns only graph outputs, so they are added to
 // the graph's outputs (withExtraOutputs). A tensor that is a graph output is never fused away by
 // ORT's graph optimiser, so optimisation stays at its default ('all').
-import { readFile } from 'node:fs/promises';
+import { readGuarded } from '../util/guarded-read.js';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors/user-error.js';
 import { l2NormaliseRows, softmaxRows } from '../math/cache-model.js';
@@ -23,16 +23,8 @@ const FLOAT = 1;
 
 /** Reads and parses a model file, turning every failure into a `bad_model` UserError. */
 export async function loadModelBytes(modelPath: string): Promise<{ bytes: Uint8Array; graph: GraphInfo }> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(modelPath);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError(
-      'bad_model',
-      code === 'ENOENT' ? `model file not found: ${modelPath}` : `cannot read model file ${modelPath}: ${(err as Error).message}`,
-    );
-  }
+  // a FIFO or device named as a model must not hold a thread; protobuf cannot hold more than 2 GiB
+  const bytes: Uint8Array = await readGuarded(modelPath, { what: 'model', maxBytes: 2 ** 31, timeoutMs: 120_000 });
   let graph: GraphInfo;
   try {
     graph = graphInfo(decodeModel(bytes));

@@ -1,5 +1,6 @@
 // Loading a model spec: `<model>.spec.json` beside the model (or `<model>.json`), overrides on top.
-import { readFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
+import { readGuarded } from '../util/guarded-read.js';
 import type { z } from 'zod';
 import { UserError } from '../errors/user-error.js';
 import { ModelSpecSchema, type ModelSpec } from './spec.js';
@@ -14,10 +15,14 @@ async function readSpecFile(modelPath: string): Promise<{ path?: string; data: R
   for (const path of specFileCandidates(modelPath)) {
     let text: string;
     try {
-      text = await readFile(path, 'utf8');
+      await stat(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw new UserError('bad_model_spec', `cannot read model spec ${path}: ${(err as Error).message}`);
+    }
+    try {
+      text = (await readGuarded(path, { what: 'model spec', maxBytes: 1 << 20 })).toString('utf8');
+    } catch (err) {
+      throw new UserError('bad_model_spec', `cannot read model spec: ${(err as Error).message}`);
     }
     let data: unknown;
     try {

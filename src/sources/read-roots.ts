@@ -12,10 +12,47 @@ export class ReadRoots {
   private constructor(
     /** real paths of the roots; null: anywhere */
     readonly roots: string[] | null,
+    /** the URL prefixes images may be fetched from (normalised); none: URL sources are off */
+    readonly urlPrefixes: string[] = [],
   ) {}
 
   static anywhere(): ReadRoots {
     return new ReadRoots(null);
+  }
+
+  /** The same roots, and URL sources allowed under these prefixes (CACHET_URL_PREFIXES, comma-separated). */
+  withUrls(prefixes: string[] | string | undefined): ReadRoots {
+    const list = (typeof prefixes === 'string' ? prefixes.split(',') : (prefixes ?? [])).map((p) => p.trim()).filter(Boolean);
+    return new ReadRoots(
+      this.roots,
+      list.map((p) => {
+        let url: URL;
+        try {
+          url = new URL(p);
+        } catch {
+          throw new Error(`URL prefix ${p} is not a URL; give e.g. https://images.example.com/bucket/`);
+        }
+        if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`URL prefix ${p}: only http and https`);
+        return url.href; // normalised: "https://host" becomes "https://host/", so "https://host.evil" cannot match
+      }),
+    );
+  }
+
+  /** Throws 403 url_not_allowed unless the URL is under an allowed prefix (URL sources are off without one). */
+  checkUrl(url: string): void {
+    let href: string;
+    try {
+      href = new URL(url).href;
+    } catch {
+      throw new UserError('bad_source', `${JSON.stringify(url.slice(0, 200))} is not a URL`);
+    }
+    if (this.urlPrefixes.some((p) => href.startsWith(p))) return;
+    throw new UserError(
+      'url_not_allowed',
+      this.urlPrefixes.length
+        ? `${href} is not under a URL prefix this service fetches from (${this.urlPrefixes.join(', ')})`
+        : `${href}: this service fetches no URLs; the operator enables URL sources with CACHET_URL_PREFIXES (e.g. https://images.example.com/)`,
+    );
   }
 
   /**
@@ -49,8 +86,21 @@ export class ReadRoots {
    * http(s) URLs are not files and pass.
    */
   async check(file: string, what: string): Promise<void> {
-    if (!this.roots || /^https?:\/\//i.test(file)) return;
-    const real = await realOrNearest(path.resolve(file));
+    if (/^https?:\/\//i.test(file)) return this.checkUrl(file);
+    if (!this.roots) return;
+    this.checkReal(await realOrNearest(path.resolve(file)), file, what);
+  }
+
+  /**
+   * The check at open time (util/guarded-read.ts): `real` is the path the opened descriptor
+   * really is, so a symlink swapped in after a request was accepted is judged by its target.
+   */
+  allowFor(file: string, what: string): (real: string) => void {
+    return (real) => this.checkReal(real, file, what);
+  }
+
+  private checkReal(real: string, file: string, what: string): void {
+    if (!this.roots) return;
     if (this.roots.some((root) => real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep))) return;
     throw new UserError(
       'path_not_allowed',
@@ -60,8 +110,8 @@ export class ReadRoots {
 
   /** Checks every path, at most `concurrency` at a time; the first refusal is thrown. */
   async checkAll(files: Iterable<string>, what: string, concurrency = 64): Promise<void> {
-    if (!this.roots) return;
     const list = [...files];
+    if (!this.roots && !list.some((f) => /^https?:\/\//i.test(f))) return;
     for (let i = 0; i < list.length; i += concurrency) await Promise.all(list.slice(i, i + concurrency).map((f) => this.check(f, what)));
   }
 }

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { z } from 'zod';
 import { UserError } from '../errors/user-error.js';
+import { readGuarded } from '../util/guarded-read.js';
 import { ReadRoots } from './read-roots.js';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
@@ -44,6 +45,9 @@ export interface ResolveOptions {
   readRoots?: ReadRoots;
 }
 
+/** A manifest of millions of lines is ~100 MB; beyond this, split it. */
+const MAX_MANIFEST_BYTES = 512 * 2 ** 20;
+
 export async function resolveSource(source: Source, opts: ResolveOptions): Promise<SourceItem[]> {
   const labelOf = labelResolver(opts.classes);
   const roots = opts.readRoots ?? ReadRoots.anywhere();
@@ -54,7 +58,7 @@ export async function resolveSource(source: Source, opts: ResolveOptions): Promi
       return folderItems(source.path, labelOf);
     case 'manifest': {
       await roots.check(source.path, 'manifest');
-      const items = await manifestItems(source.path, labelOf, opts.requireLabels);
+      const items = await manifestItems(source.path, labelOf, opts.requireLabels, roots);
       await roots.checkAll(
         items.map((i) => i.image as string),
         `image listed in ${source.path}:`,
@@ -116,10 +120,13 @@ interface ManifestRow {
   id?: unknown;
 }
 
-async function manifestItems(file: string, labelOf: (l: string | number, where: string) => number, requireLabels: boolean): Promise<SourceItem[]> {
-  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new UserError('bad_source', `cannot read manifest ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-  });
+async function manifestItems(
+  file: string,
+  labelOf: (l: string | number, where: string) => number,
+  requireLabels: boolean,
+  roots: ReadRoots,
+): Promise<SourceItem[]> {
+  const text = (await readGuarded(file, { what: 'manifest', maxBytes: MAX_MANIFEST_BYTES, allow: roots.allowFor(file, 'manifest') })).toString('utf8');
   const ext = path.extname(file).toLowerCase();
   let rows: { row: ManifestRow; line: number }[];
   if (ext === '.jsonl' || ext === '.ndjson') {

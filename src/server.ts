@@ -84,6 +84,8 @@ export const DEFAULT_LIMITS: ApiLimits = {
   maxJobsPerCache: 4,
   maxConcurrentPredicts: 64,
   maxImportBytes: 64 * 2 ** 30,
+  minBodyBytesPerSecond: 16 * 1024,
+  bodyRateGraceMs: 10_000,
 };
 
 export async function startService(opts: ServeOptions): Promise<RunningService> {

@@ -3,6 +3,7 @@
 // service keeps serving.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
@@ -115,6 +116,40 @@ describe('limits in distributed mode (jobs counted in Redis)', () => {
     } finally {
       await svc.close();
       await redis.destroy();
+    }
+  });
+});
+
+describe('slow clients', () => {
+  test('bodies trickling in hold no predict slot and are cut with 408; other predicts are served meanwhile', async () => {
+    const svc = await start(tempDir(), { maxConcurrentPredicts: 2, minBodyBytesPerSecond: 2000, bodyRateGraceMs: 1500 });
+    try {
+      await call(svc.url, 'POST', '/v1/caches', { name: 's', model: RESNET, keyLayers: PAPER_KEY_LAYERS, index: { type: 'exact' } });
+      const { port } = new URL(svc.url);
+      const slow = Array.from({ length: 4 }, () => {
+        const socket = net.connect(Number(port), '127.0.0.1');
+        socket.write(`POST /v1/caches/s/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"image":"`);
+        const drip = setInterval(() => socket.write('AAAA'), 200);
+        const reply = new Promise<string>((resolve) => {
+          let text = '';
+          socket.on('data', (d) => (text += d.toString()));
+          socket.on('close', () => resolve(text));
+          socket.on('error', () => resolve(text));
+        });
+        return { socket, drip, reply };
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const cat = readFileSync(path.join(SAMPLE, 'heldout', 'cat', '4500.jpg')).toString('base64');
+      const fast = await call(svc.url, 'POST', '/v1/caches/s/predict', { image: cat });
+      assert.equal(fast.status, 200, 'the slow uploads hold no predict slot');
+      for (const s of slow) {
+        const text = await s.reply;
+        clearInterval(s.drip);
+        assert.match(text, /^HTTP\/1\.1 408/, text.slice(0, 200));
+        assert.match(text, /request_timeout/);
+      }
+    } finally {
+      await svc.close();
     }
   });
 });

@@ -49,6 +49,16 @@ program
     ),
   )
   .addOption(
+    new Option('--min-body-rate <bytes/s>', 'a request body slower than this on average is cut with 408 (default 16384)')
+      .env('CACHET_MIN_BODY_RATE')
+      .argParser(positiveInt),
+  )
+  .addOption(
+    new Option('--body-rate-grace-ms <ms>', 'how long a body may start slowly before --min-body-rate applies (default 10000)')
+      .env('CACHET_BODY_RATE_GRACE_MS')
+      .argParser(positiveInt),
+  )
+  .addOption(
     new Option('--max-import-bytes <n>', 'bytes of a cache export archive imported over HTTP (default 64 GiB)')
       .env('CACHET_MAX_IMPORT_BYTES')
       .argParser(positiveInt),
@@ -88,8 +98,17 @@ program
   )
   .action(async (opts: ServeFlags) => {
     const { serve } = await import('./serve.js');
-    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, maxImportBytes, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
-    const limits = { maxBodyBytes, maxImagesPerRequest: maxImages, limitInputPixels: maxPixels, maxJobsPerCache, maxConcurrentPredicts, maxImportBytes };
+    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, maxImportBytes, minBodyRate, bodyRateGraceMs, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
+    const limits = {
+      maxBodyBytes,
+      maxImagesPerRequest: maxImages,
+      limitInputPixels: maxPixels,
+      maxJobsPerCache,
+      maxConcurrentPredicts,
+      maxImportBytes,
+      minBodyBytesPerSecond: minBodyRate,
+      bodyRateGraceMs,
+    };
     const batcher = { maxBatch: predictMaxBatch, maxWaitMs: predictMaxWaitMs };
     const given = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
     await serve({ ...rest, limits: given(limits), batcher: given(batcher) });
@@ -108,6 +127,8 @@ interface ServeFlags {
   shutdownTimeoutMs: number;
   maxBodyBytes?: number;
   maxImportBytes?: number;
+  minBodyRate?: number;
+  bodyRateGraceMs?: number;
   maxImages?: number;
   maxPixels?: number;
   maxJobsPerCache?: number;

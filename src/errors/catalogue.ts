@@ -17,6 +17,7 @@ export const ERROR_CATALOGUE = {
   invalid_json: { status: 400, description: 'the body is not valid JSON' },
   invalid_body: { status: 400, description: 'the body is not a JSON object' },
   bad_request: { status: 400, description: 'the HTTP request is malformed (e.g. aborted, or a body of the wrong length)' },
+  request_timeout: { status: 408, description: 'the request body arrived slower than the minimum rate; send it faster' },
   unsupported_encoding: { status: 415, description: 'the body uses a content encoding or charset the service does not read' },
   bad_multipart: { status: 400, description: 'the multipart/form-data upload is malformed' },
   payload_too_large: { status: 413, description: 'the body, or one uploaded file, is over the byte limit (16 MiB by default)' },

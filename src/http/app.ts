@@ -62,7 +62,11 @@ export function createApp(ctx: ApiContext): express.Express {
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.get('/readyz', async (_req, res) => {
     if (!ctx.isReady()) return void res.status(503).json({ status: ctx.ops?.isStopping ? 'stopping' : 'starting' });
-    const [caches, logs] = await Promise.all([engine.listCaches(), engine.logStatus()]);
+    // A frozen engine thread must take this replica out of a load balancer: no answer in time is 503.
+    const caches = await withDeadline(engine.listCaches(), READY_ENGINE_MS);
+    if (!caches) return void res.status(503).json({ status: 'unresponsive' });
+    // the log positions come from the key logs' store (Redis): slow or down, readiness goes on without them
+    const logs = (await withDeadline(engine.logStatus(), READY_LOG_MS)) ?? [];
     const lag = new Map(logs.map((l) => [l.name, l]));
     // Damage degrades readiness but does not fail it: the other caches (and the repaired ones) serve.
     const degraded = caches.some((c) => c.status === 'damaged' || (c.info?.damage.length ?? 0) > 0);
@@ -246,6 +250,7 @@ export function createApp(ctx: ApiContext): express.Express {
   app.post(
     '/v1/caches/:name/predict',
     multipartIfAny(upload),
+    ctx.ops ? ctx.ops.predictSlot() : (_req: Request, _res: Response, next: NextFunction) => next(),
     wrap(async (req, res) => {
       const name = param(req, 'name');
       const { images, options } = predictInput(req, limits);
@@ -328,6 +333,21 @@ function multipartIfAny(upload: multer.Multer) {
       : err;
   return (req: Request, res: Response, next: NextFunction) =>
     req.is('multipart/form-data') ? any(req, res, (err?: unknown) => next(clientError(err))) : next();
+}
+
+/** how long /readyz waits for the engine thread, and for the key logs' positions */
+const READY_ENGINE_MS = 2000;
+const READY_LOG_MS = 1000;
+
+/** The value, or null if it takes longer than `ms` (the promise is left to settle on its own). */
+async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)));
+  try {
+    return await Promise.race([promise.catch(() => null), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Deeper than any request of this API: refused before JSON.parse and the validators recurse into it. */

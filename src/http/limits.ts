@@ -2,6 +2,7 @@
 // app.ts): unfinished jobs per cache, and predict requests in flight per process.
 import type { RequestHandler } from 'express';
 import { UserError } from '../errors/user-error.js';
+import { sendError } from '../errors/respond.js';
 import type { JobQueue, JobType, JobView, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 
 /** What one process takes from its clients (ServeOptions.limits). */
@@ -16,6 +17,9 @@ export interface ApiLimits {
   maxConcurrentPredicts: number;
   /** bytes of a cache export archive POSTed to /v1/caches/import */
   maxImportBytes: number;
+  /** a body slower than this on average (after bodyRateGraceMs) is cut with 408 */
+  minBodyBytesPerSecond: number;
+  bodyRateGraceMs: number;
 }
 
 /** The Retry-After header of a 429: when to try again, in seconds. */
@@ -78,6 +82,43 @@ function tooManyJobs(cache: string, jobs: UnfinishedJob[], submitting: number, m
     `cache "${cache}" takes at most ${max} unfinished jobs at once and has ${jobs.length + submitting}: ${shown.join(', ')}${more}${also}; wait for one to finish (GET /v1/jobs/:id) and submit again`,
     retryAfter(JOBS_RETRY_AFTER_S),
   );
+}
+
+/**
+ * A body that trickles in slower than `bytesPerSecond` (averaged, after `graceMs`) is cut with 408:
+ * a slow client must not hold a connection, a parser and, for predicts, memory for minutes.
+ */
+export function minimumBodyRate(bytesPerSecond = 16 * 1024, graceMs = 10_000): RequestHandler {
+  return (req, res, next) => {
+    const length = req.headers['content-length'];
+    if (!req.headers['transfer-encoding'] && (length === undefined || length === '0')) return next();
+    // counted on the socket, not with a 'data' listener (which would start the body flowing
+    // before its parser is there)
+    const socket = req.socket;
+    const base = socket.bytesRead;
+    const started = Date.now();
+    const timer = setInterval(() => {
+      if (req.complete || req.destroyed) return stop();
+      const elapsed = Date.now() - started;
+      const received = socket.bytesRead - base;
+      if (elapsed < graceMs || received >= (bytesPerSecond * elapsed) / 1000) return;
+      stop();
+      const rate = Math.round((received * 1000) / elapsed);
+      if (!res.headersSent) {
+        res.set('Connection', 'close');
+        sendError(
+          res,
+          new UserError('request_timeout', `the body arrived at ${rate} bytes/s, under this service's minimum of ${bytesPerSecond}: send it faster`),
+        );
+      }
+      res.once('finish', () => req.destroy());
+    }, 1000);
+    timer.unref();
+    const stop = () => clearInterval(timer);
+    req.once('end', stop);
+    res.once('close', stop);
+    next();
+  };
 }
 
 /** Counts predict requests in flight; beyond `max`, 429 busy with Retry-After: 1. */

@@ -8,7 +8,7 @@ import type { JobQueue, JobView } from '../jobs/types.js';
 import type { ApiLimits } from './limits.js';
 import { authenticate, compileRoutes, findRoute, isLoopback, KeyMatcher, loadApiKeys, type RouteRole } from './auth.js';
 import { routeRoles } from './route-table.js';
-import { LimitedQueue, PredictLimiter } from './limits.js';
+import { LimitedQueue, minimumBodyRate, PredictLimiter } from './limits.js';
 import type { Logger } from '../util/logging.js';
 import { requestLogging } from './request-log.js';
 import { ServiceMetrics } from './metrics.js';
@@ -96,7 +96,7 @@ export class Operations {
     this.metricsOf?.jobsFinished.inc({ type: job.type, outcome: job.state === 'completed' ? 'completed' : 'failed' });
   }
 
-  /** Middleware that goes before every route: request id and access log, timing, /metrics, API keys, predict limit. */
+  /** Middleware that goes before every route: request id and access log, timing, /metrics, API keys, body rate. */
   install(app: express.Express): void {
     const compiled = compileRoutes(this.routes);
     app.use(requestLogging(this.logger));
@@ -107,7 +107,12 @@ export class Operations {
     });
     app.get('/metrics', this.metrics.handler());
     if (this.authEnabled) app.use(authenticate(this.keys, this.routes));
-    app.post('/v1/caches/:name/predict', this.predicts.middleware());
+    app.use(minimumBodyRate(this.opts.limits.minBodyBytesPerSecond, this.opts.limits.bodyRateGraceMs));
+  }
+
+  /** The predict limit: the route installs it once the body is in, so a slow upload holds no slot. */
+  predictSlot(): express.RequestHandler {
+    return this.predicts.middleware();
   }
 
   get isStopping(): boolean {

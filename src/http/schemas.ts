@@ -161,7 +161,9 @@ export const ReadySchema = z
   })
   .strict();
 
-export const NotReadySchema = z.object({ status: z.enum(['starting', 'stopping']) }).strict();
+export const NotReadySchema = z
+  .object({ status: z.enum(['starting', 'stopping', 'unresponsive']).describe('unresponsive: the engine did not answer within 2 s') })
+  .strict();
 
 export const CacheListSchema = z.object({ caches: z.array(CacheStatusSchema) }).strict();
 

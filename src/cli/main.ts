@@ -98,7 +98,19 @@ program
   )
   .action(async (opts: ServeFlags) => {
     const { serve } = await import('./serve.js');
-    const { maxBodyBytes, maxImages, maxPixels, maxJobsPerCache, maxConcurrentPredicts, maxImportBytes, minBodyRate, bodyRateGraceMs, predictMaxBatch, predictMaxWaitMs, ...rest } = opts;
+    const {
+      maxBodyBytes,
+      maxImages,
+      maxPixels,
+      maxJobsPerCache,
+      maxConcurrentPredicts,
+      maxImportBytes,
+      minBodyRate,
+      bodyRateGraceMs,
+      predictMaxBatch,
+      predictMaxWaitMs,
+      ...rest
+    } = opts;
     const limits = {
       maxBodyBytes,
       maxImagesPerRequest: maxImages,

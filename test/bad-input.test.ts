@@ -78,6 +78,13 @@ describe('bad input', () => {
     assert.equal((await predict({ image, theta: '60' })).body.theta, 60, 'the decimal text of a number is a number');
   });
 
+  test('an item id ending with the mirror-image suffix is refused, not silently dropped', async () => {
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', {
+      source: { type: 'inline', items: [{ image: CAT.toString('base64'), label: 3, id: 'my-cat#flip' }] },
+    });
+    assertError(r, 400, 'bad_source', /#flip/);
+  });
+
   test('a string that is not base64', async () => {
     assertError(await predict({ image: '%%% not base64 %%%' }), 400, 'bad_image', /base64/);
   });

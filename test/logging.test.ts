@@ -1,5 +1,6 @@
 // Structured logs: every request has an id (the caller's X-Request-Id if sane, else a UUID),
 // echoed in the response header, on every log line of that request, and in a 500's body.
+import { loggedUrl } from '../src/http/request-log.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { capturingLogger } from '../src/util/logging.js';
@@ -99,4 +100,10 @@ describe('the engine thread logs through the service logger', () => {
       await redis.destroy();
     }
   });
+});
+
+test('a key sent in the query string is never logged', () => {
+  assert.equal(loggedUrl('/v1/caches?api_key=s3cret&x=1'), '/v1/caches?api_key=***&x=1');
+  assert.equal(loggedUrl('/v1/caches/c/predict?token=abc&theta=5'), '/v1/caches/c/predict?token=***&theta=5');
+  assert.equal(loggedUrl('/v1/caches?theta=5'), '/v1/caches?theta=5');
 });

@@ -20,7 +20,7 @@ import {
   UpdateCacheSchema,
 } from './schemas.js';
 import { openApiDocument } from './openapi.js';
-import { imageToTensor } from '../preprocess/image.js';
+import { FLIP_SUFFIX, imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
 import { UserError } from '../errors/user-error.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
@@ -172,6 +172,13 @@ export function createApp(ctx: ApiContext): express.Express {
       const body = parse(IndexJobSchema, req.body);
       const info = await engine.getCache(name);
       const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
+      const reserved = items.find((i) => i.id.endsWith(FLIP_SUFFIX));
+      if (reserved) {
+        throw new UserError(
+          'bad_source',
+          `item id ${JSON.stringify(reserved.id)} ends with "${FLIP_SUFFIX}", which names the mirror image of an item: rename it`,
+        );
+      }
       const job = await queue.submit('index', name, { cache: name, items, flip: body.flip }, items.length);
       res.status(202).location(`/v1/jobs/${job.id}`).json(job);
     }),

@@ -17,6 +17,24 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
+/** Query parameters that may carry a secret (a key sent where it does not belong): never logged. */
+const SECRET_PARAMS = /^(api[-_]?key|key|token|access[-_]?token|auth|authorization|password|secret)$/i;
+
+/** The request URL as logged: secret-looking query values replaced. */
+export function loggedUrl(url: string | undefined): string {
+  if (!url || !url.includes('?')) return url ?? '';
+  const [p, q] = url.split('?', 2);
+  const params = new URLSearchParams(q);
+  let changed = false;
+  for (const k of [...params.keys()]) {
+    if (SECRET_PARAMS.test(k)) {
+      params.set(k, '***');
+      changed = true;
+    }
+  }
+  return changed ? `${p}?${params}` : url;
+}
+
 /** The request-id and access-log middleware. Probes and scrapes are logged at debug level. */
 export function requestLogging(logger: Logger) {
   return pinoHttp({
@@ -29,14 +47,14 @@ export function requestLogging(logger: Logger) {
       if (err || res.statusCode >= 500) return 'error';
       return QUIET_PATHS.has((req.url ?? '').split('?')[0]) ? 'debug' : 'info';
     },
-    customSuccessMessage: (req, res, ms) => `${req.method} ${req.url} ${res.statusCode} ${ms} ms`,
-    customErrorMessage: (req, res) => `${req.method} ${req.url} ${res.statusCode}`,
+    customSuccessMessage: (req, res, ms) => `${req.method} ${loggedUrl(req.url)} ${res.statusCode} ${ms} ms`,
+    customErrorMessage: (req, res) => `${req.method} ${loggedUrl(req.url)} ${res.statusCode}`,
     serializers: {
       // never the headers: they hold API keys
       req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({
         id: req.id,
         method: req.method,
-        url: req.url,
+        url: loggedUrl(req.url),
         remoteAddress: req.remoteAddress,
       }),
       res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),

@@ -25,7 +25,13 @@ export async function readGuarded(file: string, opts: GuardedReadOptions): Promi
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why =
-      code === 'ENOENT' ? 'not found (no such file)' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'a folder, not a file' : `cannot be opened (${code})`;
+      code === 'ENOENT'
+        ? 'not found (no such file)'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'a folder, not a file'
+            : `cannot be opened (${code})`;
     throw new UserError(codeFor(opts.what), `${opts.what} ${file}: ${why}`);
   }
   try {

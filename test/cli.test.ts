@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { PAPER_KEY_LAYERS, REPO, RESNET, SAMPLE, sampleFolder, start } from './harness.js';
+import { PAPER_KEY_LAYERS, REPO, RESNET, SAMPLE, sampleFolder, start, tempDir } from './harness.js';
 
 const run = promisify(execFile);
 const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
@@ -82,5 +82,21 @@ describe('cachet CLI', () => {
     const down = await cachet(['cache', 'list', '--url', 'http://127.0.0.1:9']);
     assert.equal(down.code, 3);
     assert.match(down.stderr, /cannot reach the Cachet service/);
+    const missing = await cachet(['predict', 'nope', '/no/such/image.jpg', '--url', svc.url]);
+    assert.equal(missing.code, 2);
+    assert.equal(missing.stderr.trim(), 'cachet: /no/such/image.jpg: no such file', 'one line, no stack trace');
+  });
+
+  test('export and import: a cache through a file, verified on receipt', async () => {
+    const file = path.join(tempDir('cachet-cli-export-'), 'c.cachet.tar');
+    const out = await cachet(['cache', 'export', 'cli', file, '--url', svc.url]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /every checksum verified/);
+    const back = await cachet(['cache', 'import', file, '--name', 'cli-copy', '--url', svc.url]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stdout, /imported cache "cli-copy"/);
+    const verify = await cachet(['cache', 'verify', 'cli-copy', '--url', svc.url]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    assert.match(verify.stdout, /cli-copy: ok/);
   });
 });

@@ -463,6 +463,19 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     console.error(`cachet: ${err.message}`);
     process.exit(err instanceof ApiError && err.status === 0 ? 3 : 2);
   }
+  // a file the user named (ENOENT, EACCES, EISDIR…): one line saying which, as for every other error
+  const fsErr = err as NodeJS.ErrnoException;
+  if (typeof fsErr?.code === 'string' && fsErr.code.startsWith('E') && fsErr.path) {
+    const why = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'a folder, not a file' }[fsErr.code] ?? fsErr.code;
+    console.error(`cachet: ${fsErr.path}: ${why}`);
+    process.exit(2);
+  }
+  if (err instanceof TypeError && err.message === 'fetch failed') {
+    console.error(
+      `cachet: cannot reach the Cachet service (${String((err as { cause?: unknown }).cause ?? err.message)}): start it with \`cachet serve\` or pass --url`,
+    );
+    process.exit(3);
+  }
   console.error(err);
   process.exit(1);
 });

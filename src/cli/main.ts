@@ -1,25 +1,19 @@
 #!/usr/bin/env node
 // `cachet`: run the service, inspect models, and talk to a running service.
 import path from 'node:path';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { unpackArchive } from '../cache/archive.js';
 import { promises as fs, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { CachetClient, ApiError } from './client.js';
+import { ApiError } from './client.js';
+import { registerCacheCommands } from './cache-commands.js';
+import { client, print, urlOption } from './common.js';
 import { followJob } from './progress.js';
 import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import { UserError } from '../errors/user-error.js';
-import { CacheInfo } from '../cache/info.js';
-import type { CacheVerification } from '../engine/status.js';
 import { IndexJobResult, EvalJobResult, TuneResult } from '../jobs/results.js';
 
 const program = new Command('cachet').description('A cache model (Orhan 2018) for any ONNX image classifier, served over HTTP').showHelpAfterError();
 
-const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
-const client = (opts: { url: string; apiKey?: string }) => new CachetClient(opts.url, opts.apiKey);
 /** Every command that talks to the service (those with --url) also takes --api-key: added below, before parsing. */
 const apiKeyOption = () => new Option('--api-key <key>', 'API key for the service, sent as "Authorization: Bearer <key>"').env('CACHET_API_KEY');
 
@@ -191,128 +185,6 @@ model
     for (const t of report.tensors) console.log(`${t.name.padEnd(width)}  ${t.opType.padEnd(22)} ${`[${t.shape.join(',')}]`.padEnd(20)} ${t.size}`);
   });
 
-const cache = program.command('cache').description('create and look at caches');
-cache
-  .command('create <name>')
-  .description('create an empty cache')
-  .requiredOption('--model <path>', 'the .onnx file, as the service sees it (a <model>.spec.json beside it says how to feed it)')
-  .requiredOption('--layers <names>', 'key layers, comma-separated (see `cachet model inspect`)')
-  .option('--theta <θ>', 'θ (default 50)', num)
-  .option('--lambda <λ>', 'λ (default 0.5)', num)
-  .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 200)', int)
-  .addOption(new Option('--index <type>', 'index type').choices(['auto', 'exact', 'hnsw']))
-  .option('--exact-threshold <n>', 'with --index auto: exact search up to this many items', int)
-  .option('--m <m>', 'hnsw M', int)
-  .option('--ef-construction <n>', 'hnsw efConstruction', int)
-  .option('--ef-search <n>', 'hnsw efSearch', int)
-  .addOption(new Option('--reduce <how>', 'index a reduced search key').choices(['none', 'pca', 'random']))
-  .option('--search-dim <n>', 'with --reduce: the reduced dimension (default 128)', int)
-  .option('--no-rerank', 'with --reduce: score with the reduced similarities, keep no full keys')
-  .addOption(urlOption())
-  .action(async (name: string, o: Record<string, string | number | boolean | undefined> & { url: string }) => {
-    const index = Object.fromEntries(
-      Object.entries({ type: o.index, exactThreshold: o.exactThreshold, m: o.m, efConstruction: o.efConstruction, efSearch: o.efSearch }).filter(
-        ([, v]) => v !== undefined,
-      ),
-    );
-    const body = {
-      name,
-      model: path.resolve(String(o.model)),
-      keyLayers: String(o.layers)
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean),
-      ...(o.theta !== undefined && { theta: o.theta }),
-      ...(o.lambda !== undefined && { lambda: o.lambda }),
-      ...(o.k !== undefined && { k: o.k }),
-      ...(Object.keys(index).length && { index }),
-      ...(o.reduce !== undefined && {
-        searchKey: { reduce: o.reduce, ...(o.searchDim !== undefined && { dimension: o.searchDim }), rerank: o.rerank !== false },
-      }),
-    };
-    print(await client(o).request<CacheInfo>('POST', '/v1/caches', body));
-  });
-cache
-  .command('list')
-  .addOption(urlOption())
-  .action(async (o: { url: string }) => print(await client(o).request('GET', '/v1/caches')));
-cache
-  .command('show <name>')
-  .addOption(urlOption())
-  .action(async (name: string, o: { url: string }) => print(await client(o).request('GET', `/v1/caches/${encodeURIComponent(name)}`)));
-cache
-  .command('verify <name>')
-  .description('check every stored file of a cache against its checksums and read its key log again; exit 1 if something does not check out')
-  .option('--clear-damage', 'then forget the damage records (once the lost images are indexed again)')
-  .option('--json', 'print the whole report as JSON')
-  .addOption(urlOption())
-  .action(async (name: string, o: { url: string; clearDamage?: boolean; json?: boolean }) => {
-    const report = await client(o).request<CacheVerification>('POST', `/v1/caches/${encodeURIComponent(name)}/verify`);
-    if (o.json) print(report);
-    else {
-      const files = report.snapshot?.files.length ?? 0;
-      const log = report.log ? `key log positions ${report.log.base}–${report.log.end}` : 'key log not read (cache not loaded)';
-      console.log(`${name}: ${report.ok ? 'ok' : 'DAMAGED'} — ${report.snapshot ? `${files} snapshot files` : 'no snapshot'}, ${log}`);
-      for (const p of report.problems) console.log(`  ✗ ${p}`);
-      for (const d of report.damage)
-        console.log(`  earlier (${d.detectedAt}): ${d.what}; ${d.outcome}${d.lostIds.length ? `; lost ids: ${d.lostIds.join(', ')}` : ''}`);
-    }
-    if (o.clearDamage && report.ok) await client(o).request('DELETE', `/v1/caches/${encodeURIComponent(name)}/damage`);
-    if (!report.ok) process.exitCode = 1;
-  });
-cache
-  .command('export <name> <file>')
-  .description('back up a cache: one archive of a consistent snapshot, checked against its checksums on receipt')
-  .addOption(urlOption())
-  .action(async (name: string, file: string, o: { url: string; apiKey?: string }) => {
-    const t0 = performance.now();
-    const c = client(o);
-    const res = await fetch(new URL(`/v1/caches/${encodeURIComponent(name)}/snapshot`, o.url), { headers: c.authHeaders() });
-    if (!res.ok || !res.body) throw await apiErrorOf(res);
-    const partial = `${file}.partial`;
-    await pipeline(Readable.fromWeb(res.body as never), createWriteStream(partial));
-    const header = await unpackArchive(createReadStream(partial), null, Number.MAX_SAFE_INTEGER).catch(async (err: Error) => {
-      await fs.rm(partial, { force: true });
-      throw new UserError('bad_archive', `the export of "${name}" arrived damaged or cut short (${err.message}); nothing was written to ${file}: try again`);
-    });
-    await fs.rename(partial, file);
-    const bytes = statSync(file).size;
-    const files = Object.keys(header.files).length;
-    console.log(
-      `exported cache "${name}" to ${file}: ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB, every checksum verified, in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-    );
-  });
-cache
-  .command('import <file>')
-  .description('restore a cache from an export archive (embedded service); the model must be the same file, wherever it is here')
-  .option('--name <name>', 'import under this name (default: the exported name)')
-  .option('--model <path>', "the model's .onnx file on this machine (default: the exported path)")
-  .addOption(urlOption())
-  .action(async (file: string, o: { url: string; name?: string; model?: string }) => {
-    const query = new URLSearchParams({ ...(o.name && { name: o.name }), ...(o.model && { model: path.resolve(o.model) }) });
-    const size = statSync(file).size;
-    const res = await fetch(new URL(`/v1/caches/import?${query}`, o.url), {
-      method: 'POST',
-      headers: { ...client(o).authHeaders(), 'content-type': 'application/x-tar', 'content-length': String(size) },
-      body: Readable.toWeb(createReadStream(file)) as never,
-      duplex: 'half',
-    } as RequestInit);
-    if (!res.ok) throw await apiErrorOf(res);
-    const info = (await res.json()) as CacheInfo;
-    console.log(`imported cache "${info.name}": ${info.size} items, ${info.index.type} index, model ${info.model}`);
-  });
-cache
-  .command('set <name>')
-  .description('change θ, λ, k or efSearch (no re-indexing needed)')
-  .option('--theta <θ>', 'θ', num)
-  .option('--lambda <λ>', 'λ', num)
-  .option('--k <k>', 'neighbours p_cache sums over with an hnsw index', int)
-  .option('--ef-search <n>', 'hnsw efSearch', int)
-  .addOption(urlOption())
-  .action(async (name: string, o: { theta?: number; lambda?: number; k?: number; efSearch?: number; url: string }) =>
-    print(await client(o).request('PATCH', `/v1/caches/${encodeURIComponent(name)}`, { theta: o.theta, lambda: o.lambda, k: o.k, efSearch: o.efSearch })),
-  );
-
 program
   .command('index <cache> <source>')
   .description('add labelled images to a cache: a folder (one subfolder per class) or a .csv/.jsonl manifest (path,label[,id])')
@@ -447,10 +319,7 @@ function axisArg(v: string): Axis {
   throw new InvalidArgumentError('give values "a,b,c" or a range "from:to:steps"');
 }
 
-function print(value: unknown): void {
-  console.log(JSON.stringify(value, null, 2));
-}
-
+registerCacheCommands(program);
 (await import('./layers.js')).registerLayersCommand(program);
 
 const allCommands = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...allCommands(sub)]);
@@ -479,15 +348,3 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err);
   process.exit(1);
 });
-
-/** The service's error for a response fetched without CachetClient.request (streamed bodies). */
-async function apiErrorOf(res: Response): Promise<ApiError> {
-  const text = await res.text().catch(() => '');
-  let e: { code?: string; message?: string } | undefined;
-  try {
-    e = (JSON.parse(text) as { error?: typeof e }).error;
-  } catch {
-    /* not JSON */
-  }
-  return new ApiError(res.status, e?.code ?? 'http_error', e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
-}

@@ -1,0 +1,22 @@
+// What the CLI's commands share: the service URL option, the client, output, errors of streamed calls.
+import { Option } from 'commander';
+import { ApiError, CachetClient } from './client.js';
+
+export const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
+export const client = (opts: { url: string; apiKey?: string }) => new CachetClient(opts.url, opts.apiKey);
+
+export function print(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+/** The service's error for a response fetched without CachetClient.request (streamed bodies). */
+export async function apiErrorOf(res: Response): Promise<ApiError> {
+  const text = await res.text().catch(() => '');
+  let e: { code?: string; message?: string } | undefined;
+  try {
+    e = (JSON.parse(text) as { error?: typeof e }).error;
+  } catch {
+    /* not JSON */
+  }
+  return new ApiError(res.status, e?.code ?? 'http_error', e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+}

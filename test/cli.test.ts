@@ -56,15 +56,25 @@ describe('cachet CLI', () => {
     assert.equal(created.code, 0, created.stderr);
     assert.equal(JSON.parse(created.stdout).dimension, 12288);
 
-    const indexed = await cachet(['index', 'cli', sampleFolder('cache', 5), '--flip'], { CACHET_URL: url });
+    const indexed = await cachet(['index', 'cli', sampleFolder('cache', 5), '--flip', '--json'], { CACHET_URL: url });
     assert.equal(indexed.code, 0, indexed.stderr);
     assert.deepEqual(JSON.parse(indexed.stdout).result, { images: 50, added: 100, duplicates: 0, failed: 0, cacheSize: 100 });
 
-    const predicted = await cachet(['predict', 'cli', path.join(SAMPLE, 'heldout', 'ship', '4500.jpg'), '--neighbours', '2', '--url', url]);
+    const ship = path.join(SAMPLE, 'heldout', 'ship', '4500.jpg');
+    const predicted = await cachet(['predict', 'cli', ship, '--neighbours', '2', '--json', '--url', url]);
     assert.equal(predicted.code, 0, predicted.stderr);
     const p = JSON.parse(predicted.stdout).predictions[0];
     assert.equal(p.neighbours.length, 2);
     assert.equal(p.top.length, 5);
+    // for people: a table, and no JSON
+    const table = await cachet(['predict', 'cli', ship, '--neighbours', '2', '--url', url]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /class\s+p\s+p_model\s+p_cache/);
+    assert.match(table.stdout, new RegExp(`\\n  ${p.top[0].class}\\s+${p.top[0].p.toFixed(4)}`));
+    assert.equal((table.stdout.match(/neighbour /g) ?? []).length, 2);
+    assert.ok(!table.stdout.includes('{'), 'no JSON without --json');
+    const summary = await cachet(['index', 'cli', sampleFolder('cache', 5), '--flip', '--url', url]);
+    assert.equal(summary.stdout.trim(), 'added 0 items (100 already present, 0 failed); cache cli holds 100');
 
     const evaluated = await cachet(['eval', 'cli', sampleFolder('heldout', 2), '--json', '--lambda', '0.3', '--url', url]);
     assert.equal(evaluated.code, 0, evaluated.stderr);

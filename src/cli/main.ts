@@ -9,6 +9,10 @@ import { client, print, urlOption } from './common.js';
 import { followJob } from './progress.js';
 import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
+import type { z } from 'zod';
+import type { PredictResponseSchema } from '../http/schemas.js';
+
+type PredictResponse = z.infer<typeof PredictResponseSchema>;
 import { UserError } from '../errors/user-error.js';
 import { IndexJobResult, EvalJobResult, TuneResult } from '../jobs/results.js';
 
@@ -190,15 +194,18 @@ program
   .description('add labelled images to a cache: a folder (one subfolder per class) or a .csv/.jsonl manifest (path,label[,id])')
   .option('--flip', 'also add each image mirrored left-right, as the paper does')
   .option('--detach', 'print the job and return without waiting')
+  .option('--json', 'print the finished job as JSON instead of a summary')
   .addOption(urlOption())
-  .action(async (name: string, source: string, o: { flip?: boolean; detach?: boolean; url: string }) => {
+  .action(async (name: string, source: string, o: { flip?: boolean; detach?: boolean; json?: boolean; url: string }) => {
     const api = client(o);
     const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/index-jobs`, { source: sourceOf(source), flip: Boolean(o.flip) });
     if (o.detach) return print(job);
     const done = await followJob(api, job, 'indexing');
     const r = done.result as IndexJobResult;
-    console.error(`added ${r.added} items (${r.duplicates} already present, ${r.failed} failed); cache size ${r.cacheSize}`);
-    print(done);
+    if (o.json) return print(done);
+    console.log(`added ${r.added} items (${r.duplicates} already present, ${r.failed} failed); cache ${name} holds ${r.cacheSize}`);
+    for (const e of done.errors.slice(0, 10)) console.log(`  ✗ ${e.id}: ${e.error}`);
+    if (done.errorCount > 10) console.log(`  … and ${done.errorCount - 10} more (GET /v1/jobs/${done.id} lists them)`);
   });
 
 program
@@ -208,17 +215,20 @@ program
   .option('--neighbours <n>', 'nearest cached items to show', int, 0)
   .option('--theta <θ>', 'override θ', num)
   .option('--lambda <λ>', 'override λ', num)
+  .option('--json', 'print the JSON response instead of a table')
   .addOption(urlOption())
-  .action(async (name: string, files: string[], o: { topK: number; neighbours: number; theta?: number; lambda?: number; url: string }) => {
+  .action(async (name: string, files: string[], o: { topK: number; neighbours: number; theta?: number; lambda?: number; json?: boolean; url: string }) => {
     const images = await Promise.all(files.map(async (f) => (await fs.readFile(f)).toString('base64')));
-    const r = await client(o).request<{ predictions: unknown[] }>('POST', `/v1/caches/${encodeURIComponent(name)}/predict`, {
+    const r = await client(o).request<PredictResponse>('POST', `/v1/caches/${encodeURIComponent(name)}/predict`, {
       images,
       topK: o.topK,
       neighbours: o.neighbours,
       theta: o.theta,
       lambda: o.lambda,
     });
-    print({ ...r, predictions: r.predictions.map((p, i) => ({ file: files[i], ...(p as object) })) });
+    if (o.json) return print({ ...r, predictions: r.predictions.map((p, i) => ({ file: files[i], ...(p as object) })) });
+    console.log(`cache ${r.cache} (${r.cacheSize} items), θ=${r.theta}, λ=${r.lambda}`);
+    r.predictions.forEach((p, i) => printPrediction(files[i], p));
   });
 
 program
@@ -236,19 +246,17 @@ program
     const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/eval-jobs`, body);
     const done = await followJob(api, job, 'evaluating');
     const r = done.result as EvalJobResult;
-    if (!o.json) {
-      const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
-      console.error(`${r.images} images, cache of ${r.cacheSize} items, θ=${r.theta}, λ=${r.lambda}`);
-      console.error(`top-1 error: model ${pct(r.error.model)}, cache model ${pct(r.error.cacheModel)}, cache alone ${pct(r.error.cacheOnly)}`);
-      console.error(`top-5 error: model ${pct(r.top5Error.model)}, cache model ${pct(r.top5Error.cacheModel)}, cache alone ${pct(r.top5Error.cacheOnly)}`);
-      if (r.compare) {
-        const c = r.compare;
-        console.error(
-          `${c.cache} (${c.cacheSize} items): cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; top-1 agreement ${pct(c.agreement.cacheModel)}`,
-        );
-      }
+    if (o.json) return print(r);
+    const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+    console.log(`${r.images} images, cache of ${r.cacheSize} items, θ=${r.theta}, λ=${r.lambda}`);
+    console.log(`top-1 error: model ${pct(r.error.model)}, cache model ${pct(r.error.cacheModel)}, cache alone ${pct(r.error.cacheOnly)}`);
+    console.log(`top-5 error: model ${pct(r.top5Error.model)}, cache model ${pct(r.top5Error.cacheModel)}, cache alone ${pct(r.top5Error.cacheOnly)}`);
+    if (r.compare) {
+      const c = r.compare;
+      console.log(
+        `${c.cache} (${c.cacheSize} items): cache model ${pct(c.error.cacheModel)}, cache alone ${pct(c.error.cacheOnly)}; top-1 agreement ${pct(c.agreement.cacheModel)}`,
+      );
     }
-    print(r);
   });
 
 program
@@ -282,20 +290,28 @@ program
         await fs.writeFile(path.join(dir, file), await res.text());
       }
       await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
-      if (!o.json) {
-        const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
-        console.error(
-          `${r.images} validation images, grid ${r.thetas.length} θ × ${r.lambdas.length} λ, k = ${r.k} (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`,
-        );
-        console.error(
-          `best θ=${r.best.theta}, λ=${r.best.lambda}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`,
-        );
-        console.error(r.applied ? `stored in cache ${name} (the previous θ and λ are in its history)` : 'dry run: nothing stored');
-        console.error(`report: ${path.relative(process.cwd(), dir)}/report.md`);
-      }
-      print(r);
+      if (o.json) return print(r);
+      const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+      console.log(
+        `${r.images} validation images, grid ${r.thetas.length} θ × ${r.lambdas.length} λ, k = ${r.k} (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`,
+      );
+      console.log(
+        `best θ=${r.best.theta}, λ=${r.best.lambda}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`,
+      );
+      console.log(r.applied ? `stored in cache ${name} (the previous θ and λ are in its history)` : 'dry run: nothing stored');
+      console.log(`report: ${path.relative(process.cwd(), dir)}/report.md`);
     },
   );
+
+/** One image's prediction for a person: the top classes with p, p_model, p_cache; its neighbours. */
+function printPrediction(file: string, p: PredictResponse['predictions'][number]): void {
+  const f = (x: number | null) => (x === null ? '     —' : x.toFixed(4));
+  const width = Math.max(5, ...p.top.map((t) => t.class.length));
+  console.log(`\n${file}`);
+  console.log(`  ${'class'.padEnd(width)}  p       p_model p_cache`);
+  for (const t of p.top) console.log(`  ${t.class.padEnd(width)}  ${f(t.p)}  ${f(t.pModel)}  ${f(t.pCache)}`);
+  for (const n of p.neighbours) console.log(`  neighbour ${n.id} (${n.class}), similarity ${n.similarity.toFixed(4)}`);
+}
 
 /** A local path becomes an absolute one (the service reads it); a folder or a manifest by what it is. */
 function sourceOf(source: string) {

@@ -1,6 +1,7 @@
 // The cachet command against a running service, as a user runs it.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
@@ -95,6 +96,40 @@ describe('cachet CLI', () => {
     const missing = await cachet(['predict', 'nope', '/no/such/image.jpg', '--url', svc.url]);
     assert.equal(missing.code, 2);
     assert.equal(missing.stderr.trim(), 'cachet: /no/such/image.jpg: no such file', 'one line, no stack trace');
+  });
+
+  test('your own model without a spec file: the spec as flags to cache create', async () => {
+    const dir = tempDir('cachet-cli-own-');
+    const model = path.join(dir, 'mine.onnx');
+    copyFileSync(RESNET, model);
+    const spec = JSON.parse(readFileSync(RESNET.replace(/\.onnx$/, '.spec.json'), 'utf8'));
+    const without = await cachet(['cache', 'create', 'own-none', '--model', model, '--layers', 'activation_18', '--url', svc.url]);
+    assert.equal(without.code, 2);
+    assert.match(without.stderr, /--spec <file>/, 'the error says how to give the spec');
+    writeFileSync(path.join(dir, 'classes.txt'), spec.classes.join('\n') + '\n');
+    const flags = ['--input', spec.input, '--output', spec.output, '--output-kind', spec.outputKind, '--layout', spec.layout];
+    flags.push('--size', `${spec.width}x${spec.height}`, '--classes', path.join(dir, 'classes.txt'));
+    if (spec.scale !== undefined) flags.push('--scale', String(spec.scale));
+    if (spec.mean) flags.push('--mean', spec.mean.join(','));
+    if (spec.std) flags.push('--std', spec.std.join(','));
+    const created = await cachet(['cache', 'create', 'own', '--model', model, '--layers', 'activation_18', ...flags, '--url', svc.url]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.deepEqual(JSON.parse(created.stdout).classes, spec.classes);
+    writeFileSync(path.join(dir, 'spec.json'), JSON.stringify(spec));
+    const fromFile = await cachet([
+      'cache',
+      'create',
+      'own-file',
+      '--model',
+      model,
+      '--layers',
+      'activation_18',
+      '--spec',
+      path.join(dir, 'spec.json'),
+      '--url',
+      svc.url,
+    ]);
+    assert.equal(fromFile.code, 0, fromFile.stderr);
   });
 
   test('export and import: a cache through a file, verified on receipt', async () => {

@@ -52,7 +52,7 @@ export async function loadModelSpec(modelPath: string, overrides: Partial<ModelS
   if (result.success) return result.data;
   const where = file.path
     ? `read from ${file.path}${Object.keys(definedOverrides).length ? ' plus overrides' : ''}`
-    : `no spec file found (expected ${specFileCandidates(modelPath)[0]}), so every required field must be given as an override`;
+    : `no spec file found (expected ${specFileCandidates(modelPath)[0]}), so every required field must be given: write that file, or give the fields (\`cachet cache create --spec <file>\` or --input, --output, --output-kind, --layout, --size, --classes; over HTTP the definition's "spec")`;
   const issues = result.error.issues.map((i) => `  - ${describeIssue(i, merged)}`).join('\n');
   throw new UserError('bad_model_spec', `bad model spec for ${modelPath} (${where}):\n${issues}`, {
     details: {

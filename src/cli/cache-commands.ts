@@ -68,10 +68,12 @@ export function registerCacheCommands(program: Command): void {
     });
   cache
     .command('list')
+    .description('the caches of the service: name, state, size')
     .addOption(urlOption())
     .action(async (o: { url: string }) => print(await client(o).request('GET', '/v1/caches')));
   cache
     .command('show <name>')
+    .description('one cache: its definition, size, index, search key, log and snapshot positions, damage')
     .addOption(urlOption())
     .action(async (name: string, o: { url: string }) => print(await client(o).request('GET', `/v1/caches/${encodeURIComponent(name)}`)));
   cache

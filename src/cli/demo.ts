@@ -9,7 +9,7 @@ import { CachetClient } from './client.js';
 import { followJob } from './progress.js';
 import { startService } from '../server.js';
 import { createLogger } from '../util/logging.js';
-import { stopOnSignals } from './serve.js';
+import { closeOnSignals } from '../util/signals.js';
 import type { JobView } from '../jobs/types.js';
 import { CacheStatus } from '../engine/status.js';
 import { EvalJobResult } from '../jobs/results.js';
@@ -73,5 +73,10 @@ export async function runDemo(opts: { port: number; host: string; dataDir: strin
     throw err;
   }
   if (opts.exit) return service.close();
-  stopOnSignals(service);
+  console.log(`serving at ${service.url}; Ctrl-C stops it (the caches are kept in ${opts.dataDir})`);
+  // the demo's logger shows warnings only: say here what stopping does
+  closeOnSignals('cachet demo', async () => {
+    await service.close();
+    console.log('cachet demo: stopped');
+  });
 }

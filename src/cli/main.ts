@@ -83,13 +83,13 @@ program
       .argParser(nonNegative),
   )
   .addOption(
-    new Option('--drain-delay-ms <ms>', 'on SIGTERM, answer /readyz 503 this long before closing, for load balancers to drain')
+    new Option('--drain-delay-ms <ms>', 'on SIGTERM or SIGINT, answer /readyz 503 this long before closing, for load balancers to drain')
       .env('CACHET_DRAIN_DELAY_MS')
       .default(0)
       .argParser(int),
   )
   .addOption(
-    new Option('--shutdown-timeout-ms <ms>', 'on SIGTERM, wait this long for requests in flight')
+    new Option('--shutdown-timeout-ms <ms>', 'on SIGTERM or SIGINT, wait this long for requests in flight')
       .env('CACHET_SHUTDOWN_TIMEOUT_MS')
       .default(30_000)
       .argParser(int),

@@ -1,7 +1,8 @@
 // The cachet command against a running service, as a user runs it.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeTinyModel } from './fixtures/tiny-model.js';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
@@ -130,6 +131,38 @@ describe('cachet CLI', () => {
       svc.url,
     ]);
     assert.equal(fromFile.code, 0, fromFile.stderr);
+  });
+
+  test('model init writes the spec from the graph and a probe run: NCHW logits, NHWC probabilities', async () => {
+    const tiny = writeTinyModel();
+    rmSync(tiny.specPath);
+    const r = await cachet(['model', 'init', tiny.modelPath, '--classes', 'a,b,c,d', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const spec = JSON.parse(readFileSync(tiny.specPath, 'utf8'));
+    assert.deepEqual(
+      {
+        input: spec.input,
+        layout: spec.layout,
+        height: spec.height,
+        width: spec.width,
+        output: spec.output,
+        outputKind: spec.outputKind,
+        classes: spec.classes,
+      },
+      { input: 'pixels', layout: 'NCHW', height: 16, width: 16, output: 'logits', outputKind: 'logits', classes: ['a', 'b', 'c', 'd'] },
+    );
+    assert.equal((await cachet(['model', 'init', tiny.modelPath])).code, 2, 'an existing spec is kept without --force');
+
+    const dir = tempDir('cachet-cli-init-');
+    const model = path.join(dir, 'resnet.onnx');
+    copyFileSync(RESNET, model);
+    const shipped = JSON.parse(readFileSync(RESNET.replace(/\.onnx$/, '.spec.json'), 'utf8'));
+    const summary = await cachet(['model', 'init', model, '--classes', shipped.classes.join(',')]);
+    assert.equal(summary.code, 0, summary.stderr);
+    assert.match(summary.stdout, /outputKind\s+"probabilities"\s+a probe run/);
+    assert.match(summary.stdout, /assumed/, 'says what it assumed');
+    const written = JSON.parse(readFileSync(path.join(dir, 'resnet.spec.json'), 'utf8'));
+    assert.deepEqual(written, shipped, "the paper's ResNet-20: the same spec as the one shipped beside it");
   });
 
   test('export and import: a cache through a file, verified on receipt', async () => {

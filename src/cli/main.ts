@@ -5,6 +5,7 @@ import { promises as fs, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError } from './client.js';
 import { registerCacheCommands } from './cache-commands.js';
+import { addSpecOptions, specOverrides } from './spec-flags.js';
 import { client, print, urlOption } from './common.js';
 import { followJob } from './progress.js';
 import { int, nonNegative, num, positiveInt } from './args.js';
@@ -188,6 +189,37 @@ model
     console.log(`${'name'.padEnd(width)}  ${'op'.padEnd(22)} ${'shape'.padEnd(20)} size`);
     for (const t of report.tensors) console.log(`${t.name.padEnd(width)}  ${t.opType.padEnd(22)} ${`[${t.shape.join(',')}]`.padEnd(20)} ${t.size}`);
   });
+addSpecOptions(
+  model
+    .command('init <model>')
+    .description("write the model's spec (<model>.spec.json) from its graph and a probe run; the flags give what the graph cannot say")
+    .option('--force', 'replace a spec file that exists')
+    .option('--json', 'print the spec as JSON instead of a summary'),
+).action(async (modelPath: string, o: Record<string, string | number | boolean | undefined>) => {
+  const { proposeSpec } = await import('../model/spec-init.js');
+  const { specFileCandidates } = await import('../model/spec-file.js');
+  const target = specFileCandidates(modelPath)[0];
+  if (
+    !o.force &&
+    (await fs.stat(target).then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    throw new UserError('bad_model_spec', `${target} exists: give --force to replace it`);
+  }
+  const { spec, sources } = await proposeSpec(modelPath, (await specOverrides(o)) as never);
+  await fs.writeFile(target, JSON.stringify(spec, null, 2) + '\n');
+  if (o.json) return print(spec);
+  console.log(`wrote ${target}:`);
+  for (const [key, value] of Object.entries(spec)) {
+    const shown = Array.isArray(value) && value.length > 6 ? `[${value.slice(0, 5).join(', ')}, … ${value.length} in all]` : JSON.stringify(value);
+    console.log(`  ${key.padEnd(13)} ${shown.padEnd(34)} ${sources[key as keyof typeof sources]}`);
+  }
+  const assumed = Object.values(sources).filter((s) => s.startsWith('assumed')).length;
+  if (assumed)
+    console.log(`${assumed} field(s) are assumed: check them against how the model was trained, then \`cachet model inspect ${modelPath}\` for key layers`);
+});
 
 program
   .command('index <cache> <source>')

@@ -143,6 +143,9 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   // not the side that closes an idle kept-alive connection just as a request arrives.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
+  // No cap on a whole request's time (Node's default cuts at 300 s, which would cut a large cache
+  // import): a body is instead held to a minimum rate (http/limits.ts minimumBodyRate).
+  server.requestTimeout = 0;
   const bindHost = ops.bindHost(opts.host); // loopback only without API keys
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -21,7 +21,7 @@ export function registerCacheCommands(program: Command): void {
     .requiredOption('--layers <names>', 'key layers, comma-separated (see `cachet model inspect`)')
     .option('--theta <θ>', 'θ (default 50)', num)
     .option('--lambda <λ>', 'λ (default 0.5)', num)
-    .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 200)', int)
+    .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 100)', int)
     .addOption(new Option('--index <type>', 'index type').choices(['auto', 'exact', 'hnsw']))
     .option('--exact-threshold <n>', 'with --index auto: exact search up to this many items', int)
     .option('--m <m>', 'hnsw M', int)

@@ -9,24 +9,15 @@ import { CacheDefinitionSchema } from '../src/cache/definition.js';
 import { CacheState, type ProjectionPublisher } from '../src/engine/cache-state.js';
 import { Projection } from '../src/index/projection.js';
 import { FileKeyLog } from '../src/keylog/file-log.js';
-import { isDelete, isReduced, type FullKeyRecord, type KeyRecord, type LogRecord } from '../src/keylog/types.js';
+import { isDelete, isReduced, type KeyRecord, type LogRecord } from '../src/keylog/types.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
-import { gaussian, rng } from './fixtures/random.js';
+import { keyRecords } from './fixtures/random.js';
 import { RESNET, tempDir } from './harness.js';
 
 const LAYERS = ['activation_18']; // 4,096-d keys
 
-/** n random unit keys of `dim` floats (non-negative, like ReLU activations) */
-function records(from: number, n: number, dim: number): FullKeyRecord[] {
-  const r = rng(from + 1);
-  return Array.from({ length: n }, (_, i) => {
-    const key = Float32Array.from({ length: dim }, () => Math.abs(gaussian(r)));
-    const norm = Math.hypot(...key);
-    for (let j = 0; j < dim; j++) key[j] /= norm;
-    return { id: `item-${from + i}`, label: (from + i) % 10, key, source: `/images/${from + i}.png` };
-  });
-}
+const records = keyRecords;
 
 /** As the engine does in embedded mode: the first projection stored in a directory is kept. */
 function publisher(dir: string): ProjectionPublisher {

@@ -7,10 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import { CacheDefinitionSchema } from '../src/cache/definition.js';
 import { CacheState } from '../src/engine/cache-state.js';
 import { FileKeyLog } from '../src/keylog/file-log.js';
-import type { FullKeyRecord } from '../src/keylog/types.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
-import { gaussian, rng } from './fixtures/random.js';
+import { keyRecords } from './fixtures/random.js';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
 
 /** Flip one byte of a file (xor 0x5a); a negative offset counts from the end. */
@@ -147,15 +146,9 @@ describe('damaged snapshots, through the service', () => {
 
 describe('damage in the key log and snapshots, on a cache', () => {
   const LAYERS = ['activation_18'];
-  function records(from: number, n: number, dim: number): FullKeyRecord[] {
-    const r = rng(from + 1);
-    return Array.from({ length: n }, (_, i) => {
-      const key = Float32Array.from({ length: dim }, () => Math.abs(gaussian(r)));
-      const norm = Math.hypot(...key);
-      for (let j = 0; j < dim; j++) key[j] /= norm;
-      return { id: `item-${from + i}`, label: (from + i) % 10, key };
-    });
-  }
+  // without sources: the test computes record offsets in the log file
+  const records = (from: number, n: number, dim: number) => keyRecords(from, n, dim).map(({ source: _, ...r }) => r);
+
   const publish = async (_: string, p: any) => p;
 
   async function setUp() {

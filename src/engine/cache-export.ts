@@ -10,7 +10,7 @@ import { ArchiveHeaderSchema, ARCHIVE_HEADER, type ArchiveFile, type ArchiveHead
 import { CacheDefinitionSchema, type CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { describeZodError } from '../errors/zod.js';
-import { manifestOf, snapshotDirOf, verifySnapshotDir } from '../index/snapshot.js';
+import { describeProblems, manifestOf, snapshotDirOf, verifySnapshotDir } from '../index/snapshot.js';
 import { checksumFile } from '../util/checksum.js';
 import type { CacheState } from './cache-state.js';
 
@@ -74,8 +74,7 @@ export async function importedDefinition(
 /** Move a verified, unpacked archive into place as the cache directory `target` (which must not exist). */
 export async function installImport(staging: string, target: string): Promise<{ logPosition: number }> {
   const { manifest, damaged } = await verifySnapshotDir(path.join(staging, 'snapshot'));
-  const bad = Object.entries(damaged);
-  if (bad.length) throw new UserError('bad_archive', `the archive's snapshot does not check out: ${bad.map(([f, p]) => `${f}: ${p}`).join('; ')}`);
+  if (Object.keys(damaged).length) throw new UserError('bad_archive', `the archive's snapshot does not check out: ${describeProblems(damaged)}`);
   await fs.mkdir(target);
   await fs.rename(path.join(staging, 'snapshot'), snapshotDirOf(target));
   await fs.rename(path.join(staging, PROJECTION_DIR), path.join(target, PROJECTION_DIR)).catch((err: NodeJS.ErrnoException) => {

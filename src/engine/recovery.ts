@@ -21,7 +21,7 @@ import { loadIndex, rebuildHnswFromKeys } from '../index/factory.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { HNSW_FILE } from '../index/hnsw.js';
 import { Projection } from '../index/projection.js';
-import { readSnapshot, setAsideSnapshot, SnapshotDamagedError, type Snapshot } from '../index/snapshot.js';
+import { describeProblems, readSnapshot, setAsideSnapshot, SnapshotDamagedError, type Snapshot } from '../index/snapshot.js';
 import type { VectorIndex } from '../index/types.js';
 import type { KeyLog } from '../keylog/types.js';
 import type { Extractor } from '../model/types.js';
@@ -56,7 +56,7 @@ export async function openSnapshot(
     snapshot = await readSnapshot(dir);
   } catch (err) {
     if (!(err instanceof SnapshotDamagedError)) throw err;
-    return replayInstead(dir, name, log, describe(err.problems), report);
+    return replayInstead(dir, name, log, describeProblems(err.problems), report);
   }
   if (!snapshot) {
     if (log.base() === 0) return null; // a new cache, or one whose log holds everything
@@ -93,7 +93,7 @@ export async function openSnapshot(
       );
     }
   }
-  if (!index) return replayInstead(dir, name, log, describe(snapshot.damaged), report);
+  if (!index) return replayInstead(dir, name, log, describeProblems(snapshot.damaged), report);
   const search = new SearchIndex(index, await Projection.load(snapshot.dir), await FullKeyStore.load(snapshot.dir));
   return { snapshot, search, repaired: damaged.length > 0 };
 }
@@ -181,11 +181,6 @@ async function replayInstead(dir: string, name: string, log: KeyLog, what: strin
       `Restore the cache from an export (cachet cache import), or delete it and index its images again; other caches are not affected`,
   );
 }
-
-const describe = (problems: Record<string, string>) =>
-  Object.entries(problems)
-    .map(([file, problem]) => `${file}: ${problem}`)
-    .join('; ');
 
 function safeJson(text: string): unknown {
   try {

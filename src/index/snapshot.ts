@@ -42,13 +42,15 @@ export class SnapshotDamagedError extends Error {
     readonly dir: string,
     readonly problems: Record<string, string>,
   ) {
-    super(
-      `snapshot ${dir} is damaged: ${Object.entries(problems)
-        .map(([f, p]) => `${f}: ${p}`)
-        .join('; ')}`,
-    );
+    super(`snapshot ${dir} is damaged: ${describeProblems(problems)}`);
   }
 }
+
+/** Files that do not check out, for a message: "keys.f32: 12 bytes, 4096 recorded; …". */
+export const describeProblems = (problems: Record<string, string>): string =>
+  Object.entries(problems)
+    .map(([file, problem]) => `${file}: ${problem}`)
+    .join('; ');
 
 export interface Snapshot {
   manifest: SnapshotManifest;
@@ -181,12 +183,7 @@ export async function readSnapshot(cacheDir: string): Promise<Snapshot | null> {
  * Throws SnapshotDamagedError when the manifest itself cannot be trusted.
  */
 export async function verifySnapshotDir(dir: string): Promise<{ manifest: SnapshotManifest; damaged: Record<string, string> }> {
-  let manifest: SnapshotManifest;
-  try {
-    manifest = openManifest(await readFile(join(dir, MANIFEST), 'utf8'));
-  } catch (err) {
-    throw new SnapshotDamagedError(dir, { [MANIFEST]: (err as Error).message });
-  }
+  const manifest = await manifestOf(dir);
   const damaged: Record<string, string> = {};
   for (const [name, want] of Object.entries(manifest.files ?? {})) {
     const problem = await checkFile(join(dir, name), want);

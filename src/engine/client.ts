@@ -35,7 +35,8 @@ export function startEngine<Role extends EngineOptions['role']>(
   const worker = new Worker(threadEntry(import.meta.url, 'engine-thread'), { workerData: { options } }); // .js, or .ts under tsx
   const thread = threadCaller(worker, 'engine', (event) => log(event as EngineLogEntry));
   return new Proxy({} as EngineClient<Role>, {
-    get(_, prop: string) {
+    get(target, prop: string) {
+      if (Object.hasOwn(target, prop)) return target[prop as keyof typeof target]; // a method set on the client wraps the thread's (tests hold calls this way)
       if (prop === 'terminate') return () => thread.terminate();
       if (prop === 'then') return undefined; // not a thenable
       return (...args: unknown[]) => thread.call(prop, args);

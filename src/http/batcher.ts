@@ -34,6 +34,8 @@ export interface BatcherStats {
   images: number;
   /** the most images in one engine call so far */
   largestBatch: number;
+  /** images collected in open batches, not yet sent to the engine */
+  waiting: number;
 }
 
 interface Waiting {
@@ -55,7 +57,7 @@ export class PredictBatcher {
   /** batches still collecting, by cache and options */
   private readonly open = new Map<string, Batch>();
   private inFlight = 0;
-  private readonly counts: BatcherStats = { batches: 0, requests: 0, images: 0, largestBatch: 0 };
+  private readonly counts: Omit<BatcherStats, 'waiting'> = { batches: 0, requests: 0, images: 0, largestBatch: 0 };
 
   constructor(
     private readonly engine: Pick<ServingApi, 'classify'>,
@@ -79,7 +81,9 @@ export class PredictBatcher {
   }
 
   stats(): BatcherStats {
-    return { ...this.counts };
+    let waiting = 0;
+    for (const b of this.open.values()) waiting += b.images;
+    return { ...this.counts, waiting };
   }
 
   private enqueue(name: string, images: Float32Array[], given: ClassifyOptions): Promise<ClassifyResult> {

@@ -2,7 +2,10 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
-COPY package.json package-lock.json .npmrc tsconfig.json tsconfig.build.json ./
+# npm 10 (this image's) ignores package.json's allowScripts: tell onnxruntime-node's install script
+# itself to keep the CPU build it ships with rather than download CUDA binaries
+ENV ONNXRUNTIME_NODE_INSTALL=skip
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src src
 COPY workers workers
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev

@@ -1,7 +1,8 @@
 // The HTTP API end to end on the paper's ResNet-20: create, index, predict, eval,
 // restart, and a model that changed under its snapshot.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { contentId } from '../src/sources/sources.js';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
@@ -61,6 +62,35 @@ describe('cache on ResNet-20 over HTTP', () => {
     assert.equal(job.result.cacheSize, 200);
   });
 
+  test("ids are the images' content: a different image under a name already indexed is added, a copy under a new name is not", async () => {
+    // cat/0000.jpg of this folder is not the cache's cat/0000.jpg; its cat/9999.jpg is a copy of the cache's cat/0001.jpg
+    const other = tempDir('cachet-other-');
+    mkdirSync(path.join(other, 'cat'));
+    copyFileSync(path.join(SAMPLE, 'heldout', 'cat', '4500.jpg'), path.join(other, 'cat', '0000.jpg'));
+    copyFileSync(path.join(cacheFolder, 'cat', '0001.jpg'), path.join(other, 'cat', '9999.jpg'));
+    const r = await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: other } });
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.deepEqual(job.result, { images: 2, added: 1, duplicates: 1, failed: 0, cacheSize: 201 });
+    const thumbnail = await fetch(`${svc.url}/v1/caches/cifar/items/${contentId(readFileSync(path.join(other, 'cat', '0000.jpg')))}/image`);
+    assert.equal(thumbnail.status, 200, 'the item is there under its content id, and keeps its file for previews');
+    // with ids from paths, a name already indexed is a duplicate: the rule the user asked for
+    const byPath = await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: other, idFrom: 'path' } });
+    const second = await waitForJob(svc.url, byPath.body.id);
+    assert.deepEqual(
+      second.result,
+      { images: 2, added: 2, duplicates: 0, failed: 0, cacheSize: 203 },
+      'path ids cat/0000.jpg and cat/9999.jpg are new names here',
+    );
+    const again = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/cifar/index-jobs', { source: { type: 'folder', path: other, idFrom: 'path' } })).body.id,
+    );
+    assert.deepEqual([again.result.added, again.result.duplicates], [0, 2]);
+    for (const id of [contentId(readFileSync(path.join(other, 'cat', '0000.jpg'))), 'cat/0000.jpg', 'cat/9999.jpg'])
+      assert.equal((await call(svc.url, 'DELETE', `/v1/caches/cifar/items/${encodeURIComponent(id)}`)).status, 200, id);
+    assert.equal((await call(svc.url, 'GET', '/v1/caches/cifar')).body.size, 200);
+  });
+
   test('predict mixes p_model and p_cache with λ and explains with neighbours', async () => {
     const image = readFileSync(CAT).toString('base64');
     const r = await call(svc.url, 'POST', '/v1/caches/cifar/predict', { image, topK: 10, neighbours: 5 });
@@ -90,7 +120,7 @@ describe('cache on ResNet-20 over HTTP', () => {
     const r = await call(svc.url, 'POST', '/v1/caches/cifar/predict?neighbours=2', form);
     assert.equal(r.status, 200, JSON.stringify(r.body));
     const [first] = r.body.predictions[0].neighbours;
-    assert.equal(first.id, `ship/${file}`);
+    assert.equal(first.id, contentId(readFileSync(path.join(cacheFolder, 'ship', file))), 'a folder item is known by its content id');
     assert.equal(first.class, 'ship');
     assert.ok(Math.abs(first.similarity - 1) < 1e-4);
   });
@@ -209,9 +239,10 @@ describe('sources, models and snapshots', () => {
     assert.match(csv.errors[0].error, /format|image/i);
     const jsonl = await waitForJob(
       svc.url,
-      (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.jsonl') } })).body.id,
+      (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source: { type: 'manifest', path: path.join(shapes, 'items.jsonl'), idFrom: 'path' } })).body
+        .id,
     );
-    assert.equal(jsonl.result.added, 2); // ids "red.png" (the path) and "b2"
+    assert.equal(jsonl.result.added, 2); // ids "red.png" (its path: idFrom) and "b2"
     const r = await call(svc.url, 'POST', '/v1/caches/tiny/predict', { image: (await png(250, 10, 10)).toString('base64'), neighbours: 4, topK: 4 });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     const ids = r.body.predictions[0].neighbours.map((n: any) => n.id).sort();
@@ -365,7 +396,7 @@ describe('reduced search keys', () => {
       const image = readFileSync(path.join(folder, 'horse', file)).toString('base64');
       const first = (await call(svc.url, 'POST', '/v1/caches/r/predict', { image, neighbours: 3, topK: 3 })).body;
       const nearest = first.predictions[0].neighbours[0];
-      assert.equal(nearest.id, `horse/${file}`);
+      assert.equal(nearest.id, contentId(readFileSync(path.join(folder, 'horse', file))));
       assert.ok(Math.abs(nearest.similarity - 1) < 2e-3, `re-ranked with the full (float16) key: ${nearest.similarity}`);
 
       await svc.close();

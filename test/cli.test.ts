@@ -99,6 +99,18 @@ describe('cachet CLI', () => {
     assert.equal(missing.stderr.trim(), 'cachet: /no/such/image.jpg: no such file', 'one line, no stack trace');
   });
 
+  test('layers run locally keeps to the memory budget of a layers job: over it, one line and no work', async () => {
+    const train = sampleFolder('cache', 2);
+    const over = await cachet(['layers', RESNET, '--train', train, '--val', sampleFolder('heldout', 1), '--max-memory', '1MiB', '--report-dir', tempDir()]);
+    assert.equal(over.code, 2, over.stderr);
+    assert.match(over.stderr, /^cachet: the layer advisor would hold about [\d.]+ MiB in memory, over this job's budget of 1\.00 MiB/);
+    assert.equal(over.stderr.trim().split('\n').length, 1);
+    assert.doesNotMatch(over.stderr, /extracting/, 'it stops before reading an image');
+    const bad = await cachet(['layers', RESNET, '--train', train, '--val', train, '--max-memory', 'lots']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--max-memory.*give a size, e\.g\. 16GiB/);
+  });
+
   test('your own model without a spec file: the spec as flags to cache create', async () => {
     const dir = tempDir('cachet-cli-own-');
     const model = path.join(dir, 'mine.onnx');

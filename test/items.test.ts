@@ -30,7 +30,7 @@ describe('deleting items and caches; item images', () => {
         index: { type },
       });
       assert.equal(created.status, 201, JSON.stringify(created.body));
-      const job = await call(svc.url, 'POST', `/v1/caches/${type}/index-jobs`, { source: { type: 'folder', path: folder }, flip: true });
+      const job = await call(svc.url, 'POST', `/v1/caches/${type}/index-jobs`, { source: { type: 'folder', path: folder, idFrom: 'path' }, flip: true });
       assert.equal((await waitForJob(svc.url, job.body.id)).result.cacheSize, 60);
     }
   });
@@ -67,7 +67,7 @@ describe('deleting items and caches; item images', () => {
       svc = await start(svc.dataDir);
       assert.deepEqual(await predictNeighbours(svc.url, type), after);
 
-      const reindex = await call(svc.url, 'POST', `/v1/caches/${type}/index-jobs`, { source: { type: 'folder', path: folder }, flip: true });
+      const reindex = await call(svc.url, 'POST', `/v1/caches/${type}/index-jobs`, { source: { type: 'folder', path: folder, idFrom: 'path' }, flip: true });
       const job = await waitForJob(svc.url, reindex.body.id);
       assert.deepEqual([job.result.added, job.result.duplicates, job.result.cacheSize], [2, 58, 60]);
       const back = await predictNeighbours(svc.url, type);

@@ -279,7 +279,9 @@ describe('OpenAPI document', () => {
     await check('DELETE', '/v1/caches/:name/damage', '/v1/caches/oa/damage', 200);
 
     // an index job
-    const indexed = await check('POST', '/v1/caches/:name/index-jobs', '/v1/caches/oa/index-jobs', 202, { source: { type: 'folder', path: folder } });
+    const indexed = await check('POST', '/v1/caches/:name/index-jobs', '/v1/caches/oa/index-jobs', 202, {
+      source: { type: 'folder', path: folder, idFrom: 'path' },
+    });
     assert.equal(indexed.headers.get('location'), `/v1/jobs/${indexed.body.id}`);
     await check('POST', '/v1/caches/:name/index-jobs', '/v1/caches/oa/index-jobs', 400, { source: { type: 'ftp', path: folder } });
     await check('POST', '/v1/caches/:name/index-jobs', '/v1/caches/nope/index-jobs', 404, { source: { type: 'folder', path: folder } });

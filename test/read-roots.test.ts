@@ -158,7 +158,7 @@ describe('a service with read roots', () => {
   });
 
   test('a folder inside is indexed, and its items’ thumbnails are served', async () => {
-    const job = await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: path.join(images, 'train') } });
+    const job = await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: path.join(images, 'train'), idFrom: 'path' } });
     assert.equal(job.status, 202, JSON.stringify(job.body));
     assert.equal((await waitForJob(svc.url, job.body.id)).state, 'completed');
     const id = encodeURIComponent(`cat/${readdirSync(path.join(images, 'train', 'cat')).sort()[0]}`);

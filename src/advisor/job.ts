@@ -140,10 +140,18 @@ export function formatBytes(n: number): string {
 
 /**
  * The memory guard: a 400 when the estimate is over the job's budget (maxMemoryBytes, default
- * 8 GiB, at most the cap), saying what would fit better.
+ * 8 GiB, at most the cap: the service's, or none for `cachet layers` run locally), saying what would fit better.
  */
-export function checkLayersMemory(plan: LayerJobPlan, maxMemoryBytes: number | undefined, env: NodeJS.ProcessEnv = process.env): void {
-  const cap = layersMemoryCap(env);
+/** How the guard's message names the options: the job's fields, or the CLI's flags. */
+export const JOB_FIELDS = {
+  perClass: 'perClass',
+  valPerClass: 'valPerClass',
+  candidates: 'candidates',
+  maxDimension: 'maxDimension',
+  maxMemory: 'maxMemoryBytes',
+};
+
+export function checkLayersMemory(plan: LayerJobPlan, maxMemoryBytes: number | undefined, cap = layersMemoryCap(), names = JOB_FIELDS): void {
   if (maxMemoryBytes !== undefined && maxMemoryBytes > cap)
     throw new UserError(
       'memory_over_cap',
@@ -159,8 +167,8 @@ export function checkLayersMemory(plan: LayerJobPlan, maxMemoryBytes: number | u
     `the layer advisor would hold about ${formatBytes(m.bytes)} in memory, over this job's budget of ${formatBytes(budget)}: ` +
       `${formatBytes(m.activations)} of activations (${plan.layers.length} layers, ${sum(plan.layers.map((l) => l.dimension))} values per image, ` +
       `${plan.cacheItems} cache items + ${plan.valImages} val images, float32) and ${formatBytes(m.products)} of val × cache products. ` +
-      `Take fewer images with perClass (train images per class) and valPerClass, fewer candidates (the largest: ${largest.map((l) => `${l.name} ${l.dimension}`).join(', ')}) or a smaller maxDimension` +
-      (budget < cap ? `, or raise maxMemoryBytes (up to ${formatBytes(cap)})` : ''),
+      `Take fewer images with ${names.perClass} (train images per class) and ${names.valPerClass}, fewer ${names.candidates} (the largest: ${largest.map((l) => `${l.name} ${l.dimension}`).join(', ')}) or a smaller ${names.maxDimension}` +
+      (budget < cap ? `, or raise ${names.maxMemory}${Number.isFinite(cap) ? ` (up to ${formatBytes(cap)})` : ''}` : ''),
     { details: { estimateBytes: m.bytes, activationBytes: m.activations, productBytes: m.products, budgetBytes: budget, capBytes: cap } },
   );
 }

@@ -1,6 +1,9 @@
 // What the CLI's commands share: the service URL option, the client, output, errors of streamed calls.
+import path from 'node:path';
+import { statSync } from 'node:fs';
 import { Option } from 'commander';
 import { ApiError, CachetClient } from './client.js';
+import type { Source } from '../sources/sources.js';
 
 export const urlOption = () => new Option('--url <url>', 'the Cachet service').env('CACHET_URL').default('http://localhost:8080');
 export const client = (opts: { url: string; apiKey?: string }) => new CachetClient(opts.url, opts.apiKey);
@@ -19,4 +22,16 @@ export async function apiErrorOf(res: Response): Promise<ApiError> {
     /* not JSON */
   }
   return new ApiError(res.status, e?.code ?? 'http_error', e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+}
+
+/** A local path becomes an absolute one (the service reads it); a folder or a manifest by what it is. */
+export function sourceOf(source: string, idFrom?: 'content' | 'path'): Source {
+  const p = path.resolve(source);
+  let isDir = false;
+  try {
+    isDir = statSync(p).isDirectory();
+  } catch {
+    isDir = !/\.(csv|jsonl|ndjson)$/i.test(p); // not visible here: the service will say if it is missing
+  }
+  return { type: isDir ? 'folder' : 'manifest', path: p, ...(idFrom ? { idFrom } : {}) };
 }

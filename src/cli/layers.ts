@@ -1,10 +1,11 @@
 // `cachet layers`: recommend key layers for a model by validation error (the layer advisor).
 // Runs locally (no service): extracts every candidate layer once, then scores keys in memory.
 import path from 'node:path';
-import { promises as fs, statSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { Source } from '../sources/sources.js';
+import { sourceOf } from './common.js';
+import { parseBytes } from '../advisor/job.js';
 import { positiveInt } from './args.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 import { adviseRemotely } from './layers-remote.js';
@@ -15,22 +16,17 @@ const list = (v: string) =>
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+const memorySize = (v: string) => {
+  const bytes = parseBytes(v);
+  if (bytes === null) throw new InvalidArgumentError('give a size, e.g. 16GiB or 17179869184');
+  return bytes;
+};
+
 const grid = (v: string) => {
   const values = list(v).map(Number);
   if (values.length === 0 || !values.every(Number.isFinite)) throw new InvalidArgumentError('give values "a,b,c"');
   return values;
 };
-
-function sourceOf(source: string): Source {
-  const p = path.resolve(source);
-  let isDir: boolean;
-  try {
-    isDir = statSync(p).isDirectory();
-  } catch {
-    isDir = !/\.(csv|jsonl|ndjson)$/i.test(p); // resolveSource says what is missing
-  }
-  return isDir ? { type: 'folder', path: p } : { type: 'manifest', path: p };
-}
 
 interface LayersCliOptions {
   train: string;
@@ -45,6 +41,7 @@ interface LayersCliOptions {
   lambda?: number[];
   reportDir: string;
   json?: boolean;
+  maxMemory?: number;
   /** run it as a job of the service at `url` */
   remote?: boolean;
   url: string;
@@ -65,6 +62,7 @@ export function registerLayersCommand(program: Command): void {
     .option('--per-class <n>', 'use at most n train images per class', positiveInt)
     .option('--val-per-class <n>', 'use at most n val images per class', positiveInt)
     .option('--flip', 'also cache each train image mirrored left-right, as the paper does')
+    .option('--max-memory <size>', 'stop before starting if the advisor would hold more than this in memory, e.g. 16GiB (default 8GiB)', memorySize)
     .option('--theta <values>', 'θ grid "a,b,c" (default 10,20,…,90)', grid)
     .option('--lambda <values>', 'λ grid "a,b,c" (default 0.1,0.2,…,0.9)', grid)
     .option('--report-dir <dir>', 'where to write the report (Markdown, SVG, JSON)', 'reports')
@@ -87,8 +85,23 @@ export function registerLayersCommand(program: Command): void {
         valPerClass: o.valPerClass,
         flip: Boolean(o.flip),
       };
+      if (!remote) {
+        // the budget a layers job of the service has (8 GiB unless --max-memory): checked before
+        // any image is read, so that a run too large for the machine never starts
+        const { checkLayersMemory, planLayerJob } = await import('../advisor/job.js');
+        const { inspectModel } = await import('../model/inspect.js');
+        const plan = await planLayerJob(common, async (m, spec) => (await inspectModel(m, spec)).tensors);
+        const flags = {
+          perClass: '--per-class',
+          valPerClass: '--val-per-class',
+          candidates: '--candidates',
+          maxDimension: '--max-dimension',
+          maxMemory: '--max-memory',
+        };
+        checkLayersMemory(plan, o.maxMemory, Infinity, flags); // the machine is the user's: no service cap
+      }
       const advice = remote
-        ? await adviseRemotely(o.url, o.apiKey, { ...common, theta: o.theta, lambda: o.lambda })
+        ? await adviseRemotely(o.url, o.apiKey, { ...common, theta: o.theta, lambda: o.lambda, maxMemoryBytes: o.maxMemory })
         : await adviseLayers({ ...common, thetas: o.theta, lambdas: o.lambda }, (p) => {
             if (p.phase !== 'extract') {
               if (bar) {

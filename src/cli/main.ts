@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // `cachet`: run the service, inspect models, and talk to a running service.
 import path from 'node:path';
-import { promises as fs, statSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError } from './client.js';
 import { registerCacheCommands } from './cache-commands.js';
 import { addSpecOptions, specOverrides } from './spec-flags.js';
-import { client, print, urlOption } from './common.js';
+import { client, print, sourceOf, urlOption } from './common.js';
 import { followJob } from './progress.js';
 import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
@@ -184,7 +184,11 @@ model
     const spec = await loadModelSpec(modelPath).catch(() => undefined);
     const report = await inspectModel(modelPath, spec);
     if (opts.json) return print(report);
-    console.log(`input ${report.input.name} [${report.input.dims.join(', ')}]${spec ? '' : '  (no spec file: probed with symbolic dimensions set to 1)'}`);
+    const symbolic = report.input.dims.filter((d) => typeof d === 'string');
+    const probe = symbolic.length ? `; shapes below are for one image (${symbolic.map((d) => `${d} = 1`).join(', ')})` : '';
+    console.log(
+      `input ${report.input.name} [${report.input.dims.join(', ')}]${probe}${spec ? '' : ' (no spec file: probed with symbolic dimensions set to 1)'}`,
+    );
     const width = Math.max(...report.tensors.map((t) => t.name.length), 4);
     console.log(`${'name'.padEnd(width)}  ${'op'.padEnd(22)} ${'shape'.padEnd(20)} size`);
     for (const t of report.tensors) console.log(`${t.name.padEnd(width)}  ${t.opType.padEnd(22)} ${`[${t.shape.join(',')}]`.padEnd(20)} ${t.size}`);
@@ -225,12 +229,21 @@ program
   .command('index <cache> <source>')
   .description('add labelled images to a cache: a folder (one subfolder per class) or a .csv/.jsonl manifest (path,label[,id])')
   .option('--flip', 'also add each image mirrored left-right, as the paper does')
+  .addOption(
+    new Option(
+      '--id-from <what>',
+      "the ids of images the source names none: content, the sha256 of the image bytes (a different image never takes an item's place), or path, e.g. cat/0001.jpg",
+    )
+      .choices(['content', 'path'])
+      .default('content'),
+  )
   .option('--detach', 'print the job and return without waiting')
   .option('--json', 'print the finished job as JSON instead of a summary')
   .addOption(urlOption())
-  .action(async (name: string, source: string, o: { flip?: boolean; detach?: boolean; json?: boolean; url: string }) => {
+  .action(async (name: string, source: string, o: { flip?: boolean; idFrom: 'content' | 'path'; detach?: boolean; json?: boolean; url: string }) => {
     const api = client(o);
-    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/index-jobs`, { source: sourceOf(source), flip: Boolean(o.flip) });
+    const body = { source: sourceOf(source, o.idFrom), flip: Boolean(o.flip) };
+    const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/index-jobs`, body);
     if (o.detach) return print(job);
     const done = await followJob(api, job, 'indexing');
     const r = done.result as IndexJobResult;
@@ -343,18 +356,6 @@ function printPrediction(file: string, p: PredictResponse['predictions'][number]
   console.log(`  ${'class'.padEnd(width)}  p       p_model p_cache`);
   for (const t of p.top) console.log(`  ${t.class.padEnd(width)}  ${f(t.p)}  ${f(t.pModel)}  ${f(t.pCache)}`);
   for (const n of p.neighbours) console.log(`  neighbour ${n.id} (${n.class}), similarity ${n.similarity.toFixed(4)}`);
-}
-
-/** A local path becomes an absolute one (the service reads it); a folder or a manifest by what it is. */
-function sourceOf(source: string) {
-  const p = path.resolve(source);
-  let isDir = false;
-  try {
-    isDir = statSync(p).isDirectory();
-  } catch {
-    isDir = !/\.(csv|jsonl|ndjson)$/i.test(p); // not visible here: the service will say if it is missing
-  }
-  return isDir ? { type: 'folder', path: p } : { type: 'manifest', path: p };
 }
 
 type Axis = number[] | { from: number; to: number; steps: number };

@@ -172,7 +172,7 @@ export function createApp(ctx: ApiContext): express.Express {
       const body = parse(IndexJobSchema, req.body);
       const info = await engine.getCache(name);
       const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
-      const reserved = items.find((i) => i.id.endsWith(FLIP_SUFFIX));
+      const reserved = items.find((i) => i.id?.endsWith(FLIP_SUFFIX));
       if (reserved) {
         throw new UserError(
           'bad_source',

@@ -1,8 +1,8 @@
 // The index job: decode a source's labelled images in batches, extract their keys and add them
-// to the cache (embedded) or to its key log (a worker). Ids already in the cache are skipped.
+// to the cache (embedded) or to its key log (a worker). Ids already in the cache are skipped
+// without being decoded (a job run again after a restart, a resubmission, a true duplicate).
 import type { IndexingApi } from '../engine/client.js';
 import type { SourceItem } from '../sources/sources.js';
-import { FLIP_SUFFIX } from '../preprocess/image.js';
 import { forEachBatch } from './pipeline.js';
 import type { IndexJobResult } from './results.js';
 import type { JobContext, ProcessorSettings } from './types.js';
@@ -16,15 +16,10 @@ export interface IndexJobData {
 export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettings, data: IndexJobData, ctx: JobContext): Promise<IndexJobResult> {
   const spec = await engine.modelSpec(data.cache);
   const totals = { added: 0, duplicates: 0, failed: 0 };
-  // Items already in the cache (a job run again after a restart, a resubmission) are not decoded.
-  const views = (i: SourceItem) => (data.flip ? [i.id, i.id + FLIP_SUFFIX] : [i.id]);
-  const present = new Set(await engine.presentIds(data.cache, data.items.flatMap(views)));
-  const todo = data.items.filter((i) => views(i).some((id) => !present.has(id)));
-  const skipped = data.items.length - todo.length;
-  totals.duplicates += skipped * (data.flip ? 2 : 1);
+  const skip = async (ids: string[]) => new Set(await engine.presentIds(data.cache, ids));
   await forEachBatch(
-    todo,
-    { spec, flip: data.flip, signal: ctx.signal, ...settings },
+    data.items,
+    { spec, flip: data.flip, signal: ctx.signal, skip, ...settings },
     async ({ items, tensor }) => {
       // paths and URLs are kept as the items' sources, for previews; inline bytes are not
       const sources = items.map((i) => (typeof i.image === 'string' ? i.image : null));
@@ -40,10 +35,11 @@ export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettin
       totals.failed += r.failed.length;
       if (r.failed.length) ctx.itemErrors(r.failed);
     },
-    (done, errors) => {
+    (done, errors, skipped) => {
+      totals.duplicates += skipped;
       totals.failed += errors.length;
       if (errors.length) ctx.itemErrors(errors);
-      ctx.progress(skipped + done, data.items.length);
+      ctx.progress(done, data.items.length);
     },
   );
   const { cacheSize } = await engine.flush(data.cache);

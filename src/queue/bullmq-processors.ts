@@ -4,7 +4,7 @@ import { Job, UnrecoverableError } from 'bullmq';
 import type { IndexingApi, ServingApi } from '../engine/client.js';
 import { runIndexJob } from '../jobs/index-job.js';
 import { runEvalJob } from '../jobs/eval-job.js';
-import { labelResolver, SourceItem } from '../sources/sources.js';
+import { itemName, labelResolver, SourceItem } from '../sources/sources.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS, ProcessorSettings } from '../jobs/types.js';
 import { describeZodError } from '../errors/zod.js';
 import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';
@@ -32,9 +32,10 @@ function toItems(refs: ItemRef[], classes: string[], errors: ItemError[]): Sourc
   const items: SourceItem[] = [];
   for (const ref of refs) {
     try {
-      items.push({ id: ref.id, label: labelOf(ref.label, `item ${ref.id}`), image: ref.path ?? Buffer.from(ref.image!, 'base64') });
+      const item: SourceItem = { id: ref.id ?? null, label: null, image: ref.path ?? Buffer.from(ref.image!, 'base64') };
+      items.push({ ...item, label: labelOf(ref.label, `item ${itemName(item)}`) });
     } catch (err) {
-      errors.push({ id: ref.id, error: (err as Error).message });
+      errors.push({ id: ref.id ?? ref.path ?? 'an inline image', error: (err as Error).message });
     }
   }
   return items;

@@ -131,7 +131,8 @@ export class DistributedQueue implements JobQueue {
 
 function toRef(item: SourceItem): ItemRef {
   const label = item.label ?? -1;
-  return typeof item.image === 'string' ? { id: item.id, label, path: item.image } : { id: item.id, label, image: item.image.toString('base64') };
+  const id = item.id ?? undefined; // none: the worker gives it its content id
+  return typeof item.image === 'string' ? { id, label, path: item.image } : { id, label, image: item.image.toString('base64') };
 }
 
 /** An index job's view: progress and errors are the sums of its finished chunks. */

@@ -6,7 +6,7 @@ import { SourceSchema } from '../sources/sources.js';
 /** One image of a chunk: a path or URL every worker can read, or (small inline batches only) its bytes. */
 export const ItemRefSchema = z
   .object({
-    id: z.string().min(1).max(4096),
+    id: z.string().min(1).max(4096).optional().describe("absent: the item's content id, the sha256 of its image bytes"),
     label: z.union([z.number().int(), z.string().min(1)]).describe('class index or class name'),
     path: z.string().min(1).optional().describe('a file path on storage every worker can read, or an http(s) URL'),
     image: z.string().min(1).optional().describe('the image bytes, base64 (small inline batches only)'),

@@ -1,6 +1,10 @@
 // Where the images of an index or eval job come from: an image folder (one
 // subfolder per class), a CSV or JSONL manifest (paths relative to it, or http(s)
 // URLs), or inline base64 items.
+// An item's id is the one its source gives (a manifest's id column, an inline item's id) or,
+// by default, its content id: the sha256 of the image bytes, so that two different images never
+// share an id by accident (two folders both holding cat/0001.jpg) and a true duplicate is one.
+// `idFrom: "path"` makes a folder's or manifest's ids their paths instead (cat/0001.jpg).
 // Paths are read by the service, so they are resolved here, at submission,
 // and anything wrong with the source as a whole is a 400 before the job starts.
 import path from 'node:path';
@@ -22,16 +26,22 @@ export const InlineItemSchema = z
   })
   .strict();
 
+const IdFromSchema = z
+  .enum(['content', 'path'])
+  .optional()
+  .describe('ids of items the source gives none: "content" (default), the sha256 of the image bytes; "path", the path in the folder or manifest');
+
 export const SourceSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('folder'), path: z.string().min(1) }).strict(),
-  z.object({ type: z.literal('manifest'), path: z.string().min(1) }).strict(),
+  z.object({ type: z.literal('folder'), path: z.string().min(1), idFrom: IdFromSchema }).strict(),
+  z.object({ type: z.literal('manifest'), path: z.string().min(1), idFrom: IdFromSchema }).strict(),
   z.object({ type: z.literal('inline'), items: z.array(InlineItemSchema).min(1).max(10_000) }).strict(),
 ]);
 export type Source = z.infer<typeof SourceSchema>;
 
 /** One image of a job. `label` is a class index, or null where the source gives none. */
 export interface SourceItem {
-  id: string;
+  /** null: the content id, known once the image is read (see contentId) */
+  id: string | null;
   label: number | null;
   /** a file path, or the image bytes of an inline item */
   image: string | Buffer;
@@ -48,6 +58,16 @@ export interface ResolveOptions {
 /** A manifest of millions of lines is ~100 MB; beyond this, split it. */
 const MAX_MANIFEST_BYTES = 512 * 2 ** 20;
 
+/** The id of an image no source names: a digest of its bytes (128 bits of sha256). */
+export function contentId(bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}`;
+}
+
+/** What names an item in messages: its id, else its file or URL. */
+export function itemName(item: SourceItem): string {
+  return item.id ?? (typeof item.image === 'string' ? item.image : 'an inline image');
+}
+
 export async function resolveSource(source: Source, opts: ResolveOptions): Promise<SourceItem[]> {
   const labelOf = labelResolver(opts.classes);
   const roots = opts.readRoots ?? ReadRoots.anywhere();
@@ -55,10 +75,10 @@ export async function resolveSource(source: Source, opts: ResolveOptions): Promi
     case 'folder':
       // its images are inside it: listing skips symbolic links (Dirent.isFile/isDirectory are false for them)
       await roots.check(source.path, 'image folder');
-      return folderItems(source.path, labelOf);
+      return folderItems(source.path, labelOf, source.idFrom === 'path');
     case 'manifest': {
       await roots.check(source.path, 'manifest');
-      const items = await manifestItems(source.path, labelOf, opts.requireLabels, roots);
+      const items = await manifestItems(source.path, labelOf, opts.requireLabels, roots, source.idFrom === 'path');
       await roots.checkAll(
         items.map((i) => i.image as string),
         `image listed in ${source.path}:`,
@@ -71,8 +91,7 @@ export async function resolveSource(source: Source, opts: ResolveOptions): Promi
         if (bytes.length === 0) throw new UserError('bad_image', `items[${i}].image is not base64 image data`);
         if (opts.requireLabels && item.label === undefined) throw new UserError('missing_label', `items[${i}] has no label`);
         const label = item.label === undefined ? null : labelOf(item.label, `items[${i}].label`);
-        const id = item.id ?? `sha256:${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}`;
-        return { id, label, image: bytes };
+        return { id: item.id ?? contentId(bytes), label, image: bytes };
       });
   }
 }
@@ -94,7 +113,7 @@ export function labelResolver(classes: string[]): (label: string | number, where
   };
 }
 
-async function folderItems(root: string, labelOf: (l: string, where: string) => number): Promise<SourceItem[]> {
+async function folderItems(root: string, labelOf: (l: string, where: string) => number, pathIds: boolean): Promise<SourceItem[]> {
   const entries = await readDir(root);
   const classDirs = entries
     .filter((e) => e.isDirectory())
@@ -108,7 +127,7 @@ async function folderItems(root: string, labelOf: (l: string, where: string) => 
       .filter((e) => e.isFile() && IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase()))
       .map((e) => e.name)
       .sort();
-    for (const file of files) items.push({ id: `${dir}/${file}`, label, image: path.join(root, dir, file) });
+    for (const file of files) items.push({ id: pathIds ? `${dir}/${file}` : null, label, image: path.join(root, dir, file) });
   }
   if (items.length === 0) throw new UserError('bad_source', `${root} has no ${IMAGE_EXTENSIONS.join('/')} files in its class subfolders`);
   return items;
@@ -125,6 +144,7 @@ async function manifestItems(
   labelOf: (l: string | number, where: string) => number,
   requireLabels: boolean,
   roots: ReadRoots,
+  pathIds: boolean,
 ): Promise<SourceItem[]> {
   const text = (await readGuarded(file, { what: 'manifest', maxBytes: MAX_MANIFEST_BYTES, allow: roots.allowFor(file, 'manifest') })).toString('utf8');
   const ext = path.extname(file).toLowerCase();
@@ -158,7 +178,7 @@ async function manifestItems(
     const hasLabel = row.label !== undefined && row.label !== '';
     if (requireLabels && !hasLabel) throw new UserError('missing_label', `${where}: missing label`);
     const label = hasLabel ? labelOf(row.label as string | number, where) : null;
-    const id = typeof row.id === 'string' && row.id !== '' ? row.id : row.path;
+    const id = typeof row.id === 'string' && row.id !== '' ? row.id : pathIds ? row.path : null;
     const image = /^https?:\/\//i.test(row.path) ? row.path : path.resolve(base, row.path);
     return { id, label, image };
   });

@@ -23,12 +23,13 @@ import { BatcherOptions, PredictBatcher } from './http/batcher.js';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { connectRedis } from './redis/connection.js';
+import { isConnectionError, RedisOutage } from './redis/outage.js';
 import { DistributedQueue } from './queue/bullmq-queue.js';
 import { evalProcessor } from './queue/bullmq-processors.js';
 import { queueNames } from './redis/keys.js';
 import { Operations } from './http/operations.js';
 import { checkLimits } from './http/limits.js';
-import { createLogger, type Logger } from './util/logging.js';
+import { createLogger, redactUrl, type Logger } from './util/logging.js';
 import { CacheStatus } from './engine/status.js';
 
 export interface ServeOptions {
@@ -103,13 +104,22 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   let redis: Redis | null = null;
   let engine: RunningService['engine'];
   let embeddedQueue: EmbeddedQueue | null = null;
+  let redisOutage: RedisOutage | null = null;
   if (opts.redisUrl) {
     engine = startEngine({ ...engineOptions, role: 'api' }, engineLogTo(logger));
     redis = connectRedis(opts.redisUrl);
-    queue = new DistributedQueue(redis, { chunkSize: opts.chunkSize ?? 256, attempts: 5 });
+    const outage = new RedisOutage(
+      (level, msg) => logger[level]({ redis: redactUrl(opts.redisUrl!) }, msg),
+      'predictions go on from the indexes in memory; job submissions and new items wait',
+    );
+    redisOutage = outage;
+    outage.watch(redis, (err) => logger.error({ err }, `redis: ${err.message}`));
+    queue = new DistributedQueue(redis, { chunkSize: opts.chunkSize ?? 256, attempts: 5 }, (err) =>
+      isConnectionError(err) ? outage.failed(err) : logger.error({ err }, `job queue: ${err.message}`),
+    );
     // api replicas hold the indexes, so they take the eval jobs
     evalWorker = new Worker(queueNames.eval, evalProcessor(engine, settings), { connection: redis, concurrency: 1, autorun: false });
-    evalWorker.on('error', (err) => logger.error({ err }, `eval worker: ${err.message}`));
+    outage.watch(evalWorker, (err) => logger.error({ err }, `eval worker: ${err.message}`));
     // jobs this replica ran (index jobs finish on workers: not counted here)
     const type = replicaJobType;
     evalWorker.on('completed', (job) => ops.jobFinished({ type: type(job.name), state: 'completed' }));
@@ -137,7 +147,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     (req?.log ?? logger).error({ err }, `internal error: ${err instanceof Error ? err.message : String(err)}`);
   const mode = opts.redisUrl ? 'distributed' : 'embedded';
   const batcher = new PredictBatcher(ops.instrumentClassify(engine), opts.batcher);
-  const app = createApp({ engine, batcher, queue, limits, readRoots, mode, isReady: () => ready, log, ops });
+  const app = createApp({ engine, batcher, queue, limits, readRoots, mode, isReady: () => ready, redisOutage: () => redisOutage?.state ?? null, log, ops });
   const server = http.createServer(app);
   // Longer than the usual 60 s of load balancers and clients' pools, so that the server is
   // not the side that closes an idle kept-alive connection just as a request arrives.

@@ -6,10 +6,11 @@ import { Worker } from 'bullmq';
 import { ReadRoots } from './sources/read-roots.js';
 import { startEngine, engineLogTo } from './engine/client.js';
 import { connectRedis } from './redis/connection.js';
+import { RedisOutage } from './redis/outage.js';
 import { queueNames } from './redis/keys.js';
 import { chunkProcessor, parentProcessor } from './queue/bullmq-processors.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from './preprocess/image.js';
-import { createLogger, type Logger } from './util/logging.js';
+import { createLogger, redactUrl, type Logger } from './util/logging.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -43,7 +44,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     new Worker(queueNames.index, chunkProcessor(engine, settings), { ...common, concurrency: opts.concurrency }),
     new Worker(queueNames.jobs, parentProcessor(engine), { ...common, concurrency: 1 }),
   ];
-  for (const w of workers) w.on('error', (err) => logger.error({ err }, `cachet worker: ${err.message}`));
+  const outage = new RedisOutage((level, msg) => logger[level]({ redis: redactUrl(opts.redisUrl) }, `cachet worker: ${msg}`), 'no chunk is taken meanwhile');
+  outage.watch(connection, (err) => logger.error({ err }, `cachet worker: redis: ${err.message}`));
+  for (const w of workers) outage.watch(w, (err) => logger.error({ err }, `cachet worker: ${err.message}`));
   return {
     close: async () => {
       await Promise.all(workers.map((w) => w.close()));

@@ -191,6 +191,42 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     await caughtUp(api, 'aof', 3000);
   });
 
+  test('redis down: a replica stays in (/readyz 200, degraded, saying so), predicts, and each process logs the outage once', async () => {
+    const logOf = (name: string) => readFileSync(path.join(logs, `${name}.log`), 'utf8');
+    const from = { api: logOf('api-a').length, worker: logOf('w1').length };
+    const before = await predictions(api, 'shared');
+    await redis.stop('SIGKILL');
+    try {
+      await new Promise((r) => setTimeout(r, 4000)); // ioredis and BullMQ retry many times meanwhile
+      const ready = await call(api.url!, 'GET', '/readyz');
+      assert.equal(ready.status, 200, 'Redis away is no reason to stop predictions');
+      assert.equal(ready.body.status, 'degraded');
+      assert.equal(ready.body.keyLog.status, 'unreachable');
+      assert.match(ready.body.keyLog.message, /key log unreachable .*serving \d+ items/);
+      assert.equal(ready.body.caches.find((c: { name: string }) => c.name === 'shared').logPosition, 5000);
+      assert.deepEqual(await predictions(api, 'shared'), before, 'the index in memory answers as before');
+    } finally {
+      await redis.start();
+    }
+    await until(async () => (await call(api.url!, 'GET', '/readyz')).body.status === 'ready', 'ready again');
+    await until(async () => /reachable again/.test(logOf('w1').slice(from.worker)), 'the worker reconnected');
+    for (const [name, at] of [
+      ['api-a', from.api],
+      ['w1', from.worker],
+    ] as const) {
+      const lines = logOf(name).slice(at).split('\n').filter(Boolean);
+      assert.deepEqual(
+        lines.filter((l) => !l.startsWith('{')),
+        [],
+        `${name}: every line is JSON`,
+      );
+      const outage = lines.filter((l) => /ECONNREFUSED|reachable/.test(l)).map((l) => JSON.parse(l).msg as string);
+      assert.equal(outage.length, 2, `${name}: one line when Redis went away, one when it came back:\n${outage.join('\n')}`);
+      assert.match(outage[0], /redis unreachable \(connect ECONNREFUSED/);
+      assert.match(outage[1], /redis reachable again after [\d.]+ s/);
+    }
+  });
+
   test('a second api replica started late converges to the same predictions', async () => {
     const late = await startApi(redis, tempDir(), 'api-late');
     procs.push(late);

@@ -20,6 +20,8 @@ export interface TestRedis {
   url: string;
   port: number;
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /** start it again after stop(), on the same port and data */
+  start(): Promise<void>;
   /** stop it and delete its data */
   destroy(): Promise<void>;
   restart(): Promise<void>;
@@ -71,6 +73,7 @@ export async function startRedis(): Promise<TestRedis> {
     url: `redis://127.0.0.1:${port}`,
     port,
     stop,
+    start: launch,
     restart: async () => (await stop('SIGKILL'), await launch()),
     destroy: async () => (await stop(), rmSync(dir, { recursive: true, force: true })),
   };

@@ -27,7 +27,7 @@ export class ReplicaEngine extends CacheEngine {
   override async open() {
     const caches = await super.open();
     this.loops.push(
-      this.every(DEFINITIONS_POLL_MS, () => this.syncDefinitions()),
+      this.every(DEFINITIONS_POLL_MS, 'following the cache definitions', () => this.syncDefinitions()),
       this.tailLogs(),
     );
     return caches;
@@ -77,6 +77,7 @@ export class ReplicaEngine extends CacheEngine {
     const every = this.options.snapshotEvery ?? 10_000;
     const interval = this.options.snapshotIntervalMs ?? 60_000;
     const lastSnapshot = new Map<string, number>();
+    const trouble = this.troubleLog('tailing the key logs');
     try {
       while (!this.closed) {
         try {
@@ -93,8 +94,9 @@ export class ReplicaEngine extends CacheEngine {
               lastSnapshot.set(c.definition.name, Date.now());
             }
           }
+          trouble.over();
         } catch (err) {
-          if (!this.closed) this.report({ level: 'warn', msg: `tailing the key logs: ${(err as Error).message}; retrying` });
+          if (!this.closed) trouble.failed(err as Error);
           await sleep(500);
         }
       }
@@ -103,11 +105,30 @@ export class ReplicaEngine extends CacheEngine {
     }
   }
 
-  private async every(ms: number, task: () => Promise<void>): Promise<void> {
+  private async every(ms: number, what: string, task: () => Promise<void>): Promise<void> {
+    const trouble = this.troubleLog(what);
     while (!this.closed) {
       await sleep(ms);
-      await task().catch((err: Error) => this.report({ level: 'error', msg: err.message }));
+      await task().then(
+        () => trouble.over(),
+        (err: Error) => trouble.failed(err),
+      );
     }
+  }
+
+  /** A background loop's failures, logged when they start or change and when they are over, not at every retry. */
+  private troubleLog(what: string) {
+    let last: string | null = null;
+    return {
+      failed: (err: Error) => {
+        if (err.message !== last) this.report({ level: 'warn', msg: `${what}: ${err.message}; retrying` });
+        last = err.message;
+      },
+      over: () => {
+        if (last !== null) this.report({ level: 'info', msg: `${what}: working again` });
+        last = null;
+      },
+    };
   }
 }
 

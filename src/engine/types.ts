@@ -87,6 +87,6 @@ export function redisUrlOf(options: EngineOptions): string {
 
 /** What the engine reports of its background work (tailing logs, syncing definitions). */
 export interface EngineLogEntry {
-  level: 'warn' | 'error';
+  level: 'info' | 'warn' | 'error';
   msg: string;
 }

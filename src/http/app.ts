@@ -45,6 +45,8 @@ export interface ApiContext {
   limits: ApiLimits;
   mode: 'embedded' | 'distributed';
   isReady: () => boolean;
+  /** distributed mode: since when, and why, this process has not reached Redis (null: it has) */
+  redisOutage?: () => { since: number; error: string } | null;
   log: (err: unknown, req?: Request) => void;
   /** request ids and logs, metrics, API keys, predict limit: installed before every route (operations.ts) */
   ops?: Operations;
@@ -65,20 +67,34 @@ export function createApp(ctx: ApiContext): express.Express {
     // A frozen engine thread must take this replica out of a load balancer: no answer in time is 503.
     const caches = await withDeadline(engine.listCaches(), READY_ENGINE_MS);
     if (!caches) return void res.status(503).json({ status: 'unresponsive' });
-    // the log positions come from the key logs' store (Redis): slow or down, readiness goes on without them
-    const logs = (await withDeadline(engine.logStatus(), READY_LOG_MS)) ?? [];
-    const lag = new Map(logs.map((l) => [l.name, l]));
+    // The log positions come from the key logs' store (Redis): slow or down, readiness goes on
+    // without them. Predictions go on from the indexes in memory, so the replica stays in (200),
+    // degraded: taking every replica out because Redis is away would stop what still works.
+    const known = ctx.redisOutage?.() ?? null; // known to be down: no need to wait for the positions
+    const logs = known ? null : await withDeadline(engine.logStatus(), READY_LOG_MS);
+    const outage = known ?? (ctx.mode === 'distributed' && logs === null ? { since: Date.now(), error: 'no answer in time' } : null);
+    const lag = new Map((logs ?? []).map((l) => [l.name, l]));
     // Damage degrades readiness but does not fail it: the other caches (and the repaired ones) serve.
-    const degraded = caches.some((c) => c.status === 'damaged' || (c.info?.damage.length ?? 0) > 0);
+    const damaged = caches.some((c) => c.status === 'damaged' || (c.info?.damage.length ?? 0) > 0);
+    const served = caches.filter((c) => c.info);
     res.json({
-      status: degraded ? 'degraded' : 'ready',
+      status: damaged || outage ? 'degraded' : 'ready',
       mode: ctx.mode,
+      ...(outage && {
+        keyLog: {
+          status: 'unreachable',
+          since: new Date(outage.since).toISOString(),
+          error: outage.error,
+          message: `key log unreachable (${outage.error}): serving ${served.reduce((n, c) => n + c.info!.size, 0)} items of ${served.length} cache(s) at their last applied positions; new items and jobs wait for Redis`,
+        },
+      }),
       caches: caches.map((c) => ({
         name: c.name,
         status: c.status,
         size: c.info?.size ?? null,
         ...(c.error && { error: c.error }),
         log: lag.get(c.name) ?? null,
+        ...(c.info && { logPosition: c.info.logPosition }),
         ...(c.info?.damage.length && { damage: c.info.damage }),
       })),
     });

@@ -44,8 +44,10 @@ export function requestLogging(logger: Logger) {
     // the name of the API key (never the key), once authenticate() has found it
     customProps: (req) => (req.principal ? { apiKey: req.principal.name } : {}),
     customLogLevel: (req, res, err) => {
-      if (err || res.statusCode >= 500) return 'error';
-      return QUIET_PATHS.has((req.url ?? '').split('?')[0]) ? 'debug' : 'info';
+      const quiet = QUIET_PATHS.has((req.url ?? '').split('?')[0]);
+      // a probe's 503 (starting, stopping) is an answer, not a fault: the state changes are logged where they happen
+      if (err || (res.statusCode >= 500 && !quiet)) return 'error';
+      return quiet ? 'debug' : 'info';
     },
     customSuccessMessage: (req, res, ms) => `${req.method} ${loggedUrl(req.url)} ${res.statusCode} ${ms} ms`,
     customErrorMessage: (req, res) => `${req.method} ${loggedUrl(req.url)} ${res.statusCode}`,

@@ -41,11 +41,15 @@ export class DistributedQueue implements JobQueue {
   constructor(
     connection: Redis,
     private readonly opts: DistributedQueueOptions,
+    /** where the BullMQ objects' errors go (without a listener BullMQ prints each one, every retry) */
+    onError: (err: Error) => void,
   ) {
     this.flows = new FlowProducer({ connection });
     this.parents = new Queue(queueNames.jobs, { connection });
     this.evals = new Queue(queueNames.eval, { connection });
     this.chunks = new Queue(queueNames.index, { connection });
+    this.flows.on('error', onError);
+    for (const q of [this.parents, this.evals, this.chunks]) q.on('error', onError);
   }
 
   async submit(type: JobType, cache: string, data: unknown, total: number): Promise<JobView> {

@@ -378,6 +378,12 @@ describe('reduced search keys', () => {
       const searchKey = { reduce, dimension: 32, fitSample: 100, rerank: true, fullKeys: 'float16' };
       const c = await call(svc.url, 'POST', '/v1/caches', { name: 'r', model: RESNET, keyLayers: ['activation_18'], index: { type: 'hnsw' }, searchKey });
       assert.equal(c.status, 201, JSON.stringify(c.body));
+      if (reduce === 'pca')
+        assert.match(
+          c.body.searchKey.pending,
+          /fitted once the cache holds 100 items \(it holds 0\); until then the index is exact over the full 4096-dim keys/,
+        );
+      else assert.equal(c.body.searchKey.pending, null, 'a random projection needs no sample');
       const folder = sampleFolder('cache', 10);
       const job = await waitForJob(
         svc.url,
@@ -388,6 +394,7 @@ describe('reduced search keys', () => {
       assert.equal(info.searchKey.dimension, 32);
       assert.equal(info.dimension, 32);
       assert.ok(info.searchKey.projection, 'a projection is in place');
+      assert.equal(info.searchKey.pending, null);
       assert.equal(info.searchKey.rerank, true);
       assert.equal(info.searchKey.fullKeysBytes > 0, true);
       assert.equal(info.index.type, 'hnsw');

@@ -27,10 +27,12 @@ test('docker-compose.yml names redis, api and worker', () => {
   assert.deepEqual(Object.keys(compose.services).sort(), ['api', 'redis', 'worker']);
 });
 
-test('redis keeps an AOF and never evicts', () => {
-  const cmd = compose.services.redis.command!.join(' ');
+test('redis keeps an AOF, no RDB snapshots on top, and never evicts', () => {
+  const args = compose.services.redis.command!;
+  const cmd = args.join(' ');
   assert.match(cmd, /--appendonly yes/);
   assert.match(cmd, /--maxmemory-policy noeviction/);
+  assert.equal(args[args.indexOf('--save') + 1], '', 'save "" turns RDB snapshots off');
 });
 
 test('two api replicas and a worker that scales: all on Redis and one shared volume', () => {

@@ -44,6 +44,7 @@ export const CacheInfoSchema = z
         projection: z.string().nullable().describe('fingerprint of the projection; null while a PCA waits for its sample'),
         rerank: z.boolean(),
         fullKeysBytes: int(),
+        pending: z.string().nullable().describe('what the search key still waits for (a PCA waiting for its sample), in words; null when it is final'),
       })
       .strict(),
     logPosition: int(),

@@ -24,7 +24,7 @@ const apiKeyOption = () => new Option('--api-key <key>', 'API key for the servic
 
 program
   .command('serve')
-  .description('run the service (embedded mode: one process, no Redis)')
+  .description('run the service: embedded mode (one process, no Redis), or an api replica of distributed mode with --redis-url')
   .addOption(new Option('--port <port>', 'port to listen on').env('PORT').default(8080).argParser(int))
   .addOption(new Option('--host <host>', 'address to listen on').env('HOST').default('127.0.0.1'))
   .addOption(new Option('--data-dir <dir>', "where caches (embedded) or this replica's snapshots (distributed) live").env('CACHET_DATA_DIR').default('indexes'))

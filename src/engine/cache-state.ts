@@ -244,6 +244,9 @@ export class CacheState implements GrowingCache {
         projection: projection ? projection.fingerprint.slice(0, 16) : null,
         rerank: fullKeys !== null,
         fullKeysBytes: fullKeys?.memoryBytes ?? 0,
+        pending: waitsForPca(this)
+          ? `the PCA projection is fitted once the cache holds ${d.searchKey.fitSample} items (it holds ${this.search.size}); until then the index is exact over the full ${this.extractor.keyDimension}-dim keys`
+          : null,
       },
       logPosition: this.log.end(),
       snapshotPosition: this.snapshotPosition,

@@ -22,7 +22,9 @@ interface Proc {
 
 function spawnCachet(name: string, args: string[]): ChildProcess {
   const out = openSync(path.join(logs, `${name}.log`), 'a');
-  return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, stdio: ['ignore', out, out] });
+  // definitions are never polled here: replicas learn of other replicas' changes by Redis pub/sub alone
+  const env = { ...process.env, CACHET_DEFINITIONS_POLL_MS: String(3_600_000) };
+  return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env, stdio: ['ignore', out, out] });
 }
 
 async function startApi(redis: TestRedis, dataDir: string, name: string): Promise<Proc> {
@@ -237,6 +239,14 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     }
     const info = (await call(late.url!, 'GET', '/v1/caches/shared')).body;
     assert.deepEqual([info.theta, info.lambda, info.index.type], [50, 0.5, 'hnsw'], 'definitions come from Redis');
+
+    // created, changed and deleted through one replica: the other follows by notification (no polling in these tests)
+    await createCache(late, 'told');
+    await until(async () => (await call(api.url!, 'GET', '/v1/caches/told')).status === 200, 'the other replica has the new cache');
+    assert.equal((await call(late.url!, 'PATCH', '/v1/caches/told', { theta: 70 })).status, 200);
+    await until(async () => (await call(api.url!, 'GET', '/v1/caches/told')).body.theta === 70, 'the other replica has the new θ');
+    assert.equal((await call(api.url!, 'DELETE', '/v1/caches/told')).status, 200);
+    await until(async () => (await call(late.url!, 'GET', '/v1/caches/told')).status === 404, 'the other replica dropped it');
   });
 
   test('tune and eval jobs run on an api replica, through BullMQ', async () => {

@@ -93,16 +93,25 @@ export class RedisDefinitions implements DefinitionStore {
   }
 
   async create(definition: CacheDefinition): Promise<boolean> {
-    return (await this.redis.hsetnx(redisKeys.caches, definition.name, JSON.stringify(definition))) === 1;
+    const created = (await this.redis.hsetnx(redisKeys.caches, definition.name, JSON.stringify(definition))) === 1;
+    if (created) await this.changed(definition.name);
+    return created;
   }
 
   async update(definition: CacheDefinition): Promise<void> {
     await this.redis.hset(redisKeys.caches, definition.name, JSON.stringify(definition));
+    await this.changed(definition.name);
   }
 
   async delete(name: string): Promise<void> {
     await this.redis.hdel(redisKeys.caches, name);
     const k = redisKeys;
     await this.redis.del(k.log(name), k.ids(name), k.end(name), k.projection(name), k.dimension(name));
+    await this.changed(name);
+  }
+
+  /** Tell the other replicas now (they also poll, in case a message is missed: pub/sub keeps none). */
+  private async changed(name: string): Promise<void> {
+    await this.redis.publish(redisKeys.definitionsChanged, name);
   }
 }

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { UserError } from '../errors/user-error.js';
 import { RedisKeyLog } from '../keylog/redis-log.js';
 import { connectRedis } from '../redis/connection.js';
+import { redisKeys } from '../redis/keys.js';
 import type { CacheState } from './cache-state.js';
 import { RedisDefinitions } from './definitions.js';
 import { CacheEngine } from './engine.js';
@@ -15,6 +16,9 @@ export class ReplicaEngine extends CacheEngine {
   /** each held cache's log, as a Redis Stream (what tailing needs beyond the KeyLog interface) */
   private readonly logs = new Map<string, RedisKeyLog>();
   private loops: Promise<void>[] = [];
+  private subscriber: Redis | null = null;
+  private syncing: Promise<void> | null = null;
+  private syncAgain = false;
 
   constructor(
     options: EngineOptions,
@@ -26,8 +30,14 @@ export class ReplicaEngine extends CacheEngine {
 
   override async open() {
     const caches = await super.open();
+    // a definition created, changed or deleted through another replica is followed at once; the
+    // poll is the fallback for a message missed while disconnected
+    this.subscriber = this.redis.duplicate();
+    this.subscriber.on('error', () => {}); // reconnects (and subscribes again) by itself
+    this.subscriber.on('message', () => void this.syncNow().catch(() => {})); // the poll reports failures
+    await this.subscriber.subscribe(redisKeys.definitionsChanged);
     this.loops.push(
-      this.every(DEFINITIONS_POLL_MS, 'following the cache definitions', () => this.syncDefinitions()),
+      this.every(definitionsPollMs(), 'following the cache definitions', () => this.syncNow()),
       this.tailLogs(),
     );
     return caches;
@@ -35,7 +45,27 @@ export class ReplicaEngine extends CacheEngine {
 
   override async close(): Promise<void> {
     await super.close();
+    this.subscriber?.disconnect();
     this.redis.disconnect();
+  }
+
+  /** syncDefinitions, one at a time: a request while one runs makes one more run after it. */
+  private syncNow(): Promise<void> {
+    if (this.syncing) {
+      this.syncAgain = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      try {
+        do {
+          this.syncAgain = false;
+          await this.syncDefinitions();
+        } while (this.syncAgain && !this.closed);
+      } finally {
+        this.syncing = null;
+      }
+    })();
+    return this.syncing;
   }
 
   protected override async stopBackgroundWork(): Promise<void> {
@@ -132,7 +162,8 @@ export class ReplicaEngine extends CacheEngine {
   }
 }
 
-const DEFINITIONS_POLL_MS = 1000;
+/** How often definitions are read in case a change message was missed; CACHET_DEFINITIONS_POLL_MS (tests turn it off to prove the messages). */
+const definitionsPollMs = () => Number(process.env.CACHET_DEFINITIONS_POLL_MS) || 5000;
 /** how long a delete request waits for this replica to apply it */
 const APPLY_WAIT_MS = 30_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

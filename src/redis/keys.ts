@@ -13,6 +13,8 @@ export const redisKeys = {
   projection: (cache: string) => `cachet:{${cache}}:projection`,
   /** string: the key dimension the log was started with */
   dimension: (cache: string) => `cachet:{${cache}}:dimension`,
+  /** pub/sub channel: a cache's name, each time its definition is created, changed or deleted */
+  definitionsChanged: 'cachet:definitions-changed',
 };
 
 /** BullMQ queue names: part of the documented job schema (see docs/jobs.md). */

@@ -1,7 +1,8 @@
 // What checking stored data costs (issue 12): sha256 verification of a snapshot per GB, and export
 // and import of a cache the size of the paper's (90,000 items, PCA-128 search keys in hnsw, the
 // 12,288-d full keys as float16 for re-ranking), through the code the service runs
-// (writeSnapshot, readSnapshot, packArchive, unpackArchive). Prints figures; asserts nothing.
+// (writeSnapshot, readSnapshot, packArchive, unpackArchive), and the latency of searches while a
+// snapshot is written (issue 13). Prints figures; asserts nothing.
 //
 //   npm run bench:storage -- [--items 90000] [--full-dim 12288] [--search-dim 128] [--dir /tmp]
 //
@@ -17,6 +18,7 @@ import { packArchive, unpackArchive, type ArchiveFile } from '../src/cache/archi
 import { HnswIndex } from '../src/index/hnsw.js';
 import { manifestOf, readSnapshot, snapshotDirOf, writeSnapshot } from '../src/index/snapshot.js';
 import { checksumFile } from '../src/util/checksum.js';
+import { Mutex } from '../src/util/mutex.js';
 import { fmt, printTable } from './common.js';
 
 const { values: args } = parseArgs({
@@ -62,6 +64,31 @@ try {
     indexParams: index.params(),
   };
   const [, writeS] = await seconds(() => writeSnapshot(cacheDir, manifest, ids, labels, index, [fullKeys]));
+
+  // Searches while a snapshot is written, as the engine runs them: under the cache's lock, with the
+  // snapshot holding it exclusively (before: every search waits for the whole snapshot) or as a
+  // long reader (now). One search of k = 100 every ~5 ms, as a steady trickle of predictions.
+  const searchesDuringSnapshot = async (mode: 'exclusive' | 'read') => {
+    const lock = new Mutex();
+    const query = Float32Array.from({ length: d }, () => Math.random() - 0.5);
+    const write = () => writeSnapshot(path.join(root, `during-${mode}`), manifest, ids, labels, index, [fullKeys]);
+    let writing = true;
+    const t0 = performance.now();
+    const snapshot = (mode === 'exclusive' ? lock.run(write) : lock.read(write, { long: true })).finally(() => (writing = false));
+    const ms: number[] = [];
+    while (writing) {
+      const t = performance.now();
+      await lock.read(() => index.search(query, 1, 100));
+      ms.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await snapshot;
+    ms.sort((a, b) => a - b);
+    const at = (p: number) => ms[Math.min(ms.length - 1, Math.floor(p * ms.length))];
+    return { searches: ms.length, p50: at(0.5), p99: at(0.99), max: ms[ms.length - 1], snapshotS: (performance.now() - t0) / 1000 };
+  };
+  const before = await searchesDuringSnapshot('exclusive');
+  const now = await searchesDuringSnapshot('read');
   const snapshot = snapshotDirOf(cacheDir);
   const bytes = readdirSync(snapshot).reduce((s, f) => s + statSync(path.join(snapshot, f)).size, 0);
   const gb = bytes / 2 ** 30;
@@ -93,6 +120,19 @@ try {
     ],
   );
   console.log(`  verification: ${fmt(verifyS / gb)} s per GiB of snapshot`);
+  printTable(
+    'Searches (k = 100, one every ~5 ms) while a snapshot is written',
+    ['the snapshot holds the lock', 'snapshot s', 'searches', 'p50 ms', 'p99 ms', 'max ms'],
+    [before, now].map((r, i) => [
+      i === 0 ? 'exclusively (before)' : 'as a reader (now)',
+      fmt(r.snapshotS),
+      String(r.searches),
+      fmt(r.p50),
+      fmt(r.p99),
+      fmt(r.max),
+    ]),
+  );
+  console.log(`  p99 during a snapshot: ${fmt(before.p99 / now.p99)}× lower now`);
 } finally {
   rmSync(root, { recursive: true, force: true });
 }

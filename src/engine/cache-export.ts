@@ -19,7 +19,7 @@ const PROJECTION_DIR = 'projection';
 
 /**
  * A hard-linked copy of the cache's snapshot and projection, with each file's checksum. Call it
- * under the cache's lock, after a snapshot: it only links, so predictions wait milliseconds.
+ * in CacheState.withSnapshot, so that no later snapshot replaces the files while they are linked.
  */
 export async function linkExport(cache: CacheState): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
   const dir = path.join(cache.dir, EXPORT_PREFIX + randomBytes(6).toString('hex'));

@@ -38,6 +38,7 @@ export class CacheState implements GrowingCache {
   readonly lock = new Mutex();
   /** serialises adds, so an id cannot be appended twice */
   private readonly appendLock = new Mutex();
+  private readonly snapshotLock = new Mutex();
 
   private constructor(
     public definition: CacheDefinition,
@@ -95,7 +96,7 @@ export class CacheState implements GrowingCache {
     });
     // a repair is made durable at once: the next start loads a sound snapshot
     const repaired = opened?.repaired || state.damage.length > damageBefore;
-    if (repaired && state.size > 0) await state.lock.run(() => state.snapshot(true));
+    if (repaired && state.size > 0) await state.lock.read(() => state.snapshot(true), { long: true });
     return state;
   }
 
@@ -202,7 +203,7 @@ export class CacheState implements GrowingCache {
 
   /** p_cache for n query keys (full keys, L2-normalised) and each one's `wanted` nearest items. */
   async score(keys: Float32Array, n: number, theta: number, wanted: number): Promise<CacheScore[]> {
-    return this.lock.run(() => scoreQueries(this.search, this.items, { keys, n, theta, wanted, k: this.definition.k, numClasses: this.extractor.numClasses }));
+    return this.lock.read(() => scoreQueries(this.search, this.items, { keys, n, theta, wanted, k: this.definition.k, numClasses: this.extractor.numClasses }));
   }
 
   /** Search-time settings of the definition that the index holds itself. */
@@ -211,7 +212,23 @@ export class CacheState implements GrowingCache {
   }
 
   /** Write a snapshot covering everything applied so far, then drop the log records it covers. Call it under the lock. */
+  /**
+   * Write a snapshot of what is applied. Call it under `lock.read(…, { long: true })`: it only
+   * reads the index (searches go on meanwhile) and changes wait; one snapshot is written at a time.
+   */
   async snapshot(force = false): Promise<void> {
+    return this.snapshotLock.run(() => this.writeSnapshotNow(force));
+  }
+
+  /** A snapshot, then `use` of its files before a later snapshot replaces them (an export links them). */
+  async withSnapshot<T>(use: () => Promise<T>): Promise<T> {
+    return this.snapshotLock.run(async () => {
+      await this.writeSnapshotNow(false);
+      return use();
+    });
+  }
+
+  private async writeSnapshotNow(force: boolean): Promise<void> {
     if (!force && this.snapshotPosition === this.appliedPosition && this.appliedPosition > 0) return;
     const manifest = snapshotManifest(this.definition, this.extractor, this.search, this.items, this.appliedPosition);
     const items = this.items;

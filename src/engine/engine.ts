@@ -153,7 +153,7 @@ export abstract class CacheEngine {
   async neighbourScores(name: string, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
     const cache = this.cache(name);
     const { keys, probs } = await cache.extractor.run(images, n);
-    const found = await cache.lock.run(() => (cache.size > 0 ? cache.search.nearest(keys, n, k) : Promise.resolve([])));
+    const found = await cache.lock.read(() => (cache.size > 0 ? cache.search.nearest(keys, n, k) : Promise.resolve([])));
     const similarities = new Float32Array(n * k).fill(-Infinity);
     const labels = new Uint16Array(n * k);
     const itemPositions = new Int32Array(n * k).fill(-1);
@@ -167,7 +167,7 @@ export abstract class CacheEngine {
 
   async snapshot(name: string): Promise<CacheInfo> {
     const cache = this.cache(name);
-    await cache.lock.run(() => cache.snapshot());
+    await cache.lock.read(() => cache.snapshot(), { long: true });
     return cache.info();
   }
 
@@ -217,10 +217,7 @@ export abstract class CacheEngine {
   /** A consistent copy of the cache to stream as an export archive (cache/archive.ts); the caller removes `dir` when done. */
   async prepareExport(name: string): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
     const cache = this.cache(name);
-    return cache.lock.run(async () => {
-      await cache.snapshot();
-      return linkExport(cache);
-    });
+    return cache.lock.read(() => cache.withSnapshot(() => linkExport(cache)), { long: true });
   }
 
   /** A new directory, beside the caches, to unpack an import archive into. */

@@ -1,5 +1,5 @@
 // The api replica role (distributed mode): holds every cache as a view of its key log, a Redis
-// Stream that workers append to. It follows the definitions (every second) and tails the logs,
+// Stream that workers append to. It follows the definitions (told by pub/sub, polled as a fallback) and tails the logs,
 // snapshotting now and then, so that a restart replays only what came after the last snapshot.
 import type { Redis } from 'ioredis';
 import { UserError } from '../errors/user-error.js';
@@ -120,7 +120,7 @@ export class ReplicaEngine extends CacheEngine {
             const pending = c.appliedPosition - c.snapshotPosition;
             const since = Date.now() - (lastSnapshot.get(c.definition.name) ?? 0);
             if (pending >= every || (pending > 0 && since >= interval)) {
-              await c.lock.run(() => c.snapshot());
+              await c.lock.read(() => c.snapshot(), { long: true });
               lastSnapshot.set(c.definition.name, Date.now());
             }
           }

@@ -2,10 +2,12 @@
 // item's position is its hnswlib label.
 //
 // hnswlib-node has no locking and its calls are synchronous on the calling
-// thread, except readIndex/writeIndex, which run in the background. Callers must
-// serialise add/search/save/key on one thread, one at a time (the engine runs
-// every index operation on one worker thread, one after the other). A call made
-// while a save is in flight throws instead of corrupting the graph.
+// thread, except readIndex/writeIndex, which run in the background. Changes
+// (add, remove) must not overlap anything; reads (search, key) may overlap a save,
+// which only reads the graph (hnswlib's saveIndex writes nothing to it, and its
+// searches share only a locked visited-list pool): the engine's cache lock lets
+// searches run while a snapshot is written. A change or a second save made while
+// a save is in flight throws instead of corrupting the graph.
 import hnswlib from 'hnswlib-node';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -106,7 +108,6 @@ export class HnswIndex implements VectorIndex {
   }
 
   async search(queries: Float32Array, nq: number, k: number): Promise<Neighbours[]> {
-    this.assertIdle();
     const d = this.dimension;
     if (queries.length < nq * d) throw new RangeError(`search: ${nq} queries need ${nq * d} floats, got ${queries.length}`);
     // hnswlib throws when asked for more neighbours than it holds.
@@ -129,7 +130,6 @@ export class HnswIndex implements VectorIndex {
   }
 
   key(position: number): Float32Array {
-    this.assertIdle();
     if (!Number.isInteger(position) || position < 0 || position >= this.size) {
       throw new RangeError(`position ${position} is outside 0…${this.size - 1}`);
     }

@@ -21,9 +21,10 @@ const records = keyRecords;
 
 /** As the engine does in embedded mode: the first projection stored in a directory is kept. */
 function publisher(dir: string): ProjectionPublisher {
-  return async (_cache, projection) => {
+  return async (_cache, make) => {
     const stored = await Projection.load(dir);
     if (stored) return stored;
+    const projection = await make();
     mkdirSync(dir, { recursive: true });
     await projection.save(dir);
     return projection;
@@ -58,7 +59,9 @@ describe('reduced key-log records', () => {
       });
       const root = tempDir('cachet-reduced-');
       const logPath = path.join(root, 'keylog.bin');
-      const publish = publisher(path.join(root, 'projection'));
+      let fits = 0; // how many times a PCA was fitted (rather than taken from the store)
+      const store = publisher(path.join(root, 'projection'));
+      const publish: ProjectionPublisher = (cache, make) => store(cache, () => (fits++, make()));
       const log = await FileKeyLog.open(logPath, D);
       const writer = await CacheState.open(definition, path.join(root, 'writer'), extractor, log, publish);
       for (let from = 0; from < 200; from += 50) {
@@ -95,6 +98,7 @@ describe('reduced key-log records', () => {
       const reader = await CacheState.open(definition, readerDir, extractor, await FileKeyLog.open(logPath, D), publish);
       assert.equal(reader.size, 198);
       assert.equal(reader.search.projection?.fingerprint, writer.search.projection!.fingerprint);
+      assert.equal(fits, 1, 'the reader took the stored projection: the PCA was fitted once');
       const queries = new Float32Array(5 * D);
       records(1000, 5, D).forEach((r, i) => queries.set(r.key, i * D));
       const probe = async (c: CacheState) => c.lock.run(() => c.search.nearest(queries, 5, 20));

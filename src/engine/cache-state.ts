@@ -22,10 +22,11 @@ import { scoreQueries, type CacheScore } from './scoring.js';
 import { SearchIndex } from './search-index.js';
 
 /**
- * Makes every process of a cache use one projection: the first one stored is the one kept
- * (in distributed mode the first replica to fit it publishes it in Redis; the others take that one).
+ * Makes every process of a cache use one projection: the one stored if there is one, else the one
+ * `make` makes (in distributed mode the first replica to fit it publishes it in Redis; the others
+ * take that one instead of fitting their own).
  */
-export type ProjectionPublisher = (cache: string, projection: Projection) => Promise<Projection>;
+export type ProjectionPublisher = (cache: string, make: () => Promise<Projection>) => Promise<Projection>;
 
 export class CacheState implements GrowingCache {
   readonly items = new ItemTable();
@@ -81,7 +82,7 @@ export class CacheState implements GrowingCache {
       for (const position of snapshot.deleted) state.forget(position);
       state.appliedPosition = state.snapshotPosition = m.logPosition;
     } else if (sk.reduce === 'random') {
-      const projection = await publish(definition.name, randomProjection(D, sk.dimension, seedOf(definition.name)));
+      const projection = await publish(definition.name, async () => randomProjection(D, sk.dimension, seedOf(definition.name)));
       const search = new SearchIndex(createIndex(sk.dimension, definition.index), projection, sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null);
       state = new CacheState(definition, dir, extractor, search, log, publish);
     } else {
@@ -100,8 +101,8 @@ export class CacheState implements GrowingCache {
     return state;
   }
 
-  publishProjection(projection: Projection): Promise<Projection> {
-    return this.publish(this.definition.name, projection);
+  publishProjection(make: () => Promise<Projection>): Promise<Projection> {
+    return this.publish(this.definition.name, make);
   }
 
   /** Apply the log's records after appliedPosition. Throws if the log no longer holds them. */

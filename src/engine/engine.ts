@@ -331,10 +331,12 @@ export abstract class CacheEngine {
           await removeStaleExports(dir);
           const log = await this.openLog(name, dir, extractor.keyDimension);
           const report = (level: 'warn' | 'error', msg: string) => this.report({ level, msg });
-          const state = await CacheState.open(definition, dir, extractor, log, (c, p) => this.projections.publish(c, p), report).catch(async (err: unknown) => {
-            await log.close().catch(() => {}); // a cache that does not open holds no file
-            throw err;
-          });
+          const state = await CacheState.open(definition, dir, extractor, log, (c, make) => this.projections.publish(c, make), report).catch(
+            async (err: unknown) => {
+              await log.close().catch(() => {}); // a cache that does not open holds no file
+              throw err;
+            },
+          );
           this.caches.set(name, state);
           this.failed.delete(name);
           this.damaged.delete(name);

@@ -23,7 +23,7 @@ export interface GrowingCache {
   /** serialises index changes and searches */
   readonly lock: Mutex;
   /** the projection every process of the cache uses: this one if it is the first, else the stored one */
-  publishProjection(projection: Projection): Promise<Projection>;
+  publishProjection(make: () => Promise<Projection>): Promise<Projection>;
 }
 
 /** A PCA search key still waiting for its sample (full keys in an exact index meanwhile). */
@@ -51,9 +51,13 @@ export async function fitProjection(cache: GrowingCache): Promise<void> {
   const sk = cache.definition.searchKey;
   const D = exact.dimension;
   const m = sk.fitSample;
-  const sample = new Float32Array(m * D);
-  for (let p = 0; p < m; p++) sample.set(exact.key(p), p * D);
-  const projection = await cache.publishProjection(await fitPca(sample, m, D, sk.dimension, { seed: 0 }));
+  // every process would fit the same PCA (the same first fitSample keys, seed 0): the first to
+  // get there fits and stores it, the others take it
+  const projection = await cache.publishProjection(async () => {
+    const sample = new Float32Array(m * D);
+    for (let p = 0; p < m; p++) sample.set(exact.key(p), p * D);
+    return fitPca(sample, m, D, sk.dimension, { seed: 0 });
+  });
   const rebuilt = new SearchIndex(
     createIndex(sk.dimension, cache.definition.index, exact.size),
     projection,

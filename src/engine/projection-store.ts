@@ -9,18 +9,22 @@ import { Projection, serialisedFingerprint } from '../index/projection.js';
 import { redisKeys } from '../redis/keys.js';
 
 export interface ProjectionStore {
-  /** Store `projection` unless the cache has one; returns the one kept. */
-  publish(cache: string, projection: Projection): Promise<Projection>;
+  /**
+   * The cache's projection: the one stored if there is one (another process fitted it: a PCA fit
+   * takes many seconds), else the one `make` makes, stored unless another process stored one first.
+   */
+  publish(cache: string, make: () => Promise<Projection>): Promise<Projection>;
 }
 
 /** Embedded mode: <dataDir>/<cache>/projection/. */
 export class FileProjectionStore implements ProjectionStore {
   constructor(private readonly dataDir: string) {}
 
-  async publish(cache: string, projection: Projection): Promise<Projection> {
+  async publish(cache: string, make: () => Promise<Projection>): Promise<Projection> {
     const dir = path.join(this.dataDir, cache, PROJECTION_DIR);
     const stored = await Projection.load(dir);
     if (stored) return stored;
+    const projection = await make();
     await fs.mkdir(dir, { recursive: true });
     await projection.save(dir);
     return projection;
@@ -34,7 +38,10 @@ export class RedisProjectionStore implements ProjectionStore {
 
   constructor(private readonly redis: Redis) {}
 
-  async publish(cache: string, projection: Projection): Promise<Projection> {
+  async publish(cache: string, make: () => Promise<Projection>): Promise<Projection> {
+    const already = await this.redis.getBuffer(redisKeys.projection(cache));
+    if (already) return Projection.fromBuffer(already);
+    const projection = await make();
     await this.redis.set(redisKeys.projection(cache), projection.toBuffer(), 'NX');
     const stored = await this.redis.getBuffer(redisKeys.projection(cache));
     return stored ? Projection.fromBuffer(stored) : projection;

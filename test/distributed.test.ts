@@ -31,7 +31,7 @@ async function startApi(redis: TestRedis, dataDir: string, name: string): Promis
   const port = await freePort();
   const child = spawnCachet(name, ['serve', '--port', String(port), '--data-dir', dataDir, '--redis-url', redis.url, '--chunk-size', '100']);
   const url = `http://127.0.0.1:${port}`;
-  await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, `${name} ready`, 60_000);
+  await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, `${name} ready`); // replaying every cache: slow on a loaded machine
   return { child, url };
 }
 

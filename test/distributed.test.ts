@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET, sampleFolder } from './harness.js';
 import { freePort, startRedis, TestRedis } from './redis-harness.js';
 import { redisKeys, queueNames } from '../src/redis/keys.js';
+import { ReadySchema } from '../src/http/schemas.js';
 
 const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
 const logs = tempDir('cachet-dist-logs-');
@@ -203,6 +204,7 @@ describe('distributed mode', { timeout: 600_000 }, () => {
       const ready = await call(api.url!, 'GET', '/readyz');
       assert.equal(ready.status, 200, 'Redis away is no reason to stop predictions');
       assert.equal(ready.body.status, 'degraded');
+      assert.ok(ReadySchema.safeParse(ready.body).success, 'as the OpenAPI document says');
       assert.equal(ready.body.keyLog.status, 'unreachable');
       assert.match(ready.body.keyLog.message, /key log unreachable .*serving \d+ items/);
       assert.equal(ready.body.caches.find((c: { name: string }) => c.name === 'shared').logPosition, 5000);

@@ -144,8 +144,22 @@ export const ImportQuerySchema = z
 
 export const ReadySchema = z
   .object({
-    status: z.enum(['ready', 'degraded']).describe("degraded: a cache is damaged or lost records (see each cache's damage); the others serve"),
+    status: z
+      .enum(['ready', 'degraded'])
+      .describe(
+        "degraded: a cache is damaged or lost records (see each cache's damage), or the key log (Redis) is unreachable (see keyLog); what can serve, serves",
+      ),
     mode: z.enum(['embedded', 'distributed']),
+    keyLog: z
+      .object({
+        status: z.literal('unreachable'),
+        since: z.string().describe('when this process last failed to reach Redis (ISO 8601)'),
+        error: z.string(),
+        message: z.string().describe('what is served meanwhile, in words'),
+      })
+      .strict()
+      .optional()
+      .describe('distributed mode, while Redis is unreachable: predictions go on from the indexes in memory'),
     caches: z.array(
       z
         .object({
@@ -154,6 +168,7 @@ export const ReadySchema = z
           size: int().nullable(),
           error: z.string().optional(),
           log: LogStatusSchema.nullable(),
+          logPosition: int().optional().describe('the key-log position its index has applied (what it serves)'),
           damage: z.array(DamageSchema).optional().describe('damage found in its stored data, and what was done'),
         })
         .strict(),

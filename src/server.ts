@@ -111,6 +111,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     const outage = new RedisOutage(
       (level, msg) => logger[level]({ redis: redactUrl(opts.redisUrl!) }, msg),
       'predictions go on from the indexes in memory; job submissions and new items wait',
+      () => redis!.ping(),
     );
     redisOutage = outage;
     outage.watch(redis, (err) => logger.error({ err }, `redis: ${err.message}`));

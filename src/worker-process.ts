@@ -44,7 +44,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     new Worker(queueNames.index, chunkProcessor(engine, settings), { ...common, concurrency: opts.concurrency }),
     new Worker(queueNames.jobs, parentProcessor(engine), { ...common, concurrency: 1 }),
   ];
-  const outage = new RedisOutage((level, msg) => logger[level]({ redis: redactUrl(opts.redisUrl) }, `cachet worker: ${msg}`), 'no chunk is taken meanwhile');
+  const outage = new RedisOutage(
+    (level, msg) => logger[level]({ redis: redactUrl(opts.redisUrl) }, `cachet worker: ${msg}`),
+    'no chunk is taken meanwhile',
+    () => connection.ping(),
+  );
   outage.watch(connection, (err) => logger.error({ err }, `cachet worker: redis: ${err.message}`));
   for (const w of workers) outage.watch(w, (err) => logger.error({ err }, `cachet worker: ${err.message}`));
   return {

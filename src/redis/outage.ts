@@ -12,6 +12,11 @@ export class RedisOutage {
     private readonly log: OutageLog,
     /** what this process does while Redis is away, for the log line */
     private readonly meanwhile: string,
+    /**
+     * A command that answers once Redis is back (a PING on a connection that queues commands while
+     * it reconnects): the end of an outage does not depend on which connection saw its start.
+     */
+    private readonly probe?: () => Promise<unknown>,
   ) {}
 
   /** null while Redis answers; else since when it has not, and why */
@@ -25,6 +30,11 @@ export class RedisOutage {
     const error = err instanceof Error ? err.message : String(err);
     this.down = { since: Date.now(), error };
     this.log('warn', `redis unreachable (${error}); retrying; ${this.meanwhile}`);
+    // rejected only when the connection is closed for good (the process stops): then no more probing
+    this.probe?.().then(
+      () => this.answered(),
+      () => {},
+    );
   }
 
   /** A command went through: the end of an outage, if there was one, is logged. */

@@ -23,7 +23,7 @@ import { BatcherOptions, PredictBatcher } from './http/batcher.js';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { connectRedis } from './redis/connection.js';
-import { isConnectionError, RedisOutage } from './redis/outage.js';
+import { RedisOutage } from './redis/outage.js';
 import { DistributedQueue } from './queue/bullmq-queue.js';
 import { evalProcessor } from './queue/bullmq-processors.js';
 import { queueNames } from './redis/keys.js';
@@ -115,8 +115,10 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     );
     redisOutage = outage;
     outage.watch(redis, (err) => logger.error({ err }, `redis: ${err.message}`));
-    queue = new DistributedQueue(redis, { chunkSize: opts.chunkSize ?? 256, attempts: 5 }, (err) =>
-      isConnectionError(err) ? outage.failed(err) : logger.error({ err }, `job queue: ${err.message}`),
+    queue = new DistributedQueue(
+      redis,
+      { chunkSize: opts.chunkSize ?? 256, attempts: 5 },
+      outage.onError((err) => logger.error({ err }, `job queue: ${err.message}`)),
     );
     // api replicas hold the indexes, so they take the eval jobs
     evalWorker = new Worker(queueNames.eval, evalProcessor(engine, settings), { connection: redis, concurrency: 1, autorun: false });

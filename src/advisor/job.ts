@@ -138,11 +138,7 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} bytes` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-/**
- * The memory guard: a 400 when the estimate is over the job's budget (maxMemoryBytes, default
- * 8 GiB, at most the cap: the service's, or none for `cachet layers` run locally), saying what would fit better.
- */
-/** How the guard's message names the options: the job's fields, or the CLI's flags. */
+/** How the memory guard's message names the options: the job's fields, or the CLI's flags. */
 export const JOB_FIELDS = {
   perClass: 'perClass',
   valPerClass: 'valPerClass',
@@ -151,6 +147,10 @@ export const JOB_FIELDS = {
   maxMemory: 'maxMemoryBytes',
 };
 
+/**
+ * The memory guard: a 400 when the estimate is over the job's budget (maxMemoryBytes, default
+ * 8 GiB, at most the cap: the service's, or none for `cachet layers` run locally), saying what would fit better.
+ */
 export function checkLayersMemory(plan: LayerJobPlan, maxMemoryBytes: number | undefined, cap = layersMemoryCap(), names = JOB_FIELDS): void {
   if (maxMemoryBytes !== undefined && maxMemoryBytes > cap)
     throw new UserError(

@@ -212,10 +212,10 @@ export class CacheState implements GrowingCache {
     this.search.applySettings(this.definition.index);
   }
 
-  /** Write a snapshot covering everything applied so far, then drop the log records it covers. Call it under the lock. */
   /**
-   * Write a snapshot of what is applied. Call it under `lock.read(…, { long: true })`: it only
-   * reads the index (searches go on meanwhile) and changes wait; one snapshot is written at a time.
+   * Write a snapshot covering everything applied so far, then drop the log records it covers.
+   * Call it under `lock.read(…, { long: true })`: it only reads the index (searches go on
+   * meanwhile) and changes wait; one snapshot is written at a time.
    */
   async snapshot(force = false): Promise<void> {
     return this.snapshotLock.run(() => this.writeSnapshotNow(force));

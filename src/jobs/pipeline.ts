@@ -63,14 +63,14 @@ export async function forEachBatch(
         }),
       ),
     );
-    let todo = read.filter((r) => r !== null);
+    const readable = read.filter((r) => r !== null);
     const views = (id: string) => (opts.flip ? [id, id + FLIP_SUFFIX] : [id]);
-    let skipped = 0;
-    if (opts.skip && todo.length) {
-      const skip = await opts.skip(todo.flatMap((r) => views(r.id)));
-      todo = todo.filter((r) => views(r.id).some((id) => !skip.has(id)));
-      skipped = (read.filter((r) => r !== null).length - todo.length) * (opts.flip ? 2 : 1);
+    let todo = readable;
+    if (opts.skip && readable.length) {
+      const skip = await opts.skip(readable.flatMap((r) => views(r.id)));
+      todo = readable.filter((r) => views(r.id).some((id) => !skip.has(id)));
     }
+    const skipped = (readable.length - todo.length) * (opts.flip ? 2 : 1);
     const decoded = await Promise.all(
       todo.map(({ item, id, bytes }) =>
         limit(async () => {

@@ -31,11 +31,11 @@ function toItems(refs: ItemRef[], classes: string[], errors: ItemError[]): Sourc
   const labelOf = labelResolver(classes);
   const items: SourceItem[] = [];
   for (const ref of refs) {
+    const item: SourceItem = { id: ref.id ?? null, label: null, image: ref.path ?? Buffer.from(ref.image!, 'base64') };
     try {
-      const item: SourceItem = { id: ref.id ?? null, label: null, image: ref.path ?? Buffer.from(ref.image!, 'base64') };
       items.push({ ...item, label: labelOf(ref.label, `item ${itemName(item)}`) });
     } catch (err) {
-      errors.push({ id: ref.id ?? ref.path ?? 'an inline image', error: (err as Error).message });
+      errors.push({ id: itemName(item), error: (err as Error).message });
     }
   }
   return items;

@@ -50,15 +50,20 @@ export class RedisOutage {
    * ready ends it; any other error goes to `other`, as it comes.
    */
   watch(emitter: { on(event: 'error', listener: (err: Error) => void): unknown }, other: (err: Error) => void): void {
-    emitter.on('error', (err: Error) => (isConnectionError(err) ? this.failed(err) : other(err)));
+    emitter.on('error', this.onError(other));
     (emitter as Pick<Redis, 'on'>).on('ready', () => this.answered());
+  }
+
+  /** An error listener: connection errors make the outage, any other goes to `other`. */
+  onError(other: (err: Error) => void): (err: Error) => void {
+    return (err) => (isConnectionError(err) ? this.failed(err) : other(err));
   }
 }
 
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN']);
 
 /** An error of reaching Redis (as opposed to an error of a command or of a job). */
-export function isConnectionError(err: Error): boolean {
+function isConnectionError(err: Error): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return (code !== undefined && CONNECTION_CODES.has(code)) || /Connection is closed|connect ETIMEDOUT|Stream isn't writeable/i.test(err.message);
 }

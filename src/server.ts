@@ -31,6 +31,9 @@ import { Operations } from './http/operations.js';
 import { checkLimits } from './http/limits.js';
 import { createLogger, redactUrl, type Logger } from './util/logging.js';
 import { CacheStatus } from './engine/status.js';
+import type { EngineOptions } from './engine/types.js';
+import { loadApiKeys } from './http/auth.js';
+import os from 'node:os';
 
 export interface ServeOptions {
   port: number;
@@ -59,6 +62,13 @@ export interface ServeOptions {
   drainDelayMs?: number;
   /** close(): how long to wait for requests in flight before cutting their connections (default 30 s) */
   shutdownTimeoutMs?: number;
+  /**
+   * distributed mode: where peers reach this replica to fetch its snapshots (CACHET_ADVERTISE_URL;
+   * default http://<hostname>:<port>)
+   */
+  advertiseUrl?: string;
+  /** distributed mode: the replicas' snapshot and log-trimming settings (default: CACHET_SNAPSHOT_EVERY, CACHET_LOG_KEEP, CACHET_REPLICA_TTL_MS) */
+  replication?: Pick<EngineOptions, 'snapshotEvery' | 'logKeep' | 'replicaTtlMs' | 'replicaId'>;
 }
 
 export interface RunningService {
@@ -96,7 +106,12 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
   const readRoots = ReadRoots.of(opts.readRoots).withUrls(opts.urlPrefixes); // a root that does not exist stops the start
   if (readRoots.roots) logger.info({ readRoots: readRoots.roots }, `models and images are read only under ${readRoots.roots.join(', ')}`);
-  const engineOptions = { dataDir: opts.dataDir, redisUrl: opts.redisUrl };
+  const engineOptions: Omit<EngineOptions, 'role'> = { dataDir: opts.dataDir, redisUrl: opts.redisUrl };
+  if (opts.redisUrl) {
+    // peers fetch each other's snapshots with an admin key, when the service asks for keys
+    const peerKey = process.env.CACHET_PEER_KEY || loadApiKeys({ keys: opts.apiKeys, keysFile: opts.apiKeysFile }).find((k) => k.role === 'admin')?.key;
+    Object.assign(engineOptions, replicationFromEnv(), opts.replication, peerKey && { peerKey });
+  }
   let ready = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels, readRoots };
   let queue: JobQueue;
@@ -164,12 +179,13 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     server.once('error', reject);
     server.listen(opts.port, bindHost, () => resolve());
   });
+  const { port } = server.address() as AddressInfo;
+  await engine.advertise(opts.advertiseUrl ?? process.env.CACHET_ADVERTISE_URL ?? `http://${os.hostname()}:${port}`);
   const caches = await engine.open();
   const restored = await embeddedQueue?.restore(); // the caches are open: interrupted jobs go on
   if (restored?.resumed) logger.info({ jobs: restored.resumed }, `resuming ${restored.resumed} job(s) a stop interrupted`);
   evalWorker?.run().catch((err: Error) => logger.error({ err }, `eval worker: ${err.message}`));
   ready = true;
-  const { port } = server.address() as AddressInfo;
   const host = bindHost.includes(':') ? `[${bindHost}]` : bindHost;
   let closing: Promise<void> | null = null;
   return {
@@ -197,4 +213,23 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
         logger.info('stopped');
       })()),
   };
+}
+
+/** The replicas' settings from the environment (CACHET_SNAPSHOT_EVERY, CACHET_LOG_KEEP, CACHET_REPLICA_TTL_MS). */
+function replicationFromEnv(): Partial<EngineOptions> {
+  const read = (name: string, min: number): number | undefined => {
+    const raw = process.env[name];
+    if (raw === undefined || raw === '') return undefined;
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name}=${raw}: expected a whole number ≥ ${min}`);
+    return n;
+  };
+  const out: Partial<EngineOptions> = {};
+  const every = read('CACHET_SNAPSHOT_EVERY', 1);
+  const keep = read('CACHET_LOG_KEEP', 0);
+  const ttl = read('CACHET_REPLICA_TTL_MS', 1000);
+  if (every !== undefined) out.snapshotEvery = every;
+  if (keep !== undefined) out.logKeep = keep;
+  if (ttl !== undefined) out.replicaTtlMs = ttl;
+  return out;
 }

@@ -20,12 +20,16 @@ const PROJECTION_DIR = 'projection';
 /**
  * A hard-linked copy of the cache's snapshot and projection, with each file's checksum. Call it
  * in CacheState.withSnapshot, so that no later snapshot replaces the files while they are linked.
+ * `fresh`: a snapshot of the cache as it is now, written into the export itself rather than as
+ * the cache's own (a replica keeps its own snapshots at their boundaries); call it under the
+ * cache's read lock.
  */
-export async function linkExport(cache: CacheState): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
+export async function linkExport(cache: CacheState, fresh = false): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
   const dir = path.join(cache.dir, EXPORT_PREFIX + randomBytes(6).toString('hex'));
   const files: ArchiveFile[] = [];
   try {
-    const snapshot = snapshotDirOf(cache.dir);
+    if (fresh) await cache.writeSnapshotInto(dir);
+    const snapshot = snapshotDirOf(fresh ? dir : cache.dir);
     // the files' checksums as the snapshot recorded them: whoever reads the archive verifies them
     const manifest = await manifestOf(snapshot);
     for (const [part, from, recorded] of [
@@ -37,7 +41,7 @@ export async function linkExport(cache: CacheState): Promise<{ dir: string; defi
       await fs.mkdir(path.join(dir, part), { recursive: true });
       for (const name of names.sort()) {
         const linked = path.join(dir, part, name);
-        await fs.link(path.join(from, name), linked);
+        if (from !== path.dirname(linked)) await fs.link(path.join(from, name), linked);
         const known = (recorded as Record<string, ArchiveFile['checksum']>)[name];
         files.push({ name: `${part}/${name}`, path: linked, checksum: known ?? (await checksumFile(linked)) });
       }

@@ -5,11 +5,11 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import type { CacheDefinition } from '../cache/definition.js';
 import type { CacheInfo, Damage } from '../cache/info.js';
-import { createIndex } from '../index/factory.js';
+import { createIndex, loadIndex } from '../index/factory.js';
 import { ExactIndex } from '../index/exact.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { Projection, randomProjection } from '../index/projection.js';
-import { writeSnapshot } from '../index/snapshot.js';
+import { snapshotDirOf, writeSnapshot } from '../index/snapshot.js';
 import { isDelete, isReduced, type FullKeyRecord, type KeyLog, type KeyRecord, type LogRecord, type ReducedKeyRecord } from '../keylog/types.js';
 import type { Extractor } from '../model/types.js';
 import { Mutex } from '../util/mutex.js';
@@ -27,6 +27,18 @@ import { SearchIndex } from './search-index.js';
  * take that one instead of fitting their own).
  */
 export type ProjectionPublisher = (cache: string, make: () => Promise<Projection>) => Promise<Projection>;
+
+/** How a process holds a cache beyond its stored data. */
+export interface HoldOptions {
+  /**
+   * Snapshot exactly at multiples of this many log positions, and only there (api replicas): every
+   * replica's snapshots then cover the same positions, and its index is the same whichever
+   * snapshot it started from (see `snapshotAtBoundary`). Unset: snapshots when asked (embedded).
+   */
+  alignedSnapshots?: number;
+  /** replay progress while the cache opens: the position applied and the log's end */
+  onReplay?: (applied: number, end: number) => void;
+}
 
 export class CacheState implements GrowingCache {
   readonly items = new ItemTable();
@@ -48,6 +60,7 @@ export class CacheState implements GrowingCache {
     public search: SearchIndex,
     readonly log: KeyLog,
     private readonly publish: ProjectionPublisher,
+    private readonly hold: HoldOptions,
   ) {}
 
   /** live items */
@@ -66,6 +79,7 @@ export class CacheState implements GrowingCache {
     log: KeyLog,
     publish: ProjectionPublisher,
     report: Report = (level, msg) => console.error(`${level}: ${msg}`),
+    hold: HoldOptions = {},
   ): Promise<CacheState> {
     await fs.mkdir(dir, { recursive: true });
     const damageBefore = (await damageOf(dir)).length;
@@ -77,22 +91,22 @@ export class CacheState implements GrowingCache {
     if (opened) {
       const { snapshot, search } = opened;
       const m = snapshot.manifest;
-      state = new CacheState(definition, dir, extractor, search, log, publish);
+      state = new CacheState(definition, dir, extractor, search, log, publish, hold);
       snapshot.ids.forEach((id, position) => state.items.add(id, snapshot.labels[position], snapshot.sources[position]));
       for (const position of snapshot.deleted) state.forget(position);
       state.appliedPosition = state.snapshotPosition = m.logPosition;
     } else if (sk.reduce === 'random') {
       const projection = await publish(definition.name, async () => randomProjection(D, sk.dimension, seedOf(definition.name)));
       const search = new SearchIndex(createIndex(sk.dimension, definition.index), projection, sk.rerank ? new FullKeyStore(D, sk.fullKeys) : null);
-      state = new CacheState(definition, dir, extractor, search, log, publish);
+      state = new CacheState(definition, dir, extractor, search, log, publish, hold);
     } else {
       // Full keys; with reduce "pca", an exact index of full keys until the sample is there.
       const index = sk.reduce === 'pca' ? new ExactIndex(D) : createIndex(D, definition.index);
-      state = new CacheState(definition, dir, extractor, new SearchIndex(index), log, publish);
+      state = new CacheState(definition, dir, extractor, new SearchIndex(index), log, publish, hold);
     }
     state.damage = await damageOf(dir);
     state.applySearchSettings();
-    await state.catchUp().catch((err: Error) => {
+    await state.catchUp(hold.onReplay).catch((err: Error) => {
       throw new Error(`cache "${definition.name}": cannot replay its key log from position ${state.appliedPosition}: ${err.message}`);
     });
     // a repair is made durable at once: the next start loads a sound snapshot
@@ -105,9 +119,42 @@ export class CacheState implements GrowingCache {
     return this.publish(this.definition.name, make);
   }
 
-  /** Apply the log's records after appliedPosition. Throws if the log no longer holds them. */
-  async catchUp(): Promise<number> {
-    return this.log.readFrom(this.appliedPosition, (records) => this.applyInSlices(records), 256);
+  /**
+   * Apply the log's records after appliedPosition (with aligned snapshots, a snapshot at each
+   * boundary passed). Throws if the log no longer holds them.
+   */
+  async catchUp(onReplay?: (applied: number, end: number) => void): Promise<number> {
+    const apply = async (records: LogRecord[]) => {
+      await this.applyInSlices(records);
+      onReplay?.(this.appliedPosition, this.log.end());
+    };
+    const every = this.hold.alignedSnapshots;
+    if (!every) return this.log.readFrom(this.appliedPosition, apply, 256);
+    for (;;) {
+      const boundary = (Math.floor(this.appliedPosition / every) + 1) * every;
+      const reached = await this.log.readFrom(this.appliedPosition, apply, 256, boundary);
+      if (reached < boundary) return reached;
+      await this.snapshotAtBoundary();
+    }
+  }
+
+  /**
+   * A replica's snapshot at a boundary. hnswlib draws each new item's level in the graph from a
+   * random generator that a graph loaded from a file starts afresh; so that a replica that never
+   * stopped has, at every position, the very graph a restarted one has (which loaded this
+   * snapshot), it loads the graph it just wrote and searches that one from here on.
+   */
+  private async snapshotAtBoundary(): Promise<void> {
+    await this.lock.read(() => this.snapshot(), { long: true });
+    const { index, projection, fullKeys } = this.search;
+    if (index.kind !== 'hnsw') return; // exact indexes draw nothing
+    const loaded = await loadIndex(snapshotDirOf(this.dir), 'hnsw', index.dimension, this.definition.index);
+    await this.lock.run(async () => {
+      const search = new SearchIndex(loaded, projection, fullKeys);
+      for (const position of this.items.deleted) search.remove(position);
+      search.applySettings(this.definition.index);
+      this.search = search;
+    });
   }
 
   /** Durably log the deletion of the ids the cache holds, then apply it; returns those ids. */
@@ -207,6 +254,16 @@ export class CacheState implements GrowingCache {
     return this.lock.read(() => scoreQueries(this.search, this.items, { keys, n, theta, wanted, k: this.definition.k, numClasses: this.extractor.numClasses }));
   }
 
+  /**
+   * One model run and one search before the cache is called ready, so that the first request
+   * does not pay for what a first call loads (the session's first run, the index's pages).
+   */
+  async warm(): Promise<void> {
+    const { spec } = this.extractor;
+    const { keys } = await this.extractor.run(new Float32Array(spec.height * spec.width * 3).fill(0.5), 1);
+    if (this.size > 0) await this.score(keys, 1, this.definition.theta, 1);
+  }
+
   /** Search-time settings of the definition that the index holds itself. */
   applySearchSettings(): void {
     this.search.applySettings(this.definition.index);
@@ -229,16 +286,26 @@ export class CacheState implements GrowingCache {
     });
   }
 
+  /** `use` of the snapshot last written, untouched until it returns (a replica's export to a peer). */
+  async withStoredSnapshot<T>(use: () => Promise<T>): Promise<T> {
+    return this.snapshotLock.run(use);
+  }
+
   private async writeSnapshotNow(force: boolean): Promise<void> {
     if (!force && this.snapshotPosition === this.appliedPosition && this.appliedPosition > 0) return;
+    await this.writeSnapshotInto(this.dir);
+    this.snapshotPosition = this.appliedPosition;
+    await this.log.compactTo(this.snapshotPosition);
+  }
+
+  /** A snapshot of what is applied now, as `<dir>/snapshot` (under the lock, read or exclusive). */
+  async writeSnapshotInto(dir: string): Promise<void> {
     const manifest = snapshotManifest(this.definition, this.extractor, this.search, this.items, this.appliedPosition);
     const items = this.items;
-    await writeSnapshot(this.dir, manifest, items.ids, items.allLabels(), this.search.index, this.search.extras(), {
+    await writeSnapshot(dir, manifest, items.ids, items.allLabels(), this.search.index, this.search.extras(), {
       sources: items.sources,
       deleted: items.deleted,
     });
-    this.snapshotPosition = this.appliedPosition;
-    await this.log.compactTo(this.snapshotPosition);
   }
 
   info(): CacheInfo {

@@ -106,7 +106,7 @@ export class RedisDefinitions implements DefinitionStore {
   async delete(name: string): Promise<void> {
     await this.redis.hdel(redisKeys.caches, name);
     const k = redisKeys;
-    await this.redis.del(k.log(name), k.ids(name), k.end(name), k.projection(name), k.dimension(name));
+    await this.redis.del(k.log(name), k.ids(name), k.end(name), k.projection(name), k.dimension(name), k.base(name), k.replicas(name));
     await this.changed(name);
   }
 

@@ -17,13 +17,13 @@ import { describeZodError } from '../errors/zod.js';
 import type { KeyLog } from '../keylog/types.js';
 import { mixProbabilities } from '../math/cache-model.js';
 import type { ModelSpec } from '../model/spec.js';
-import { CacheState } from './cache-state.js';
+import { CacheState, type HoldOptions, type ProjectionPublisher } from './cache-state.js';
 import type { DefinitionStore } from './definitions.js';
 import { ModelRegistry } from './models.js';
 import { CacheDamagedError, clearDamage, damageOf } from './recovery.js';
 import { checkSnapshot } from '../index/snapshot.js';
 import type { ProjectionStore } from './projection-store.js';
-import type { CacheStatus, CacheVerification, LogStatus } from './status.js';
+import type { CacheStatus, CacheVerification, LogStatus, StartProgress } from './status.js';
 import type { CacheUpdate, Classification, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
 
 export abstract class CacheEngine {
@@ -33,8 +33,12 @@ export abstract class CacheEngine {
   /** failed caches whose stored data is damaged beyond repair (recovery.ts) */
   private readonly damaged = new Set<string>();
   private readonly opening = new Map<string, Promise<void>>();
+  /** how each cache's opening went, or is going (readiness) */
+  protected readonly progress = new Map<string, StartProgress>();
   protected readonly models = new ModelRegistry();
   protected closed = false;
+  /** whether close() snapshots every cache (a replica snapshots only at its boundaries) */
+  protected snapshotsOnClose = true;
 
   constructor(
     protected readonly options: EngineOptions,
@@ -44,11 +48,19 @@ export abstract class CacheEngine {
     protected readonly report: (entry: EngineLogEntry) => void,
   ) {}
 
-  /** The cache's key log, as this role keeps it. */
-  protected abstract openLog(name: string, dir: string, dimension: number): Promise<KeyLog>;
+  /** The cache's key log, as this role keeps it (a replica may first fetch a peer's snapshot into `dir`). */
+  protected abstract openLog(name: string, dir: string, dimension: number, progress: StartProgress): Promise<KeyLog>;
+
+  /** How this role holds a cache (its snapshot policy) while `progress` follows its opening. */
+  protected holdOptions(progress: StartProgress): HoldOptions {
+    return { onReplay: (applied, end) => Object.assign(progress, { phase: 'replaying the key log', done: applied, total: end }) };
+  }
 
   /** Delete items through the key log; returns the ids the cache held. */
   protected abstract deleteLogged(cache: CacheState, ids: string[]): Promise<string[]>;
+
+  /** Where peers reach this process (its HTTP API), once it listens: a replica's peers fetch its snapshots there. */
+  async advertise(_url: string): Promise<void> {}
 
   /** Load every cache; a cache that cannot load is reported, not fatal. */
   async open(): Promise<CacheStatus[]> {
@@ -76,6 +88,11 @@ export abstract class CacheEngine {
     const ready: CacheStatus[] = [...this.caches.values()].map((c) => ({ name: c.definition.name, status: 'ready', info: c.info() }));
     const failed: CacheStatus[] = [...this.failed].map(([name, error]) => ({ name, status: this.damaged.has(name) ? 'damaged' : 'failed', error }));
     return [...ready, ...failed].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** How far each cache's opening has got (for /readyz while the process starts). */
+  async startup(): Promise<StartProgress[]> {
+    return [...this.progress.values()].map((p) => ({ ...p }));
   }
 
   async getCache(name: string): Promise<CacheInfo> {
@@ -214,8 +231,11 @@ export abstract class CacheEngine {
     return { cache: name, checkedAt: new Date().toISOString(), ok: problems.length === 0, problems, snapshot, log, damage };
   }
 
-  /** A consistent copy of the cache to stream as an export archive (cache/archive.ts); the caller removes `dir` when done. */
-  async prepareExport(name: string): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
+  /**
+   * A consistent copy of the cache to stream as an export archive (cache/archive.ts); the caller
+   * removes `dir` when done. `stored`: the snapshot last written, as it is (a replica's peers).
+   */
+  async prepareExport(name: string, _opts: { stored?: boolean } = {}): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
     const cache = this.cache(name);
     return cache.lock.read(() => cache.withSnapshot(() => linkExport(cache)), { long: true });
   }
@@ -259,6 +279,7 @@ export abstract class CacheEngine {
     if (cache) await this.drop(cache);
     this.failed.delete(name);
     this.damaged.delete(name);
+    this.progress.delete(name);
     await this.definitions.delete(name);
     await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
     return { deleted: name };
@@ -270,7 +291,7 @@ export abstract class CacheEngine {
     await this.stopBackgroundWork();
     for (const cache of this.caches.values()) {
       await cache.lock.run(async () => {
-        await cache.snapshot();
+        if (this.snapshotsOnClose) await cache.snapshot();
         await cache.close();
       });
     }
@@ -315,8 +336,9 @@ export abstract class CacheEngine {
   }
 
   /** Stop serving a cache held by this process and close its log (waits for work in hand). */
-  private async drop(cache: CacheState): Promise<void> {
+  protected async drop(cache: CacheState): Promise<void> {
     this.caches.delete(cache.definition.name);
+    this.progress.delete(cache.definition.name);
     await cache.lock.run(() => cache.close());
   }
 
@@ -326,17 +348,25 @@ export abstract class CacheEngine {
     if (!opening) {
       opening = (async () => {
         try {
+          const progress: StartProgress = { name, phase: 'replaying the key log', done: 0, total: null };
+          this.progress.set(name, progress);
           const extractor = await this.models.extractorFor(definition);
           const dir = path.join(this.options.dataDir, name);
           await removeStaleExports(dir);
-          const log = await this.openLog(name, dir, extractor.keyDimension);
+          const log = await this.openLog(name, dir, extractor.keyDimension, progress);
           const report = (level: 'warn' | 'error', msg: string) => this.report({ level, msg });
-          const state = await CacheState.open(definition, dir, extractor, log, (c, make) => this.projections.publish(c, make), report).catch(
-            async (err: unknown) => {
-              await log.close().catch(() => {}); // a cache that does not open holds no file
-              throw err;
-            },
-          );
+          const publish: ProjectionPublisher = (c, make) => this.projections.publish(c, make);
+          const state = await (async () => {
+            const opened = await CacheState.open(definition, dir, extractor, log, publish, report, this.holdOptions(progress));
+            progress.phase = 'warming up';
+            await opened.warm();
+            return opened;
+          })().catch(async (err: unknown) => {
+            await log.close().catch(() => {}); // a cache that does not open holds no file
+            progress.phase = 'failed';
+            throw err;
+          });
+          Object.assign(progress, { phase: 'ready', done: state.appliedPosition, total: state.appliedPosition });
           this.caches.set(name, state);
           this.failed.delete(name);
           this.damaged.delete(name);

@@ -1,15 +1,29 @@
 // The api replica role (distributed mode): holds every cache as a view of its key log, a Redis
-// Stream that workers append to. It follows the definitions (told by pub/sub, polled as a fallback) and tails the logs,
-// snapshotting now and then, so that a restart replays only what came after the last snapshot.
+// Stream that workers append to. It follows the definitions (told by pub/sub, polled as a
+// fallback) and tails the logs. It snapshots at every `snapshotEvery` log positions exactly, so
+// that every replica's snapshots cover the same positions and replicas at one position predict
+// alike however they got there (cache-state.ts snapshotAtBoundary); it publishes each snapshot's
+// position, with a heartbeat, so that the log is trimmed below what every live replica covers; and
+// a replica whose snapshot is below the trim point starts from a peer's (peer-snapshot.ts).
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Redis } from 'ioredis';
+import type { ArchiveFile } from '../cache/archive.js';
+import type { CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
-import { RedisKeyLog } from '../keylog/redis-log.js';
+import { manifestOf, snapshotDirOf } from '../index/snapshot.js';
+import { LogTrimmedError, RedisKeyLog, type ReplicaMember } from '../keylog/redis-log.js';
 import { connectRedis } from '../redis/connection.js';
 import { redisKeys } from '../redis/keys.js';
-import type { CacheState } from './cache-state.js';
+import { linkExport } from './cache-export.js';
+import type { CacheState, HoldOptions } from './cache-state.js';
 import { RedisDefinitions } from './definitions.js';
 import { CacheEngine } from './engine.js';
+import { fetchFromPeer } from './peer-snapshot.js';
 import { RedisProjectionStore } from './projection-store.js';
+import type { StartProgress } from './status.js';
 import { redisUrlOf, type EngineLogEntry, type EngineOptions } from './types.js';
 
 export class ReplicaEngine extends CacheEngine {
@@ -19,6 +33,9 @@ export class ReplicaEngine extends CacheEngine {
   private subscriber: Redis | null = null;
   private syncing: Promise<void> | null = null;
   private syncAgain = false;
+  private url: string | null = null;
+  private readonly member: ReplicaMember;
+  private readonly snapshotEvery: number;
 
   constructor(
     options: EngineOptions,
@@ -26,9 +43,22 @@ export class ReplicaEngine extends CacheEngine {
     private readonly redis: Redis = connectRedis(redisUrlOf(options)),
   ) {
     super(options, new RedisDefinitions(redis), new RedisProjectionStore(redis), report);
+    this.snapshotsOnClose = false; // a restart replays what came after the last boundary
+    this.snapshotEvery = options.snapshotEvery ?? DEFAULT_SNAPSHOT_EVERY;
+    this.member = {
+      id: options.replicaId ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      url: () => this.url,
+      keep: options.logKeep ?? DEFAULT_LOG_KEEP,
+      ttlMs: options.replicaTtlMs ?? DEFAULT_REPLICA_TTL_MS,
+    };
+  }
+
+  override async advertise(url: string): Promise<void> {
+    this.url = url;
   }
 
   override async open() {
+    this.member.id = await replicaIdOf(this.options.dataDir, this.member.id);
     const caches = await super.open();
     // a definition created, changed or deleted through another replica is followed at once; the
     // poll is the fallback for a message missed while disconnected
@@ -72,10 +102,57 @@ export class ReplicaEngine extends CacheEngine {
     await Promise.all(this.loops);
   }
 
-  protected async openLog(name: string, _dir: string, dimension: number): Promise<RedisKeyLog> {
-    const log = await RedisKeyLog.open(this.redis, name, dimension);
+  /**
+   * The cache's log; first, when this replica's snapshot is below the log's base (new, or away while
+   * the log was trimmed), a peer's snapshot in place of its own.
+   */
+  protected async openLog(name: string, dir: string, dimension: number, progress: StartProgress): Promise<RedisKeyLog> {
+    const log = await RedisKeyLog.open(this.redis, name, dimension, this.member);
+    const local = await manifestOf(snapshotDirOf(dir)).then(
+      (m) => m.logPosition,
+      () => 0, // none, or unreadable: what openSnapshot would replay from
+    );
+    await log.heartbeat(local); // no trimming below what this replica needs while it starts
+    if (local < log.base()) {
+      Object.assign(progress, { phase: 'fetching a peer snapshot', done: 0, total: null });
+      const got = await fetchFromPeer(name, dir, log, {
+        self: this.member.id,
+        key: this.options.peerKey,
+        staging: () => this.importStaging(),
+        onBytes: (received) => (progress.done = received),
+      }).catch((err: Error) => {
+        throw new Error(`cache "${name}": ${err.message}`);
+      });
+      progress.from = got.peer;
+      this.report({
+        level: 'info',
+        msg: `cache "${name}": started from ${got.peer}'s snapshot at log position ${got.position} (the log starts at ${log.base()})`,
+      });
+      await log.heartbeat(got.position);
+    }
     this.logs.set(name, log);
     return log;
+  }
+
+  protected override holdOptions(progress: StartProgress): HoldOptions {
+    return { ...super.holdOptions(progress), alignedSnapshots: this.snapshotEvery };
+  }
+
+  /** Snapshots are taken at boundaries only: a request for one is answered with the cache as it is. */
+  override async snapshot(name: string) {
+    return this.cache(name).info();
+  }
+
+  /**
+   * `stored`: the snapshot last written, for a peer (it must cover a boundary). Otherwise the cache as
+   * it is now, written into the export (this replica's own snapshots stay at their boundaries).
+   */
+  override async prepareExport(name: string, opts: { stored?: boolean } = {}): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
+    const cache = this.cache(name);
+    if (opts.stored && cache.snapshotPosition === 0) {
+      throw new UserError('no_snapshot', `cache "${name}" has no snapshot on this replica yet (replicas snapshot every ${this.snapshotEvery} log positions)`);
+    }
+    return cache.lock.read(() => cache.withStoredSnapshot(() => linkExport(cache, !opts.stored)), { long: true });
   }
 
   /** Logged for every replica; answers once this replica's own index has applied it. */
@@ -100,30 +177,25 @@ export class ReplicaEngine extends CacheEngine {
     }
   }
 
-  /** Apply what workers append to the key logs; snapshot every `snapshotEvery` records or `snapshotIntervalMs`. */
+  /** Apply what workers append to the key logs (snapshotting at each boundary); say this replica is alive. */
   private async tailLogs(): Promise<void> {
     const blocking = this.redis.duplicate();
     blocking.on('error', () => {}); // reconnects by itself
-    const every = this.options.snapshotEvery ?? 10_000;
-    const interval = this.options.snapshotIntervalMs ?? 60_000;
-    const lastSnapshot = new Map<string, number>();
     const trouble = this.troubleLog('tailing the key logs');
+    let lastBeat = 0;
     try {
       while (!this.closed) {
         try {
           const caches = [...this.caches.values()];
           const logs = caches.map((c) => ({ log: this.logs.get(c.definition.name)!, position: c.appliedPosition }));
           await RedisKeyLog.waitForAny(blocking, logs, 500);
+          const beat = Date.now() - lastBeat >= HEARTBEAT_MS;
           for (const c of caches) {
             if (this.closed) break;
-            await c.catchUp();
-            const pending = c.appliedPosition - c.snapshotPosition;
-            const since = Date.now() - (lastSnapshot.get(c.definition.name) ?? 0);
-            if (pending >= every || (pending > 0 && since >= interval)) {
-              await c.lock.read(() => c.snapshot(), { long: true });
-              lastSnapshot.set(c.definition.name, Date.now());
-            }
+            await c.catchUp().catch((err: Error) => (err instanceof LogTrimmedError ? this.startAgain(c, err) : Promise.reject(err)));
+            if (beat) await this.logs.get(c.definition.name)?.heartbeat(c.snapshotPosition);
           }
+          if (beat) lastBeat = Date.now();
           trouble.over();
         } catch (err) {
           if (!this.closed) trouble.failed(err as Error);
@@ -133,6 +205,17 @@ export class ReplicaEngine extends CacheEngine {
     } finally {
       blocking.disconnect();
     }
+  }
+
+  /**
+   * The log was trimmed past this replica's position (it was silent for longer than the replicas'
+   * ttl, e.g. through a long Redis outage): it opens the cache again, from a peer's snapshot.
+   */
+  private async startAgain(cache: CacheState, err: LogTrimmedError): Promise<void> {
+    this.report({ level: 'warn', msg: `${err.message}: opening it again from a peer's snapshot` });
+    await this.drop(cache);
+    this.logs.delete(cache.definition.name);
+    await this.openCache(cache.definition);
   }
 
   private async every(ms: number, what: string, task: () => Promise<void>): Promise<void> {
@@ -161,6 +244,27 @@ export class ReplicaEngine extends CacheEngine {
     };
   }
 }
+
+/** The stored id of the replica holding this data directory (made on its first start): a restart is the same replica. */
+async function replicaIdOf(dataDir: string, fresh: string): Promise<string> {
+  const file = path.join(dataDir, '.replica-id');
+  const stored = await fs.readFile(file, 'utf8').then(
+    (t) => t.trim(),
+    () => '',
+  );
+  if (/^[\w.-]{1,200}$/.test(stored)) return stored;
+  await fs.mkdir(dataDir, { recursive: true });
+  await fs.writeFile(file, fresh + '\n');
+  return fresh;
+}
+
+/** Replicas snapshot at every this many log positions (CACHET_SNAPSHOT_EVERY). */
+export const DEFAULT_SNAPSHOT_EVERY = 10_000;
+/** records the log keeps below its end whatever the snapshots cover (CACHET_LOG_KEEP) */
+export const DEFAULT_LOG_KEEP = 1_000;
+/** a replica silent for this long no longer holds the log's trimming back (CACHET_REPLICA_TTL_MS) */
+export const DEFAULT_REPLICA_TTL_MS = 10 * 60_000;
+const HEARTBEAT_MS = 10_000;
 
 /** How often definitions are read in case a change message was missed; CACHET_DEFINITIONS_POLL_MS (tests turn it off to prove the messages). */
 const definitionsPollMs = () => Number(process.env.CACHET_DEFINITIONS_POLL_MS) || 5000;

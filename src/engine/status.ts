@@ -50,3 +50,15 @@ export const CacheVerificationSchema = z
   })
   .strict();
 export type CacheVerification = z.infer<typeof CacheVerificationSchema>;
+
+/** How a cache being opened is getting on (GET /readyz while a replica starts). */
+export const StartProgressSchema = z
+  .object({
+    name: z.string(),
+    phase: z.enum(['fetching a peer snapshot', 'replaying the key log', 'warming up', 'ready', 'failed']),
+    done: int().describe('bytes of the peer snapshot received, or the log position applied'),
+    total: int().nullable().describe("the log's end while replaying; null when not known"),
+    from: z.string().optional().describe('the peer the snapshot comes from'),
+  })
+  .strict();
+export type StartProgress = z.infer<typeof StartProgressSchema>;

@@ -73,10 +73,16 @@ export interface EngineOptions {
   dataDir: string;
   /** distributed mode (roles api and worker) */
   redisUrl?: string;
-  /** api: snapshot after this many new log records… */
+  /** api: snapshot at every this many log positions */
   snapshotEvery?: number;
-  /** …or when this long has passed since the last snapshot with new records */
-  snapshotIntervalMs?: number;
+  /** api: records the key log keeps below its end, whatever the replicas' snapshots cover */
+  logKeep?: number;
+  /** api: a replica silent for this long no longer holds the log's trimming back */
+  replicaTtlMs?: number;
+  /** api: this replica's id (default: made on its first start, kept in the data directory) */
+  replicaId?: string;
+  /** api: an admin API key to fetch peers' snapshots with, when they ask for keys */
+  peerKey?: string;
 }
 
 /** The Redis a distributed role works on. */

@@ -71,6 +71,7 @@ export const ERROR_CATALOGUE = {
   bad_archive: { status: 400, description: 'the uploaded archive is not a Cachet cache export, or a file in it does not match its recorded checksum' },
   archive_too_large: { status: 413, description: "the archive is over this service's import limit (--max-import-bytes)" },
   embedded_only: { status: 409, description: 'this operation is available in embedded mode only' },
+  no_snapshot: { status: 409, description: 'this replica has written no snapshot of the cache yet (a peer asked for its stored one)' },
   bad_source: { status: 400, description: "a job's source (folder, manifest, inline items) cannot be read or lists nothing usable" },
   missing_label: { status: 400, description: 'an item without a label where one is needed (index, eval and tune jobs)' },
   label_out_of_range: { status: 400, description: "a label that is not one of the model's classes (by name or index)" },

@@ -12,6 +12,7 @@ import {
   axisValues,
   ReportQuerySchema,
   ImportQuerySchema,
+  ExportQuerySchema,
   EvalJobSchema,
   IndexJobSchema,
   PredictJsonSchema,
@@ -63,7 +64,12 @@ export function createApp(ctx: ApiContext): express.Express {
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.get('/readyz', async (_req, res) => {
-    if (!ctx.isReady()) return void res.status(503).json({ status: ctx.ops?.isStopping ? 'stopping' : 'starting' });
+    if (!ctx.isReady()) {
+      if (ctx.ops?.isStopping) return void res.status(503).json({ status: 'stopping' });
+      // how far each cache's opening has got: a peer snapshot's bytes, the log replayed
+      const starting = await withDeadline(engine.startup(), READY_ENGINE_MS);
+      return void res.status(503).json({ status: 'starting', ...(starting && { caches: starting }) });
+    }
     // A frozen engine thread must take this replica out of a load balancer: no answer in time is 503.
     const caches = await withDeadline(engine.listCaches(), READY_ENGINE_MS);
     if (!caches) return void res.status(503).json({ status: 'unresponsive' });
@@ -131,7 +137,8 @@ export function createApp(ctx: ApiContext): express.Express {
     '/v1/caches/:name/snapshot',
     wrap(async (req, res) => {
       const name = param(req, 'name');
-      const exported = await engine.prepareExport(name);
+      const { stored } = parse(ExportQuerySchema, req.query);
+      const exported = await engine.prepareExport(name, { stored: stored === 'true' });
       const cleanUp = () => void rm(exported.dir, { recursive: true, force: true });
       res.once('close', cleanUp);
       res.setHeader('content-type', 'application/x-tar');

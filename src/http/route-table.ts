@@ -161,8 +161,13 @@ export const routes: RouteSpec[] = [
     tags: ['caches'],
     role: 'admin',
     params: cacheName,
+    query: S.ExportQuerySchema,
     responses: { 200: { description: 'the archive', content: { 'application/x-tar': { schema: z.file() } } } },
-    errors: { 404: 'no such cache (unknown_cache)', 503: 'the cache is damaged (cache_damaged)' },
+    errors: {
+      404: 'no such cache (unknown_cache)',
+      409: 'stored=true on a replica that has written no snapshot of the cache yet (no_snapshot)',
+      503: 'the cache is damaged (cache_damaged)',
+    },
   },
   {
     method: 'POST',

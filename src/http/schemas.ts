@@ -9,7 +9,7 @@ import { EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/def
 import { CacheInfoSchema, DamageSchema } from '../cache/info.js';
 import { SourceSchema } from '../sources/sources.js';
 import { JobViewSchema } from '../jobs/types.js';
-import { CacheStatusSchema, CacheVerificationSchema, LogStatusSchema } from '../engine/status.js';
+import { CacheStatusSchema, CacheVerificationSchema, LogStatusSchema, StartProgressSchema } from '../engine/status.js';
 export { CacheVerificationSchema };
 import { EvalJobResultSchema, IndexJobResultSchema, NanableNumberSchema, TuneResultSchema } from '../jobs/results.js';
 import { LayerAdviceSchema } from '../advisor/advice.js';
@@ -131,6 +131,15 @@ export const ErrorBodySchema = z
 
 export const HealthSchema = z.object({ status: z.literal('ok') }).strict();
 
+export const ExportQuerySchema = z
+  .object({
+    stored: z
+      .enum(['true', 'false'])
+      .optional()
+      .describe('true: the snapshot this replica last wrote, as it is (how a new replica starts from a peer); default: the cache as it is now'),
+  })
+  .strict();
+
 export const ImportQuerySchema = z
   .object({
     name: z.string().min(1).optional().describe("the imported cache's name (default: the name it was exported under)"),
@@ -177,7 +186,10 @@ export const ReadySchema = z
   .strict();
 
 export const NotReadySchema = z
-  .object({ status: z.enum(['starting', 'stopping', 'unresponsive']).describe('unresponsive: the engine did not answer within 2 s') })
+  .object({
+    status: z.enum(['starting', 'stopping', 'unresponsive']).describe('unresponsive: the engine did not answer within 2 s'),
+    caches: z.array(StartProgressSchema).optional().describe("while starting: how far each cache's opening has got"),
+  })
   .strict();
 
 export const CacheListSchema = z.object({ caches: z.array(CacheStatusSchema) }).strict();

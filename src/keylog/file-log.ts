@@ -164,13 +164,18 @@ export class FileKeyLog implements KeyLog {
     });
   }
 
-  async readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize?: number): Promise<number> {
+  async readFrom(
+    position: number,
+    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
+    batchSize?: number,
+    until = Infinity,
+  ): Promise<number> {
     this.assertOpen();
     const seg = this.segment;
-    const end = seg.end;
+    const end = Math.max(position, Math.min(seg.end, until));
     const endOffset = seg.endOffset;
-    if (!Number.isInteger(position) || position < seg.base || position > end) {
-      throw new RangeError(`key log ${this.path} holds positions ${seg.base}…${end}; cannot read from ${position}`);
+    if (!Number.isInteger(position) || position < seg.base || position > seg.end) {
+      throw new RangeError(`key log ${this.path} holds positions ${seg.base}…${seg.end}; cannot read from ${position}`);
     }
     const recordBytes = PREFIX_BYTES + 6 + 4 * this.dimension;
     const batch = Math.max(1, Math.floor(batchSize ?? Math.min(1024, BATCH_BYTES / recordBytes)));

@@ -6,6 +6,11 @@
 // the explicit entry ID `<position + 1>-0`. So positions are dense integers, as in
 // the file log; an id appended twice (a retried chunk, two workers racing) is one
 // record; and a reader can start from any position with XRANGE.
+//
+// The stream is bounded (Kafka-style compaction to snapshots): each replica publishes the position
+// its last snapshot covers, with a heartbeat, and the stream is trimmed (XTRIM MINID) below the
+// lowest position of the live replicas, keeping at least `keep` records. A replica that comes back
+// below the trim point starts from a peer's snapshot (replica-engine.ts).
 import type { Redis } from 'ioredis';
 import { UserError } from '../errors/user-error.js';
 import { redisKeys } from '../redis/keys.js';
@@ -42,25 +47,95 @@ end
 return {deleted, tonumber(redis.call('GET', KEYS[3]) or '0')}
 `;
 
+// Publishes a replica's snapshot position (Redis's clock stamps it), forgets replicas silent for
+// longer than the ttl, and trims below the lowest live position, keeping `keep` records.
+// KEYS: log, end, base, replicas; ARGV: replica id, position, url or '', keep, ttl ms, trim (1|0)
+const PUBLISH = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({position = tonumber(ARGV[2]), url = ARGV[3], at = now}))
+local lowest = nil
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  local ok, r = pcall(cjson.decode, all[i + 1])
+  if ok and type(r) == 'table' and type(r.position) == 'number' and type(r.at) == 'number' and r.at >= now - tonumber(ARGV[5]) then
+    if lowest == nil or r.position < lowest then lowest = r.position end
+  else
+    redis.call('HDEL', KEYS[4], all[i])
+  end
+end
+local base = tonumber(redis.call('GET', KEYS[3]) or '0')
+local stop = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[6] == '1' and lowest ~= nil then
+  local to = math.min(lowest, stop - tonumber(ARGV[4]))
+  if to > base then
+    redis.call('XTRIM', KEYS[1], 'MINID', (to + 1) .. '-0')
+    redis.call('SET', KEYS[3], to)
+    base = to
+  end
+end
+return {base, stop}
+`;
+
+/** A replica as the stream's trimming knows it (replica-engine.ts publishes it). */
+export interface ReplicaMember {
+  id: string;
+  /** where peers fetch this replica's snapshots; null until it listens */
+  url(): string | null;
+  /** records always kept below the end, whatever the snapshots cover */
+  keep: number;
+  /** a replica silent for longer is forgotten (it starts from a peer's snapshot when it comes back) */
+  ttlMs: number;
+}
+
+/** What a replica publishes of itself (redisKeys.replicas). */
+export interface ReplicaEntry {
+  id: string;
+  position: number;
+  url: string;
+  /** Redis time, ms */
+  at: number;
+}
+
+/** Reading from a position the stream no longer holds: start from a peer's snapshot. */
+export class LogTrimmedError extends Error {
+  constructor(
+    readonly cache: string,
+    readonly position: number,
+    readonly base: number,
+  ) {
+    super(
+      `the key log of cache "${cache}" starts at position ${base} (the records before it were trimmed: every live replica's snapshot covers them); this replica needs position ${position}`,
+    );
+  }
+}
+
 type StreamEntry = [Buffer, Buffer[]];
 
 export class RedisKeyLog implements KeyLog {
   private known = 0;
+  private knownBase = 0;
+  /** the snapshot position this replica last published */
+  private published = 0;
 
   private constructor(
     private readonly redis: Redis,
     readonly cache: string,
     readonly dimension: number,
+    private readonly member: ReplicaMember | null,
   ) {}
 
-  /** Opens (or starts) a cache's log; a log started with another key dimension is refused. */
-  static async open(redis: Redis, cache: string, dimension: number): Promise<RedisKeyLog> {
+  /**
+   * Opens (or starts) a cache's log; a log started with another key dimension is refused.
+   * `member`: the replica reading it, which publishes its snapshot positions (workers only append).
+   */
+  static async open(redis: Redis, cache: string, dimension: number, member: ReplicaMember | null = null): Promise<RedisKeyLog> {
     await redis.set(redisKeys.dimension(cache), String(dimension), 'NX');
     const stored = Number(await redis.get(redisKeys.dimension(cache)));
     if (stored !== dimension) {
       throw new UserError('key_dimension_mismatch', `the key log of cache "${cache}" holds ${stored}-float keys; this model gives ${dimension}`);
     }
-    const log = new RedisKeyLog(redis, cache, dimension);
+    const log = new RedisKeyLog(redis, cache, dimension, member);
     await log.readEnd();
     return log;
   }
@@ -71,7 +146,9 @@ export class RedisKeyLog implements KeyLog {
 
   /** The log's end as Redis has it now (other processes append too). */
   async readEnd(): Promise<number> {
-    this.known = Number((await this.redis.get(redisKeys.end(this.cache))) ?? 0);
+    const [end, base] = await this.redis.mget(redisKeys.end(this.cache), redisKeys.base(this.cache));
+    this.known = Number(end ?? 0);
+    this.knownBase = Number(base ?? 0);
     return this.known;
   }
 
@@ -112,19 +189,31 @@ export class RedisKeyLog implements KeyLog {
     return { added, end };
   }
 
-  async readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize = 256): Promise<number> {
+  /** Records from `position` up to `until` (default: the end); throws LogTrimmedError below the stream's base. */
+  async readFrom(
+    position: number,
+    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
+    batchSize = 256,
+    until = Infinity,
+  ): Promise<number> {
     for (;;) {
-      const entries = (await this.redis.xrangeBuffer(redisKeys.log(this.cache), `${position + 1}-0`, '+', 'COUNT', batchSize)) as StreamEntry[];
-      if (entries.length === 0) break;
-      const first = Number(entries[0][0].toString().split('-')[0]) - 1;
-      if (first !== position) throw new Error(`key log of "${this.cache}" jumps from position ${position} to ${first}`);
+      const count = Math.min(batchSize, until - position);
+      if (count <= 0) break;
+      const entries = (await this.redis.xrangeBuffer(redisKeys.log(this.cache), `${position + 1}-0`, '+', 'COUNT', count)) as StreamEntry[];
+      const first = entries.length ? Number(entries[0][0].toString().split('-')[0]) - 1 : null;
+      if (first !== position) {
+        await this.readEnd();
+        if (position < this.knownBase) throw new LogTrimmedError(this.cache, position, this.knownBase);
+        if (first === null) break;
+        throw new Error(`key log of "${this.cache}" jumps from position ${position} to ${first}`);
+      }
       await onBatch(
         entries.map((e) => this.decode(e)),
         position,
       );
       position += entries.length;
       this.known = Math.max(this.known, position);
-      if (entries.length < batchSize) break;
+      if (entries.length < count) break;
     }
     return position;
   }
@@ -146,12 +235,49 @@ export class RedisKeyLog implements KeyLog {
     );
   }
 
-  /** The stream is shared by every replica: none of them may trim it alone. */
-  async compactTo(): Promise<void> {}
+  /**
+   * The stream is shared: no replica trims it alone. This one publishes that its snapshot covers
+   * `position`; the stream is trimmed below the lowest position every live replica published.
+   */
+  async compactTo(position: number): Promise<void> {
+    this.published = position;
+    await this.publish(true);
+  }
 
-  /** a stream is never trimmed (yet): it holds every record */
+  /** Say this replica is alive, at the position it last published (or `position`); trims nothing. */
+  async heartbeat(position = this.published): Promise<void> {
+    this.published = position;
+    await this.publish(false);
+  }
+
+  private async publish(trim: boolean): Promise<void> {
+    const m = this.member;
+    if (!m) return;
+    const c = this.cache;
+    const k = redisKeys;
+    const args = [m.id, String(this.published), m.url() ?? '', String(m.keep), String(m.ttlMs), trim ? '1' : '0'];
+    const [base, end] = (await this.redis.eval(PUBLISH, 4, k.log(c), k.end(c), k.base(c), k.replicas(c), ...args)) as [number, number];
+    this.knownBase = base;
+    this.known = Math.max(this.known, end);
+  }
+
+  /** The live replicas of this cache, as they last published themselves. */
+  async replicas(): Promise<ReplicaEntry[]> {
+    const out: ReplicaEntry[] = [];
+    for (const [id, raw] of Object.entries(await this.redis.hgetall(redisKeys.replicas(this.cache)))) {
+      try {
+        const r = JSON.parse(raw) as Partial<ReplicaEntry>;
+        if (Number.isInteger(r.position) && typeof r.url === 'string' && Number.isFinite(r.at)) out.push({ id, position: r.position!, url: r.url, at: r.at! });
+      } catch {
+        // not ours to judge: the next publication forgets it
+      }
+    }
+    return out;
+  }
+
+  /** the first position the stream still holds (as of the last read) */
   base(): number {
-    return 0;
+    return this.knownBase;
   }
 
   /** Redis keeps its own integrity (AOF checksums); entries are whole or absent */
@@ -161,8 +287,10 @@ export class RedisKeyLog implements KeyLog {
 
   /** Every entry of the stream decodes (a decode error throws, naming the entry). */
   async verify(): Promise<LogCheck> {
-    const end = await this.readFrom(0, () => undefined);
-    return { base: 0, end, damaged: [] };
+    await this.readEnd();
+    const base = this.knownBase;
+    const end = await this.readFrom(base, () => undefined);
+    return { base, end, damaged: [] };
   }
 
   async close(): Promise<void> {}

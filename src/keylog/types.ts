@@ -76,8 +76,13 @@ export interface KeyLog {
   readEnd(): Promise<number>;
   /** durable (fsync'd) when it resolves; returns the new end() */
   append(records: LogRecord[]): Promise<number>;
-  /** calls onBatch with consecutive records from `position` to end(), in bounded batches; returns the end reached */
-  readFrom(position: number, onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void, batchSize?: number): Promise<number>;
+  /** calls onBatch with consecutive records from `position` to end() (or `until`, if before), in bounded batches; returns the position reached */
+  readFrom(
+    position: number,
+    onBatch: (records: LogRecord[], firstPosition: number) => Promise<void> | void,
+    batchSize?: number,
+    until?: number,
+  ): Promise<number>;
   /** forget records before `position` (they are covered by a snapshot) */
   compactTo(position: number): Promise<void>;
   /** the first position the log still holds (0: every record the cache ever had) */

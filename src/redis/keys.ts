@@ -11,6 +11,10 @@ export const redisKeys = {
   end: (cache: string) => `cachet:{${cache}}:end`,
   /** string (binary): the search-key projection every replica uses (see Projection.toBuffer) */
   projection: (cache: string) => `cachet:{${cache}}:projection`,
+  /** string: the first position the stream still holds (records below it were trimmed: every live replica's snapshot covers them) */
+  base: (cache: string) => `cachet:{${cache}}:base`,
+  /** hash: replica id → JSON {position, url, at}: the position its last snapshot covers, where peers can fetch that snapshot, and when it last said so (Redis time, ms) */
+  replicas: (cache: string) => `cachet:{${cache}}:replicas`,
   /** string: the key dimension the log was started with */
   dimension: (cache: string) => `cachet:{${cache}}:dimension`,
   /** pub/sub channel: a cache's name, each time its definition is created, changed or deleted */

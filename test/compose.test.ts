@@ -39,6 +39,8 @@ test('two api replicas and a worker that scales: all on Redis and one shared vol
   const { api, worker } = compose.services;
   assert.equal(api.deploy?.replicas, 2);
   assert.match(api.entrypoint!.join(' '), /serve .*--data-dir \/data\/indexes\/\$\$\(hostname\)/);
+  // peers fetch a replica's snapshots at its own address (a new replica starts from one)
+  assert.match(api.entrypoint!.join(' '), /CACHET_ADVERTISE_URL=http:\/\/\$\$\(hostname -i[^)]*\):8080 exec node/);
   assert.deepEqual(worker.command?.slice(0, 1), ['worker']);
   assert.equal(worker.container_name, undefined, 'a fixed container name would stop --scale worker=N');
   assert.equal(worker.ports, undefined, 'a fixed host port would stop --scale worker=N');

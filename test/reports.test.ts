@@ -18,6 +18,11 @@ function synthetic(over: Partial<TuneResult> = {}): TuneResult {
     cache: 'cifar',
     images: 10000,
     k: 50,
+    ks: [20, 50],
+    byK: [
+      { k: 20, theta: thetas[PEAK.i], lambda: lambdas[PEAK.j], accuracy: 0.9, logLoss: 0.3 },
+      { k: 50, theta: thetas[PEAK.i], lambda: lambdas[PEAK.j], accuracy: accuracy[PEAK.i][PEAK.j], logLoss: logLoss[PEAK.i][PEAK.j] },
+    ],
     thetas,
     lambdas,
     accuracy,

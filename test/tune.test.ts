@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { call, RESNET, sampleFolder, start, waitForJob } from './harness.js';
+import { pCachesByK } from '../src/jobs/tune-job.js';
+import { cacheProbabilities } from '../src/math/cache-model.js';
 
 describe('tune job', () => {
   let svc: Awaited<ReturnType<typeof start>>;
@@ -56,6 +58,58 @@ describe('tune job', () => {
     assert.match(await md.text(), new RegExp(`${best.theta}`));
     const svg = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=svg`)).text();
     assert.match(svg, /^<svg[\s\S]*<\/svg>\s*$/);
+  });
+
+  test("k is tuned too, on prefixes of the largest k's neighbours: the choice is stored and scores on eval as on the grid", async () => {
+    const create = { name: 'h', model: RESNET, keyLayers: ['activation_18'], theta: 50, lambda: 0.5, k: 100, index: { type: 'hnsw' } };
+    assert.equal((await call(svc.url, 'POST', '/v1/caches', create)).status, 201);
+    await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/h/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 10) }, flip: true })).body.id,
+    );
+    const r = await call(svc.url, 'POST', '/v1/caches/h/tune-jobs', {
+      source: { type: 'folder', path: validation },
+      theta: [10, 40],
+      lambda: [0.3, 0.7, 1],
+      k: [20, 1, 5],
+    });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.state, 'completed', job.failedReason);
+    const t = job.result;
+    assert.deepEqual(t.ks, [1, 5, 20]);
+    assert.deepEqual(
+      t.byK.map((b: any) => b.k),
+      [1, 5, 20],
+    );
+    const bestAccuracy = Math.max(...t.byK.map((b: any) => b.accuracy));
+    assert.equal(t.best.accuracy, bestAccuracy);
+    assert.equal(t.byK.find((b: any) => b.k === t.k).accuracy, bestAccuracy, 'the chosen k is the best one');
+    const info = (await call(svc.url, 'GET', '/v1/caches/h')).body;
+    assert.deepEqual([info.k, info.theta, info.lambda], [t.k, t.best.theta, t.best.lambda]);
+    const evalJob = await waitForJob(
+      svc.url,
+      (await call(svc.url, 'POST', '/v1/caches/h/eval-jobs', { source: { type: 'folder', path: validation } })).body.id,
+    );
+    assert.ok(Math.abs(1 - evalJob.result.error.cacheModel - t.best.accuracy) < 1e-9, `eval ${evalJob.result.error.cacheModel} vs tune ${t.best.accuracy}`);
+    const md = await (await fetch(`${svc.url}/v1/jobs/${job.id}/report?format=md`)).text();
+    assert.match(md, /## Neighbours: k/);
+  });
+
+  test('p_cache over each prefix, in one pass, is the cache math over that prefix', () => {
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let trial = 0; trial < 50; trial++) {
+      const n = 1 + Math.floor(rand() * 60);
+      const sims = Array.from({ length: n }, () => rand() * 2 - 1).sort((a, b) => b - a);
+      const labels = Array.from({ length: n }, () => Math.floor(rand() * 10));
+      const ks = [...new Set([1, Math.ceil(n / 3), n, n + 5])].sort((a, b) => a - b);
+      const theta = rand() * 100;
+      pCachesByK(sims, labels, theta, 10, ks).forEach((p, i) => {
+        const want = cacheProbabilities(sims.slice(0, ks[i]), labels.slice(0, ks[i]), theta, 10);
+        assert.deepEqual(Array.from(p), Array.from(want), `trial ${trial}, k ${ks[i]}`);
+      });
+    }
   });
 
   test('eval: error against cache size from random subsets; the whole cache matches the plain eval', async () => {

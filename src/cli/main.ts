@@ -310,7 +310,8 @@ program
   .option('--flip', "also score each image's mirror image, as the paper's validation set does")
   .option('--theta <grid>', 'θ values "a,b,c" or "from:to:steps" (default 10:90:33)', axisArg)
   .option('--lambda <grid>', 'λ values "a,b,c" or "from:to:steps" (default 0.1:0.9:33)', axisArg)
-  .option('--dry-run', 'report the best θ and λ without storing them')
+  .option('--k <list>', 'k values "a,b,c" to try (default 10,20,50,100,200 and the cache\'s k)', (v: string) => v.split(',').map(Number))
+  .option('--dry-run', 'report the best θ, λ and k without storing them')
   .option('--report-dir <dir>', 'where to write the report (Markdown, SVG heatmap, JSON)', 'reports')
   .option('--json', 'print only the JSON result')
   .addOption(urlOption())
@@ -318,10 +319,10 @@ program
     async (
       name: string,
       source: string,
-      o: { flip?: boolean; theta?: Axis; lambda?: Axis; dryRun?: boolean; reportDir: string; json?: boolean; url: string },
+      o: { flip?: boolean; theta?: Axis; lambda?: Axis; k?: number[]; dryRun?: boolean; reportDir: string; json?: boolean; url: string },
     ) => {
       const api = client(o);
-      const body = { source: sourceOf(source), flip: Boolean(o.flip), theta: o.theta, lambda: o.lambda, dryRun: Boolean(o.dryRun) };
+      const body = { source: sourceOf(source), flip: Boolean(o.flip), theta: o.theta, lambda: o.lambda, k: o.k, dryRun: Boolean(o.dryRun) };
       const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/tune-jobs`, body);
       const done = await followJob(api, job, 'extracting keys and neighbours');
       const r = done.result as TuneResult;
@@ -338,10 +339,10 @@ program
       if (o.json) return print(r);
       const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
       console.log(
-        `${r.images} validation images, grid ${r.thetas.length} θ × ${r.lambdas.length} λ, p_cache over each image's ${r.k} nearest items (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`,
+        `${r.images} validation images, grid ${r.ks ? `${r.ks.length} k × ` : ''}${r.thetas.length} θ × ${r.lambdas.length} λ, p_cache over each image's ${r.k} nearest items (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`,
       );
       console.log(
-        `best θ=${r.best.theta}, λ=${r.best.lambda}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`,
+        `best θ=${r.best.theta}, λ=${r.best.lambda}${r.ks ? `, k=${r.k} (of ${r.ks.join(', ')})` : ''}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`,
       );
       console.log(r.applied ? `stored in cache ${name} (the previous θ and λ are in its history)` : 'dry run: nothing stored');
       console.log(`report: ${path.relative(process.cwd(), dir)}/report.md`);

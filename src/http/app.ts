@@ -237,6 +237,7 @@ export function createApp(ctx: ApiContext): express.Express {
         flip: body.flip,
         thetas: axisValues(body.theta) ?? PAPER_THETAS,
         lambdas: axisValues(body.lambda) ?? PAPER_LAMBDAS,
+        ...(body.k && { ks: body.k }),
         dryRun: body.dryRun,
       };
       const job = await queue.submit('tune', name, data, items.length);

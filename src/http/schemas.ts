@@ -82,7 +82,13 @@ export const TuneJobSchema = z
     flip: z.boolean().default(false).describe("also score each image's mirror image, as the paper's validation set does"),
     theta: axis(ThetaSchema).optional().describe("default: the paper's 33 values from 10 to 90"),
     lambda: axis(LambdaSchema).optional().describe("default: the paper's 33 values from 0.1 to 0.9"),
-    dryRun: z.boolean().default(false).describe('report the best θ and λ without storing them'),
+    k: z
+      .array(KSchema)
+      .min(1)
+      .max(20)
+      .optional()
+      .describe("the k values to try (the neighbours p_cache sums over; caches that search): default 10, 20, 50, 100, 200 and the cache's own k"),
+    dryRun: z.boolean().default(false).describe('report the best θ, λ and k without storing them'),
   })
   .strict();
 

@@ -49,10 +49,15 @@ export const TuneResultSchema = z
   .object({
     cache: z.string(),
     images: int().describe('validation queries scored (flips count)'),
-    k: int(),
+    k: int().describe('the k chosen (the neighbours p_cache sums over); for a cache that sums over every item, the neighbours kept'),
+    ks: z.array(int()).nullable().describe('the k values tried, ascending; null for a cache that sums over every item'),
+    byK: z
+      .array(z.object({ k: int(), theta: z.number(), lambda: z.number(), accuracy: z.number(), logLoss: z.number() }).strict())
+      .nullable()
+      .describe('the best θ and λ at each k tried'),
     thetas: z.array(z.number()),
     lambdas: z.array(z.number()),
-    accuracy: z.array(z.array(z.number())).describe('[thetaIndex][lambdaIndex], top-1 accuracy in [0,1]'),
+    accuracy: z.array(z.array(z.number())).describe('[thetaIndex][lambdaIndex], top-1 accuracy in [0,1], at the k chosen'),
     logLoss: z.array(z.array(z.number())),
     best: z.object({ theta: z.number(), lambda: z.number(), accuracy: z.number(), logLoss: z.number() }).strict(),
     model: scored,

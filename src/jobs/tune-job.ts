@@ -1,10 +1,11 @@
-// The tune job: choose θ and λ on labelled validation images, as the paper does.
-// Keys, p_model and the neighbours are computed once (the expensive part); then the whole
-// θ × λ grid is scored in memory with the one cache math. Best top-1 accuracy wins,
-// log-loss breaks ties. Unless it is a dry run, the choice is stored in the cache, and
-// the previous θ and λ go into its history.
+// The tune job: choose θ and λ on labelled validation images, as the paper does, and k (the
+// neighbours p_cache sums over) for caches that search. Keys, p_model and the largest k's
+// neighbours are computed once (the expensive part); then the whole k × θ × λ grid is scored in
+// memory with the one cache math (a smaller k is a prefix of the neighbours, best first). Best
+// top-1 accuracy wins, log-loss breaks ties, then the smaller k (faster). Unless it is a dry run,
+// the choice is stored in the cache, and the previous θ and λ go into its history.
 import { ServingApi } from '../engine/client.js';
-import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
+import { mixProbabilities } from '../math/cache-model.js';
 import { forEachBatch } from './pipeline.js';
 import { SourceItem } from '../sources/sources.js';
 import { JobContext, ProcessorSettings } from './types.js';
@@ -17,8 +18,13 @@ export interface TuneJobData {
   flip: boolean;
   thetas: number[];
   lambdas: number[];
+  /** the k values to try (caches that search); default DEFAULT_KS and the cache's own k */
+  ks?: number[];
   dryRun: boolean;
 }
+
+/** The k values tried by default, up to the cache's size (the paper's code used 50). */
+export const DEFAULT_KS = [10, 20, 50, 100, 200];
 
 export const linspace = (from: number, to: number, steps: number) =>
   Array.from({ length: steps }, (_, i) => (steps === 1 ? from : round(from + ((to - from) * i) / (steps - 1))));
@@ -34,7 +40,12 @@ export async function runTuneJob(engine: ServingApi, settings: ProcessorSettings
   const info = await engine.getCache(data.cache);
   const spec = await engine.modelSpec(data.cache);
   const C = spec.classes.length;
-  const k = info.index.scoring === 'all-items' ? Math.min(ALL_ITEMS_K, Math.max(1, info.size)) : info.k;
+  const allItems = info.index.scoring === 'all-items';
+  // ascending, distinct, at most the cache's size; a cache that sums over every item has one "k"
+  const ks = allItems
+    ? [Math.min(ALL_ITEMS_K, Math.max(1, info.size))]
+    : [...new Set((data.ks ?? [...DEFAULT_KS, info.k]).map((k) => Math.min(k, Math.max(1, info.size))))].sort((a, b) => a - b);
+  const k = ks[ks.length - 1];
 
   // 1. Extract once: p_model and the k nearest (similarity, label) of every query.
   const t0 = performance.now();
@@ -75,47 +86,90 @@ export async function runTuneJob(engine: ServingApi, settings: ProcessorSettings
     }
     return { accuracy: correct / n, logLoss: loss / n };
   };
-  const pCachesFor = (theta: number) =>
-    Array.from({ length: n }, (_, q) => cacheProbabilities(sims.subarray(q * k, (q + 1) * k), nLabels.subarray(q * k, (q + 1) * k), theta, C));
-  const accuracy: number[][] = [];
-  const logLoss: number[][] = [];
-  let best = { theta: NaN, lambda: NaN, accuracy: -1, logLoss: Infinity };
+  /** p_cache at θ for each k of ks, per query: [kIndex][query] */
+  const pCachesFor = (theta: number) => {
+    const out = ks.map(() => new Array<Float64Array>(n));
+    for (let q = 0; q < n; q++)
+      pCachesByK(sims.subarray(q * k, (q + 1) * k), nLabels.subarray(q * k, (q + 1) * k), theta, C, ks).forEach((p, i) => (out[i][q] = p));
+    return out;
+  };
+  const grids = ks.map(() => ({ accuracy: [] as number[][], logLoss: [] as number[][] }));
+  let best = { k: ks[0], theta: NaN, lambda: NaN, accuracy: -1, logLoss: Infinity };
+  const bestByK = ks.map((kk) => ({ k: kk, theta: NaN, lambda: NaN, accuracy: -1, logLoss: Infinity }));
   let cacheOnly: TuneResult['cacheOnly'] = null;
+  const better = (a: { accuracy: number; logLoss: number }, b: { accuracy: number; logLoss: number }) =>
+    a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.logLoss < b.logLoss);
   for (const theta of data.thetas) {
     await new Promise((resolve) => setImmediate(resolve)); // a row takes tens of ms: let HTTP in between
-    const pc = pCachesFor(theta);
-    const row = data.lambdas.map((lambda) => score(pc, lambda));
-    accuracy.push(row.map((r) => r.accuracy));
-    logLoss.push(row.map((r) => r.logLoss));
-    row.forEach((r, j) => {
-      if (r.accuracy > best.accuracy || (r.accuracy === best.accuracy && r.logLoss < best.logLoss)) best = { theta, lambda: data.lambdas[j], ...r };
+    const byK = pCachesFor(theta);
+    byK.forEach((pc, i) => {
+      const row = data.lambdas.map((lambda) => score(pc, lambda));
+      grids[i].accuracy.push(row.map((r) => r.accuracy));
+      grids[i].logLoss.push(row.map((r) => r.logLoss));
+      row.forEach((r, j) => {
+        const point = { k: ks[i], theta, lambda: data.lambdas[j], ...r };
+        if (better(r, bestByK[i])) bestByK[i] = point;
+        if (better(r, best)) best = point; // ks ascend: a tie keeps the smaller k
+      });
+      const alone = score(pc, 1);
+      if (!cacheOnly || alone.accuracy > cacheOnly.accuracy) cacheOnly = alone;
     });
-    const alone = score(pc, 1);
-    if (!cacheOnly || alone.accuracy > cacheOnly.accuracy) cacheOnly = alone;
   }
-  const model = score(pCachesFor(data.thetas[0]), 0);
-  const previous = { theta: info.theta, lambda: info.lambda, accuracy: score(pCachesFor(info.theta), info.lambda).accuracy };
+  const chosen = ks.indexOf(best.k);
+  const model = score(pCachesFor(data.thetas[0])[0], 0);
+  const previousK = ks.includes(info.k) || allItems ? (allItems ? k : info.k) : null;
+  const previous = {
+    theta: info.theta,
+    lambda: info.lambda,
+    accuracy: previousK === null ? null : score(pCachesFor(info.theta)[ks.indexOf(previousK)], info.lambda).accuracy,
+  };
   const gridSeconds = (performance.now() - t1) / 1000;
 
   // 3. Store the choice (the previous values go into the cache's history).
   if (!data.dryRun) {
-    await engine.updateCache(data.cache, { theta: best.theta, lambda: best.lambda, reason: `tune job ${ctx.jobId}` });
+    await engine.updateCache(data.cache, { theta: best.theta, lambda: best.lambda, ...(!allItems && { k: best.k }), reason: `tune job ${ctx.jobId}` });
   }
+  const { k: _, ...bestThetaLambda } = best;
   return {
     cache: data.cache,
     images: n,
-    k,
+    k: allItems ? k : best.k,
+    ks: allItems ? null : ks,
+    byK: allItems ? null : bestByK,
     thetas: data.thetas,
     lambdas: data.lambdas,
-    accuracy,
-    logLoss,
-    best,
+    accuracy: grids[chosen].accuracy,
+    logLoss: grids[chosen].logLoss,
+    best: bestThetaLambda,
     model,
     cacheOnly,
     previous,
     applied: !data.dryRun,
     seconds: { extract: round(extractSeconds), grid: round(gridSeconds) },
   };
+}
+
+/**
+ * p_cache at θ over the first k neighbours (sorted best first) for each k of `ks` (ascending), in one
+ * pass: the same sums as cacheProbabilities over each prefix, in the same order.
+ */
+export function pCachesByK(similarities: ArrayLike<number>, labels: ArrayLike<number>, theta: number, C: number, ks: readonly number[]): Float64Array[] {
+  const sums = new Float64Array(C);
+  const max = similarities.length ? similarities[0] : 0;
+  let total = 0;
+  const out: Float64Array[] = [];
+  let next = 0;
+  for (let i = 0; i < similarities.length && next < ks.length; i++) {
+    const w = Math.exp(theta * (similarities[i] - max));
+    sums[labels[i]] += w;
+    total += w;
+    while (next < ks.length && ks[next] === i + 1) {
+      out.push(sums.map((x) => x / total));
+      next++;
+    }
+  }
+  while (out.length < ks.length) out.push(total > 0 ? sums.map((x) => x / total) : new Float64Array(C));
+  return out;
 }
 
 function argmax(v: ArrayLike<number>): number {

@@ -61,7 +61,7 @@ export class DistributedQueue implements JobQueue {
       await this.evals.add('eval', job, onReplica);
     } else if (type === 'tune') {
       const d = data as EmbeddedTuneData;
-      const job: TuneJobData = { cache, items: d.items.map(toRef), flip: d.flip, thetas: d.thetas, lambdas: d.lambdas, dryRun: d.dryRun };
+      const job: TuneJobData = { cache, items: d.items.map(toRef), flip: d.flip, thetas: d.thetas, lambdas: d.lambdas, ks: d.ks, dryRun: d.dryRun };
       await this.evals.add('tune', job, onReplica);
     } else if (type === 'layers') {
       const job: LayersJobData = { ...(data as LayerJobData), total }; // no cache: api replicas take it like eval jobs

@@ -65,6 +65,7 @@ export const TuneJobSchema = z
     flip: z.boolean().default(false),
     thetas: z.array(z.number()).min(1),
     lambdas: z.array(z.number()).min(1),
+    ks: z.array(z.number().int().min(1)).min(1).optional().describe("the k values to try; default 10, 20, 50, 100, 200 and the cache's own k"),
     dryRun: z.boolean().default(false),
   })
   .strict();

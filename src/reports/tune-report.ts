@@ -98,7 +98,7 @@ export function tuneMarkdown(r: TuneResult): string {
   );
   L.push(
     r.applied
-      ? `**Applied:** the cache now uses θ = ${r.best.theta}, λ = ${r.best.lambda} (was θ = ${r.previous.theta}, λ = ${r.previous.lambda}).`
+      ? `**Applied:** the cache now uses θ = ${r.best.theta}, λ = ${r.best.lambda}${r.ks ? `, k = ${r.k}` : ''} (was θ = ${r.previous.theta}, λ = ${r.previous.lambda}).`
       : `**Dry run:** nothing was changed; the cache still uses θ = ${r.previous.theta}, λ = ${r.previous.lambda}.`,
     '',
   );
@@ -124,6 +124,21 @@ export function tuneMarkdown(r: TuneResult): string {
   else L.push(`- Chosen vs previous: ${errorChange(prevAcc, r.best.accuracy)}.`);
   if (!r.cacheOnly) L.push('- Cache alone (λ = 1) was not in the grid.');
   L.push('');
+
+  if (r.byK) {
+    L.push('## Neighbours: k', '');
+    L.push(
+      `p_cache sums over each query's k nearest items. The largest k's neighbours were searched once; each smaller k is scored on their first k (the grid below is at the chosen k = ${r.k}).`,
+      '',
+    );
+    L.push('| k | best θ | best λ | accuracy | error | log-loss | |', '|---:|---:|---:|---:|---:|---:|---|');
+    for (const b of r.byK) {
+      L.push(
+        `| ${b.k} | ${b.theta} | ${b.lambda} | ${fmtPct(b.accuracy)} | ${fmtPct(1 - b.accuracy)} | ${fmtLoss(b.logLoss)} | ${b.k === r.k ? 'chosen' : ''} |`,
+      );
+    }
+    L.push('');
+  }
 
   L.push('## Accuracy over the grid', '', '![θ×λ accuracy](heatmap.svg)', '');
   L.push('The ring marks the chosen point, the dashed square the previous one.', '');

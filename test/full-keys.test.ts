@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -308,6 +309,31 @@ for (const format of ['float32', 'float16'] as const) {
       await new FullKeyStore(dim, format).save(emptyDir);
       const empty = await FullKeyStore.load(emptyDir);
       assert.equal(empty?.size, 0);
+    });
+
+    it('a snapshot after another links its full segments instead of writing them again; only new rows are written', async () => {
+      const store = filled(8); // segments of 8 rows: 7 full, one of 4
+      const first = await tempDir();
+      assert.deepEqual(await store.save(first), {}, 'nothing to link from');
+      const files = Object.fromEntries(
+        (await readdir(first)).filter((f) => f.endsWith('.bin')).map((f) => [f, { bytes: statSync(join(first, f)).size, sha256: 'recorded' }]),
+      );
+      store.add(keys.subarray(0, 10 * dim), 10); // the last segment fills and one more starts
+      const second = await tempDir();
+      const linked = await store.save(second, { dir: first, files });
+      assert.deepEqual(
+        Object.keys(linked).sort(),
+        ['000000', '000001', '000002', '000003', '000004', '000005', '000006'].map((i) => `fullkeys-${i}.bin`),
+      );
+      assert.equal(linked['fullkeys-000000.bin'].sha256, 'recorded', 'checksums as the previous manifest recorded them');
+      for (const name of Object.keys(linked)) assert.equal(statSync(join(second, name)).ino, statSync(join(first, name)).ino, `${name} is a link`);
+      assert.notEqual(statSync(join(second, 'fullkeys-000007.bin')).ino, statSync(join(first, 'fullkeys-000007.bin')).ino, 'the segment that grew is written');
+      const loaded = await FullKeyStore.load(second, { blockRows: 8 });
+      assert.equal(loaded?.size, n + 10);
+      for (let p = 0; p < n + 10; p++) assert.deepEqual(loaded!.key(p), store.key(p));
+      // another layout (segment size) is never linked from
+      const third = await tempDir();
+      assert.deepEqual(await filled(16).save(third, { dir: first, files }), {});
     });
   });
 }

@@ -8,6 +8,7 @@ import type { FullKeyStore } from '../index/full-keys.js';
 import type { Projection } from '../index/projection.js';
 import type { Neighbours, VectorIndex } from '../index/types.js';
 import type { ReducedKeyRecord } from '../keylog/types.js';
+import type { SnapshotPart } from '../index/snapshot.js';
 
 export class SearchIndex {
   constructor(
@@ -95,7 +96,7 @@ export class SearchIndex {
   }
 
   /** What a snapshot saves beside the index's own files. */
-  extras(): { save(dir: string): Promise<void> }[] {
+  extras(): SnapshotPart[] {
     return [this.projection, this.fullKeys].filter((x): x is Projection | FullKeyStore => x !== null);
   }
 }

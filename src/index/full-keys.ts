@@ -19,9 +19,11 @@
 // JS 50–110 ms, gather + ORT 3–10 ms. So ORT does the arithmetic, in runs of at
 // most RUN_ELEMENTS key values: smaller runs were no slower for 200 candidates
 // and faster for 1,000 (the gathered rows and the Cast output stay in cache).
-import { open, readFile, stat, writeFile } from 'node:fs/promises';
+import { link, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
+import type { FileChecksum } from '../util/checksum.js';
+import type { PreviousSnapshot } from './snapshot.js';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { readRowBlocks, writeFully } from '../util/files.js';
@@ -30,8 +32,11 @@ const { onnx } = onnxProto;
 
 export type KeyFormat = 'float32' | 'float16';
 
+/** format 1: every key in one file */
 export const FULL_KEYS_FILE = 'fullkeys.bin';
 export const FULL_KEYS_META = 'fullkeys.json';
+/** format 2: keys in segments of `segmentRows` rows, `fullkeys-<segment>.bin`; a full segment never changes */
+const segmentFile = (segment: number) => `fullkeys-${String(segment).padStart(6, '0')}.bin`;
 
 const BLOCK_BYTES = 128 * 1024 * 1024;
 const MAX_BLOCK_ROWS = 65536;
@@ -53,10 +58,12 @@ export interface FullKeyStoreOptions {
 }
 
 interface Meta {
-  version: 1;
+  version: 1 | 2;
   dimension: number;
   format: KeyFormat;
   size: number;
+  /** version 2: rows per segment file */
+  segmentRows?: number;
 }
 
 export class FullKeyStore {
@@ -216,59 +223,117 @@ export class FullKeyStore {
     return out;
   }
 
-  /** Writes fullkeys.bin (size × dimension little-endian values, block by block), then fullkeys.json. */
-  async save(dir: string): Promise<void> {
+  /**
+   * Writes the keys in segments of `blockRows` rows (fullkeys-<n>.bin, little-endian), then
+   * fullkeys.json. Keys never change once added, so a full segment that `previous` holds with the
+   * same layout is hard-linked from it instead of written again: a snapshot writes only what is new
+   * (at the paper's 12,288 dims, 128 MB segments instead of GBs). Returns the checksums of the
+   * linked files, as `previous` recorded them (a linked file damaged since is caught when loaded).
+   */
+  async save(dir: string, previous?: PreviousSnapshot): Promise<Record<string, FileChecksum>> {
     assertLittleEndian();
-    const file = await open(join(dir, FULL_KEYS_FILE), 'w');
-    try {
-      let position = 0;
-      for (const block of this.blocks) {
-        const bytes = new Uint8Array(block.data.buffer, block.data.byteOffset, block.rows * this.dimension * BYTES[this.format]);
-        position += await writeFully(file, bytes, position);
+    const S = this.blockRows;
+    const rowBytes = BYTES[this.format] * this.dimension;
+    const reusable = previous && (await sameLayout(previous.dir, this.dimension, this.format, S));
+    const linked: Record<string, FileChecksum> = {};
+    for (let segment = 0; segment * S < this.count; segment++) {
+      const name = segmentFile(segment);
+      const rows = Math.min(S, this.count - segment * S);
+      const known = previous?.files[name];
+      if (reusable && rows === S && known?.bytes === rows * rowBytes) {
+        const ok = await link(join(previous.dir, name), join(dir, name)).then(
+          () => true,
+          () => false, // gone or not linkable: written below
+        );
+        if (ok) {
+          linked[name] = known;
+          continue;
+        }
       }
-      await file.sync();
-    } finally {
-      await file.close();
+      const file = await open(join(dir, name), 'w');
+      try {
+        await writeFully(file, this.rowBytes(segment * S, rows), 0);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
     }
-    const meta: Meta = { version: 1, dimension: this.dimension, format: this.format, size: this.count };
+    const meta: Meta = { version: 2, dimension: this.dimension, format: this.format, size: this.count, segmentRows: S };
     await writeFile(join(dir, FULL_KEYS_META), JSON.stringify(meta) + '\n');
+    return linked;
+  }
+
+  /** rows first … first+rows−1 as bytes (they lie in one block: segments are blocks) */
+  private rowBytes(first: number, rows: number): Uint8Array {
+    const block = this.blocks[Math.floor(first / this.blockRows)];
+    const from = (first % this.blockRows) * this.dimension;
+    const bytes = BYTES[this.format];
+    return new Uint8Array(block.data.buffer, block.data.byteOffset + from * bytes, rows * this.dimension * bytes);
   }
 
   /** null if the directory holds no full keys (no fullkeys.json) */
   static async load(dir: string, options: FullKeyStoreOptions = {}): Promise<FullKeyStore | null> {
     assertLittleEndian();
-    let metaText: string;
-    try {
-      metaText = await readFile(join(dir, FULL_KEYS_META), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
     const metaPath = join(dir, FULL_KEYS_META);
-    const meta = JSON.parse(metaText) as Partial<Meta>;
-    const { dimension, format, size } = meta;
-    if (
-      meta.version !== 1 ||
-      !Number.isInteger(dimension) ||
-      (dimension as number) < 1 ||
-      (format !== 'float32' && format !== 'float16') ||
-      !Number.isInteger(size) ||
-      (size as number) < 0
-    ) {
-      throw new Error(`${metaPath}: not a version 1 full-key header: ${metaText.trim()}`);
+    const meta = await readMeta(metaPath);
+    if (!meta) return null;
+    const store = new FullKeyStore(meta.dimension, meta.format, options);
+    const total = meta.size;
+    const rowBytes = BYTES[meta.format] * store.dimension;
+    // the files and the rows each holds
+    const files =
+      meta.version === 1
+        ? [{ path: join(dir, FULL_KEYS_FILE), rows: total }]
+        : Array.from({ length: Math.ceil(total / meta.segmentRows!) }, (_, i) => ({
+            path: join(dir, segmentFile(i)),
+            rows: Math.min(meta.segmentRows!, total - i * meta.segmentRows!),
+          }));
+    for (const f of files) {
+      const { size: bytes } = await stat(f.path);
+      if (bytes !== f.rows * rowBytes) throw new Error(`${f.path}: ${bytes} bytes, but ${metaPath} says ${f.rows} keys of ${rowBytes} bytes`);
     }
-    const store = new FullKeyStore(dimension as number, format, options);
-    const total = size as number;
-    const path = join(dir, FULL_KEYS_FILE);
-    const rowBytes = BYTES[format] * store.dimension;
-    const { size: bytes } = await stat(path);
-    if (bytes !== total * rowBytes) {
-      throw new Error(`${path}: ${bytes} bytes, but ${metaPath} says ${total} keys of ${rowBytes} bytes`);
+    if (files.length === 1 || meta.segmentRows === store.blockRows) {
+      for (const f of files)
+        store.blocks.push(...(await readRowBlocks(f.path, f.rows, rowBytes, store.blockRows, (rows) => store.newArray(rows * store.dimension))));
+      store.count = total;
+    } else {
+      // segments of another size than this store's blocks: through add()
+      for (const f of files) {
+        for (const b of await readRowBlocks(f.path, f.rows, rowBytes, f.rows, (rows) => store.newArray(rows * store.dimension))) store.add(b.data, b.rows);
+      }
     }
-    store.blocks.push(...(await readRowBlocks(path, total, rowBytes, store.blockRows, (rows) => store.newArray(rows * store.dimension))));
-    store.count = total;
     return store;
   }
+}
+
+/** fullkeys.json, checked; null when there is none. */
+async function readMeta(metaPath: string): Promise<(Meta & { segmentRows?: number }) | null> {
+  let metaText: string;
+  try {
+    metaText = await readFile(metaPath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const meta = JSON.parse(metaText) as Partial<Meta>;
+  const { dimension, format, size, segmentRows } = meta;
+  const count = (x: unknown, min: number) => Number.isInteger(x) && (x as number) >= min;
+  if (
+    (meta.version !== 1 && meta.version !== 2) ||
+    !count(dimension, 1) ||
+    (format !== 'float32' && format !== 'float16') ||
+    !count(size, 0) ||
+    (meta.version === 2 && !count(segmentRows, 1))
+  ) {
+    throw new Error(`${metaPath}: not a version 1 or 2 full-key header: ${metaText.trim()}`);
+  }
+  return meta as Meta;
+}
+
+/** Whether `dir` holds full keys of this layout (so that its full segments are this store's). */
+async function sameLayout(dir: string, dimension: number, format: KeyFormat, segmentRows: number): Promise<boolean> {
+  const meta = await readMeta(join(dir, FULL_KEYS_META)).catch(() => null);
+  return meta !== null && meta.version === 2 && meta.dimension === dimension && meta.format === format && meta.segmentRows === segmentRows;
 }
 
 interface Segment {

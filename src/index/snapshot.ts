@@ -75,6 +75,18 @@ const DAMAGED_PREFIX = 'snapshot.damaged-';
 const MANIFEST = 'manifest.json';
 const ITEMS = 'items.jsonl'; // one {"id","label"[,"source"][,"deleted":true]} per line, in position order
 
+/** A snapshot written before a new one: parts that only grow link what it already holds. */
+export interface PreviousSnapshot {
+  dir: string;
+  /** its files' checksums, as its manifest recorded them */
+  files: Record<string, FileChecksum>;
+}
+
+/** A part of a cache's state saved in its snapshot; it may return the checksums of files it linked from `previous`. */
+export interface SnapshotPart {
+  save(dir: string, previous?: PreviousSnapshot): Promise<void | Record<string, FileChecksum>>;
+}
+
 /** What a snapshot keeps per position beside id and label. */
 export interface ItemDetails {
   sources?: (string | undefined)[];
@@ -88,7 +100,7 @@ export async function writeSnapshot(
   labels: Uint16Array | Uint32Array | number[],
   index: VectorIndex,
   /** more parts of the cache's state to save in the same snapshot (a projection, full keys) */
-  extras: { save(dir: string): Promise<void> }[] = [],
+  extras: SnapshotPart[] = [],
   details: ItemDetails = {},
 ): Promise<void> {
   const n = index.size;
@@ -112,10 +124,15 @@ export async function writeSnapshot(
     await mkdir(tmp);
     try {
       await index.save(tmp);
-      for (const extra of extras) await extra.save(tmp);
+      const current = join(cacheDir, SNAPSHOT);
+      const before = await manifestOf(current).catch(() => null);
+      const previous = before?.files ? { dir: current, files: before.files } : undefined;
+      const linked: Record<string, FileChecksum> = {};
+      for (const extra of extras) Object.assign(linked, await extra.save(tmp, previous));
       await writeItems(join(tmp, ITEMS), ids, labels, details);
+      // files linked from the previous snapshot keep the checksums it recorded: only new bytes are read
       const files: Record<string, FileChecksum> = {};
-      for (const name of (await readdir(tmp)).sort()) files[name] = await checksumFile(join(tmp, name));
+      for (const name of (await readdir(tmp)).sort()) files[name] = linked[name] ?? (await checksumFile(join(tmp, name)));
       await writeText(join(tmp, MANIFEST), sealManifest({ ...manifest, formatVersion: 2, files }));
       for (const name of await readdir(tmp)) await fsyncPath(join(tmp, name));
       await fsyncPath(tmp);

@@ -15,8 +15,9 @@ import { readFileSync } from 'node:fs';
 import { LayerAdvice } from '../src/advisor/advice.js';
 
 const run = promisify(execFile);
-const CANDIDATES = ['activation_2', 'activation_10', 'activation_18', 'flatten_1'];
-// activation_2 has 16,384 dims per image; the others 8,192, 4,096 and 64.
+const CANDIDATES = ['activation_2', 'activation_10', 'activation_18', 'average_pooling2d_1', 'flatten_1'];
+// activation_2 has 16,384 dims per image; the others 8,192, 4,096, 64 and 64 (flatten_1 flattens
+// average_pooling2d_1: the same values).
 const MAX_DIMENSION = 10_000;
 
 describe('layer advisor', () => {
@@ -32,7 +33,7 @@ describe('layer advisor', () => {
     advice = await adviseLayers({ model: RESNET, train, val, perClass: 20, candidates: CANDIDATES, maxDimension: MAX_DIMENSION });
   });
 
-  test('scores the candidates that fit, lists the too-large one, tries concatenations of the best 3', () => {
+  test('scores the candidates that fit, once per distinct key, lists the too-large one, and grows concatenations greedily', () => {
     assert.equal(advice.cacheItems, 200);
     assert.equal(advice.valImages, 100);
     assert.deepEqual(advice.tooLarge, [
@@ -40,12 +41,27 @@ describe('layer advisor', () => {
     ]);
     assert.ok(advice.ranking.every((s) => !s.layers.includes('activation_2')));
     const singles = advice.ranking.filter((s) => s.kind === 'single');
-    assert.deepEqual(singles.map((s) => s.layers[0]).sort(), ['activation_10', 'activation_18', 'flatten_1']);
-    const concatenations = advice.ranking.filter((s) => s.kind === 'concatenation');
-    assert.equal(concatenations.length, 4); // 3 pairs and the triple
-    const triple = concatenations.find((s) => s.layers.length === 3)!;
-    assert.deepEqual(triple.layers, ['activation_10', 'activation_18', 'flatten_1']); // graph order
-    assert.equal(triple.dimension, 8192 + 4096 + 64);
+    assert.deepEqual(singles.map((s) => s.layers[0]).sort(), ['activation_10', 'activation_18', 'average_pooling2d_1']);
+    assert.deepEqual(advice.sameKeys, [{ layer: 'average_pooling2d_1', sameAs: ['flatten_1'] }], 'one key, named together');
+    // greedy forward selection: every pair holds the best single layer; a triple, if any, the best pair
+    const best = [...singles].sort((a, b) => a.error - b.error || a.dimension - b.dimension || a.logLoss - b.logLoss)[0].layers[0];
+    const pairs = advice.ranking.filter((s) => s.layers.length === 2);
+    assert.equal(pairs.length, 2);
+    for (const p of pairs) assert.ok(p.layers.includes(best), `${p.layers} holds ${best}`);
+    const triples = advice.ranking.filter((s) => s.layers.length === 3);
+    assert.ok(triples.length <= 1);
+    if (triples.length) {
+      assert.deepEqual(triples[0].layers, ['activation_10', 'activation_18', 'average_pooling2d_1']); // graph order
+      assert.equal(triples[0].dimension, 8192 + 4096 + 64);
+    }
+    assert.match(advice.search!, /greedy forward selection of up to 3 layers over the 3 best distinct single layers/);
+    // every error with its bootstrap interval; "tied" exactly when it overlaps the recommendation's
+    const [lo0, hi0] = advice.recommendation.interval!;
+    for (const s of advice.ranking) {
+      const [lo, hi] = s.interval!;
+      assert.ok(lo <= s.error + 1e-9 && s.error <= hi + 1e-9, `${s.layers}: ${s.error} in [${lo}, ${hi}]`);
+      if (s !== advice.recommendation) assert.equal(s.tied, lo <= hi0 && lo0 <= hi);
+    }
     // ranked: error, then fewer dims; the recommendation is the first
     for (let i = 1; i < advice.ranking.length; i++) {
       const [a, b] = [advice.ranking[i - 1], advice.ranking[i]];
@@ -62,11 +78,11 @@ describe('layer advisor', () => {
 
   test('late layers make better keys than the early activation_10 (as in the paper)', () => {
     const single = (l: string) => advice.ranking.find((s) => s.kind === 'single' && s.layers[0] === l)!;
-    const [early, late, pooled] = [single('activation_10'), single('activation_18'), single('flatten_1')];
+    const [early, late, pooled] = [single('activation_10'), single('activation_18'), single('average_pooling2d_1')];
     // On this small sample the cache model's best error is the same for every key (the cache
     // cannot fix any of the model's mistakes with 20 images per class), so the ranking of the
     // combined error alone says little. The cache alone (λ = 1) shows the key quality clearly:
-    // about 16 % (flatten_1) and 24 % (activation_18) error against about 61 % (activation_10).
+    // about 16 % (average_pooling2d_1) and 24 % (activation_18) error against about 61 % (activation_10).
     assert.ok(late.cacheOnlyError < early.cacheOnlyError - 0.2, `${late.cacheOnlyError} vs ${early.cacheOnlyError}`);
     assert.ok(pooled.cacheOnlyError < early.cacheOnlyError - 0.2, `${pooled.cacheOnlyError} vs ${early.cacheOnlyError}`);
     assert.ok(late.error <= early.error && pooled.error <= early.error);
@@ -138,7 +154,9 @@ describe('layer advisor', () => {
     assert.equal(r.cacheItems, 100);
     assert.deepEqual(r.recommendation, r.ranking[0]);
     assert.ok(r.recommendation.layers.length >= 1);
-    assert.equal(r.ranking.length, 3 + 1); // 3 single layers and the one pair of the best 2
+    // 3 single layers and, with --top 2, the pairs of the best one with each other
+    assert.equal(r.ranking.filter((x) => x.kind === 'single').length, 3);
+    assert.equal(r.ranking.filter((x) => x.kind === 'concatenation').length, 2);
     assert.equal(r.tooLarge[0].layer, 'activation_2');
     const dir = path.join(reports, 'layers-cifar10-resnet20');
     assert.match(readFileSync(path.join(dir, 'report.md'), 'utf8'), new RegExp(`--layers ${r.recommendation.layers.join(',')}`));

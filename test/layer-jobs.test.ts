@@ -80,7 +80,7 @@ describe('layers jobs', () => {
     assert.deepEqual(withoutTimes(remote), JSON.parse(JSON.stringify(withoutTimes(local))));
     assert.equal(remote.cacheItems, 60);
     assert.equal(remote.valImages, 20);
-    assert.equal(remote.ranking.length, 3 + 4, '3 single layers, 3 pairs and the triple');
+    assert.ok(remote.ranking.length >= 3 + 2, '3 single layers, the best one with each other, and the triple if the best pair beats it');
     assert.deepEqual(remote.recommendation, remote.ranking[0]);
 
     // reports

@@ -222,7 +222,8 @@ describe('tune report Markdown', () => {
     assert.match(md, new RegExp(`\\| model alone \\| — \\| 0 \\| ${fmtPct(r.model.accuracy).replace('.', '\\.')} \\|`));
     assert.match(md, /\| cache alone \| 100 \| 1 \|/);
     assert.match(md, /Chosen vs the model alone: error \d+\.\d\d% → 7\.00% \(−\d+\.\d\d points, −\d+\.\d% relative\)/);
-    assert.match(md, /\*\*Applied:\*\* the cache now uses θ = 100, λ = 0\.375 \(was θ = 50, λ = 0\.5\)/);
+    assert.match(md, /\*\*Applied:\*\* the cache now uses θ = 100, λ = 0\.375, k = 50 \(was θ = 50, λ = 0\.5\)/);
+    assert.match(md, /## Neighbours: k[\s\S]*\| 20 \| 100 \| 0\.375 \| 90\.00% \|[\s\S]*\| 50 \| 100 \| 0\.375 \| 93\.00% \| 7\.00% \| [\d.]+ \| chosen \|/);
     assert.ok(md.includes('![θ×λ accuracy](heatmap.svg)'));
     assert.match(md, /Extracting keys and model outputs: 1 min 23 s/);
     assert.match(md, /Scoring the grid: 2\.71 s/);

@@ -16,6 +16,8 @@ export const LayerScoreSchema = z
     cacheOnlyError: z.number(),
     cacheOnlyTheta: z.number(),
     kind: z.enum(['single', 'concatenation']),
+    interval: z.tuple([z.number(), z.number()]).optional().describe('95 % bootstrap interval of the error over the validation images'),
+    tied: z.boolean().optional().describe("its interval overlaps the recommendation's: the validation set cannot tell them apart"),
   })
   .strict();
 export type LayerScore = z.infer<typeof LayerScoreSchema>;
@@ -34,6 +36,11 @@ export const LayerAdviceSchema = z
     modelError: z.number(),
     ranking: z.array(LayerScoreSchema).describe('best first: error, then fewer dimensions'),
     recommendation: LayerScoreSchema,
+    sameKeys: z
+      .array(z.object({ layer: z.string(), sameAs: z.array(z.string()) }).strict())
+      .optional()
+      .describe('layers that compute the same values as another candidate (a Flatten or Reshape of it): scored once, under the first name'),
+    search: z.string().optional().describe('how concatenations were chosen, in words'),
     tooLarge: z.array(z.object({ layer: z.string(), dimension: int(), message: z.string() }).strict()),
     failedImages: z.array(z.object({ id: z.string(), error: z.string() }).strict()),
     seconds: z.object({ extract: z.number(), score: z.number() }).strict(),

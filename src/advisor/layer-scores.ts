@@ -9,16 +9,6 @@ export function compareScores(a: LayerScore, b: LayerScore): number {
   return a.error - b.error || a.dimension - b.dimension || a.logLoss - b.logLoss;
 }
 
-/** Index subsets of {0..k-1} with at least two members (pairs, triples, …), smaller first. */
-export function combinations(k: number): number[][] {
-  const out: number[][] = [];
-  for (let mask = 1; mask < 1 << k; mask++) {
-    const s = [...Array(k).keys()].filter((i) => mask & (1 << i));
-    if (s.length >= 2) out.push(s);
-  }
-  return out.sort((a, b) => a.length - b.length);
-}
-
 /** Raw dot products val×train of one layer (nv × nt), by Gemm, in blocks of val rows to bound the output. */
 export async function layerDots(val: Float32Array, nv: number, train: Float32Array, nt: number, dim: number): Promise<Float32Array> {
   const out = new Float32Array(nv * nt);
@@ -65,9 +55,10 @@ export function scoreGrid(
   C: number,
   thetas: number[],
   lambdas: number[],
-): { error: number; theta: number; lambda: number; logLoss: number; cacheOnlyError: number; cacheOnlyTheta: number } {
+): { error: number; theta: number; lambda: number; logLoss: number; cacheOnlyError: number; cacheOnlyTheta: number; correct: Uint8Array } {
   const nt = trainLabels.length;
   let best = { error: Infinity, theta: NaN, lambda: NaN, logLoss: Infinity };
+  let correct = new Uint8Array(nv);
   let cacheOnly = { error: Infinity, theta: NaN };
   for (const theta of thetas) {
     const pCaches = Array.from({ length: nv }, (_, q) => cacheProbabilities(sims.subarray(q * nt, (q + 1) * nt), trainLabels, theta, C));
@@ -77,14 +68,19 @@ export function scoreGrid(
     for (const lambda of lambdas) {
       let wrong = 0;
       let loss = 0;
+      const right = new Uint8Array(nv);
       for (let q = 0; q < nv; q++) {
         const p = mixProbabilities(pModel.subarray(q * C, (q + 1) * C), pCaches[q], lambda);
         if (argmax(p) !== truth[q]) wrong++;
+        else right[q] = 1;
         loss -= Math.log(Math.max(p[truth[q]], 1e-12));
       }
       const error = wrong / nv;
       const logLoss = loss / nv;
-      if (error < best.error || (error === best.error && logLoss < best.logLoss)) best = { error, theta, lambda, logLoss };
+      if (error < best.error || (error === best.error && logLoss < best.logLoss)) {
+        best = { error, theta, lambda, logLoss };
+        correct = right;
+      }
     }
   }
   return {
@@ -94,7 +90,40 @@ export function scoreGrid(
     logLoss: round(best.logLoss, 6),
     cacheOnlyError: round(cacheOnly.error, 6),
     cacheOnlyTheta: cacheOnly.theta,
+    correct,
   };
+}
+
+/**
+ * 95 % bootstrap intervals of each key's error over the validation images (resampled with
+ * replacement, the same resamples for every key; seeded), from each image's right/wrong at the
+ * key's best grid point. The differences a ranking rests on are often a handful of images.
+ */
+export function bootstrapIntervals(correct: Uint8Array[], nv: number, resamples = 1000, seed = 1): [number, number][] {
+  const errors = correct.map(() => new Float64Array(resamples));
+  let state = seed >>> 0 || 1;
+  const next = () => {
+    // xorshift32: enough to draw indices, and the same everywhere
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
+  const picks = new Uint32Array(nv);
+  for (let b = 0; b < resamples; b++) {
+    for (let i = 0; i < nv; i++) picks[i] = next() % nv;
+    correct.forEach((c, k) => {
+      let wrong = 0;
+      for (let i = 0; i < nv; i++) wrong += 1 - c[picks[i]];
+      errors[k][b] = wrong / nv;
+    });
+  }
+  return errors.map((e) => {
+    e.sort();
+    return [round(e[Math.floor(0.025 * (resamples - 1))], 6), round(e[Math.ceil(0.975 * (resamples - 1))], 6)];
+  });
 }
 
 export function errorOf(probs: Float32Array, truth: ArrayLike<number>, n: number, C: number): number {

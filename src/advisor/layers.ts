@@ -7,10 +7,13 @@
 //    similarity is dot_L / (|a_L| |b_L|).
 // 3. A concatenated key normalised once has similarity
 //      (Σ_L dot_L) / sqrt(Σ_L |a_L|² · Σ_L |b_L|²)
-//    so concatenations of the best single layers are scored from the per-layer products,
-//    without extracting again.
+//    so concatenations are scored from the per-layer products, without extracting again: greedy
+//    forward selection adds, to the best key so far, the layer that lowers the error most.
+// Layers that compute the same values (a Flatten of a pooling output) are one candidate; every
+// error comes with a bootstrap interval, and keys the validation set cannot tell apart are tied.
 // Each key is scored by the cache model's top-1 validation error over a θ × λ grid, with
 // p_cache summed over every train item (exact), using the one cache math.
+import { createHash } from 'node:crypto';
 import { UserError } from '../errors/user-error.js';
 import { inspectModel } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
@@ -20,7 +23,7 @@ import { resolveSource, type Source, type SourceItem } from '../sources/sources.
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
 import { LayerAdvice, LayerScore } from './advice.js';
 import { extractLayers } from './extract-layers.js';
-import { compareScores, combinations, concatSimilarity, errorOf, layerDots, round, scoreGrid } from './layer-scores.js';
+import { bootstrapIntervals, compareScores, concatSimilarity, errorOf, layerDots, round, scoreGrid } from './layer-scores.js';
 export { compareScores, concatSimilarity, layerDots, scoreGrid } from './layer-scores.js';
 export { extractLayers, type ExtractedSet } from './extract-layers.js';
 
@@ -31,6 +34,8 @@ export const ADVISOR_LAMBDAS = PAPER_LAMBDAS.filter((_, i) => i % 4 === 0);
 /** Op types whose outputs are offered as candidates by default. */
 export const CANDIDATE_OP_TYPES = ['Relu', 'Add', 'Flatten', 'GlobalAveragePool', 'AveragePool', 'MatMul', 'Gemm'];
 const MIN_CANDIDATE_SIZE = 16;
+/** memory for the val × train products of the layers that concatenations are drawn from */
+const CONCAT_POOL_BYTES = 2 ** 30;
 
 export interface AdviseOptions {
   model: string;
@@ -41,7 +46,7 @@ export interface AdviseOptions {
   candidates?: string[];
   /** layers with larger keys are not scored (default 20,000) */
   maxDimension?: number;
-  /** concatenations are tried of this many best single layers (default 3) */
+  /** concatenations of up to this many layers are tried, by greedy forward selection (default 3) */
   top?: number;
   /** use at most this many train images per class */
   perClass?: number;
@@ -154,10 +159,16 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
   const extractSeconds = (performance.now() - t0) / 1000;
   const sizes = train.sizes;
 
-  // 3. Score single layers, then concatenations of the best `top`.
+  // 3. One candidate per distinct key: a layer that computes the same values as an earlier one
+  //    (a Flatten or Reshape of it) is scored once, under the earlier name.
   const t1 = performance.now();
+  const { distinct, sameKeys } = distinctKeys(layers, graphOrder, sizes, train.acts, val.acts);
+
+  // 4. Single layers, then concatenations by greedy forward selection: starting from the best
+  //    single layer, add the layer that most lowers the validation error, while one does.
   const modelError = errorOf(val.probs, val.labels, val.n, C);
   const dotsOf = (j: number) => layerDots(val.acts[j], val.n, train.acts[j], train.n, sizes[j]);
+  const correctOf = new Map<LayerScore, Uint8Array>();
   const score = (js: number[], dots: Float32Array[]): LayerScore => {
     const sims = concatSimilarity(
       dots,
@@ -166,46 +177,79 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
       val.n,
       train.n,
     );
-    const best = scoreGrid(sims, val.n, train.labels, val.probs, val.labels, C, thetas, lambdas);
+    const { correct, ...best } = scoreGrid(sims, val.n, train.labels, val.probs, val.labels, C, thetas, lambdas);
     const names = js.map((j) => layers[j]).sort((a, b) => graphOrder.get(a)! - graphOrder.get(b)!);
-    return {
+    const scored: LayerScore = {
       layers: names,
       dimension: js.reduce((s, j) => s + sizes[j], 0),
       ...best,
       modelError,
       kind: js.length === 1 ? 'single' : 'concatenation',
     };
+    correctOf.set(scored, correct);
+    return scored;
   };
-  const subsets = combinations(Math.min(top, layers.length));
-  const totalScores = layers.length + subsets.length;
-  const singles: LayerScore[] = [];
-  for (let j = 0; j < layers.length; j++) {
-    singles.push(score([j], [await dotsOf(j)]));
-    onProgress?.({ phase: 'score', done: j + 1, total: totalScores });
+  // the val × train products of the layers concatenations are drawn from, kept within a budget
+  const dotsBytes = 4 * val.n * train.n;
+  const poolSize = Math.min(distinct.length, Math.max(top, Math.floor(CONCAT_POOL_BYTES / Math.max(1, dotsBytes))));
+  let totalScores = distinct.length + (top - 1) * Math.max(0, poolSize - 1);
+  let done = 0;
+  const step = async () => {
+    onProgress?.({ phase: 'score', done: ++done, total: (totalScores = Math.max(totalScores, done)) });
     await new Promise((resolve) => setImmediate(resolve));
     opts.signal?.throwIfAborted();
+  };
+  const kept = new Map<number, Float32Array>();
+  const singles = new Map<number, LayerScore>();
+  for (const j of distinct) {
+    const dots = await dotsOf(j);
+    singles.set(j, score([j], [dots]));
+    // keep the best poolSize so far; a pool member evicted before the end is recomputed below
+    kept.set(j, dots);
+    if (kept.size > poolSize) kept.delete([...kept.keys()].reduce((w, x) => (compareScores(singles.get(x)!, singles.get(w)!) > 0 ? x : w)));
+    await step();
   }
-  const bestSingles = singles
-    .map((s, j) => ({ s, j }))
-    .sort((a, b) => compareScores(a.s, b.s))
-    .slice(0, top)
-    .map((x) => x.j);
-  const keptDots = new Map<number, Float32Array>();
-  for (const j of bestSingles) keptDots.set(j, await dotsOf(j));
+  const pool = [...singles]
+    .sort((a, b) => compareScores(a[1], b[1]))
+    .slice(0, poolSize)
+    .map(([j]) => j);
+  for (const j of [...kept.keys()]) if (!pool.includes(j)) kept.delete(j);
+  for (const j of pool) if (!kept.has(j)) kept.set(j, await dotsOf(j));
   const concatenations: LayerScore[] = [];
-  for (const subset of subsets) {
-    const js = subset.map((i) => bestSingles[i]);
-    concatenations.push(
-      score(
+  let chosen = pool.slice(0, 1);
+  let chosenScore = singles.get(pool[0])!;
+  for (let size = 2; size <= Math.min(top, pool.length); size++) {
+    let stepBest: { js: number[]; scored: LayerScore } | null = null;
+    for (const j of pool) {
+      if (chosen.includes(j)) continue;
+      const js = [...chosen, j];
+      const scored = score(
         js,
-        js.map((j) => keptDots.get(j)!),
-      ),
-    );
-    onProgress?.({ phase: 'score', done: layers.length + concatenations.length, total: totalScores });
-    await new Promise((resolve) => setImmediate(resolve));
-    opts.signal?.throwIfAborted();
+        js.map((x) => kept.get(x)!),
+      );
+      concatenations.push(scored);
+      if (!stepBest || compareScores(scored, stepBest.scored) < 0) stepBest = { js, scored };
+      await step();
+    }
+    if (!stepBest || compareScores(stepBest.scored, chosenScore) >= 0) break; // no layer lowers the error: stop
+    chosen = stepBest.js;
+    chosenScore = stepBest.scored;
   }
-  const ranking = [...singles, ...concatenations].sort(compareScores);
+  const ranking = [...singles.values(), ...concatenations].sort(compareScores);
+
+  // 5. How sure: bootstrap intervals over the validation images; keys the set cannot tell from the best are tied.
+  const intervals = bootstrapIntervals(
+    ranking.map((r) => correctOf.get(r)!),
+    val.n,
+  );
+  ranking.forEach((r, i) => {
+    r.interval = intervals[i];
+    r.tied = i > 0 && intervals[i][0] <= intervals[0][1] && intervals[0][0] <= intervals[i][1];
+  });
+  const search =
+    `greedy forward selection of up to ${top} layers over the ${pool.length} best distinct single layers` +
+    (pool.length < distinct.length ? ` (of ${distinct.length}; the val × train products of more would not fit in ${CONCAT_POOL_BYTES / 2 ** 30} GiB)` : '') +
+    `: ${concatenations.length} concatenations scored`;
   return {
     model: opts.model,
     trainImages: trainItems.length - train.failed.length,
@@ -218,8 +262,45 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     modelError,
     ranking,
     recommendation: ranking[0],
+    sameKeys,
+    search,
     tooLarge,
     failedImages,
     seconds: { extract: round(extractSeconds, 3), score: round((performance.now() - t1) / 1000, 3) },
   };
+}
+
+/**
+ * The candidates that compute distinct values, in graph order, and the others named with the one
+ * they equal (same size, same activations on every train and val image: compared by sha256, only
+ * among layers of one size).
+ */
+function distinctKeys(
+  layers: string[],
+  graphOrder: Map<string, number>,
+  sizes: number[],
+  trainActs: Float32Array[],
+  valActs: Float32Array[],
+): { distinct: number[]; sameKeys: { layer: string; sameAs: string[] }[] } {
+  const order = layers.map((_, j) => j).sort((a, b) => graphOrder.get(layers[a])! - graphOrder.get(layers[b])!);
+  const bySize = new Map<number, number[]>();
+  for (const j of order) bySize.set(sizes[j], [...(bySize.get(sizes[j]) ?? []), j]);
+  const firstOf = new Map<number, number>(); // j → the earlier layer it equals
+  for (const group of bySize.values()) {
+    if (group.length < 2) continue;
+    const seen = new Map<string, number>();
+    for (const j of group) {
+      const h = createHash('sha256');
+      for (const a of [trainActs[j], valActs[j]]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+      const digest = h.digest('hex');
+      const first = seen.get(digest);
+      if (first === undefined) seen.set(digest, j);
+      else firstOf.set(j, first);
+    }
+  }
+  const distinct = order.filter((j) => !firstOf.has(j));
+  const sameKeys = distinct
+    .map((j) => ({ layer: layers[j], sameAs: order.filter((x) => firstOf.get(x) === j).map((x) => layers[x]) }))
+    .filter((s) => s.sameAs.length > 0);
+  return { distinct, sameKeys };
 }

@@ -144,17 +144,22 @@ function printAdvice(a: LayerAdvice): void {
   );
   const width = Math.max(8, ...a.ranking.map((s) => name(s).length));
   console.log(
-    `${'#'.padStart(3)}  ${'layer(s)'.padEnd(width)}  ${'dims'.padStart(6)}  ${'val error'.padStart(9)}  ${'θ'.padStart(4)}  ${'λ'.padStart(4)}  ${'vs model alone'.padStart(14)}  cache alone (λ=1)`,
+    `${'#'.padStart(3)}  ${'layer(s)'.padEnd(width)}  ${'dims'.padStart(6)}  ${'val error'.padStart(9)}  ${'95 % interval'.padStart(17)}  ${'θ'.padStart(4)}  ${'λ'.padStart(4)}  ${'vs model alone'.padStart(14)}  cache alone (λ=1)`,
   );
+  const interval = (s: LayerScore) => (s.interval ? `${pct(s.interval[0])}–${pct(s.interval[1])}` : '—');
   a.ranking.forEach((s, i) =>
     console.log(
-      `${String(i + 1).padStart(3)}  ${name(s).padEnd(width)}  ${String(s.dimension).padStart(6)}  ${pct(s.error).padStart(9)}  ${String(s.theta).padStart(4)}  ${String(s.lambda).padStart(4)}  ${pct(s.modelError).padStart(14)}  ${pct(s.cacheOnlyError)}`,
+      `${String(i + 1).padStart(3)}  ${name(s).padEnd(width)}  ${String(s.dimension).padStart(6)}  ${pct(s.error).padStart(9)}  ${interval(s).padStart(17)}  ${String(s.theta).padStart(4)}  ${String(s.lambda).padStart(4)}  ${pct(s.modelError).padStart(14)}  ${pct(s.cacheOnlyError)}${s.tied ? '  tied' : ''}`,
     ),
   );
+  for (const same of a.sameKeys ?? []) console.log(`${same.sameAs.join(', ')}: the same values as ${same.layer} (scored once)`);
+  if (a.search) console.log(`concatenations: ${a.search}`);
   const r = a.recommendation;
+  const tied = a.ranking.filter((s) => s.tied).length;
   console.log(
-    `\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error vs ${pct(r.modelError)} for the model alone)`,
+    `\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error, 95 % interval ${interval(r)}, vs ${pct(r.modelError)} for the model alone; for a cache of ${a.cacheItems} items)`,
   );
+  if (tied) console.log(`${tied} other key(s) are tied with it: ${a.valImages} validation images cannot tell them apart (marked "tied")`);
   if (a.tooLarge.length) {
     console.log('\nnot scored:');
     for (const t of a.tooLarge) console.log(`  ${t.layer}: ${t.message}`);

@@ -12,13 +12,30 @@ export function layersMarkdown(a: LayerAdvice): string {
     '',
   );
   const r = a.recommendation;
+  const interval = (s: LayerScore) => (s.interval ? `${pct(s.interval[0])} – ${pct(s.interval[1])}` : '—');
   L.push(
-    `**Recommendation:** \`--layers ${r.layers.join(',')}\` (${r.dimension} dimensions, θ = ${r.theta}, λ = ${r.lambda}): ${pct(r.error)} validation error.`,
+    `**Recommendation:** \`--layers ${r.layers.join(',')}\` (${r.dimension} dimensions, θ = ${r.theta}, λ = ${r.lambda}): ${pct(r.error)} validation error (95 % bootstrap interval ${interval(r)}), for a cache of ${a.cacheItems} items.`,
     '',
   );
+  const tied = a.ranking.filter((s) => s.tied);
+  if (r.interval) {
+    L.push(
+      tied.length
+        ? `${tied.length} other key(s) are **tied** with it: their intervals overlap its, so these ${a.valImages} validation images cannot tell them apart; prefer the smaller or cheaper one, or score on more images.`
+        : `No other key's interval overlaps its: on these ${a.valImages} validation images it is the best.`,
+      '',
+    );
+  }
+  for (const same of a.sameKeys ?? []) L.push(`- ${same.sameAs.map((x) => `\`${x}\``).join(', ')}: the same values as \`${same.layer}\`, scored once.`);
+  if (a.search) L.push(`- Concatenations: ${a.search}.`);
+  L.push('');
   L.push('![validation error by key layer](by-layer.svg)', '');
-  L.push('| rank | key layer(s) | dims | cache model | cache alone | θ | λ |', '|---:|---|---:|---:|---:|---:|---:|');
-  a.ranking.forEach((s, i) => L.push(`| ${i + 1} | ${name(s)} | ${s.dimension} | ${pct(s.error)} | ${pct(s.cacheOnlyError)} | ${s.theta} | ${s.lambda} |`));
+  L.push('| rank | key layer(s) | dims | cache model | 95 % interval | cache alone | θ | λ | |', '|---:|---|---:|---:|---:|---:|---:|---:|---|');
+  a.ranking.forEach((s, i) =>
+    L.push(
+      `| ${i + 1} | ${name(s)} | ${s.dimension} | ${pct(s.error)} | ${interval(s)} | ${pct(s.cacheOnlyError)} | ${s.theta} | ${s.lambda} | ${i === 0 ? 'recommended' : s.tied ? 'tied' : ''} |`,
+    ),
+  );
   if (a.tooLarge.length) {
     L.push('', '## Not scored', '');
     for (const t of a.tooLarge) L.push(`- \`${t.layer}\`: ${t.message}`);

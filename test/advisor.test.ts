@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { before, describe, test } from 'node:test';
-import { adviseLayers, concatSimilarity, extractLayers, layerDots } from '../src/advisor/layers.js';
+import { adviseLayers, concatSimilarity, extractLayers, fitLearningCurve, layerDots } from '../src/advisor/layers.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import type { ModelSpec } from '../src/model/spec.js';
@@ -74,6 +74,37 @@ describe('layer advisor', () => {
     }
     assert.deepEqual(advice.thetas, [10, 20, 30, 40, 50, 60, 70, 80, 90]);
     assert.deepEqual(advice.lambdas, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]);
+  });
+
+  test('for a larger cache: each best key is scored at 1/8 … all of the sample and extrapolated; the recommendation is the best there', async () => {
+    const big = await adviseLayers({ model: RESNET, train, val, perClass: 20, candidates: CANDIDATES, maxDimension: MAX_DIMENSION, cacheSize: 50_000 });
+    const f = big.forCacheSize!;
+    assert.equal(f.cacheSize, 50_000);
+    assert.match(f.method, /25, 50, 100, 200 cache items/);
+    assert.equal(f.ranking.length, big.ranking.length, 'every key (fewer than 8 here)');
+    for (const k of f.ranking) {
+      assert.deepEqual(
+        k.curve.map((c) => c.items),
+        [25, 50, 100, 200],
+      );
+      assert.ok(k.error >= 0 && k.error <= 1);
+      assert.ok(k.fit.b >= 0, 'more items never predicted to hurt');
+      const whole = big.ranking.find((r) => r.layers.join() === k.layers.join())!;
+      assert.equal(k.curve[3].error, whole.error, "the whole sample is the ranking's own score");
+    }
+    for (let i = 1; i < f.ranking.length; i++) assert.ok(f.ranking[i - 1].error <= f.ranking[i].error);
+    assert.deepEqual(big.recommendation.layers, f.ranking[0].layers);
+    assert.equal(advice.forCacheSize, undefined, 'without a cache size, advice is for the sample');
+  });
+
+  test('a learning curve a + b·n^(−c) is recovered from its points, and a rising one is read flat', () => {
+    const points = [100, 200, 400, 800].map((items) => ({ items, error: 0.1 + 2 * items ** -0.5 }));
+    const fit = fitLearningCurve(points);
+    assert.equal(fit.params.c, 0.5);
+    assert.ok(Math.abs(fit.at(1_000_000) - 0.102) < 1e-9);
+    const rising = fitLearningCurve([100, 200, 400, 800].map((items, i) => ({ items, error: 0.1 + 0.01 * i })));
+    assert.equal(rising.params.b, 0);
+    assert.ok(Math.abs(rising.at(1e6) - 0.115) < 1e-9, 'the mean: no trend is extrapolated the wrong way');
   });
 
   test('late layers make better keys than the early activation_10 (as in the paper)', () => {

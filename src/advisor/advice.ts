@@ -41,6 +41,25 @@ export const LayerAdviceSchema = z
       .optional()
       .describe('layers that compute the same values as another candidate (a Flatten or Reshape of it): scored once, under the first name'),
     search: z.string().optional().describe('how concatenations were chosen, in words'),
+    forCacheSize: z
+      .object({
+        cacheSize: int().describe('the size the cache will have (cacheSize of the request)'),
+        method: z.string().describe('how the errors at that size were found, in words'),
+        ranking: z.array(
+          z
+            .object({
+              layers: z.array(z.string()),
+              dimension: int(),
+              error: z.number().describe('the validation error extrapolated to cacheSize'),
+              curve: z.array(z.object({ items: int(), error: z.number() }).strict()).describe('the error measured at each sample size'),
+              fit: z.object({ a: z.number(), b: z.number(), c: z.number() }).strict().describe('error(n) = a + b·n^(−c)'),
+            })
+            .strict(),
+        ),
+      })
+      .strict()
+      .optional()
+      .describe('when cacheSize is larger than the train sample: the best keys extrapolated to it; the recommendation is the best there'),
     tooLarge: z.array(z.object({ layer: z.string(), dimension: int(), message: z.string() }).strict()),
     failedImages: z.array(z.object({ id: z.string(), error: z.string() }).strict()),
     seconds: z.object({ extract: z.number(), score: z.number() }).strict(),

@@ -12,7 +12,7 @@ import { loadModelSpec } from '../model/spec-file.js';
 import { resolveSource } from '../sources/sources.js';
 import { ReadRoots } from '../sources/read-roots.js';
 import type { JobContext } from '../jobs/types.js';
-import { capPerClass, defaultCandidates, type LayerJobData } from './layers.js';
+import { capPerClass, concatPoolSize, defaultCandidates, type LayerJobData } from './layers.js';
 export type { LayerJobData } from './layers.js';
 import { adviseInThread } from './run-in-thread.js';
 import { LayerAdvice } from './advice.js';
@@ -101,12 +101,12 @@ export async function planLayerJob(data: LayerJobData, inspect: InspectTensors, 
 
 /**
  * What the advisor holds in memory: every scored layer's activations of every cache item and
- * val image (float32), and the val × cache-item products: the dot products of the best `top`
- * layers (kept for the concatenations), the layer being scored and the similarities.
+ * val image (float32), and the val × cache-item products: the dot products of the layers
+ * concatenations are drawn from (concatPoolSize), the layer being scored and the similarities.
  */
 export function estimateMemory(dims: number[], cacheItems: number, valImages: number, top: number): MemoryEstimate {
   const activations = dims.reduce((s, d) => s + d, 0) * (cacheItems + valImages) * 4;
-  const products = (Math.min(top, dims.length) + 2) * valImages * cacheItems * 4;
+  const products = (concatPoolSize(dims.length, top, valImages, cacheItems) + 2) * valImages * cacheItems * 4;
   return { bytes: activations + products, activations, products };
 }
 

@@ -37,6 +37,16 @@ const MIN_CANDIDATE_SIZE = 16;
 /** memory for the val × train products of the layers that concatenations are drawn from */
 const CONCAT_POOL_BYTES = 2 ** 30;
 
+/** How many layers concatenations are drawn from: every distinct one whose val × train products fit in CONCAT_POOL_BYTES (at least `top`). */
+export function concatPoolSize(distinct: number, top: number, valImages: number, cacheItems: number): number {
+  return Math.min(distinct, Math.max(top, Math.floor(CONCAT_POOL_BYTES / Math.max(1, 4 * valImages * cacheItems))));
+}
+
+/** Keys whose error is extrapolated to the cache size (the best of the ranking, and every tied one). */
+const CURVE_KEYS = 8;
+/** the train sample sizes a learning curve is scored at, as fractions of the train set */
+const CURVE_FRACTIONS = [0.125, 0.25, 0.5, 1];
+
 export interface AdviseOptions {
   model: string;
   /** a source, or a path (a folder, or a .csv/.jsonl manifest) */
@@ -48,6 +58,11 @@ export interface AdviseOptions {
   maxDimension?: number;
   /** concatenations of up to this many layers are tried, by greedy forward selection (default 3) */
   top?: number;
+  /**
+   * the number of items the cache will hold: when larger than the train sample, the best keys'
+   * errors are extrapolated to it along learning curves, and the recommendation is for that size
+   */
+  cacheSize?: number;
   /** use at most this many train images per class */
   perClass?: number;
   /** use at most this many val images per class */
@@ -190,8 +205,7 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     return scored;
   };
   // the val × train products of the layers concatenations are drawn from, kept within a budget
-  const dotsBytes = 4 * val.n * train.n;
-  const poolSize = Math.min(distinct.length, Math.max(top, Math.floor(CONCAT_POOL_BYTES / Math.max(1, dotsBytes))));
+  const poolSize = concatPoolSize(distinct.length, top, val.n, train.n);
   let totalScores = distinct.length + (top - 1) * Math.max(0, poolSize - 1);
   let done = 0;
   const step = async () => {
@@ -246,6 +260,29 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     r.interval = intervals[i];
     r.tied = i > 0 && intervals[i][0] <= intervals[0][1] && intervals[0][0] <= intervals[i][1];
   });
+
+  // 6. Advice for the cache's real size: error against sample size per key, extrapolated.
+  const forCacheSize =
+    opts.cacheSize !== undefined && opts.cacheSize > train.n
+      ? await extrapolate(
+          ranking.filter((r, i) => i < CURVE_KEYS || r.tied),
+          opts.cacheSize,
+          async (r) => {
+            const js = r.layers.map((l) => layers.indexOf(l));
+            const dots = await Promise.all(js.map(async (j) => kept.get(j) ?? (await dotsOf(j))));
+            return concatSimilarity(
+              dots,
+              js.map((j) => val.sqNorms[j]),
+              js.map((j) => train.sqNorms[j]),
+              val.n,
+              train.n,
+            );
+          },
+          (sims, columns) =>
+            scoreGrid(subColumns(sims, val.n, train.n, columns), val.n, pick(train.labels, columns), val.probs, val.labels, C, thetas, lambdas).error,
+          train.n,
+        )
+      : null;
   const search =
     `greedy forward selection of up to ${top} layers over the ${pool.length} best distinct single layers` +
     (pool.length < distinct.length ? ` (of ${distinct.length}; the val × train products of more would not fit in ${CONCAT_POOL_BYTES / 2 ** 30} GiB)` : '') +
@@ -261,9 +298,10 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     lambdas,
     modelError,
     ranking,
-    recommendation: ranking[0],
+    recommendation: forCacheSize ? ranking.find((r) => r.layers.join() === forCacheSize.ranking[0].layers.join())! : ranking[0],
     sameKeys,
     search,
+    ...(forCacheSize && { forCacheSize }),
     tooLarge,
     failedImages,
     seconds: { extract: round(extractSeconds, 3), score: round((performance.now() - t1) / 1000, 3) },
@@ -303,4 +341,84 @@ function distinctKeys(
     .map((j) => ({ layer: layers[j], sameAs: order.filter((x) => firstOf.get(x) === j).map((x) => layers[x]) }))
     .filter((s) => s.sameAs.length > 0);
   return { distinct, sameKeys };
+}
+
+/**
+ * Each key's validation error at 1/8, 1/4, 1/2 and all of the train sample (nested, class-mixed
+ * subsets: one seeded permutation), fitted by error(n) = a + b·n^(−c) (c on a grid of 0.1…1, a and
+ * b by least squares, b ≥ 0), and read at the cache's size. Keys ranked by that error.
+ */
+async function extrapolate(
+  keys: LayerScore[],
+  cacheSize: number,
+  simsOf: (key: LayerScore) => Promise<Float32Array>,
+  errorAt: (sims: Float32Array, columns: Uint32Array) => number,
+  trainItems: number,
+): Promise<NonNullable<LayerAdvice['forCacheSize']>> {
+  const permutation = seededPermutation(trainItems, 12345);
+  const sizes = CURVE_FRACTIONS.map((f) => Math.max(1, Math.round(f * trainItems)));
+  const ranking = [];
+  for (const key of keys) {
+    const sims = await simsOf(key);
+    const curve = sizes.map((n) => ({ items: n, error: round(errorAt(sims, permutation.subarray(0, n)), 6) }));
+    const fit = fitLearningCurve(curve);
+    ranking.push({ layers: key.layers, dimension: key.dimension, error: round(Math.min(1, Math.max(0, fit.at(cacheSize))), 6), curve, fit: fit.params });
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  ranking.sort((a, b) => a.error - b.error || a.dimension - b.dimension);
+  return {
+    cacheSize,
+    method: `learning curves: each key scored at ${sizes.join(', ')} cache items, error(n) = a + b·n^(−c) fitted and read at ${cacheSize} items`,
+    ranking,
+  };
+}
+
+/** error(n) = a + b·n^(−c), least squares over c ∈ {0.1, …, 1}; b ≥ 0 (more items never hurt), else a flat line. */
+export function fitLearningCurve(points: { items: number; error: number }[]): { at: (n: number) => number; params: { a: number; b: number; c: number } } {
+  let best = { a: mean(points.map((p) => p.error)), b: 0, c: 0.5, sse: Infinity };
+  best.sse = points.reduce((s, p) => s + (p.error - best.a) ** 2, 0);
+  for (let c = 0.1; c <= 1.0001; c += 0.1) {
+    const xs = points.map((p) => p.items ** -c);
+    const mx = mean(xs);
+    const my = mean(points.map((p) => p.error));
+    const sxx = xs.reduce((s, x) => s + (x - mx) ** 2, 0);
+    if (sxx === 0) continue;
+    const b = xs.reduce((s, x, i) => s + (x - mx) * (points[i].error - my), 0) / sxx;
+    if (b < 0) continue;
+    const a = my - b * mx;
+    const sse = xs.reduce((s, x, i) => s + (a + b * x - points[i].error) ** 2, 0);
+    if (sse < best.sse) best = { a, b, c: round(c, 1), sse };
+  }
+  const { a, b, c } = best;
+  return { at: (n) => a + b * n ** -c, params: { a: round(a, 6), b: round(b, 6), c } };
+}
+
+const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+
+/** the columns `columns` of an nv × nt matrix, as an nv × columns.length one */
+function subColumns(sims: Float32Array, nv: number, nt: number, columns: Uint32Array): Float32Array {
+  const m = columns.length;
+  const out = new Float32Array(nv * m);
+  for (let q = 0; q < nv; q++) for (let i = 0; i < m; i++) out[q * m + i] = sims[q * nt + columns[i]];
+  return out;
+}
+
+function pick(values: ArrayLike<number>, columns: Uint32Array): number[] {
+  return Array.from(columns, (c) => values[c]);
+}
+
+/** 0 … n−1 in a seeded random order (Fisher–Yates, xorshift32) */
+function seededPermutation(n: number, seed: number): Uint32Array {
+  const out = Uint32Array.from({ length: n }, (_, i) => i);
+  let state = seed >>> 0 || 1;
+  for (let i = n - 1; i > 0; i--) {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    const j = state % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
 }

@@ -34,6 +34,7 @@ interface LayersCliOptions {
   candidates?: string[];
   maxDimension: number;
   top: number;
+  cacheSize?: number;
   perClass?: number;
   valPerClass?: number;
   flip?: boolean;
@@ -58,7 +59,8 @@ export function registerLayersCommand(program: Command): void {
     .requiredOption('--val <source>', 'labelled validation images: a folder or a manifest')
     .option('--candidates <names>', 'candidate layers, comma-separated (default: Relu/Add/Flatten/pooling/MatMul/Gemm outputs)', list)
     .option('--max-dimension <n>', 'layers with larger keys are not scored', positiveInt, 20_000)
-    .option('--top <n>', 'try concatenations of this many best single layers', positiveInt, 3)
+    .option('--top <n>', 'try concatenations of up to n layers (greedy forward selection)', positiveInt, 3)
+    .option('--cache-size <n>', 'the items your cache will hold: the best keys are extrapolated to it (learning curves)', positiveInt)
     .option('--per-class <n>', 'use at most n train images per class', positiveInt)
     .option('--val-per-class <n>', 'use at most n val images per class', positiveInt)
     .option('--flip', 'also cache each train image mirrored left-right, as the paper does')
@@ -81,6 +83,7 @@ export function registerLayersCommand(program: Command): void {
         candidates: o.candidates,
         maxDimension: o.maxDimension,
         top: o.top,
+        cacheSize: o.cacheSize,
         perClass: o.perClass,
         valPerClass: o.valPerClass,
         flip: Boolean(o.flip),
@@ -154,12 +157,21 @@ function printAdvice(a: LayerAdvice): void {
   );
   for (const same of a.sameKeys ?? []) console.log(`${same.sameAs.join(', ')}: the same values as ${same.layer} (scored once)`);
   if (a.search) console.log(`concatenations: ${a.search}`);
+  const f = a.forCacheSize;
+  if (f) {
+    console.log(`\nat ${f.cacheSize} cache items (${f.method}):`);
+    for (const k of f.ranking)
+      console.log(
+        `  ${k.layers.join(' + ').padEnd(width)}  ${String(k.dimension).padStart(6)}  ${pct(k.error).padStart(9)}  (measured ${k.curve.map((c) => `${pct(c.error)} at ${c.items}`).join(', ')})`,
+      );
+  }
   const r = a.recommendation;
   const tied = a.ranking.filter((s) => s.tied).length;
   console.log(
-    `\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error, 95 % interval ${interval(r)}, vs ${pct(r.modelError)} for the model alone; for a cache of ${a.cacheItems} items)`,
+    `\nrecommendation: --layers ${r.layers.join(',')}  (${r.dimension} dims, θ=${r.theta}, λ=${r.lambda}: ${pct(r.error)} val error, 95 % interval ${interval(r)}, vs ${pct(r.modelError)} for the model alone at ${a.cacheItems} items)${f ? `; for a cache of ${f.cacheSize} items, extrapolated: ${pct(f.ranking[0].error)}` : `; for a cache of ${a.cacheItems} items`}`,
   );
-  if (tied) console.log(`${tied} other key(s) are tied with it: ${a.valImages} validation images cannot tell them apart (marked "tied")`);
+  if (tied)
+    console.log(`${tied} key(s) are tied with the best at ${a.cacheItems} items: ${a.valImages} validation images cannot tell them apart (marked "tied")`);
   if (a.tooLarge.length) {
     console.log('\nnot scored:');
     for (const t of a.tooLarge) console.log(`  ${t.layer}: ${t.message}`);

@@ -37,7 +37,14 @@ export const LayerJobSchema = z
       .optional()
       .describe('candidate layers (tensor names); default: the outputs of Relu, Add, Flatten, pooling, MatMul and Gemm nodes'),
     maxDimension: z.number().int().min(1).optional().describe('layers with larger keys are reported, not scored (default 20,000)'),
-    top: z.number().int().min(1).max(6).optional().describe('concatenations are tried of this many best single layers (default 3)'),
+    top: z.number().int().min(1).max(6).optional().describe('concatenations of up to this many layers are tried, by greedy forward selection (default 3)'),
+    cacheSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(1e9)
+      .optional()
+      .describe('the items the cache will hold: when more than the train sample, the best keys are extrapolated to it and the recommendation is for that size'),
     perClass: z.number().int().min(1).optional().describe('use at most this many train images per class'),
     valPerClass: z.number().int().min(1).optional().describe('use at most this many val images per class'),
     flip: z.boolean().default(false).describe('also put each train image mirrored left-right in the cache, as the paper does'),
@@ -63,6 +70,7 @@ export function layerJobData(body: LayerJobRequest): LayerJobData {
     candidates: body.candidates,
     maxDimension: body.maxDimension,
     top: body.top,
+    cacheSize: body.cacheSize,
     perClass: body.perClass,
     valPerClass: body.valPerClass,
     flip: body.flip,

@@ -83,6 +83,7 @@ export const LayersJobSchema = z
     candidates: z.array(z.string().min(1)).min(1).optional(),
     maxDimension: z.number().int().min(1).optional(),
     top: z.number().int().min(1).max(6).optional(),
+    cacheSize: z.number().int().min(1).optional(),
     perClass: z.number().int().min(1).optional(),
     valPerClass: z.number().int().min(1).optional(),
     flip: z.boolean().default(false),

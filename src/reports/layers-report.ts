@@ -14,15 +14,26 @@ export function layersMarkdown(a: LayerAdvice): string {
   const r = a.recommendation;
   const interval = (s: LayerScore) => (s.interval ? `${pct(s.interval[0])} – ${pct(s.interval[1])}` : '—');
   L.push(
-    `**Recommendation:** \`--layers ${r.layers.join(',')}\` (${r.dimension} dimensions, θ = ${r.theta}, λ = ${r.lambda}): ${pct(r.error)} validation error (95 % bootstrap interval ${interval(r)}), for a cache of ${a.cacheItems} items.`,
+    `**Recommendation:** \`--layers ${r.layers.join(',')}\` (${r.dimension} dimensions, θ = ${r.theta}, λ = ${r.lambda}): ${pct(r.error)} validation error at the ${a.cacheItems} items scored (95 % bootstrap interval ${interval(r)}); recommended for a cache of ${a.forCacheSize?.cacheSize ?? a.cacheItems} items.`,
     '',
   );
+  const f = a.forCacheSize;
+  if (f) {
+    L.push(
+      `This is the advice **for a cache of ${f.cacheSize} items**, more than the ${a.cacheItems} scored: ${f.method}. Small caches favour compact late layers, large ones larger inner keys, so the order can change with the size.`,
+      '',
+    );
+    L.push('| key layer(s) | dims | error at ' + f.cacheSize + ' items (extrapolated) | measured |', '|---|---:|---:|---|');
+    for (const k of f.ranking)
+      L.push(`| ${k.layers.join(' + ')} | ${k.dimension} | ${pct(k.error)} | ${k.curve.map((c) => `${pct(c.error)} at ${c.items}`).join(', ')} |`);
+    L.push('');
+  }
   const tied = a.ranking.filter((s) => s.tied);
-  if (r.interval) {
+  if (a.ranking[0].interval) {
     L.push(
       tied.length
-        ? `${tied.length} other key(s) are **tied** with it: their intervals overlap its, so these ${a.valImages} validation images cannot tell them apart; prefer the smaller or cheaper one, or score on more images.`
-        : `No other key's interval overlaps its: on these ${a.valImages} validation images it is the best.`,
+        ? `At ${a.cacheItems} items, ${tied.length} key(s) are **tied** with the best: their intervals overlap its, so these ${a.valImages} validation images cannot tell them apart; prefer the smaller or cheaper one, or score on more images.`
+        : `At ${a.cacheItems} items, no other key's interval overlaps the best one's: on these ${a.valImages} validation images it is the best.`,
       '',
     );
   }
@@ -33,7 +44,7 @@ export function layersMarkdown(a: LayerAdvice): string {
   L.push('| rank | key layer(s) | dims | cache model | 95 % interval | cache alone | θ | λ | |', '|---:|---|---:|---:|---:|---:|---:|---:|---|');
   a.ranking.forEach((s, i) =>
     L.push(
-      `| ${i + 1} | ${name(s)} | ${s.dimension} | ${pct(s.error)} | ${interval(s)} | ${pct(s.cacheOnlyError)} | ${s.theta} | ${s.lambda} | ${i === 0 ? 'recommended' : s.tied ? 'tied' : ''} |`,
+      `| ${i + 1} | ${name(s)} | ${s.dimension} | ${pct(s.error)} | ${interval(s)} | ${pct(s.cacheOnlyError)} | ${s.theta} | ${s.lambda} | ${s === r ? 'recommended' : s.tied ? 'tied' : ''} |`,
     ),
   );
   if (a.tooLarge.length) {

@@ -213,8 +213,11 @@ export class ReplicaEngine extends CacheEngine {
    */
   private async startAgain(cache: CacheState, err: LogTrimmedError): Promise<void> {
     this.report({ level: 'warn', msg: `${err.message}: opening it again from a peer's snapshot` });
+    const name = cache.definition.name;
     await this.drop(cache);
-    this.logs.delete(cache.definition.name);
+    this.logs.delete(name);
+    // meanwhile its requests get 503 cache_unavailable (not unknown_cache), saying why
+    this.failed.set(name, "the key log was trimmed past this replica's position: it is being opened again from a peer's snapshot");
     await this.openCache(cache.definition);
   }
 

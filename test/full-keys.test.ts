@@ -4,7 +4,8 @@ import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { FullKeyStore, type KeyFormat, float16ToFloat32, float32ToFloat16 } from '../src/index/full-keys.js';
+import { FullKeyStore, type KeyFormat } from '../src/index/full-keys.js';
+import { float16ToFloat32, float32ToFloat16 } from '../src/math/float16.js';
 import { gaussian, rng } from './fixtures/random.js';
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */

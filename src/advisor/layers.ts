@@ -13,7 +13,6 @@
 // error comes with a bootstrap interval, and keys the validation set cannot tell apart are tied.
 // Each key is scored by the cache model's top-1 validation error over a θ × λ grid, with
 // p_cache summed over every train item (exact), using the one cache math.
-import { createHash } from 'node:crypto';
 import { UserError } from '../errors/user-error.js';
 import { inspectModel } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
@@ -23,9 +22,12 @@ import { resolveSource, type Source, type SourceItem } from '../sources/sources.
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
 import { LayerAdvice, LayerScore } from './advice.js';
 import { extractLayers } from './extract-layers.js';
+import { distinctKeys } from './distinct-keys.js';
+import { extrapolate, pick, subColumns } from './learning-curve.js';
 import { bootstrapIntervals, compareScores, concatSimilarity, errorOf, layerDots, round, scoreGrid } from './layer-scores.js';
 export { compareScores, concatSimilarity, layerDots, scoreGrid } from './layer-scores.js';
 export { extractLayers, type ExtractedSet } from './extract-layers.js';
+export { fitLearningCurve } from './learning-curve.js';
 
 /** A coarse version of the paper's grid: every 4th value, θ ∈ {10, 20, …, 90}, λ ∈ {0.1, 0.2, …, 0.9}. */
 export const ADVISOR_THETAS = PAPER_THETAS.filter((_, i) => i % 4 === 0);
@@ -44,8 +46,6 @@ export function concatPoolSize(distinct: number, top: number, valImages: number,
 
 /** Keys whose error is extrapolated to the cache size (the best of the ranking, and every tied one). */
 const CURVE_KEYS = 8;
-/** the train sample sizes a learning curve is scored at, as fractions of the train set */
-const CURVE_FRACTIONS = [0.125, 0.25, 0.5, 1];
 
 export interface AdviseOptions {
   model: string;
@@ -306,119 +306,4 @@ export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseP
     failedImages,
     seconds: { extract: round(extractSeconds, 3), score: round((performance.now() - t1) / 1000, 3) },
   };
-}
-
-/**
- * The candidates that compute distinct values, in graph order, and the others named with the one
- * they equal (same size, same activations on every train and val image: compared by sha256, only
- * among layers of one size).
- */
-function distinctKeys(
-  layers: string[],
-  graphOrder: Map<string, number>,
-  sizes: number[],
-  trainActs: Float32Array[],
-  valActs: Float32Array[],
-): { distinct: number[]; sameKeys: { layer: string; sameAs: string[] }[] } {
-  const order = layers.map((_, j) => j).sort((a, b) => graphOrder.get(layers[a])! - graphOrder.get(layers[b])!);
-  const bySize = new Map<number, number[]>();
-  for (const j of order) bySize.set(sizes[j], [...(bySize.get(sizes[j]) ?? []), j]);
-  const firstOf = new Map<number, number>(); // j → the earlier layer it equals
-  for (const group of bySize.values()) {
-    if (group.length < 2) continue;
-    const seen = new Map<string, number>();
-    for (const j of group) {
-      const h = createHash('sha256');
-      for (const a of [trainActs[j], valActs[j]]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-      const digest = h.digest('hex');
-      const first = seen.get(digest);
-      if (first === undefined) seen.set(digest, j);
-      else firstOf.set(j, first);
-    }
-  }
-  const distinct = order.filter((j) => !firstOf.has(j));
-  const sameKeys = distinct
-    .map((j) => ({ layer: layers[j], sameAs: order.filter((x) => firstOf.get(x) === j).map((x) => layers[x]) }))
-    .filter((s) => s.sameAs.length > 0);
-  return { distinct, sameKeys };
-}
-
-/**
- * Each key's validation error at 1/8, 1/4, 1/2 and all of the train sample (nested, class-mixed
- * subsets: one seeded permutation), fitted by error(n) = a + b·n^(−c) (c on a grid of 0.1…1, a and
- * b by least squares, b ≥ 0), and read at the cache's size. Keys ranked by that error.
- */
-async function extrapolate(
-  keys: LayerScore[],
-  cacheSize: number,
-  simsOf: (key: LayerScore) => Promise<Float32Array>,
-  errorAt: (sims: Float32Array, columns: Uint32Array) => number,
-  trainItems: number,
-): Promise<NonNullable<LayerAdvice['forCacheSize']>> {
-  const permutation = seededPermutation(trainItems, 12345);
-  const sizes = CURVE_FRACTIONS.map((f) => Math.max(1, Math.round(f * trainItems)));
-  const ranking = [];
-  for (const key of keys) {
-    const sims = await simsOf(key);
-    const curve = sizes.map((n) => ({ items: n, error: round(errorAt(sims, permutation.subarray(0, n)), 6) }));
-    const fit = fitLearningCurve(curve);
-    ranking.push({ layers: key.layers, dimension: key.dimension, error: round(Math.min(1, Math.max(0, fit.at(cacheSize))), 6), curve, fit: fit.params });
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  ranking.sort((a, b) => a.error - b.error || a.dimension - b.dimension);
-  return {
-    cacheSize,
-    method: `learning curves: each key scored at ${sizes.join(', ')} cache items, error(n) = a + b·n^(−c) fitted and read at ${cacheSize} items`,
-    ranking,
-  };
-}
-
-/** error(n) = a + b·n^(−c), least squares over c ∈ {0.1, …, 1}; b ≥ 0 (more items never hurt), else a flat line. */
-export function fitLearningCurve(points: { items: number; error: number }[]): { at: (n: number) => number; params: { a: number; b: number; c: number } } {
-  let best = { a: mean(points.map((p) => p.error)), b: 0, c: 0.5, sse: Infinity };
-  best.sse = points.reduce((s, p) => s + (p.error - best.a) ** 2, 0);
-  for (let c = 0.1; c <= 1.0001; c += 0.1) {
-    const xs = points.map((p) => p.items ** -c);
-    const mx = mean(xs);
-    const my = mean(points.map((p) => p.error));
-    const sxx = xs.reduce((s, x) => s + (x - mx) ** 2, 0);
-    if (sxx === 0) continue;
-    const b = xs.reduce((s, x, i) => s + (x - mx) * (points[i].error - my), 0) / sxx;
-    if (b < 0) continue;
-    const a = my - b * mx;
-    const sse = xs.reduce((s, x, i) => s + (a + b * x - points[i].error) ** 2, 0);
-    if (sse < best.sse) best = { a, b, c: round(c, 1), sse };
-  }
-  const { a, b, c } = best;
-  return { at: (n) => a + b * n ** -c, params: { a: round(a, 6), b: round(b, 6), c } };
-}
-
-const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-
-/** the columns `columns` of an nv × nt matrix, as an nv × columns.length one */
-function subColumns(sims: Float32Array, nv: number, nt: number, columns: Uint32Array): Float32Array {
-  const m = columns.length;
-  const out = new Float32Array(nv * m);
-  for (let q = 0; q < nv; q++) for (let i = 0; i < m; i++) out[q * m + i] = sims[q * nt + columns[i]];
-  return out;
-}
-
-function pick(values: ArrayLike<number>, columns: Uint32Array): number[] {
-  return Array.from(columns, (c) => values[c]);
-}
-
-/** 0 … n−1 in a seeded random order (Fisher–Yates, xorshift32) */
-function seededPermutation(n: number, seed: number): Uint32Array {
-  const out = Uint32Array.from({ length: n }, (_, i) => i);
-  let state = seed >>> 0 || 1;
-  for (let i = n - 1; i > 0; i--) {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    const j = state % (i + 1);
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
 }

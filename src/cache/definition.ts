@@ -3,6 +3,8 @@
 import { z } from 'zod';
 import { ModelSpecSchema } from '../model/spec.js';
 import { DEFAULT_INDEX_OPTIONS } from '../index/factory.js';
+import type { ErrorCode } from '../errors/catalogue.js';
+import { UserError } from '../errors/user-error.js';
 
 export const DEFAULT_K = 100;
 
@@ -68,3 +70,18 @@ export const CacheDefinitionSchema = z
 
 export type CacheDefinitionInput = z.input<typeof CacheDefinitionSchema>;
 export type CacheDefinition = z.output<typeof CacheDefinitionSchema>;
+
+const SETTINGS = {
+  theta: { schema: ThetaSchema, error: 'invalid_theta' },
+  lambda: { schema: LambdaSchema, error: 'invalid_lambda' },
+  k: { schema: KSchema, error: 'invalid_k' },
+  efSearch: { schema: EfSearchSchema, error: 'invalid_efSearch' },
+} as const satisfies Record<string, { schema: unknown; error: ErrorCode }>;
+
+/** A setting given with a request or an update, checked against the same schema as the definition. */
+export function parseSetting(field: keyof typeof SETTINGS, value: unknown): number {
+  const { schema, error } = SETTINGS[field];
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  throw new UserError(error, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
+}

@@ -7,11 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { CacheDefinition, CacheDefinitionSchema, EfSearchSchema, KSchema, LambdaSchema, ThetaSchema } from '../cache/definition.js';
+import { CacheDefinition, CacheDefinitionSchema, parseSetting } from '../cache/definition.js';
 import type { CacheInfo } from '../cache/info.js';
 import type { ArchiveFile } from '../cache/archive.js';
 import { linkExport, removeStaleExports } from './cache-export.js';
-import type { ErrorCode } from '../errors/catalogue.js';
 import { UserError } from '../errors/user-error.js';
 import { describeZodError } from '../errors/zod.js';
 import type { KeyLog } from '../keylog/types.js';
@@ -387,18 +386,3 @@ export abstract class CacheEngine {
 }
 
 const MAX_HISTORY = 20;
-
-const SETTINGS = {
-  theta: { schema: ThetaSchema, error: 'invalid_theta' },
-  lambda: { schema: LambdaSchema, error: 'invalid_lambda' },
-  k: { schema: KSchema, error: 'invalid_k' },
-  efSearch: { schema: EfSearchSchema, error: 'invalid_efSearch' },
-} as const satisfies Record<string, { schema: unknown; error: ErrorCode }>;
-
-/** A setting given with a request or an update, checked against the same schema as the definition. */
-function parseSetting(field: keyof typeof SETTINGS, value: unknown): number {
-  const { schema, error } = SETTINGS[field];
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  throw new UserError(error, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
-}

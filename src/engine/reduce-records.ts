@@ -4,7 +4,7 @@
 // a 128-d search key is 512 B (+ 24 KB of float16 with re-ranking). Readers put a
 // reduced record straight into the index, with no projection to compute.
 import type { SearchKey } from '../cache/definition.js';
-import { float32ToFloat16 } from '../index/full-keys.js';
+import { float32ToFloat16 } from '../math/float16.js';
 import type { Projection } from '../index/projection.js';
 import type { FullKeyRecord, ReducedKeyRecord } from '../keylog/types.js';
 

@@ -21,6 +21,7 @@ import {
   UpdateCacheSchema,
 } from './schemas.js';
 import { openApiDocument } from './openapi.js';
+import { readiness } from './readiness.js';
 import { FLIP_SUFFIX, imageToTensor } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
 import { UserError } from '../errors/user-error.js';
@@ -63,48 +64,7 @@ export function createApp(ctx: ApiContext): express.Express {
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
-  app.get('/readyz', async (_req, res) => {
-    if (!ctx.isReady()) {
-      if (ctx.ops?.isStopping) return void res.status(503).json({ status: 'stopping' });
-      // how far each cache's opening has got: a peer snapshot's bytes, the log replayed
-      const starting = await withDeadline(engine.startup(), READY_ENGINE_MS);
-      return void res.status(503).json({ status: 'starting', ...(starting && { caches: starting }) });
-    }
-    // A frozen engine thread must take this replica out of a load balancer: no answer in time is 503.
-    const caches = await withDeadline(engine.listCaches(), READY_ENGINE_MS);
-    if (!caches) return void res.status(503).json({ status: 'unresponsive' });
-    // The log positions come from the key logs' store (Redis): slow or down, readiness goes on
-    // without them. Predictions go on from the indexes in memory, so the replica stays in (200),
-    // degraded: taking every replica out because Redis is away would stop what still works.
-    const known = ctx.redisOutage?.() ?? null; // known to be down: no need to wait for the positions
-    const logs = known ? null : await withDeadline(engine.logStatus(), READY_LOG_MS);
-    const outage = known ?? (ctx.mode === 'distributed' && logs === null ? { since: Date.now(), error: 'no answer in time' } : null);
-    const lag = new Map((logs ?? []).map((l) => [l.name, l]));
-    // Damage degrades readiness but does not fail it: the other caches (and the repaired ones) serve.
-    const damaged = caches.some((c) => c.status === 'damaged' || (c.info?.damage.length ?? 0) > 0);
-    const served = caches.filter((c) => c.info);
-    res.json({
-      status: damaged || outage ? 'degraded' : 'ready',
-      mode: ctx.mode,
-      ...(outage && {
-        keyLog: {
-          status: 'unreachable',
-          since: new Date(outage.since).toISOString(),
-          error: outage.error,
-          message: `key log unreachable (${outage.error}): serving ${served.reduce((n, c) => n + c.info!.size, 0)} items of ${served.length} cache(s) at their last applied positions; new items and jobs wait for Redis`,
-        },
-      }),
-      caches: caches.map((c) => ({
-        name: c.name,
-        status: c.status,
-        size: c.info?.size ?? null,
-        ...(c.error && { error: c.error }),
-        log: lag.get(c.name) ?? null,
-        ...(c.info && { logPosition: c.info.logPosition }),
-        ...(c.info?.damage.length && { damage: c.info.damage }),
-      })),
-    });
-  });
+  app.get('/readyz', readiness(ctx));
 
   app.post(
     '/v1/caches',
@@ -364,21 +324,6 @@ function multipartIfAny(upload: multer.Multer) {
       : err;
   return (req: Request, res: Response, next: NextFunction) =>
     req.is('multipart/form-data') ? any(req, res, (err?: unknown) => next(clientError(err))) : next();
-}
-
-/** how long /readyz waits for the engine thread, and for the key logs' positions */
-const READY_ENGINE_MS = 2000;
-const READY_LOG_MS = 1000;
-
-/** The value, or null if it takes longer than `ms` (the promise is left to settle on its own). */
-async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)));
-  try {
-    return await Promise.race([promise.catch(() => null), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Deeper than any request of this API: refused before JSON.parse and the validators recurse into it. */

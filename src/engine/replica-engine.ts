@@ -58,7 +58,7 @@ export class ReplicaEngine extends CacheEngine {
   }
 
   override async open() {
-    this.member.id = await replicaIdOf(this.options.dataDir, this.member.id);
+    if (!this.options.replicaId) this.member.id = await replicaIdOf(this.options.dataDir, this.member.id);
     const caches = await super.open();
     // a definition created, changed or deleted through another replica is followed at once; the
     // poll is the fallback for a message missed while disconnected

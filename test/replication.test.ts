@@ -131,4 +131,17 @@ describe('replicas over a bounded key log', { timeout: 600_000 }, () => {
     await caughtUp({ child, url }, 'rep', 1750);
     assert.deepEqual(await predictions({ child, url }, 'rep', unseen), await predictions(b, 'rep', unseen));
   });
+
+  test('with no peer to fetch from, a new replica says so: the cache is unavailable (409 cache_unavailable) naming every peer tried; nothing is served as truth', async () => {
+    await Promise.all(procs.filter((p) => p.url).map((p) => stop(p, 'SIGKILL'))); // their registrations live on (ttl)
+    const lone = await startApi(redis, tempDir(), 'rep-lone', ENV);
+    procs.push(lone);
+    const r = await call(lone.url!, 'GET', '/v1/caches/rep');
+    assert.equal(r.status, 409, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'cache_unavailable');
+    assert.match(r.body.error.message, /key log starts at position \d+ .*no peer could give a snapshot: http:\/\/127\.0\.0\.1:\d+ /);
+    const ready = await call(lone.url!, 'GET', '/readyz');
+    assert.equal(ready.body.caches.find((c: any) => c.name === 'rep').status, 'failed');
+    assert.equal((await call(lone.url!, 'POST', '/v1/caches/rep/predict', unseen)).status, 409);
+  });
 });

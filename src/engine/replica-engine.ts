@@ -216,7 +216,7 @@ export class ReplicaEngine extends CacheEngine {
     const name = cache.definition.name;
     await this.drop(cache);
     this.logs.delete(name);
-    // meanwhile its requests get 503 cache_unavailable (not unknown_cache), saying why
+    // meanwhile its requests get cache_unavailable (not unknown_cache), saying why
     this.failed.set(name, "the key log was trimmed past this replica's position: it is being opened again from a peer's snapshot");
     await this.openCache(cache.definition);
   }

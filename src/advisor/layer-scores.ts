@@ -2,6 +2,7 @@
 // with the one cache math.
 import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import { innerProducts } from '../math/gemm.js';
+import { xorshift32 } from '../math/rng.js';
 import { LayerScore } from './advice.js';
 
 /** Lower error first; ties: fewer dims, then lower log-loss. */
@@ -101,16 +102,7 @@ export function scoreGrid(
  */
 export function bootstrapIntervals(correct: Uint8Array[], nv: number, resamples = 1000, seed = 1): [number, number][] {
   const errors = correct.map(() => new Float64Array(resamples));
-  let state = seed >>> 0 || 1;
-  const next = () => {
-    // xorshift32: enough to draw indices, and the same everywhere
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
+  const next = xorshift32(seed);
   const picks = new Uint32Array(nv);
   for (let b = 0; b < resamples; b++) {
     for (let i = 0; i < nv; i++) picks[i] = next() % nv;

@@ -2,6 +2,7 @@
 // set, fitted by a learning curve and read at the size the cache will have. Small caches favour
 // compact late layers, large ones larger inner keys, so a ranking at the sample size can mislead.
 import type { LayerAdvice, LayerScore } from './advice.js';
+import { xorshift32 } from '../math/rng.js';
 import { round } from './layer-scores.js';
 
 /** the train sample sizes a learning curve is scored at, as fractions of the train set */
@@ -24,7 +25,8 @@ export async function extrapolate(
   const ranking = [];
   for (const key of keys) {
     const sims = await simsOf(key);
-    const curve = sizes.map((n) => ({ items: n, error: round(errorAt(sims, permutation.subarray(0, n)), 6) }));
+    // the whole sample is the score the ranking already holds: only the smaller samples are scored here
+    const curve = sizes.map((n) => ({ items: n, error: n === trainItems ? key.error : round(errorAt(sims, permutation.subarray(0, n)), 6) }));
     const fit = fitLearningCurve(curve);
     ranking.push({ layers: key.layers, dimension: key.dimension, error: round(Math.min(1, Math.max(0, fit.at(cacheSize))), 6), curve, fit: fit.params });
     await new Promise((resolve) => setImmediate(resolve));
@@ -74,14 +76,9 @@ export function pick(values: ArrayLike<number>, columns: Uint32Array): number[] 
 /** 0 … n−1 in a seeded random order (Fisher–Yates, xorshift32) */
 function seededPermutation(n: number, seed: number): Uint32Array {
   const out = Uint32Array.from({ length: n }, (_, i) => i);
-  let state = seed >>> 0 || 1;
+  const next = xorshift32(seed);
   for (let i = n - 1; i > 0; i--) {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    const j = state % (i + 1);
+    const j = next() % (i + 1);
     [out[i], out[j]] = [out[j], out[i]];
   }
   return out;

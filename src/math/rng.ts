@@ -60,3 +60,20 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
+
+/**
+ * xorshift32: a small seeded generator of 32-bit integers, enough to draw indices (the layer
+ * advisor's bootstrap resamples and sample order). Its sequences are what the advisor's recorded
+ * figures were drawn with; Rng above is the stronger one for projections and test matrices.
+ */
+export function xorshift32(seed: number): () => number {
+  let state = seed >>> 0 || 1;
+  return () => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
+}

@@ -6,9 +6,22 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { call, tempDir, RESNET, SAMPLE, CIFAR_CLASSES } from './harness.js';
+import { call, tempDir, SAMPLE, CIFAR_CLASSES } from './harness.js';
 import { freePort, startRedis, TestRedis } from './redis-harness.js';
-import { caughtUp, finished, logs, predictions, spawnCachet, stop, startApi, startWorker, submit, until, type Proc } from './distributed-harness.js';
+import {
+  caughtUp,
+  createCache,
+  finished,
+  logs,
+  predictions,
+  spawnCachet,
+  stop,
+  startApi,
+  startWorker,
+  submit,
+  until,
+  type Proc,
+} from './distributed-harness.js';
 import { redisKeys } from '../src/redis/keys.js';
 import { NotReadySchema } from '../src/http/schemas.js';
 
@@ -61,15 +74,7 @@ describe('replicas over a bounded key log', { timeout: 600_000 }, () => {
   });
 
   test('the stream is trimmed below the snapshot every live replica has, keeping the floor', async () => {
-    const created = await call(a.url!, 'POST', '/v1/caches', {
-      name: 'rep',
-      model: RESNET,
-      keyLayers: ['activation_18'],
-      theta: 50,
-      lambda: 0.5,
-      index: { type: 'hnsw' },
-    });
-    assert.equal(created.status, 201, JSON.stringify(created.body));
+    await createCache(a, 'rep'); // hnsw from the first item: a graph to compare
     assert.equal((await finished(a, await submit(a, 'rep', 1000))).result.cacheSize, 1000);
     await caughtUp(a, 'rep', 1000);
     await graphAt(dirA, 'rep', 1000); // a snapshot at every boundary: the last one at 1,000

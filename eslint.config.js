@@ -15,7 +15,7 @@ const LAYERS = [
   ['src/cache', 'src/preprocess'],
   ['src/engine'],
   ['src/jobs'],
-  ['src/advisor'],
+  ['src/advisor', 'src/robustness'],
   ['src/reports', 'src/queue'],
   ['src/http', 'src/worker-process.ts'],
   ['src/server.ts', 'workers'],

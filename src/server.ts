@@ -13,6 +13,7 @@ import { runEvalJob, type EvalJobData } from './jobs/eval-job.js';
 import type { ProcessorSettings } from './jobs/types.js';
 import { JobQueue } from './jobs/types.js';
 import { runTuneJob, TuneJobData } from './jobs/tune-job.js';
+import { runRobustnessJob, type RobustnessJobData } from './robustness/job.js';
 import { runLayersJob, type LayerJobData } from './advisor/job.js';
 import { abortLayerJobs } from './queue/layers-job.js';
 import { replicaJobType } from './queue/job-schema.js';
@@ -153,6 +154,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
         eval: (data, ctx) => runEvalJob(engine, settings, data as EvalJobData, ctx),
         tune: (data, ctx) => runTuneJob(engine, settings, data as TuneJobData, ctx),
         layers: (data, ctx) => runLayersJob(data as LayerJobData, ctx, settings), // in a thread of its own
+        robustness: (data, ctx) => runRobustnessJob(engine, settings, data as RobustnessJobData, ctx),
       },
       (job) => ops.jobFinished(job),
       new JobStore(path.join(opts.dataDir, JOBS_DIR)),

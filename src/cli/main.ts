@@ -371,6 +371,7 @@ function axisArg(v: string): Axis {
 
 registerCacheCommands(program);
 (await import('./layers.js')).registerLayersCommand(program);
+(await import('./robustness.js')).registerRobustnessCommand(program);
 
 const allCommands = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...allCommands(sub)]);
 for (const command of allCommands(program)) {

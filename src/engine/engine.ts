@@ -161,6 +161,11 @@ export abstract class CacheEngine {
     return { cache: name, theta, lambda, cacheSize: cache.size, results, timings };
   }
 
+  /** p_model alone for n images, without searching the cache (an attack crafted against the model alone queries it). */
+  async modelProbabilities(name: string, images: Float32Array, n: number): Promise<Float32Array> {
+    return (await this.cache(name).extractor.run(images, n)).probs;
+  }
+
   /**
    * For tuning: p_model and the k nearest items (similarity, label) of n images, computed
    * once so that a whole θ × λ grid can be scored in memory. Rows with fewer than k

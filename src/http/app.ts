@@ -34,6 +34,7 @@ import type { ApiLimits } from './limits.js';
 import { webRoutes } from './web.js';
 import { addItemRoutes } from './items.js';
 import { addLayerJobRoutes } from './layers-route.js';
+import { addRobustnessRoutes } from './robustness-route.js';
 import { reportMarkdown, reportSvg, svgToPng } from '../reports/job-report.js';
 import { Classification } from '../engine/types.js';
 
@@ -237,6 +238,7 @@ export function createApp(ctx: ApiContext): express.Express {
 
   addItemRoutes(app, { engine, queue, limitInputPixels: limits.limitInputPixels, readRoots });
   addLayerJobRoutes(app, { queue, maxJobs: limits.maxJobsPerCache, readRoots });
+  addRobustnessRoutes(app, { engine, queue, readRoots });
 
   app.post(
     '/v1/caches/:name/predict',

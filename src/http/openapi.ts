@@ -14,6 +14,7 @@ import { SourceSchema } from '../sources/sources.js';
 import { ERROR_CATALOGUE, ERROR_CODES, type ErrorStatus } from '../errors/catalogue.js';
 import { DeleteItemsSchema } from './items.js';
 import { LayerJobSchema } from './layers-route.js';
+import { RobustnessJobSchema } from './robustness-route.js';
 import { retryAfter, routes, type MediaSpec } from './route-table.js';
 import * as S from './schemas.js';
 
@@ -31,6 +32,7 @@ const requestComponents: Record<string, z.ZodType> = {
   PredictUpload: S.PredictMultipartSchema,
   DeleteItemsRequest: DeleteItemsSchema,
   LayerJobRequest: LayerJobSchema,
+  RobustnessJobRequest: RobustnessJobSchema,
 };
 
 /** Named response schemas (JSON Schema of the output type). */
@@ -50,6 +52,7 @@ const responseComponents: Record<string, z.ZodType> = {
   EvalJobResult: S.EvalJobResultSchema,
   TuneResult: S.TuneResultSchema,
   LayerAdvice: S.LayerAdviceSchema,
+  RobustnessResult: S.RobustnessResultSchema,
   Prediction: S.PredictionSchema,
   PredictResponse: S.PredictResponseSchema,
   DeletedCache: S.DeleteCacheResponseSchema,

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { CacheDefinitionSchema } from '../cache/definition.js';
 import { DeleteItemsSchema } from './items.js';
 import { LayerJobSchema } from './layers-route.js';
+import { RobustnessJobSchema } from './robustness-route.js';
 import { json, ok, text, type Method, type ResponseSpec, type Role, type RouteSpec } from './route-spec.js';
 import * as S from './schemas.js';
 
@@ -282,6 +283,20 @@ export const routes: RouteSpec[] = [
   },
   {
     method: 'POST',
+    path: '/v1/caches/:name/robustness-jobs',
+    operationId: 'submitRobustnessJob',
+    summary: 'Top-1 error of the model, the cache model and the cache alone under natural corruptions, a transfer attack and adaptive attacks',
+    description:
+      'Corruptions (6 families × 5 severities) are made from the images with sharp; the attacks are Square Attack (L∞, score-based: it reads only probabilities). Seeded; bounded by a query budget per image and a time budget.',
+    tags: ['jobs'],
+    role: 'write',
+    params: cacheName,
+    body: json(RobustnessJobSchema),
+    responses: { 202: accepted },
+    errors: { ...jobErrors, 409: 'the cache holds no items yet (empty_cache)' },
+  },
+  {
+    method: 'POST',
     path: '/v1/layer-jobs',
     operationId: 'submitLayerJob',
     summary: 'The layer advisor: which inner layers of a model make the best cache key, scored on labelled train and val images',
@@ -313,7 +328,7 @@ export const routes: RouteSpec[] = [
     path: '/v1/jobs/:id/report',
     operationId: 'getJobReport',
     summary:
-      "A finished job's report: its result (json), a Markdown report (md: eval, tune, layers), or a chart as SVG or PNG (tune heatmap, eval error against cache size, layers ranking)",
+      "A finished job's report: its result (json), a Markdown report (md: eval, tune, layers, robustness), or a chart as SVG or PNG (tune heatmap, eval error against cache size, layers ranking, robustness curves)",
     tags: ['jobs'],
     role: 'read',
     params: jobId,

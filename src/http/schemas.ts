@@ -13,6 +13,7 @@ import { CacheStatusSchema, CacheVerificationSchema, LogStatusSchema, StartProgr
 export { CacheVerificationSchema };
 import { EvalJobResultSchema, IndexJobResultSchema, NanableNumberSchema, TuneResultSchema } from '../jobs/results.js';
 import { LayerAdviceSchema } from '../advisor/advice.js';
+import { RobustnessResultSchema } from '../robustness/result.js';
 
 // the response schemas defined beside the code that produces them
 export {
@@ -24,6 +25,7 @@ export {
   LayerAdviceSchema,
   LogStatusSchema,
   NanableNumberSchema,
+  RobustnessResultSchema,
   TuneResultSchema,
 };
 
@@ -200,7 +202,7 @@ export const NotReadySchema = z
 
 export const CacheListSchema = z.object({ caches: z.array(CacheStatusSchema) }).strict();
 
-export const JobResultSchema = z.union([IndexJobResultSchema, EvalJobResultSchema, TuneResultSchema, LayerAdviceSchema]);
+export const JobResultSchema = z.union([IndexJobResultSchema, EvalJobResultSchema, TuneResultSchema, LayerAdviceSchema, RobustnessResultSchema]);
 
 /** The job view as documented: `result` is null until the job completes. */
 export const JobViewDocSchema = JobViewSchema.extend({ result: JobResultSchema.nullable() }).strict();

@@ -9,8 +9,8 @@ export const NanableNumberSchema = z.union([z.number(), z.nan()]);
 export const IndexJobResultSchema = z.object({ images: int(), added: int(), duplicates: int(), failed: int(), cacheSize: int() }).strict();
 export type IndexJobResult = z.infer<typeof IndexJobResultSchema>;
 
-const errorRates = z.object({ model: NanableNumberSchema, cacheModel: NanableNumberSchema, cacheOnly: NanableNumberSchema }).strict();
-export type ErrorRates = z.infer<typeof errorRates>;
+export const ErrorRatesSchema = z.object({ model: NanableNumberSchema, cacheModel: NanableNumberSchema, cacheOnly: NanableNumberSchema }).strict();
+export type ErrorRates = z.infer<typeof ErrorRatesSchema>;
 
 export const EvalJobResultSchema = z
   .object({
@@ -20,10 +20,10 @@ export const EvalJobResultSchema = z
     cacheSize: int(),
     theta: NanableNumberSchema,
     lambda: NanableNumberSchema,
-    error: errorRates.describe('top-1 error, as a fraction'),
+    error: ErrorRatesSchema.describe('top-1 error, as a fraction'),
     correct: z.object({ model: int(), cacheModel: int(), cacheOnly: int() }).strict(),
-    top5Error: errorRates.describe('top-5 error, as a fraction'),
-    perClass: z.array(z.object({ class: z.string(), label: int(), images: int(), error: errorRates }).strict()),
+    top5Error: ErrorRatesSchema.describe('top-5 error, as a fraction'),
+    perClass: z.array(z.object({ class: z.string(), label: int(), images: int(), error: ErrorRatesSchema }).strict()),
     bySize: z
       .array(
         z
@@ -35,7 +35,7 @@ export const EvalJobResultSchema = z
       .object({
         cache: z.string(),
         cacheSize: int(),
-        error: errorRates,
+        error: ErrorRatesSchema,
         agreement: z.object({ cacheModel: NanableNumberSchema, cacheOnly: NanableNumberSchema }).strict(),
       })
       .strict()

@@ -5,7 +5,7 @@ import type { ReadRoots } from '../sources/read-roots.js';
 
 const int = () => z.number().int();
 
-export const JobTypeSchema = z.enum(['index', 'eval', 'tune', 'layers']);
+export const JobTypeSchema = z.enum(['index', 'eval', 'tune', 'layers', 'robustness']);
 export type JobType = z.infer<typeof JobTypeSchema>;
 export const JobStateSchema = z.enum(['waiting', 'active', 'completed', 'failed']);
 export type JobStateName = z.infer<typeof JobStateSchema>;

@@ -51,6 +51,11 @@ export function sniffFormat(bytes: Uint8Array): AcceptedFormat | null {
  * 32×32 pass through bit for bit). The header is read separately only to explain a refusal.
  */
 export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opts: DecodeOptions): Promise<Float32Array> {
+  return pixelsToTensor(await imageToPixels(input, spec, opts), spec);
+}
+
+/** The image as the model sees it before normalisation: interleaved 8-bit sRGB (HWC) at the model's width × height. */
+export async function imageToPixels(input: Buffer | string, spec: ModelSpec, opts: DecodeOptions): Promise<Buffer> {
   const what = describe(input);
   if (typeof input !== 'string' && input.length === 0) throw new UserError('bad_image', `${what} is empty (0 bytes); send ${accepted}`);
   const format = sniffFormat(typeof input === 'string' ? await readHead(input) : input);
@@ -74,7 +79,7 @@ export async function imageToTensor(input: Buffer | string, spec: ModelSpec, opt
   const { data, info } = pixels;
   if (info.width !== spec.width || info.height !== spec.height || info.channels !== 3)
     throw new Error(`decoded ${info.width}×${info.height}×${info.channels}, expected ${spec.width}×${spec.height}×3`);
-  return pixelsToTensor(data, spec);
+  return data;
 }
 
 /** The first bytes of an image file, enough to name its format. */
@@ -121,8 +126,11 @@ async function tooLarge(input: Buffer | string, what: string, limit: number): Pr
   return new UserError('image_too_large', `${what}${size} the limit is ${limit} pixels. Downscale it before sending`);
 }
 
-/** Interleaved 8-bit RGB (HWC) → float32 per spec: layout, channel order, (pixel·scale − mean[c]) / std[c]. */
-export function pixelsToTensor(rgb: Uint8Array, spec: ModelSpec): Float32Array {
+/**
+ * Interleaved RGB (HWC) in 0…255 → float32 per spec: layout, channel order, (pixel·scale − mean[c]) / std[c].
+ * Float pixels (an attack's perturbed images) need not be whole numbers.
+ */
+export function pixelsToTensor(rgb: ArrayLike<number>, spec: ModelSpec): Float32Array {
   const hw = spec.width * spec.height;
   const out = new Float32Array(hw * 3);
   // source channel feeding output channel c

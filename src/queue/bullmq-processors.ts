@@ -7,7 +7,9 @@ import { runEvalJob } from '../jobs/eval-job.js';
 import { itemName, labelResolver, SourceItem } from '../sources/sources.js';
 import { ItemError, JobContext, MAX_ITEM_ERRORS, ProcessorSettings } from '../jobs/types.js';
 import { describeZodError } from '../errors/zod.js';
-import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, TuneJobSchema } from './job-schema.js';
+import { ChunkJobSchema, ChunkResult, EvalJobSchema, IndexParentSchema, ItemRef, RobustnessJobSchema, TuneJobSchema } from './job-schema.js';
+import { runRobustnessJob } from '../robustness/job.js';
+import type { RobustnessResult } from '../robustness/result.js';
 import { runTuneJob } from '../jobs/tune-job.js';
 import { processLayersJob } from './layers-job.js';
 import { LayerAdvice } from '../advisor/advice.js';
@@ -99,10 +101,15 @@ async function replicaJob(engine: ServingApi, job: Job, data: { cache: string; i
   return { items, ctx };
 }
 
-/** cachet-eval / eval and tune: on an api replica, which holds the index; and layers (layers-job.ts). */
+/** cachet-eval / eval, tune and robustness: on an api replica, which holds the index; and layers (layers-job.ts). */
 export function evalProcessor(engine: ServingApi, settings: ProcessorSettings) {
-  return async (job: Job): Promise<EvalJobResult | TuneResult | LayerAdvice> => {
+  return async (job: Job): Promise<EvalJobResult | TuneResult | LayerAdvice | RobustnessResult> => {
     if (job.name === 'layers') return processLayersJob(job, settings); // needs no cache: in a thread of its own
+    if (job.name === 'robustness') {
+      const data = parse(RobustnessJobSchema, job);
+      const { items, ctx } = await replicaJob(engine, job, data);
+      return runRobustnessJob(engine, settings, { ...data, items }, ctx);
+    }
     if (job.name === 'tune') {
       const data = parse(TuneJobSchema, job);
       const { items, ctx } = await replicaJob(engine, job, data);

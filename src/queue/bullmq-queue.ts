@@ -9,7 +9,8 @@ import type { SourceItem } from '../sources/sources.js';
 import type { IndexJobData } from '../jobs/index-job.js';
 import type { EvalJobData as EmbeddedEvalData } from '../jobs/eval-job.js';
 import { queueNames } from '../redis/keys.js';
-import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef, TuneJobData } from './job-schema.js';
+import type { ChunkJobData, ChunkResult, EvalJobData, IndexParentData, ItemRef, RobustnessJobData, TuneJobData } from './job-schema.js';
+import type { RobustnessJobData as EmbeddedRobustnessData } from '../robustness/job.js';
 import { replicaJobType, type LayersJobData } from './job-schema.js';
 import type { LayerJobData } from '../advisor/job.js';
 import type { TuneJobData as EmbeddedTuneData } from '../jobs/tune-job.js';
@@ -63,6 +64,10 @@ export class DistributedQueue implements JobQueue {
       const d = data as EmbeddedTuneData;
       const job: TuneJobData = { cache, items: d.items.map(toRef), flip: d.flip, thetas: d.thetas, lambdas: d.lambdas, ks: d.ks, dryRun: d.dryRun };
       await this.evals.add('tune', job, onReplica);
+    } else if (type === 'robustness') {
+      const { items, ...settings } = data as EmbeddedRobustnessData;
+      const job: RobustnessJobData = { ...settings, cache, items: items.map(toRef), total };
+      await this.evals.add('robustness', job, onReplica);
     } else if (type === 'layers') {
       const job: LayersJobData = { ...(data as LayerJobData), total }; // no cache: api replicas take it like eval jobs
       await this.evals.add('layers', job, onReplica);
@@ -168,7 +173,8 @@ interface EvalProgress {
 
 async function evalJobView(job: Job, state: string): Promise<JobView> {
   const data = job.data as EvalJobData;
-  const total = data.items?.length ?? (job.data as LayersJobData).total ?? 0; // a layers job has no items
+  // a layers job has no items; a robustness job counts its images once per corruption and attack
+  const total = (job.data as { total?: number }).total ?? data.items?.length ?? 0;
   const p = (typeof job.progress === 'object' ? job.progress : { done: 0, total }) as EvalProgress;
   return view(
     job,

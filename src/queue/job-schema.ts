@@ -2,6 +2,7 @@
 // producer (not only our api) can submit an index job; the worker validates it.
 import { z } from 'zod';
 import { SourceSchema } from '../sources/sources.js';
+import { RobustnessSettingsSchema } from '../robustness/settings.js';
 
 /** One image of a chunk: a path or URL every worker can read, or (small inline batches only) its bytes. */
 export const ItemRefSchema = z
@@ -95,5 +96,19 @@ export const LayersJobSchema = z
   .strict();
 export type LayersJobData = z.input<typeof LayersJobSchema>;
 
+/** Queue cachet-eval, job name "robustness": errors under corruptions and attacks (api replicas, which hold the index). */
+export const RobustnessJobSchema = RobustnessSettingsSchema.extend({
+  cache: z.string().min(1),
+  items: z.array(ItemRefSchema).min(1),
+  total: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe('images scored in all (once clean, once per corruption and severity, once per attack and ε), for progress until the job starts'),
+}).strict();
+export type RobustnessJobData = z.input<typeof RobustnessJobSchema>;
+
+const REPLICA_JOB_TYPES = ['eval', 'tune', 'layers', 'robustness'] as const;
 /** The job type of a cachet-eval job, by its name. */
-export const replicaJobType = (name: string): 'eval' | 'tune' | 'layers' => (name === 'tune' ? 'tune' : name === 'layers' ? 'layers' : 'eval');
+export const replicaJobType = (name: string): (typeof REPLICA_JOB_TYPES)[number] => REPLICA_JOB_TYPES.find((t) => t === name) ?? 'eval';

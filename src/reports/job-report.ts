@@ -8,6 +8,8 @@ import { tuneHeatmapSvg, tuneMarkdown } from './tune-report.js';
 import { layersMarkdown, layersSvg } from './layers-report.js';
 import { LayerAdvice } from '../advisor/advice.js';
 import { EvalJobResult, TuneResult } from '../jobs/results.js';
+import type { RobustnessResult } from '../robustness/result.js';
+import { robustnessMarkdown, robustnessSvg } from './robustness-report.js';
 
 export type ReportFormat = 'json' | 'md' | 'svg' | 'png';
 
@@ -22,18 +24,22 @@ export function reportMarkdown(job: JobView): string {
       return tuneMarkdown(job.result as TuneResult);
     case 'layers':
       return layersMarkdown(job.result as LayerAdvice);
+    case 'robustness':
+      return robustnessMarkdown(job.result as RobustnessResult);
     default:
       throw new UserError('no_such_report', `an ${job.type} job's report comes as format=json`);
   }
 }
 
-/** The job's chart: the tune heatmap, the eval error against cache size, the layers ranking. */
+/** The job's chart: the tune heatmap, the eval error against cache size, the layers ranking, the robustness curves. */
 export function reportSvg(job: JobView): string {
   switch (job.type) {
     case 'tune':
       return tuneHeatmapSvg(job.result as TuneResult);
     case 'layers':
       return layersSvg(job.result as LayerAdvice);
+    case 'robustness':
+      return robustnessSvg(job.result as RobustnessResult);
     case 'eval': {
       const svg = evalBySizeSvg(job.result as EvalJobResult);
       if (!svg)

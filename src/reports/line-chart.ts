@@ -68,3 +68,16 @@ function extent(values: number[], pad = 0): [number, number] {
   const d = (hi - lo || Math.abs(hi) || 1) * pad;
   return [lo - d, hi + d];
 }
+
+/** Several charts of lineChartSvg's size in one SVG, `columns` to a row (nested <svg> elements). */
+export function chartGridSvg(charts: string[], columns: number): string {
+  const W = 640,
+    H = 400;
+  const cols = Math.max(1, Math.min(columns, charts.length));
+  const rows = Math.ceil(charts.length / cols);
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W * cols}" height="${H * rows}" viewBox="0 0 ${W * cols} ${H * rows}">`];
+  out.push(`<rect width="${W * cols}" height="${H * rows}" fill="#ffffff"/>`);
+  charts.forEach((chart, i) => out.push(chart.trim().replace(/^<svg /, `<svg x="${(i % cols) * W}" y="${Math.floor(i / cols) * H}" `)));
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,48 @@
+// POST /v1/caches/:name/robustness-jobs: the model alone, the cache model and the cache alone
+// under natural corruptions and black-box attacks (src/robustness/). Checked at submission:
+// the cache exists and holds items, the source lists labelled images, and not too many of them.
+import type express from 'express';
+import type { ServingApi } from '../engine/client.js';
+import { UserError } from '../errors/user-error.js';
+import type { JobQueue } from '../jobs/types.js';
+import { robustnessUnits, type RobustnessJobData } from '../robustness/job.js';
+import { RobustnessSettingsSchema } from '../robustness/settings.js';
+import type { ReadRoots } from '../sources/read-roots.js';
+import { resolveSource, SourceSchema } from '../sources/sources.js';
+import { param, parse, wrap } from './handlers.js';
+
+/** A robustness job holds its images in memory and attacks each one many times: a sample is what it is for. */
+export const MAX_ROBUSTNESS_IMAGES = 10_000;
+
+export const RobustnessJobSchema = RobustnessSettingsSchema.extend({
+  source: SourceSchema.describe(`labelled images, at most ${MAX_ROBUSTNESS_IMAGES.toLocaleString('en')} (500 measure an error to about ±2 points)`),
+}).strict();
+
+export interface RobustnessRoutesContext {
+  engine: ServingApi;
+  queue: JobQueue;
+  readRoots?: ReadRoots;
+}
+
+/** Registered on the app itself (not a sub-router), so the app's route list shows it. */
+export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesContext): void {
+  app.post(
+    '/v1/caches/:name/robustness-jobs',
+    wrap(async (req, res) => {
+      const name = param(req, 'name');
+      const body = parse(RobustnessJobSchema, req.body);
+      const info = await ctx.engine.getCache(name);
+      if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before measuring its robustness`);
+      const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots: ctx.readRoots });
+      if (items.length > MAX_ROBUSTNESS_IMAGES)
+        throw new UserError(
+          'bad_source',
+          `the source lists ${items.length} images; a robustness job takes at most ${MAX_ROBUSTNESS_IMAGES}: pass a sample (500 images measure an error to about ±2 points)`,
+        );
+      const { source: _source, ...settings } = body;
+      const data: RobustnessJobData = { cache: name, items, ...settings };
+      const job = await ctx.queue.submit('robustness', name, data, robustnessUnits(data));
+      res.status(202).location(`/v1/jobs/${job.id}`).json(job);
+    }),
+  );
+}

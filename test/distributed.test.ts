@@ -156,7 +156,7 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     await until(async () => (await call(late.url!, 'GET', '/v1/caches/told')).status === 404, 'the other replica dropped it');
   });
 
-  test('tune and eval jobs run on an api replica, through BullMQ', async () => {
+  test('tune, eval and robustness jobs run on an api replica, through BullMQ', async () => {
     const source = { type: 'folder', path: sampleFolder('heldout', 2) };
     const tune = await call(api.url!, 'POST', '/v1/caches/shared/tune-jobs', { source, theta: [40, 60], lambda: [0.3, 0.6], dryRun: true });
     assert.equal(tune.status, 202, JSON.stringify(tune.body));
@@ -169,6 +169,15 @@ describe('distributed mode', { timeout: 600_000 }, () => {
     const e = await finished(api, evalJob.body.id);
     assert.equal(e.type, 'eval');
     assert.equal(e.result.images, 20);
+    const settings = { corruptions: ['contrast'], severities: [5], attacks: ['transfer'], queries: 3 };
+    const robust = await call(api.url!, 'POST', '/v1/caches/shared/robustness-jobs', { source, ...settings });
+    assert.equal(robust.status, 202, JSON.stringify(robust.body));
+    assert.equal(robust.body.progress.total, 60, 'images scored clean, under contrast 5 and under the transfer attack');
+    const rj = await finished(api, robust.body.id);
+    assert.equal(rj.type, 'robustness');
+    assert.equal(rj.state, 'completed', rj.failedReason);
+    assert.deepEqual(rj.progress, { done: 60, total: 60 });
+    assert.deepEqual(rj.result.clean, e.result.error, 'the same images, the same errors as the eval job');
   });
 
   test('a PCA cache: once a replica has published the projection, workers log reduced keys; a new replica replays both kinds', async () => {

@@ -328,9 +328,14 @@ describe('OpenAPI document', () => {
     await check('POST', '/v1/caches/:name/eval-jobs', '/v1/caches/oa/eval-jobs', 404, { ...evalSource, compareWith: 'nope' });
     await check('POST', '/v1/caches/:name/tune-jobs', '/v1/caches/oa-empty/tune-jobs', 409, tuneBody);
     await check('POST', '/v1/caches/:name/tune-jobs', '/v1/caches/oa/tune-jobs', 400, { ...tuneBody, theta: { from: 10 } });
+    const robustBody = { source: evalSource.source, corruptions: ['contrast'], severities: [2], attacks: ['adaptive'], queries: 2 };
+    const robust = await check('POST', '/v1/caches/:name/robustness-jobs', '/v1/caches/oa/robustness-jobs', 202, robustBody);
+    await check('POST', '/v1/caches/:name/robustness-jobs', '/v1/caches/oa/robustness-jobs', 400, { ...robustBody, epsilons: [8] });
+    await check('POST', '/v1/caches/:name/robustness-jobs', '/v1/caches/oa-empty/robustness-jobs', 409, robustBody);
     assert.equal((await waitFor(evaluated.body.id)).state, 'completed');
     assert.equal((await waitFor(tuned.body.id)).state, 'completed');
-    for (const id of [evaluated.body.id, tuned.body.id]) {
+    assert.equal((await waitFor(robust.body.id)).state, 'completed');
+    for (const id of [evaluated.body.id, tuned.body.id, robust.body.id]) {
       await check('GET', '/v1/jobs/:id/report', `/v1/jobs/${id}/report?format=json`, 200);
       const md = await check('GET', '/v1/jobs/:id/report', `/v1/jobs/${id}/report?format=md`, 200);
       assert.match(md.body, /^#/m);

@@ -54,7 +54,7 @@ export function registerRobustnessCommand(program: Command): void {
     .option('--queries <n>', 'queries per image per attack, at most (default 200)', positiveInt)
     .option('--p-init <p>', "Square Attack's initial window fraction (default 0.05)", num)
     .option('--seed <n>', 'seed of the noise and the attacks (default 0)', positiveIntOrZero)
-    .option('--max-seconds <s>', 'time budget of the attacks (default 3600)', num)
+    .option('--max-seconds <s>', 'time budget of the job; the attacks share what the corruptions leave (default 3600)', num)
     .option('--theta <θ>', "θ (default: the cache's)", num)
     .option('--lambda <λ>', "λ (default: the cache's)", num)
     .option('--report-dir <dir>', 'where to write the report (Markdown, SVG, PNG, JSON)', 'reports')

@@ -40,7 +40,9 @@ export const RobustnessSettingsSchema = z
       .gt(0)
       .max(7 * 24 * 3600)
       .default(3600)
-      .describe('time budget of the attacks, shared between them; an attack out of time stops and says so'),
+      .describe(
+        'time budget of the job, counted from its start: the attacks share what scoring the clean and corrupted images leaves of it; an attack out of time stops and says so',
+      ),
   })
   .strict();
 

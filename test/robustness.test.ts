@@ -1,10 +1,10 @@
 // Robustness jobs: the corruptions, the Square Attack, and the job through the service.
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { call, RESNET, SAMPLE, sampleFolder, start, waitForJob } from './harness.js';
+import { call, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
 import { Rng } from '../src/math/rng.js';
 import { corrupt, CORRUPTION_NAMES, CORRUPTIONS } from '../src/robustness/corruptions.js';
 import { squareAttack, windowFraction, type ProbabilityQuery } from '../src/robustness/square-attack.js';
@@ -224,6 +224,18 @@ describe('robustness job', () => {
     assert.deepEqual({ ...a, seconds: 0 }, { ...b, seconds: 0 });
   });
 
+  test('embedded mode: an index job does not wait behind a robustness job', async () => {
+    const long = { corruptions: [], attacks: ['adaptive'], epsilons: [0.1 / 255], queries: 100_000, maxSeconds: 6 };
+    const r = await call(svc.url, 'POST', '/v1/caches/c/robustness-jobs', { source: { type: 'folder', path: heldout }, ...long });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const index = await call(svc.url, 'POST', '/v1/caches/c/index-jobs', { source: { type: 'folder', path: sampleFolder('cache', 1, 10) } });
+    assert.equal((await waitForJob(svc.url, index.body.id)).state, 'completed');
+    assert.equal((await call(svc.url, 'GET', `/v1/jobs/${r.body.id}`)).body.state, 'active', 'the index job finished while the robustness job ran');
+    const done = await waitForJob(svc.url, r.body.id);
+    assert.equal(done.state, 'completed', done.failedReason);
+    assert.equal(done.result.attacks[0].stoppedBy, 'time', 'an ε of 0.1/255 fools nothing: the time budget ends it');
+  });
+
   test('bad settings get a 400 naming the field; no cache, 404; an empty cache, 409', async () => {
     const source = { type: 'folder', path: heldout };
     for (const [body, field] of [
@@ -244,6 +256,11 @@ describe('robustness job', () => {
       assert.match(r.body.error.message, new RegExp(field), r.body.error.message);
     }
     assert.equal((await call(svc.url, 'POST', '/v1/caches/nope/robustness-jobs', { source })).status, 404);
+    const manifest = path.join(tempDir(), 'many.csv');
+    writeFileSync(manifest, 'path,label\n' + `${path.join(SAMPLE, 'heldout', 'cat', '4500.jpg')},cat\n`.repeat(10_001));
+    const many = await call(svc.url, 'POST', '/v1/caches/c/robustness-jobs', { source: { type: 'manifest', path: manifest } });
+    assert.equal(many.status, 400);
+    assert.match(many.body.error.message, /10001 images; a robustness job takes at most 10000/);
     const empty = await call(svc.url, 'POST', '/v1/caches/empty/robustness-jobs', { source });
     assert.equal(empty.status, 409);
     assert.equal(empty.body.error.code, 'empty_cache');

@@ -5,7 +5,7 @@ import type express from 'express';
 import type { ServingApi } from '../engine/client.js';
 import { UserError } from '../errors/user-error.js';
 import type { JobQueue } from '../jobs/types.js';
-import { robustnessUnits, type RobustnessJobData } from '../robustness/job.js';
+import { ROBUSTNESS_BYTES_PER_VALUE, robustnessUnits, type RobustnessJobData } from '../robustness/job.js';
 import { RobustnessSettingsSchema } from '../robustness/settings.js';
 import type { ReadRoots } from '../sources/read-roots.js';
 import { resolveSource, SourceSchema } from '../sources/sources.js';
@@ -13,9 +13,13 @@ import { param, parse, wrap } from './handlers.js';
 
 /** A robustness job holds its images in memory and attacks each one many times: a sample is what it is for. */
 export const MAX_ROBUSTNESS_IMAGES = 10_000;
+/** …and at most this much of them: 224 × 224 images take ~1.4 MB each (bytes per value: ROBUSTNESS_BYTES_PER_VALUE) */
+export const MAX_ROBUSTNESS_BYTES = 2 * 1024 ** 3;
 
 export const RobustnessJobSchema = RobustnessSettingsSchema.extend({
-  source: SourceSchema.describe(`labelled images, at most ${MAX_ROBUSTNESS_IMAGES.toLocaleString('en')} (500 measure an error to about ±2 points)`),
+  source: SourceSchema.describe(
+    `labelled images, at most ${MAX_ROBUSTNESS_IMAGES.toLocaleString('en')} and 2 GiB of pixels (500 measure an error to about ±2 points)`,
+  ),
 }).strict();
 
 export interface RobustnessRoutesContext {
@@ -34,10 +38,15 @@ export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesC
       const info = await ctx.engine.getCache(name);
       if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before measuring its robustness`);
       const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots: ctx.readRoots });
-      if (items.length > MAX_ROBUSTNESS_IMAGES)
+      const spec = await ctx.engine.modelSpec(name);
+      const perImage = spec.width * spec.height * 3 * ROBUSTNESS_BYTES_PER_VALUE;
+      const most = Math.min(MAX_ROBUSTNESS_IMAGES, Math.floor(MAX_ROBUSTNESS_BYTES / perImage));
+      if (items.length > most)
         throw new UserError(
           'bad_source',
-          `the source lists ${items.length} images; a robustness job takes at most ${MAX_ROBUSTNESS_IMAGES}: pass a sample (500 images measure an error to about ±2 points)`,
+          `the source lists ${items.length} images; a robustness job takes at most ${most}` +
+            (most < MAX_ROBUSTNESS_IMAGES ? ` of ${spec.width}×${spec.height} (it holds ~${(perImage / 1e6).toFixed(1)} MB per image, at most 2 GiB)` : '') +
+            ': pass a sample (500 images measure an error to about ±2 points)',
         );
       const { source: _source, ...settings } = body;
       const data: RobustnessJobData = { cache: name, items, ...settings };

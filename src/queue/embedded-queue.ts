@@ -1,5 +1,7 @@
-// Embedded mode's queue: the job processors run in this process, one job at a time
-// (first in, first out), so a bulk job cannot take all the memory of a small machine.
+// Embedded mode's queue: the job processors run in this process, one job at a time per lane
+// (first in, first out), so a bulk job cannot take all the memory of a small machine. Two lanes:
+// the cache's own work (index, eval, tune) and long analyses (layers, robustness: up to an hour),
+// so that an index job does not wait behind an analysis.
 // With a JobStore, jobs are kept on disk: after a restart their ids still answer, and the jobs a
 // stop interrupted run again (restore()); an index job skips the items it had already added.
 import { randomUUID } from 'node:crypto';
@@ -11,9 +13,12 @@ const KEEP_FINISHED = 1000;
 /** progress is written to disk at most this often */
 const PROGRESS_WRITE_MS = 1000;
 
+type Lane = 'cache' | 'analysis';
+const laneOf = (type: JobType): Lane => (type === 'layers' || type === 'robustness' ? 'analysis' : 'cache');
+
 export class EmbeddedQueue implements JobQueue {
   private readonly jobs = new Map<string, JobView>();
-  private chain: Promise<void> = Promise.resolve();
+  private readonly lanes: Record<Lane, Promise<void>> = { cache: Promise.resolve(), analysis: Promise.resolve() };
   private closing = false;
   private readonly shutdown = new AbortController();
 
@@ -41,7 +46,7 @@ export class EmbeddedQueue implements JobQueue {
       const job: JobView = { ...view, state: 'waiting', progress: { done: 0, total: view.progress.total }, startedAt: null };
       this.jobs.set(job.id, job);
       await this.persist(job);
-      this.chain = this.chain.then(() => this.run(job, data));
+      this.enqueue(job, data);
       resumed++;
     }
     return { resumed, finished };
@@ -65,8 +70,13 @@ export class EmbeddedQueue implements JobQueue {
     };
     await this.store?.create(job, data); // before it is acknowledged: a restart keeps it
     this.jobs.set(job.id, job);
-    this.chain = this.chain.then(() => this.run(job, data));
+    this.enqueue(job, data);
     return { ...job };
+  }
+
+  private enqueue(job: JobView, data: unknown): void {
+    const lane = laneOf(job.type);
+    this.lanes[lane] = this.lanes[lane].then(() => this.run(job, data));
   }
 
   async get(id: string): Promise<JobView | null> {
@@ -101,7 +111,7 @@ export class EmbeddedQueue implements JobQueue {
           : 'the service shut down; the items added so far are kept: submit the job again to finish it (items already present are skipped)',
       ),
     );
-    await this.chain;
+    await Promise.all(Object.values(this.lanes));
   }
 
   private async run(job: JobView, data: unknown): Promise<void> {

@@ -22,6 +22,12 @@ import { squareAttack, type ProbabilityQuery } from './square-attack.js';
 /** Where the job's settings are documented: robustness/settings.ts. */
 export type RobustnessJobData = RobustnessSettings & { cache: string; items: SourceItem[] };
 
+/**
+ * Memory per pixel value of every image: its 8-bit copy, and the attack's best image and the
+ * candidate of a step as float32.
+ */
+export const ROBUSTNESS_BYTES_PER_VALUE = 1 + 4 + 4;
+
 /** The job's progress counts images scored: once clean, once per corruption and severity, once per attack and ε. */
 export const robustnessUnits = (d: Pick<RobustnessJobData, 'corruptions' | 'severities' | 'attacks' | 'epsilons'> & { items: unknown[] }) =>
   d.items.length * (1 + d.corruptions.length * d.severities.length + d.attacks.length * d.epsilons.length);

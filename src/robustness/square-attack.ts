@@ -57,8 +57,8 @@ export async function squareAttack(
   const n = clean.length;
   const { width: w, height: h } = shape;
   const eps = opts.epsilon;
-  const x: Float32Array[] = clean.map((c) => Float32Array.from(c));
-  const best: Float32Array[] = x.map((img) => img.slice());
+  const x = clean; // read only
+  const best: Float32Array[] = clean.map((img) => Float32Array.from(img));
   const margin = new Float64Array(n);
   const fooled = new Array<boolean>(n).fill(false);
   const queries = new Array<number>(n).fill(0);
@@ -67,7 +67,7 @@ export async function squareAttack(
     return i;
   };
 
-  const probs = await queryAll(query, x, opts.batchSize);
+  const probs = await queryAll(query, best, opts.batchSize); // the clean images, as floats
   const classes = probs.length / n;
   const alreadyWrong = labels.map((y, i) => argmax(probs, i, classes) !== y);
   alreadyWrong.forEach((wrong, i) => {
@@ -126,7 +126,7 @@ export async function squareAttack(
 }
 
 /** The best perturbation so far with one s × s window set to a new ±ε per channel (one that changes the image). */
-function moveWindow(x: Float32Array, best: Float32Array, s: number, shape: ImageShape, eps: number, rng: Rng) {
+function moveWindow(x: Uint8Array, best: Float32Array, s: number, shape: ImageShape, eps: number, rng: Rng) {
   const { width: w, height: h } = shape;
   const top = rng.u32() % (h - s);
   const left = rng.u32() % (w - s);

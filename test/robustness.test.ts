@@ -218,9 +218,10 @@ describe('robustness job', () => {
     assert.equal((await sharp(Buffer.from(await png.arrayBuffer())).metadata()).format, 'png');
   });
 
-  test('is reproducible for a seed', async () => {
-    const small = { corruptions: ['gaussian_noise'], severities: [3], attacks: ['adaptive'], queries: 10, seed: 42 };
+  test('is reproducible for a seed; perClass takes the first images of each class', async () => {
+    const small = { corruptions: ['gaussian_noise'], severities: [3], attacks: ['adaptive'], queries: 10, seed: 42, perClass: 1 };
     const [a, b] = [(await run(small)).result, (await run(small)).result];
+    assert.equal(a.images, 10, 'the first image of each class');
     assert.deepEqual({ ...a, seconds: 0 }, { ...b, seconds: 0 });
   });
 

@@ -25,6 +25,7 @@ const epsilons = (v: string) =>
   });
 
 interface RobustnessCliOptions {
+  perClass?: number;
   corruptions?: string[];
   severities?: number[];
   attacks?: string[];
@@ -47,6 +48,7 @@ export function registerRobustnessCommand(program: Command): void {
     .description(
       'top-1 error of the model alone, the cache model and the cache alone under natural corruptions, a transfer attack and adaptive attacks (Square Attack, L∞)',
     )
+    .option('--per-class <n>', "use the source's first n images of each class (e.g. 50 of val-5k: 500 images)", positiveInt)
     .option('--corruptions <names>', 'gaussian_noise,gaussian_blur,contrast,brightness,jpeg_compression,pixelate (default all; "none" for none)', list)
     .option('--severities <list>', 'of 1…5 (default all)', (v: string) => list(v).map(Number))
     .option('--attacks <names>', 'transfer,adaptive,adaptive_cache_alone (default all; "none" for none)', list)
@@ -65,6 +67,7 @@ export function registerRobustnessCommand(program: Command): void {
       const none = (v?: string[]) => (v?.length === 1 && v[0] === 'none' ? [] : v);
       const body = {
         source: sourceOf(source),
+        perClass: o.perClass,
         corruptions: none(o.corruptions),
         severities: o.severities,
         attacks: none(o.attacks),

@@ -8,7 +8,8 @@ import type { JobQueue } from '../jobs/types.js';
 import { ROBUSTNESS_BYTES_PER_VALUE, robustnessUnits, type RobustnessJobData } from '../robustness/job.js';
 import { RobustnessSettingsSchema } from '../robustness/settings.js';
 import type { ReadRoots } from '../sources/read-roots.js';
-import { resolveSource, SourceSchema } from '../sources/sources.js';
+import { resolveSource, SourceSchema, type SourceItem } from '../sources/sources.js';
+import { z } from 'zod';
 import { param, parse, wrap } from './handlers.js';
 
 /** A robustness job holds its images in memory and attacks each one many times: a sample is what it is for. */
@@ -20,12 +21,27 @@ export const RobustnessJobSchema = RobustnessSettingsSchema.extend({
   source: SourceSchema.describe(
     `labelled images, at most ${MAX_ROBUSTNESS_IMAGES.toLocaleString('en')} and 2 GiB of pixels (500 measure an error to about ±2 points)`,
   ),
+  perClass: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .describe("use the source's first images of each class, this many at most (e.g. 50 of CIFAR-10's val-5k: 500 images)"),
 }).strict();
 
 export interface RobustnessRoutesContext {
   engine: ServingApi;
   queue: JobQueue;
   readRoots?: ReadRoots;
+}
+
+function firstOfEachClass(items: SourceItem[], perClass: number): SourceItem[] {
+  const taken = new Map<number | null, number>();
+  return items.filter((item) => {
+    const n = taken.get(item.label) ?? 0;
+    taken.set(item.label, n + 1);
+    return n < perClass;
+  });
 }
 
 /** Registered on the app itself (not a sub-router), so the app's route list shows it. */
@@ -37,7 +53,8 @@ export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesC
       const body = parse(RobustnessJobSchema, req.body);
       const info = await ctx.engine.getCache(name);
       if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before measuring its robustness`);
-      const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots: ctx.readRoots });
+      const all = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots: ctx.readRoots });
+      const items = body.perClass === undefined ? all : firstOfEachClass(all, body.perClass);
       const spec = await ctx.engine.modelSpec(name);
       const perImage = spec.width * spec.height * 3 * ROBUSTNESS_BYTES_PER_VALUE;
       const most = Math.min(MAX_ROBUSTNESS_IMAGES, Math.floor(MAX_ROBUSTNESS_BYTES / perImage));
@@ -48,7 +65,7 @@ export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesC
             (most < MAX_ROBUSTNESS_IMAGES ? ` of ${spec.width}×${spec.height} (it holds ~${(perImage / 1e6).toFixed(1)} MB per image, at most 2 GiB)` : '') +
             ': pass a sample (500 images measure an error to about ±2 points)',
         );
-      const { source: _source, ...settings } = body;
+      const { source: _source, perClass: _perClass, ...settings } = body;
       const data: RobustnessJobData = { cache: name, items, ...settings };
       const job = await ctx.queue.submit('robustness', name, data, robustnessUnits(data));
       res.status(202).location(`/v1/jobs/${job.id}`).json(job);

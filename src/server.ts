@@ -114,6 +114,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     Object.assign(engineOptions, replicationFromEnv(), opts.replication, peerKey && { peerKey });
   }
   let ready = false;
+  let opened = false;
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels, readRoots };
   let queue: JobQueue;
   let evalWorker: Worker | null = null;
@@ -167,7 +168,19 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
     (req?.log ?? logger).error({ err }, `internal error: ${err instanceof Error ? err.message : String(err)}`);
   const mode = opts.redisUrl ? 'distributed' : 'embedded';
   const batcher = new PredictBatcher(ops.instrumentClassify(engine), opts.batcher);
-  const app = createApp({ engine, batcher, queue, limits, readRoots, mode, isReady: () => ready, redisOutage: () => redisOutage?.state ?? null, log, ops });
+  const app = createApp({
+    engine,
+    batcher,
+    queue,
+    limits,
+    readRoots,
+    mode,
+    isReady: () => ready,
+    isStarting: () => !opened,
+    redisOutage: () => redisOutage?.state ?? null,
+    log,
+    ops,
+  });
   const server = http.createServer(app);
   // Longer than the usual 60 s of load balancers and clients' pools, so that the server is
   // not the side that closes an idle kept-alive connection just as a request arrives.
@@ -184,6 +197,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const { port } = server.address() as AddressInfo;
   await engine.advertise(opts.advertiseUrl ?? process.env.CACHET_ADVERTISE_URL ?? `http://${os.hostname()}:${port}`);
   const caches = await engine.open();
+  opened = true;
   const restored = await embeddedQueue?.restore(); // the caches are open: interrupted jobs go on
   if (restored?.resumed) logger.info({ jobs: restored.resumed }, `resuming ${restored.resumed} job(s) a stop interrupted`);
   evalWorker?.run().catch((err: Error) => logger.error({ err }, `eval worker: ${err.message}`));

@@ -119,20 +119,32 @@ describe('replicas over a bounded key log', { timeout: 600_000 }, () => {
     assert.deepEqual(await predictions(a, 'rep', unseen), await predictions(b, 'rep', unseen));
   });
 
-  test('/readyz while starting says how far each cache has got, as documented', async () => {
+  test('/readyz while starting says how far each cache has got, as documented; the cache routes answer 503 starting meanwhile, never 404', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const args = ['serve', '--port', String(port), '--data-dir', tempDir(), '--redis-url', redis.url];
     const child = spawnCachet('rep-c', args, { ...ENV, CACHET_ADVERTISE_URL: url });
     procs.push({ child, url });
     const starting: unknown[] = [];
+    const meanwhile: string[] = []; // what the cache's own route answered while /readyz said starting
     await until(async () => {
       const r = await fetch(`${url}/readyz`);
-      if (r.status === 503) starting.push(await r.json());
+      if (r.status === 503) {
+        starting.push(await r.json());
+        const c = await fetch(`${url}/v1/caches/rep`);
+        const body = (await c.json()) as { error?: { code: string } };
+        meanwhile.push(`${c.status} ${body.error?.code ?? 'ok'} ${c.headers.get('retry-after') ?? ''}`.trim());
+      }
       return r.status === 200;
     }, 'rep-c ready');
     const withProgress = starting.filter((s) => NotReadySchema.parse(s).caches?.some((c) => c.name === 'rep'));
     assert.ok(withProgress.length > 0, `no 503 body showed the cache's progress: ${JSON.stringify(starting.slice(-3))}`);
+    // never "no cache named rep" for a cache that is only loading: 503 starting, retry (or, once open, the cache)
+    assert.ok(meanwhile.includes('503 starting 2'), meanwhile.join(', '));
+    assert.deepEqual(
+      meanwhile.filter((m) => m !== '503 starting 2' && m !== '200 ok'),
+      [],
+    );
     await caughtUp({ child, url }, 'rep', 1750);
     assert.deepEqual(await predictions({ child, url }, 'rep', unseen), await predictions(b, 'rep', unseen));
   });

@@ -61,6 +61,10 @@ export const ERROR_CATALOGUE = {
   snapshot_model_mismatch: { status: 409, description: "the cache's snapshot was built with another model file than the one its definition names" },
   snapshot_layers_mismatch: { status: 409, description: "the cache's snapshot has other key layers than its definition" },
   key_dimension_mismatch: { status: 409, description: "the cache's key log holds keys of another dimension than its model and key layers give" },
+  starting: {
+    status: 503,
+    description: 'the service is starting and opens its caches (GET /readyz says how far): retry after Retry-After seconds',
+  },
   replica_behind: { status: 503, description: 'the change is logged, and this replica has not applied it yet; do not resend it' },
 
   // ---------------------------------------------------------------- items

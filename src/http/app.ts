@@ -30,13 +30,17 @@ import { errorHandler, notFoundRoute } from './error-handler.js';
 import { param, parse, requireObject, wrap } from './handlers.js';
 import type { PredictBatcher } from './batcher.js';
 import type { Operations } from './operations.js';
-import type { ApiLimits } from './limits.js';
+import { retryAfter, type ApiLimits } from './limits.js';
+
 import { webRoutes } from './web.js';
 import { addItemRoutes } from './items.js';
 import { addLayerJobRoutes } from './layers-route.js';
 import { addRobustnessRoutes } from './robustness-route.js';
 import { reportMarkdown, reportSvg, svgToPng } from '../reports/job-report.js';
 import { Classification } from '../engine/types.js';
+
+/** Retry-After of a request that arrives while the caches open */
+const STARTING_RETRY_AFTER_S = 2;
 
 export interface ApiContext {
   engine: ServingApi;
@@ -48,6 +52,8 @@ export interface ApiContext {
   limits: ApiLimits;
   mode: 'embedded' | 'distributed';
   isReady: () => boolean;
+  /** the engine is still opening the caches (not the same as !isReady: a stopping service still answers) */
+  isStarting?: () => boolean;
   /** distributed mode: since when, and why, this process has not reached Redis (null: it has) */
   redisOutage?: () => { since: number; error: string } | null;
   log: (err: unknown, req?: Request) => void;
@@ -66,6 +72,19 @@ export function createApp(ctx: ApiContext): express.Express {
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.get('/readyz', readiness(ctx));
+  // While the caches open, the engine knows only some of them: "no cache named …" or a new cache over
+  // one still loading would be wrong answers. Everything under /v1 waits for the opening instead.
+  app.use('/v1', (_req, _res, next) =>
+    next(
+      ctx.isStarting?.()
+        ? new UserError(
+            'starting',
+            'the service is starting and opens its caches (GET /readyz says how far): retry shortly',
+            retryAfter(STARTING_RETRY_AFTER_S),
+          )
+        : undefined,
+    ),
+  );
 
   app.post(
     '/v1/caches',

@@ -201,6 +201,7 @@ function buildDocument(): Json {
     }
     if (r.body) errors[415] ??= true; // any body may come with an encoding the service does not read
     errors[500] ??= true;
+    if (r.path.startsWith('/v1/')) errors[503] ??= 'the service is starting: it opens its caches (starting; Retry-After)';
     for (const [status, description] of Object.entries(errors) as [string, string | true][]) {
       const standard = STANDARD_ERRORS[Number(status) as ErrorStatus];
       if (responses[status]) continue;

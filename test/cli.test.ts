@@ -85,6 +85,37 @@ describe('cachet CLI', () => {
     assert.equal(e.lambda, 0.3);
     assert.equal(e.theta, 80);
     assert.deepEqual(Object.keys(e.error).sort(), ['cacheModel', 'cacheOnly', 'model']);
+
+    const reports = tempDir();
+    const robust = await cachet(
+      [
+        'robustness',
+        'cli',
+        sampleFolder('heldout', 2),
+        '--per-class',
+        '1',
+        '--corruptions',
+        'contrast',
+        '--severities',
+        '2,5',
+        '--attacks',
+        'transfer',
+        '--epsilons',
+        '4/255',
+        '--queries',
+        '5',
+        '--report-dir',
+        reports,
+      ],
+      { CACHET_URL: url },
+    );
+    assert.equal(robust.code, 0, robust.stderr);
+    assert.match(robust.stdout, /^10 images, cache of 100 items, θ=80, λ=0.5111, seed 0/);
+    assert.match(robust.stdout, /\ncontrast \(severity 5\): model [\d.]+ %, cache model [\d.]+ %, cache alone [\d.]+ %/);
+    assert.match(robust.stdout, /\ntransfer attack, ε=4\/255: model [\d.]+ %.*; success [\d.—]+ % of \d+/);
+    const dir = /report: (.*)\/report\.md/.exec(robust.stdout)![1];
+    for (const file of ['report.md', 'robustness.svg', 'robustness.png', 'result.json']) assert.ok(readFileSync(path.join(REPO, dir, file)).length > 0, file);
+    assert.equal(JSON.parse(readFileSync(path.join(REPO, dir, 'result.json'), 'utf8')).attacks.length, 1);
   });
 
   test('errors: the service message on stderr, a non-zero exit', async () => {

@@ -19,8 +19,21 @@ export const positiveInt = (v: string): number => {
   return n;
 };
 
+export const nonNegativeInt = (v: string): number => {
+  const n = int(v);
+  if (n < 0) throw new InvalidArgumentError('must be ≥ 0');
+  return n;
+};
+
 export const nonNegative = (v: string): number => {
   const n = num(v);
   if (n < 0) throw new InvalidArgumentError('must be ≥ 0');
   return n;
 };
+
+/** "a, b,c" → ["a", "b", "c"] */
+export const list = (v: string): string[] =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);

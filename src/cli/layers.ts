@@ -6,16 +6,11 @@ import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { sourceOf } from './common.js';
 import { parseBytes } from '../advisor/job.js';
-import { positiveInt } from './args.js';
+import { list, positiveInt } from './args.js';
 import { layersMarkdown, layersSvg } from '../reports/layers-report.js';
 import { adviseRemotely } from './layers-remote.js';
 import { LayerAdvice, LayerScore } from '../advisor/advice.js';
 
-const list = (v: string) =>
-  v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 const memorySize = (v: string) => {
   const bytes = parseBytes(v);
   if (bytes === null) throw new InvalidArgumentError('give a size, e.g. 16GiB or 17179869184');

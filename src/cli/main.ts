@@ -370,8 +370,7 @@ function axisArg(v: string): Axis {
 }
 
 registerCacheCommands(program);
-(await import('./layers.js')).registerLayersCommand(program);
-(await import('./robustness.js')).registerRobustnessCommand(program);
+for (const register of [(await import('./layers.js')).registerLayersCommand, (await import('./robustness.js')).registerRobustnessCommand]) register(program);
 
 const allCommands = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...allCommands(sub)]);
 for (const command of allCommands(program)) {

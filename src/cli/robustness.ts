@@ -5,15 +5,9 @@ import { promises as fs } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import type { JobView } from '../jobs/types.js';
 import type { RobustnessResult } from '../robustness/result.js';
-import { num, positiveInt } from './args.js';
+import { list, nonNegativeInt, num, positiveInt } from './args.js';
 import { client, print, sourceOf, urlOption } from './common.js';
 import { followJob } from './progress.js';
-
-const list = (v: string) =>
-  v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 
 /** "8/255,0.03": fractions of the pixel range, as a/b or decimals. */
 const epsilons = (v: string) =>
@@ -55,7 +49,7 @@ export function registerRobustnessCommand(program: Command): void {
     .option('--epsilons <list>', 'L∞ radii, e.g. 2/255,4/255,8/255 (default 8/255)', epsilons)
     .option('--queries <n>', 'queries per image per attack, at most (default 200)', positiveInt)
     .option('--p-init <p>', "Square Attack's initial window fraction (default 0.05)", num)
-    .option('--seed <n>', 'seed of the noise and the attacks (default 0)', positiveIntOrZero)
+    .option('--seed <n>', 'seed of the noise and the attacks (default 0)', nonNegativeInt)
     .option('--max-seconds <s>', 'time budget of the job; the attacks share what the corruptions leave (default 3600)', num)
     .option('--theta <θ>', "θ (default: the cache's)", num)
     .option('--lambda <λ>', "λ (default: the cache's)", num)
@@ -109,9 +103,3 @@ export function registerRobustnessCommand(program: Command): void {
       console.log(`report: ${path.relative(process.cwd(), dir)}/report.md`);
     });
 }
-
-const positiveIntOrZero = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('not an integer ≥ 0');
-  return n;
-};

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { call, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
+import { call, CIFAR_CLASSES, RESNET, SAMPLE, sampleFolder, start, tempDir, waitForJob } from './harness.js';
+import { TINY_CLASSES, writeTinyModel } from './fixtures/tiny-model.js';
 import { Rng } from '../src/math/rng.js';
 import { corrupt, CORRUPTION_NAMES, CORRUPTIONS } from '../src/robustness/corruptions.js';
 import { squareAttack, windowFraction, type ProbabilityQuery } from '../src/robustness/square-attack.js';
@@ -138,6 +139,7 @@ describe('corruptions', () => {
   test('noise differs between seeds; blur scales its σ with the image size', async () => {
     assert.notDeepEqual(await corrupt(image, 'gaussian_noise', 3, new Rng(1)), await corrupt(image, 'gaussian_noise', 3, new Rng(2)));
     assert.deepEqual(CORRUPTIONS.gaussian_blur.values(224), [2.8, 4.2, 4.9, 5.6, 7]);
+    assert.deepEqual(CORRUPTIONS.gaussian_blur.values(16), [0.3, 0.3, 0.35, 0.4, 0.5], "libvips's least σ below 24 pixels, not a silent no-op");
   });
 });
 
@@ -265,5 +267,33 @@ describe('robustness job', () => {
     const empty = await call(svc.url, 'POST', '/v1/caches/empty/robustness-jobs', { source });
     assert.equal(empty.status, 409);
     assert.equal(empty.body.error.code, 'empty_cache');
+  });
+});
+
+describe('robustness job on another model', () => {
+  let svc: Awaited<ReturnType<typeof start>>;
+  after(async () => svc?.close());
+
+  test('a 16 × 16 NCHW model with logits and 4 classes: the corruptions at its size, the attacks on its probabilities', async () => {
+    svc = await start();
+    const tiny = writeTinyModel();
+    const dir = tempDir();
+    const rows = CIFAR_CLASSES.slice(0, 8).map((c, i) => `${path.join(SAMPLE, 'heldout', c, '4500.jpg')},${TINY_CLASSES[i % 4]}`);
+    writeFileSync(path.join(dir, 'items.csv'), 'path,label\n' + rows.join('\n') + '\n');
+    const source = { type: 'manifest', path: path.join(dir, 'items.csv') };
+    assert.equal(
+      (await call(svc.url, 'POST', '/v1/caches', { name: 'tiny', model: tiny.modelPath, keyLayers: ['relu2', 'feat'], index: { type: 'exact' } })).status,
+      201,
+    );
+    assert.equal((await waitForJob(svc.url, (await call(svc.url, 'POST', '/v1/caches/tiny/index-jobs', { source })).body.id)).state, 'completed');
+    const r = await call(svc.url, 'POST', '/v1/caches/tiny/robustness-jobs', { source, severities: [1], attacks: ['transfer', 'adaptive'], queries: 5 });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitForJob(svc.url, r.body.id);
+    assert.equal(job.state, 'completed', job.failedReason);
+    assert.equal(job.result.images, 8);
+    const blur = job.result.corruptions.find((c: { name: string }) => c.name === 'gaussian_blur');
+    assert.equal(blur.severities[0].value, 0.3, "0.4 × 16/32 is under libvips's least σ: 0.3, said so");
+    const errors = [job.result.clean, ...job.result.corruptions.map((c: any) => c.severities[0].error), ...job.result.attacks.map((a: any) => a.error)];
+    for (const e of errors) for (const v of Object.values(e)) assert.ok(Number.isFinite(v) && (v as number) >= 0 && (v as number) <= 1, JSON.stringify(e));
   });
 });

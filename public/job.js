@@ -122,8 +122,9 @@ async function finished(job, gen) {
   }
   if (svg?.ok) {
     $('svg-img').src = URL.createObjectURL(await svg.blob());
-    $('svg-img').alt = job.type === 'tune' ? 'Heatmap of top-1 accuracy over the θ × λ grid' : 'Top-1 error against cache size';
-    $('svg-caption').textContent = job.type === 'tune' ? 'Top-1 accuracy over θ × λ; the chosen point is marked.' : 'Top-1 error against the size of the cache.';
+    const [alt, caption] = CHARTS[job.type] ?? CHARTS.eval;
+    $('svg-img').alt = alt;
+    $('svg-caption').textContent = caption;
     $('svg-report').hidden = false;
   }
   if (md?.ok) {
@@ -131,6 +132,17 @@ async function finished(job, gen) {
     $('md-report').hidden = false;
   }
 }
+
+/** Each job type's chart: its alternative text and its caption. */
+const CHARTS = {
+  tune: ['Heatmap of top-1 accuracy over the θ × λ grid', 'Top-1 accuracy over θ × λ; the chosen point is marked.'],
+  eval: ['Top-1 error against cache size', 'Top-1 error against the size of the cache.'],
+  layers: ['Validation error of each candidate key', 'The cache model’s validation error with each candidate layer and concatenation.'],
+  robustness: [
+    'Top-1 error against corruption severity and attack radius',
+    'Top-1 error of the model alone, the cache model and the cache alone against each corruption’s severity (0 = clean) and each attack’s ε.',
+  ],
+};
 
 function summary(job) {
   const r = job.result ?? {};
@@ -140,11 +152,19 @@ function summary(job) {
   } else if (job.type === 'eval' && r.error) {
     rows.push(['Images', r.images], ['θ, λ', `${r.theta}, ${r.lambda}`], ['Cache size', r.cacheSize]);
     rows.push(['Top-1 error, model', percent(r.error.model)], ['Top-1 error, cache model', percent(r.error.cacheModel)], ['Top-1 error, cache alone', percent(r.error.cacheOnly)]);
+  } else if (job.type === 'robustness' && r.clean) {
+    rows.push(['Images', r.images], ['θ, λ', `${r.theta}, ${r.lambda}`], ['Cache size', r.cacheSize]);
+    rows.push(['Top-1 error, clean (model / cache model / cache alone)', errors(r.clean)]);
+    for (const a of r.attacks) rows.push([`${a.name.replace(/_/g, ' ')} attack, ε ${+(a.epsilon * 255).toFixed(2)}/255`, errors(a.error)]);
   } else if (job.type === 'tune' && r.best) {
     rows.push(['Images', r.images], ['Best θ, λ', `${r.best.theta}, ${r.best.lambda}`], ['Top-1 accuracy there', percent(r.best.accuracy)], ['Model alone', percent(r.model.accuracy)], ['Stored in the cache', r.applied ? 'yes' : 'no (dry run)']);
   }
   if (!rows.length) return el('pre', { text: JSON.stringify(r, null, 2) });
   return el('dl', { class: 'facts wide' }, rows.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: typeof v === 'number' ? v.toLocaleString('en') : String(v) })]));
+}
+
+function errors(e) {
+  return [e.model, e.cacheModel, e.cacheOnly].map(percent).join(' / ');
 }
 
 function showMessage(text) {

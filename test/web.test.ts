@@ -271,6 +271,26 @@ describe('web page', () => {
     await context.close();
   });
 
+  test('the job page shows a robustness job: its chart with its own caption, and the errors per attack', async () => {
+    const r = await call(svc.url, 'POST', `/v1/caches/${CACHE}/robustness-jobs`, {
+      source: { type: 'folder', path: sampleFolder('heldout', 1) },
+      corruptions: ['contrast'],
+      severities: [3],
+      attacks: ['adaptive'],
+      queries: 3,
+    });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const { context, page } = await newPage();
+    await page.goto(`${svc.url}/jobs/${encodeURIComponent(r.body.id)}`);
+    await page.locator('#job-state.completed').waitFor({ timeout: 30_000 });
+    await page.locator('#svg-report:not([hidden])').waitFor();
+    assert.match((await page.textContent('#svg-caption')) ?? '', /severity \(0 = clean\) and each attack’s ε/);
+    const facts = (await page.textContent('#result-summary')) ?? '';
+    assert.match(facts, /Top-1 error, clean \(model \/ cache model \/ cache alone\)/);
+    assert.match(facts, /adaptive attack, ε 8\/255/);
+    await context.close();
+  });
+
   test('with API keys configured: a 401 points at the key field, the key is sent as a bearer token, a 403 says so', async () => {
     const ADMIN = 'admin-0123456789abcdef0123';
     const READ = 'read-0123456789abcdef01234';

@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import { UserError } from '../src/errors/user-error.js';
 import type { ModelSpec } from '../src/model/spec.js';
-import { DEFAULT_LIMIT_INPUT_PIXELS, flipTensor, imageToTensor, stackBatch } from '../src/preprocess/image.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS, flipTensor, imageToPixels, imageToTensor, stackBatch } from '../src/preprocess/image.js';
+import { decodeJpegDirect, jpegHeader } from '../src/preprocess/jpeg-direct.js';
 
 const CAT = new URL('../samples/cifar10/cache/cat/0000.jpg', import.meta.url).pathname;
 const opts = { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS };
+const SAMPLE_ROOT = new URL('../samples/cifar10', import.meta.url).pathname;
 
 /** Identity spec: NHWC RGB, values are the raw pixels. */
 const raw = (width: number, height: number, over: Partial<ModelSpec> = {}): ModelSpec => ({
@@ -169,4 +171,53 @@ describe('flipTensor', () => {
       assert.notDeepEqual(flopped, plain);
     });
   }
+});
+
+describe('direct JPEG decode (libjpeg-turbo as WebAssembly) for JPEGs at the model size', () => {
+  const spec = raw(32, 32);
+  const viaSharp = (bytes: Buffer) =>
+    sharp(bytes, { failOn: 'error', autoOrient: true }).resize(32, 32, { fit: 'fill' }).removeAlpha().toColourspace('srgb').raw().toBuffer();
+  const sample = (part: string) =>
+    readdirSync(path.join(SAMPLE_ROOT, part)).flatMap((c) => readdirSync(path.join(SAMPLE_ROOT, part, c)).map((f) => path.join(SAMPLE_ROOT, part, c, f)));
+
+  test("gives sharp's bytes for every sample image, and imageToPixels takes it", async () => {
+    const files = [...sample('cache'), ...sample('heldout')];
+    assert.ok(files.length >= 200, `${files.length} sample images`);
+    for (const file of files) {
+      const bytes = readFileSync(file);
+      const direct = await decodeJpegDirect(bytes, 32, 32);
+      assert.ok(direct, `${file}: a plain 32×32 JPEG`);
+      assert.deepEqual(direct, await viaSharp(bytes), file);
+      assert.deepEqual(await imageToPixels(bytes, spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS }), direct);
+    }
+  });
+
+  test('leaves to sharp what sharp treats differently: EXIF orientation, ICC profile, another size, grey, truncated or corrupt data', async () => {
+    const cat = readFileSync(path.join(SAMPLE_ROOT, 'heldout', 'cat', '4500.jpg'));
+    const raw = await sharp(cat).raw().toBuffer();
+    const jpeg = (s: ReturnType<typeof sharp>) => s.jpeg({ quality: 90 }).toBuffer();
+    const fromRaw = () => sharp(raw, { raw: { width: 32, height: 32, channels: 3 } });
+    assert.ok(await decodeJpegDirect(await jpeg(fromRaw()), 32, 32), 'a plain re-encode is taken');
+    const cases: [string, Buffer][] = [
+      ['EXIF orientation', await jpeg(fromRaw().withMetadata({ orientation: 6 }))],
+      ['ICC profile', await jpeg(fromRaw().withIccProfile('p3'))],
+      ['another size', await jpeg(fromRaw().resize(40, 32))],
+      ['grey (one component)', await jpeg(fromRaw().toColourspace('b-w'))],
+      ['truncated', cat.subarray(0, cat.length - 200)],
+    ];
+    const sos = cat.indexOf(Buffer.from([0xff, 0xda]));
+    cases.push(['corrupt scan data', Buffer.concat([cat.subarray(0, sos + 14), Buffer.alloc(200, 0x5a), Buffer.from([0xff, 0xd9])])]);
+    assert.equal(jpegHeader(cases[3][1])?.components, 1);
+    for (const [what, bytes] of cases) assert.equal(await decodeJpegDirect(bytes, 32, 32), null, what);
+    // and sharp still answers for them as before: the rotated one decodes, the truncated one is refused
+    assert.equal((await imageToPixels(cases[0][1], spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS })).length, 32 * 32 * 3);
+    await assert.rejects(imageToPixels(cases[4][1], spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS }), /cannot be decoded/);
+  });
+
+  test('reads the header it needs and nothing past it', () => {
+    assert.equal(jpegHeader(Buffer.from([0xff, 0xd8, 0xff])), null);
+    assert.equal(jpegHeader(Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0xff, 0xff])), null, 'a segment longer than the file');
+    const h = jpegHeader(readFileSync(path.join(SAMPLE_ROOT, 'heldout', 'cat', '4500.jpg')));
+    assert.deepEqual(h && [h.width, h.height, h.components, h.plain], [32, 32, 3, true]);
+  });
 });

@@ -3,6 +3,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import sharp, { type OutputInfo } from 'sharp';
 import { UserError } from '../errors/user-error.js';
 import type { ModelSpec } from '../model/spec.js';
+import { decodeJpegDirect } from './jpeg-direct.js';
 
 export interface DecodeOptions {
   /** mirror horizontally (the paper's caches hold every training image and its flip) */
@@ -60,6 +61,10 @@ export async function imageToPixels(input: Buffer | string, spec: ModelSpec, opt
   if (typeof input !== 'string' && input.length === 0) throw new UserError('bad_image', `${what} is empty (0 bytes); send ${accepted}`);
   const format = sniffFormat(typeof input === 'string' ? await readHead(input) : input);
   if (!format) throw await notAccepted(input, what);
+  if (format === 'jpeg' && typeof input !== 'string' && !opts.flip) {
+    const direct = await decodeJpegDirect(input, spec.width, spec.height);
+    if (direct) return direct;
+  }
 
   // a path goes to libvips as a path: it reads what it needs, not necessarily the whole file
   const pipeline = sharp(input, { limitInputPixels: opts.limitInputPixels, failOn: FAIL_ON, autoOrient: true })

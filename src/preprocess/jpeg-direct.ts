@@ -83,6 +83,7 @@ export async function decodeJpegDirect(bytes: Buffer, width: number, height: num
     warnings = 0; // synchronous from here to the check: no other decode can run in between
     image = jpeg.decode(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer, false);
   } catch {
+    decoder = null; // an abort may leave the WebAssembly instance unusable: the next decode starts a fresh one
     return null; // sharp decodes it, or says what is wrong with it
   }
   if (!image || warnings > 0 || image.width !== width || image.height !== height) return null;

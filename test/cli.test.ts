@@ -116,6 +116,14 @@ describe('cachet CLI', () => {
     const dir = /report: (.*)\/report\.md/.exec(robust.stdout)![1];
     for (const file of ['report.md', 'robustness.svg', 'robustness.png', 'result.json']) assert.ok(readFileSync(path.join(REPO, dir, file)).length > 0, file);
     assert.equal(JSON.parse(readFileSync(path.join(REPO, dir, 'result.json'), 'utf8')).attacks.length, 1);
+
+    const tuned = await cachet(['tune', 'cli', sampleFolder('heldout', 1), '--theta', '40,60', '--lambda', '0.3', '--dry-run', '--report-dir', reports], {
+      CACHET_URL: url,
+    });
+    assert.equal(tuned.code, 0, tuned.stderr);
+    const tuneDir = /report: (.*)\/report\.md/.exec(tuned.stdout)![1];
+    assert.match(readFileSync(path.join(REPO, tuneDir, 'heatmap.svg'), 'utf8'), /^<svg/);
+    assert.equal(JSON.parse(readFileSync(path.join(REPO, tuneDir, 'result.json'), 'utf8')).applied, false);
   });
 
   test('errors: the service message on stderr, a non-zero exit', async () => {

@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError } from './client.js';
 import { registerCacheCommands } from './cache-commands.js';
 import { addSpecOptions, specOverrides } from './spec-flags.js';
-import { client, print, sourceOf, urlOption } from './common.js';
+import { client, print, sourceOf, urlOption, writeJobReports } from './common.js';
 import { followJob } from './progress.js';
 import { int, nonNegative, num, positiveInt } from './args.js';
 import type { JobView } from '../jobs/types.js';
@@ -326,16 +326,10 @@ program
       const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/tune-jobs`, body);
       const done = await followJob(api, job, 'extracting keys and neighbours');
       const r = done.result as TuneResult;
-      const dir = path.resolve(o.reportDir, `${name}-tune-${done.id.slice(0, 8)}`);
-      await fs.mkdir(dir, { recursive: true });
-      for (const [format, file] of [
+      const dir = await writeJobReports(api, o.url, done, path.join(o.reportDir, `${name}-tune-${done.id.slice(0, 8)}`), [
         ['md', 'report.md'],
         ['svg', 'heatmap.svg'],
-      ] as const) {
-        const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url), { headers: api.authHeaders() });
-        await fs.writeFile(path.join(dir, file), await res.text());
-      }
-      await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
+      ]);
       if (o.json) return print(r);
       const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
       console.log(

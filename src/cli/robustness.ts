@@ -1,12 +1,11 @@
 // `cachet robustness <cache> <source>`: a robustness job on the service (either mode), followed
 // with a progress bar; its reports (Markdown, SVG, PNG, JSON) written to a folder.
 import path from 'node:path';
-import { promises as fs } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import type { JobView } from '../jobs/types.js';
 import type { RobustnessResult } from '../robustness/result.js';
 import { list, nonNegativeInt, num, positiveInt } from './args.js';
-import { client, print, sourceOf, urlOption } from './common.js';
+import { client, print, sourceOf, urlOption, writeJobReports } from './common.js';
 import { followJob } from './progress.js';
 
 /** "8/255,0.03": fractions of the pixel range, as a/b or decimals. */
@@ -76,17 +75,11 @@ export function registerRobustnessCommand(program: Command): void {
       const job = await api.request<JobView>('POST', `/v1/caches/${encodeURIComponent(name)}/robustness-jobs`, body);
       const done = await followJob(api, job, 'corrupting and attacking');
       const r = done.result as RobustnessResult;
-      const dir = path.resolve(o.reportDir, `${name}-robustness-${done.id.slice(0, 8)}`);
-      await fs.mkdir(dir, { recursive: true });
-      for (const [format, file] of [
+      const dir = await writeJobReports(api, o.url, done, path.join(o.reportDir, `${name}-robustness-${done.id.slice(0, 8)}`), [
         ['md', 'report.md'],
         ['svg', 'robustness.svg'],
         ['png', 'robustness.png'],
-      ] as const) {
-        const res = await fetch(new URL(`/v1/jobs/${done.id}/report?format=${format}`, o.url), { headers: api.authHeaders() });
-        await fs.writeFile(path.join(dir, file), Buffer.from(await res.arrayBuffer()));
-      }
-      await fs.writeFile(path.join(dir, 'result.json'), JSON.stringify(r, null, 2) + '\n');
+      ]);
       if (o.json) return print(r);
       const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : '—');
       const three = (e: RobustnessResult['clean']) => `model ${pct(e.model)}, cache model ${pct(e.cacheModel)}, cache alone ${pct(e.cacheOnly)}`;

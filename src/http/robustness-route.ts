@@ -19,7 +19,7 @@ export const MAX_ROBUSTNESS_BYTES = 2 * 1024 ** 3;
 
 export const RobustnessJobSchema = RobustnessSettingsSchema.extend({
   source: SourceSchema.describe(
-    `labelled images, at most ${MAX_ROBUSTNESS_IMAGES.toLocaleString('en')} and 2 GiB of pixels (500 measure an error to about ±2 points)`,
+    `labelled images, at most ${MAX_ROBUSTNESS_IMAGES.toLocaleString('en')} and 2 GiB of pixels (500 measure a 15 % error to ±3 points, 95 %)`,
   ),
   perClass: z
     .number()
@@ -63,7 +63,7 @@ export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesC
           'bad_source',
           `the source lists ${items.length} images; a robustness job takes at most ${most}` +
             (most < MAX_ROBUSTNESS_IMAGES ? ` of ${spec.width}×${spec.height} (it holds ~${(perImage / 1e6).toFixed(1)} MB per image, at most 2 GiB)` : '') +
-            ': pass a sample (500 images measure an error to about ±2 points)',
+            ': pass a sample (500 images measure a 15 % error to ±3 points, 95 %)',
         );
       const { source: _source, perClass: _perClass, ...settings } = body;
       const data: RobustnessJobData = { cache: name, items, ...settings };

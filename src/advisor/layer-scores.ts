@@ -1,6 +1,6 @@
 // Scoring keys from per-layer products: single layers, their concatenations, over a θ × λ grid,
 // with the one cache math.
-import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
+import { argmax, cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import { innerProducts } from '../math/gemm.js';
 import { xorshift32 } from '../math/rng.js';
 import { LayerScore } from './advice.js';
@@ -122,12 +122,6 @@ export function errorOf(probs: Float32Array, truth: ArrayLike<number>, n: number
   let wrong = 0;
   for (let q = 0; q < n; q++) if (argmax(probs.subarray(q * C, (q + 1) * C)) !== truth[q]) wrong++;
   return round(wrong / n, 6);
-}
-
-function argmax(v: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
 }
 
 export function round(x: number, digits: number): number {

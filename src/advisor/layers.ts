@@ -18,7 +18,7 @@ import { inspectModel } from '../model/inspect.js';
 import { nearestNames } from '../model/names.js';
 import { loadModelSpec } from '../model/spec-file.js';
 import type { ModelSpec } from '../model/spec.js';
-import { resolveSource, type Source, type SourceItem } from '../sources/sources.js';
+import { capPerClass, resolveSource, type Source } from '../sources/sources.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
 import { LayerAdvice, LayerScore } from './advice.js';
 import { extractLayers } from './extract-layers.js';
@@ -103,16 +103,6 @@ export function defaultCandidates(tensors: { name: string; opType: string; shape
 
 const toSource = (s: Source | string): Source =>
   typeof s !== 'string' ? s : /\.(csv|jsonl|ndjson)$/i.test(s) ? { type: 'manifest', path: s } : { type: 'folder', path: s };
-
-export function capPerClass(items: SourceItem[], perClass: number | undefined): SourceItem[] {
-  if (perClass === undefined) return items;
-  const count = new Map<number, number>();
-  return items.filter((it) => {
-    const c = count.get(it.label!) ?? 0;
-    count.set(it.label!, c + 1);
-    return c < perClass;
-  });
-}
 
 export async function adviseLayers(opts: AdviseOptions, onProgress?: (p: AdviseProgress) => void): Promise<LayerAdvice> {
   const maxDimension = opts.maxDimension ?? 20_000;

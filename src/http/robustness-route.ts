@@ -8,7 +8,7 @@ import type { JobQueue } from '../jobs/types.js';
 import { ROBUSTNESS_BYTES_PER_VALUE, robustnessUnits, type RobustnessJobData } from '../robustness/job.js';
 import { RobustnessSettingsSchema } from '../robustness/settings.js';
 import type { ReadRoots } from '../sources/read-roots.js';
-import { resolveSource, SourceSchema, type SourceItem } from '../sources/sources.js';
+import { capPerClass, resolveSource, SourceSchema } from '../sources/sources.js';
 import { z } from 'zod';
 import { param, parse, wrap } from './handlers.js';
 
@@ -35,15 +35,6 @@ export interface RobustnessRoutesContext {
   readRoots?: ReadRoots;
 }
 
-function firstOfEachClass(items: SourceItem[], perClass: number): SourceItem[] {
-  const taken = new Map<number | null, number>();
-  return items.filter((item) => {
-    const n = taken.get(item.label) ?? 0;
-    taken.set(item.label, n + 1);
-    return n < perClass;
-  });
-}
-
 /** Registered on the app itself (not a sub-router), so the app's route list shows it. */
 export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesContext): void {
   app.post(
@@ -54,7 +45,7 @@ export function addRobustnessRoutes(app: express.Express, ctx: RobustnessRoutesC
       const info = await ctx.engine.getCache(name);
       if (info.size === 0) throw new UserError('empty_cache', `cache "${name}" holds no items yet: index some before measuring its robustness`);
       const all = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots: ctx.readRoots });
-      const items = body.perClass === undefined ? all : firstOfEachClass(all, body.perClass);
+      const items = capPerClass(all, body.perClass);
       const spec = await ctx.engine.modelSpec(name);
       const perImage = spec.width * spec.height * 3 * ROBUSTNESS_BYTES_PER_VALUE;
       const most = Math.min(MAX_ROBUSTNESS_IMAGES, Math.floor(MAX_ROBUSTNESS_BYTES / perImage));

@@ -2,7 +2,7 @@
 // labelled images, in all and per class; optionally against another cache, and against cache size.
 import type { ServingApi } from '../engine/client.js';
 import type { Classification, NeighbourScores } from '../engine/types.js';
-import { cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
+import { argmax, cacheProbabilities, mixProbabilities } from '../math/cache-model.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { SourceItem } from '../sources/sources.js';
 import { forEachBatch } from './pipeline.js';
@@ -21,7 +21,7 @@ export interface EvalJobData {
 }
 
 /** Top-1 and top-5 hits of the model alone, the cache model and the cache alone, in all and per class. */
-class Tally {
+export class Tally {
   readonly correct: ErrorRates = zeroRates();
   readonly correctTop5: ErrorRates = zeroRates();
   readonly perClass = new Map<number, { images: number; correct: ErrorRates }>();
@@ -191,9 +191,3 @@ export async function runEvalJob(engine: ServingApi, settings: ProcessorSettings
 }
 
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
-
-function argmax(v: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
-}

@@ -64,6 +64,13 @@ export function mixProbabilities(pModel: ArrayLike<number>, pCache: ArrayLike<nu
   return p;
 }
 
+/** The index of the largest value (ties: the lower index, as topIndices). */
+export function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
 /** Indices of the `k` largest values, largest first (ties: lower index first). */
 export function topIndices(values: ArrayLike<number>, k: number): number[] {
   const idx = Array.from({ length: values.length }, (_, i) => i);

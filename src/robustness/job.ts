@@ -7,6 +7,7 @@
 // time like every job, so predictions keep being served between them.
 import pLimit from 'p-limit';
 import type { ServingApi } from '../engine/client.js';
+import { Tally } from '../jobs/eval-job.js';
 import type { ErrorRates } from '../jobs/results.js';
 import type { JobContext, ProcessorSettings } from '../jobs/types.js';
 import { Rng } from '../math/rng.js';
@@ -49,23 +50,17 @@ export async function runRobustnessJob(engine: ServingApi, settings: ProcessorSe
   const options = { theta: data.theta, lambda: data.lambda };
   const used = { theta: NaN, lambda: NaN, cacheSize: 0 };
 
-  /** The three errors on these images (interleaved RGB, 0…255), a batch per engine call. */
+  /** The three errors on these images (interleaved RGB, 0…255), counted as the eval job counts them, a batch per engine call. */
   const score = async (pixels: ArrayLike<number>[]): Promise<ErrorRates> => {
-    const correct = { model: 0, cacheModel: 0, cacheOnly: 0 };
+    const tally = new Tally();
     for (let start = 0; start < pixels.length; start += settings.batchSize) {
       ctx.signal.throwIfAborted();
       const batch = pixels.slice(start, start + settings.batchSize);
-      const r = await engine.classify(data.cache, stackBatch(batch.map((p) => pixelsToTensor(p, spec))), batch.length, options);
+      const r = await engine.classify(data.cache, modelBatch(batch, spec), batch.length, options);
       Object.assign(used, { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize });
-      r.results.forEach((c, i) => {
-        const y = labels[start + i];
-        if (argmax(c.pModel) === y) correct.model++;
-        if (argmax(c.p) === y) correct.cacheModel++;
-        if (argmax(c.pCache ?? c.pModel) === y) correct.cacheOnly++;
-      });
+      r.results.forEach((c, i) => tally.add(c, labels[start + i]));
     }
-    const e = (k: number) => (pixels.length ? round(1 - k / pixels.length) : NaN);
-    return { model: e(correct.model), cacheModel: e(correct.cacheModel), cacheOnly: e(correct.cacheOnly) };
+    return tally.errors(pixels.length);
   };
 
   const clean = await score(images);
@@ -137,7 +132,7 @@ export async function runRobustnessJob(engine: ServingApi, settings: ProcessorSe
 
 /** What an attack reads: the probabilities of the classifier it is crafted against. */
 function queryOf(engine: ServingApi, data: RobustnessJobData, spec: ModelSpec, name: AttackName): ProbabilityQuery {
-  const tensor = (images: Float32Array[]) => stackBatch(images.map((p) => pixelsToTensor(p, spec)));
+  const tensor = (images: Float32Array[]) => modelBatch(images, spec);
   const target = ATTACK_TARGETS[name];
   if (target === 'model') return (images) => engine.modelProbabilities(data.cache, tensor(images), images.length);
   return async (images) => {
@@ -145,6 +140,9 @@ function queryOf(engine: ServingApi, data: RobustnessJobData, spec: ModelSpec, n
     return Float32Array.from(r.results.flatMap((c) => (target === 'cacheModel' ? c.p : (c.pCache ?? c.pModel))));
   };
 }
+
+/** Images as interleaved RGB (0…255) → one batch tensor for the model. */
+const modelBatch = (images: ArrayLike<number>[], spec: ModelSpec) => stackBatch(images.map((p) => pixelsToTensor(p, spec)));
 
 /** The source images as the model sees them before normalisation; an item that cannot be read is reported and left out. */
 async function decodeAll(items: SourceItem[], spec: ModelSpec, settings: ProcessorSettings, ctx: JobContext) {
@@ -182,10 +180,4 @@ function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function argmax(v: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
 }

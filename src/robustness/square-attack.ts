@@ -5,6 +5,7 @@
 // a new ±ε per channel, and keep it if the margin loss (log p_label − max log p_other) drops. The
 // window shrinks on the paper's schedule. Written from the paper and its reference code
 // (github.com/max-andr/square-attack), which this follows step for step.
+import { argmax } from '../math/cache-model.js';
 import type { Rng } from '../math/rng.js';
 
 /** Probabilities (n × classes, row-major) of n images given as interleaved RGB floats in [0, 255]. */
@@ -69,7 +70,7 @@ export async function squareAttack(
 
   const probs = await queryAll(query, best, opts.batchSize); // the clean images, as floats
   const classes = probs.length / n;
-  const alreadyWrong = labels.map((y, i) => argmax(probs, i, classes) !== y);
+  const alreadyWrong = labels.map((y, i) => argmax(probs.subarray(i * classes, (i + 1) * classes)) !== y);
   alreadyWrong.forEach((wrong, i) => {
     fooled[i] = wrong;
     if (wrong) done(i);
@@ -90,7 +91,7 @@ export async function squareAttack(
     const p = await queryAll(query, images, opts.batchSize);
     return which.map((i, j) => {
       queries[i]++;
-      return { i, margin: marginLoss(p, j, classes, labels[i]), wrong: argmax(p, j, classes) !== labels[i] };
+      return { i, margin: marginLoss(p, j, classes, labels[i]), wrong: argmax(p.subarray(j * classes, (j + 1) * classes)) !== labels[i] };
     });
   };
   for (const r of await measure(
@@ -161,12 +162,6 @@ function marginLoss(p: Float32Array, row: number, classes: number, label: number
   let other = 0;
   for (let c = 0; c < classes; c++) if (c !== label) other = Math.max(other, p[row * classes + c]);
   return Math.log(Math.max(p[row * classes + label], 1e-30)) - Math.log(Math.max(other, 1e-30));
-}
-
-function argmax(p: Float32Array, row: number, classes: number): number {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (p[row * classes + c] > p[row * classes + best]) best = c;
-  return best;
 }
 
 async function queryAll(query: ProbabilityQuery, images: Float32Array[], batchSize: number): Promise<Float32Array> {

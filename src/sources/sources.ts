@@ -97,6 +97,17 @@ export async function resolveSource(source: Source, opts: ResolveOptions): Promi
 }
 
 /** A label is a class name or a class index; anything else is a 400 naming the classes. */
+/** The first `perClass` items of each label, in source order (all of them when perClass is undefined). */
+export function capPerClass(items: SourceItem[], perClass: number | undefined): SourceItem[] {
+  if (perClass === undefined) return items;
+  const count = new Map<number, number>();
+  return items.filter((it) => {
+    const c = count.get(it.label!) ?? 0;
+    count.set(it.label!, c + 1);
+    return c < perClass;
+  });
+}
+
 export function labelResolver(classes: string[]): (label: string | number, where: string) => number {
   const byName = new Map(classes.map((c, i) => [c, i]));
   return (label, where) => {

@@ -22,8 +22,8 @@ import { createApp } from './http/app.js';
 import type { ApiLimits } from './http/limits.js';
 import { BatcherOptions, PredictBatcher } from './http/batcher.js';
 import { Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { connectRedis } from './redis/connection.js';
+import type { RedisConnection } from './redis/connection.js';
+import { connectRedis, queuePrefix } from './redis/connection.js';
 import { RedisOutage } from './redis/outage.js';
 import { DistributedQueue } from './queue/bullmq-queue.js';
 import { evalProcessor } from './queue/bullmq-processors.js';
@@ -118,7 +118,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const settings: ProcessorSettings = { batchSize: opts.batchSize ?? 64, limitInputPixels: limits.limitInputPixels, readRoots };
   let queue: JobQueue;
   let evalWorker: Worker | null = null;
-  let redis: Redis | null = null;
+  let redis: RedisConnection | null = null;
   let engine: RunningService['engine'];
   let embeddedQueue: EmbeddedQueue | null = null;
   let redisOutage: RedisOutage | null = null;
@@ -138,7 +138,12 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
       outage.onError((err) => logger.error({ err }, `job queue: ${err.message}`)),
     );
     // api replicas hold the indexes, so they take the eval jobs
-    evalWorker = new Worker(queueNames.eval, evalProcessor(engine, settings), { connection: redis, concurrency: 1, autorun: false });
+    evalWorker = new Worker(queueNames.eval, evalProcessor(engine, settings), {
+      connection: redis,
+      prefix: queuePrefix(redis),
+      concurrency: 1,
+      autorun: false,
+    });
     outage.watch(evalWorker, (err) => logger.error({ err }, `eval worker: ${err.message}`));
     // jobs this replica ran (index jobs finish on workers: not counted here)
     const type = replicaJobType;

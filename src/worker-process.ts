@@ -5,7 +5,7 @@ import os from 'node:os';
 import { Worker } from 'bullmq';
 import { ReadRoots } from './sources/read-roots.js';
 import { startEngine, engineLogTo } from './engine/client.js';
-import { connectRedis } from './redis/connection.js';
+import { connectRedis, queuePrefix } from './redis/connection.js';
 import { RedisOutage } from './redis/outage.js';
 import { queueNames } from './redis/keys.js';
 import { chunkProcessor, parentProcessor } from './queue/bullmq-processors.js';
@@ -39,7 +39,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const lockDuration = opts.lockDurationMs ?? 30_000;
   // A job records the name of the worker that processed it (job.processedBy).
   const name = `${os.hostname()}:${process.pid}`;
-  const common = { connection, name, lockDuration, stalledInterval: lockDuration };
+  const common = { connection, prefix: queuePrefix(connection), name, lockDuration, stalledInterval: lockDuration };
   const workers = [
     new Worker(queueNames.index, chunkProcessor(engine, settings), { ...common, concurrency: opts.concurrency }),
     new Worker(queueNames.jobs, parentProcessor(engine), { ...common, concurrency: 1 }),

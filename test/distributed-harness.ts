@@ -5,7 +5,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET } from './harness.js';
-import { freePort, TestRedis } from './redis-harness.js';
+import { freePort } from './redis-harness.js';
 
 const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
 export const logs = tempDir('cachet-dist-logs-');
@@ -23,7 +23,7 @@ export function spawnCachet(name: string, args: string[], extraEnv: Record<strin
   return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env, stdio: ['ignore', out, out] });
 }
 
-export async function startApi(redis: TestRedis, dataDir: string, name: string, env: Record<string, string> = {}): Promise<Proc> {
+export async function startApi(redis: { url: string }, dataDir: string, name: string, env: Record<string, string> = {}): Promise<Proc> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const args = ['serve', '--port', String(port), '--data-dir', dataDir, '--redis-url', redis.url, '--chunk-size', '100'];
@@ -32,7 +32,7 @@ export async function startApi(redis: TestRedis, dataDir: string, name: string, 
   return { child, url };
 }
 
-export function startWorker(redis: TestRedis, name: string): Proc {
+export function startWorker(redis: { url: string }, name: string): Proc {
   return { child: spawnCachet(name, ['worker', '--redis-url', redis.url, '--lock-duration', String(LOCK_MS)]) };
 }
 

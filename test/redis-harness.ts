@@ -3,6 +3,7 @@
 import { spawn, ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { rmSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import { tempDir } from './harness.js';
 
 export async function freePort(): Promise<number> {
@@ -85,4 +86,72 @@ function canConnect(port: number): Promise<boolean> {
     s.once('connect', () => (s.end(), resolve(true)));
     s.once('error', () => resolve(false));
   });
+}
+
+export interface TestRedisCluster {
+  /** redis-cluster://… listing every master */
+  url: string;
+  ports: number[];
+  /** stop every node and delete their data */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A real Redis Cluster of `masters` nodes (no replicas), each with its own port, cluster-bus port and
+ * directory: the 16,384 slots split evenly, the nodes introduced with CLUSTER MEET, ready once every
+ * node says cluster_state:ok (what `redis-cli --cluster create` does, without needing redis-cli).
+ */
+export async function startRedisCluster(masters = 3): Promise<TestRedisCluster> {
+  const nodes: { port: number; busPort: number; proc: ChildProcess; dir: string }[] = [];
+  for (let i = 0; i < masters; i++) {
+    const [port, busPort] = [await freePort(), await freePort()];
+    const dir = tempDir('cachet-redis-cluster-');
+    const proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--cluster-port', String(busPort), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes'].concat([
+        '--cluster-config-file',
+        'nodes.conf',
+        '--appendonly',
+        'yes',
+        '--save',
+        '',
+        '--maxmemory-policy',
+        'noeviction',
+      ]),
+      { stdio: 'ignore' },
+    );
+    nodes.push({ port, busPort, proc, dir });
+  }
+  const destroy = async () => {
+    for (const n of nodes) {
+      if (n.proc.exitCode === null && n.proc.signalCode === null) await new Promise((r) => (n.proc.once('exit', r), n.proc.kill()));
+      rmSync(n.dir, { recursive: true, force: true });
+    }
+  };
+  try {
+    for (const n of nodes) {
+      for (let i = 0; i < 100 && !(await canConnect(n.port)); i++) await new Promise((r) => setTimeout(r, 50));
+    }
+    const clients = nodes.map((n) => new Redis({ port: n.port, host: '127.0.0.1', lazyConnect: false }));
+    try {
+      const per = Math.ceil(16384 / masters);
+      for (let i = 0; i < masters; i++) {
+        await clients[i].call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)));
+        if (i > 0) await clients[0].call('CLUSTER', 'MEET', '127.0.0.1', String(nodes[i].port), String(nodes[i].busPort));
+      }
+      for (let tries = 0; ; tries++) {
+        const states = await Promise.all(clients.map((c) => c.call('CLUSTER', 'INFO') as Promise<string>));
+        if (states.every((s) => /cluster_state:ok/.test(s) && /cluster_known_nodes:(\d+)/.exec(s)?.[1] === String(masters))) break;
+        if (tries > 300) throw new Error(`the Redis Cluster did not form: ${states.join(' | ')}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      clients.forEach((c) => c.disconnect());
+    }
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+  const ports = nodes.map((n) => n.port);
+  return { url: `redis-cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, ports, destroy };
 }

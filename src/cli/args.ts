@@ -1,5 +1,6 @@
 // Parsers for numeric command-line arguments, with messages commander shows.
 import { InvalidArgumentError } from 'commander';
+import { clusterNodes, isClusterUrl } from '../redis/connection.js';
 
 export const num = (v: string): number => {
   const n = Number(v);
@@ -37,3 +38,17 @@ export const list = (v: string): string[] =>
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+
+/** A Redis URL: redis://, rediss:// (one Redis) or redis-cluster:// (a Redis Cluster, see redis/connection.ts). */
+export const redisUrl = (v: string): string => {
+  if (isClusterUrl(v)) {
+    try {
+      clusterNodes(v);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  } else if (!/^rediss?:\/\/./.test(v)) {
+    throw new InvalidArgumentError('expected redis://[:password@]host:port, rediss://… or redis-cluster://host:port[,host:port…]');
+  }
+  return v;
+};

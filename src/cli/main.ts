@@ -8,7 +8,7 @@ import { registerCacheCommands } from './cache-commands.js';
 import { addSpecOptions, specOverrides } from './spec-flags.js';
 import { client, print, sourceOf, urlOption, writeJobReports } from './common.js';
 import { followJob } from './progress.js';
-import { int, nonNegative, num, positiveInt } from './args.js';
+import { int, nonNegative, num, positiveInt, redisUrl } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import type { z } from 'zod';
 import type { PredictResponseSchema } from '../http/schemas.js';
@@ -28,7 +28,14 @@ program
   .addOption(new Option('--port <port>', 'port to listen on').env('PORT').default(8080).argParser(int))
   .addOption(new Option('--host <host>', 'address to listen on').env('HOST').default('127.0.0.1'))
   .addOption(new Option('--data-dir <dir>', "where caches (embedded) or this replica's snapshots (distributed) live").env('CACHET_DATA_DIR').default('indexes'))
-  .addOption(new Option('--redis-url <url>', 'distributed mode: coordinate with workers and other replicas through this Redis').env('REDIS_URL'))
+  .addOption(
+    new Option(
+      '--redis-url <url>',
+      'distributed mode: coordinate with workers and other replicas through this Redis (redis://…, or redis-cluster://host:port,… for a Redis Cluster)',
+    )
+      .env('REDIS_URL')
+      .argParser(redisUrl),
+  )
   .addOption(new Option('--chunk-size <n>', 'distributed mode: images per chunk job').default(256).argParser(int))
   .addOption(
     new Option(
@@ -151,7 +158,12 @@ interface ServeFlags {
 program
   .command('worker')
   .description('distributed mode: extract keys for index jobs (run as many as you like, on any host)')
-  .addOption(new Option('--redis-url <url>', 'the Redis the api replicas use').env('REDIS_URL').makeOptionMandatory())
+  .addOption(
+    new Option('--redis-url <url>', 'the Redis the api replicas use (redis://… or redis-cluster://…)')
+      .env('REDIS_URL')
+      .argParser(redisUrl)
+      .makeOptionMandatory(),
+  )
   .addOption(new Option('--concurrency <n>', 'chunk jobs in hand at once').env('CACHET_WORKER_CONCURRENCY').default(1).argParser(int))
   .addOption(
     new Option('--lock-duration <ms>', "a dead worker's chunk goes to another after this long").env('CACHET_LOCK_DURATION_MS').default(30_000).argParser(int),

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import writeFileAtomic from 'write-file-atomic';
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from '../redis/connection.js';
 import { CacheDefinition, CacheDefinitionSchema } from '../cache/definition.js';
 import { redisKeys } from '../redis/keys.js';
 
@@ -72,7 +72,7 @@ export class FileDefinitions implements DefinitionStore {
 }
 
 export class RedisDefinitions implements DefinitionStore {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisConnection) {}
 
   async list() {
     const definitions: CacheDefinition[] = [];

@@ -1,7 +1,7 @@
 // The worker role (distributed mode): holds no cache. It extracts the keys of the images of index
 // jobs and appends them to the caches' key logs in Redis, reduced with the cache's published
 // projection once there is one; the api replicas apply them.
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from '../redis/connection.js';
 import type { CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { RedisKeyLog } from '../keylog/redis-log.js';
@@ -24,7 +24,7 @@ export class LogWriter {
 
   constructor(
     options: EngineOptions,
-    private readonly redis: Redis = connectRedis(redisUrlOf(options)),
+    private readonly redis: RedisConnection = connectRedis(redisUrlOf(options)),
   ) {
     this.definitions = new RedisDefinitions(redis);
     this.projections = new RedisProjectionStore(redis);

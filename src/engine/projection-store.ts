@@ -4,7 +4,7 @@
 // of fitting another.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from '../redis/connection.js';
 import { Projection, serialisedFingerprint } from '../index/projection.js';
 import { redisKeys } from '../redis/keys.js';
 
@@ -36,7 +36,7 @@ export class RedisProjectionStore implements ProjectionStore {
   /** the projections a worker has read, by cache */
   private readonly known = new Map<string, Projection>();
 
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisConnection) {}
 
   async publish(cache: string, make: () => Promise<Projection>): Promise<Projection> {
     const already = await this.redis.getBuffer(redisKeys.projection(cache));

@@ -9,12 +9,12 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from '../redis/connection.js';
 import type { ArchiveFile } from '../cache/archive.js';
 import type { CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { manifestOf, snapshotDirOf } from '../index/snapshot.js';
-import { LogTrimmedError, RedisKeyLog, type ReplicaMember } from '../keylog/redis-log.js';
+import { LogTrimmedError, LogWaiter, RedisKeyLog, type ReplicaMember } from '../keylog/redis-log.js';
 import { connectRedis } from '../redis/connection.js';
 import { redisKeys } from '../redis/keys.js';
 import { linkExport } from './cache-export.js';
@@ -30,7 +30,7 @@ export class ReplicaEngine extends CacheEngine {
   /** each held cache's log, as a Redis Stream (what tailing needs beyond the KeyLog interface) */
   private readonly logs = new Map<string, RedisKeyLog>();
   private loops: Promise<void>[] = [];
-  private subscriber: Redis | null = null;
+  private subscriber: RedisConnection | null = null;
   private syncing: Promise<void> | null = null;
   private syncAgain = false;
   private url: string | null = null;
@@ -40,7 +40,7 @@ export class ReplicaEngine extends CacheEngine {
   constructor(
     options: EngineOptions,
     report: (entry: EngineLogEntry) => void,
-    private readonly redis: Redis = connectRedis(redisUrlOf(options)),
+    private readonly redis: RedisConnection = connectRedis(redisUrlOf(options)),
   ) {
     super(options, new RedisDefinitions(redis), new RedisProjectionStore(redis), report);
     this.snapshotsOnClose = false; // a restart replays what came after the last boundary
@@ -179,8 +179,7 @@ export class ReplicaEngine extends CacheEngine {
 
   /** Apply what workers append to the key logs (snapshotting at each boundary); say this replica is alive. */
   private async tailLogs(): Promise<void> {
-    const blocking = this.redis.duplicate();
-    blocking.on('error', () => {}); // reconnects by itself
+    const waiter = new LogWaiter(this.redis);
     const trouble = this.troubleLog('tailing the key logs');
     let lastBeat = 0;
     try {
@@ -188,7 +187,7 @@ export class ReplicaEngine extends CacheEngine {
         try {
           const caches = [...this.caches.values()];
           const logs = caches.map((c) => ({ log: this.logs.get(c.definition.name)!, position: c.appliedPosition }));
-          await RedisKeyLog.waitForAny(blocking, logs, 500);
+          await waiter.wait(logs, 500);
           const beat = Date.now() - lastBeat >= HEARTBEAT_MS;
           for (const c of caches) {
             if (this.closed) break;
@@ -203,7 +202,7 @@ export class ReplicaEngine extends CacheEngine {
         }
       }
     } finally {
-      blocking.disconnect();
+      waiter.close();
     }
   }
 

@@ -11,7 +11,8 @@
 // its last snapshot covers, with a heartbeat, and the stream is trimmed (XTRIM MINID) below the
 // lowest position of the live replicas, keeping at least `keep` records. A replica that comes back
 // below the trim point starts from a peer's snapshot (replica-engine.ts).
-import type { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
+import type { RedisConnection } from '../redis/connection.js';
 import { UserError } from '../errors/user-error.js';
 import { redisKeys } from '../redis/keys.js';
 import { isDelete, isReduced, storableSource, validateRecords, type KeyLog, type KeyRecord, type LogCheck, type LogDamage, type LogRecord } from './types.js';
@@ -119,7 +120,7 @@ export class RedisKeyLog implements KeyLog {
   private published = 0;
 
   private constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisConnection,
     readonly cache: string,
     readonly dimension: number,
     private readonly member: ReplicaMember | null,
@@ -129,7 +130,7 @@ export class RedisKeyLog implements KeyLog {
    * Opens (or starts) a cache's log; a log started with another key dimension is refused.
    * `member`: the replica reading it, which publishes its snapshot positions (workers only append).
    */
-  static async open(redis: Redis, cache: string, dimension: number, member: ReplicaMember | null = null): Promise<RedisKeyLog> {
+  static async open(redis: RedisConnection, cache: string, dimension: number, member: ReplicaMember | null = null): Promise<RedisKeyLog> {
     await redis.set(redisKeys.dimension(cache), String(dimension), 'NX');
     const stored = Number(await redis.get(redisKeys.dimension(cache)));
     if (stored !== dimension) {
@@ -219,23 +220,6 @@ export class RedisKeyLog implements KeyLog {
   }
 
   /**
-   * Waits (up to timeoutMs) until any of `logs` has a record at or after its given position.
-   * Uses a connection of its own: XREAD BLOCK holds the connection while it waits.
-   */
-  static async waitForAny(blocking: Redis, logs: { log: RedisKeyLog; position: number }[], timeoutMs: number): Promise<void> {
-    if (logs.length === 0) return new Promise((r) => setTimeout(r, timeoutMs));
-    await blocking.xreadBuffer(
-      'COUNT',
-      1,
-      'BLOCK',
-      timeoutMs,
-      'STREAMS',
-      ...logs.map((l) => redisKeys.log(l.log.cache)),
-      ...logs.map((l) => `${l.position}-0`),
-    );
-  }
-
-  /**
    * The stream is shared: no replica trims it alone. This one publishes that its snapshot covers
    * `position`; the stream is trimmed below the lowest position every live replica published.
    */
@@ -319,4 +303,50 @@ const bytes = (a: Float32Array | Uint16Array) => Buffer.from(a.buffer, a.byteOff
 function copyInto<T extends Float32Array | Uint16Array>(out: T, b: Buffer): T {
   new Uint8Array(out.buffer).set(b);
   return out;
+}
+
+/**
+ * Waits (up to a timeout) until any of several logs has a record at or after a given position, with
+ * XREAD BLOCK on connections of its own (a blocking read holds its connection). One Redis: one read
+ * over every log. A Redis Cluster refuses a read across slots, and each log is a slot of its own:
+ * one read, on its own connection, per log; a read still pending from an earlier wait is awaited
+ * again, not queued behind itself.
+ */
+export class LogWaiter {
+  private readonly connections = new Map<string, RedisConnection>();
+  private readonly pending = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly redis: RedisConnection) {}
+
+  async wait(logs: { log: RedisKeyLog; position: number }[], timeoutMs: number): Promise<void> {
+    if (logs.length === 0) return new Promise((r) => setTimeout(r, timeoutMs));
+    const groups = new Map<string, typeof logs>();
+    for (const l of logs) {
+      const group = this.redis instanceof Cluster ? l.log.cache : '';
+      groups.set(group, [...(groups.get(group) ?? []), l]);
+    }
+    await Promise.race([...groups].map(([group, members]) => this.read(group, members, timeoutMs)));
+  }
+
+  close(): void {
+    for (const c of this.connections.values()) c.disconnect();
+    this.connections.clear();
+  }
+
+  private read(group: string, logs: { log: RedisKeyLog; position: number }[], timeoutMs: number): Promise<unknown> {
+    const pending = this.pending.get(group);
+    if (pending) return pending;
+    let connection = this.connections.get(group);
+    if (!connection) {
+      connection = this.redis.duplicate();
+      connection.on('error', () => {}); // reconnects by itself
+      this.connections.set(group, connection);
+    }
+    const keys = logs.map((l) => redisKeys.log(l.log.cache));
+    const ids = logs.map((l) => `${l.position}-0`);
+    const read = connection.xreadBuffer('COUNT', 1, 'BLOCK', timeoutMs, 'STREAMS', ...keys, ...ids).finally(() => this.pending.delete(group));
+    read.catch(() => {}); // its waiter may have moved on (another log answered first): never an unhandled rejection
+    this.pending.set(group, read);
+    return read;
+  }
 }

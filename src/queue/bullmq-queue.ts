@@ -3,7 +3,7 @@
 // worker shares it. Eval jobs go to cachet-eval, where api replicas take them.
 import { randomUUID } from 'node:crypto';
 import { FlowProducer, Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { queuePrefix, type RedisConnection } from '../redis/connection.js';
 import { JobQueue, JobType, JobView, MAX_ITEM_ERRORS, ItemError, JobStateName, QueueDepth, UnfinishedJob } from '../jobs/types.js';
 import type { SourceItem } from '../sources/sources.js';
 import type { IndexJobData } from '../jobs/index-job.js';
@@ -40,15 +40,16 @@ export class DistributedQueue implements JobQueue {
   private readonly chunks: Queue;
 
   constructor(
-    connection: Redis,
+    connection: RedisConnection,
     private readonly opts: DistributedQueueOptions,
     /** where the BullMQ objects' errors go (without a listener BullMQ prints each one, every retry) */
     onError: (err: Error) => void,
   ) {
-    this.flows = new FlowProducer({ connection });
-    this.parents = new Queue(queueNames.jobs, { connection });
-    this.evals = new Queue(queueNames.eval, { connection });
-    this.chunks = new Queue(queueNames.index, { connection });
+    const prefix = queuePrefix(connection);
+    this.flows = new FlowProducer({ connection, prefix });
+    this.parents = new Queue(queueNames.jobs, { connection, prefix });
+    this.evals = new Queue(queueNames.eval, { connection, prefix });
+    this.chunks = new Queue(queueNames.index, { connection, prefix });
     this.flows.on('error', onError);
     for (const q of [this.parents, this.evals, this.chunks]) q.on('error', onError);
   }

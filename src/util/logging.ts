@@ -20,11 +20,9 @@ export function capturingLogger(lines: Record<string, unknown>[], level: LevelWi
 
 /** A URL without its password, for logs. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
+  // by hand, not new URL(): a redis-cluster:// URL lists several host:port, which URL refuses
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/]*)@(.*)$/is.exec(url); // greedy: up to the authority's last @
+  if (!m) return /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : '(unparsable URL)';
+  const colon = m[2].indexOf(':');
+  return colon < 0 ? url : `${m[1]}${m[2].slice(0, colon)}:***@${m[3]}`;
 }

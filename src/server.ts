@@ -49,6 +49,8 @@ export interface ServeOptions {
   redisUrl?: string;
   /** distributed mode: images per chunk job */
   chunkSize?: number;
+  /** distributed mode: the shards of sharded caches this replica holds (default: all) */
+  shards?: number[];
   /** structured logs; default JSON on stdout at LOG_LEVEL (info) */
   logger?: Logger;
   /** API keys as in CACHET_API_KEYS: `role:key[:name]`, separated by commas or newlines */
@@ -107,7 +109,7 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
   const readRoots = ReadRoots.of(opts.readRoots).withUrls(opts.urlPrefixes); // a root that does not exist stops the start
   if (readRoots.roots) logger.info({ readRoots: readRoots.roots }, `models and images are read only under ${readRoots.roots.join(', ')}`);
-  const engineOptions: Omit<EngineOptions, 'role'> = { dataDir: opts.dataDir, redisUrl: opts.redisUrl };
+  const engineOptions: Omit<EngineOptions, 'role'> = { dataDir: opts.dataDir, redisUrl: opts.redisUrl, shards: opts.shards };
   if (opts.redisUrl) {
     // peers fetch each other's snapshots with an admin key, when the service asks for keys
     const peerKey = process.env.CACHET_PEER_KEY || loadApiKeys({ keys: opts.apiKeys, keysFile: opts.apiKeysFile }).find((k) => k.role === 'admin')?.key;

@@ -69,3 +69,23 @@ test('the api reads models and images only under the shared volume’s models an
   for (const root of roots) assert.ok(entry.includes(root), `${root} is created before serve starts`);
   assert.ok(entry.indexOf('mkdir -p') < entry.indexOf('serve'));
 });
+
+test('docker-compose.cluster.yml: a 3-master Redis Cluster, api replicas in two shard groups, workers, all on the cluster', () => {
+  const cluster = parse(readFileSync(path.join(REPO, 'docker-compose.cluster.yml'), 'utf8'), { merge: true }) as {
+    services: Record<string, Service & { depends_on?: Record<string, { condition: string }> }>;
+  };
+  const s = cluster.services;
+  assert.deepEqual(Object.keys(s).sort(), ['api-a', 'api-b', 'redis-1', 'redis-2', 'redis-3', 'redis-cluster-init', 'worker']);
+  for (const n of ['redis-1', 'redis-2', 'redis-3']) {
+    const cmd = String(s[n].command);
+    for (const flag of ['--cluster-enabled yes', '--appendonly yes', '--maxmemory-policy noeviction']) assert.ok(cmd.includes(flag), `${n}: ${flag}`);
+  }
+  assert.match(String(s['redis-cluster-init'].command), /--cluster create redis-1:6379 redis-2:6379 redis-3:6379 --cluster-yes/);
+  assert.equal(s['api-a'].environment?.CACHET_SHARDS, '0,1');
+  assert.equal(s['api-b'].environment?.CACHET_SHARDS, '2,3');
+  for (const name of ['api-a', 'api-b', 'worker']) {
+    assert.equal(s[name].environment?.REDIS_URL, 'redis-cluster://redis-1:6379,redis-2:6379,redis-3:6379');
+    assert.equal(s[name].depends_on?.['redis-cluster-init']?.condition, 'service_completed_successfully');
+  }
+  assert.equal(s['api-a'].deploy?.replicas, 2, 'each shard served twice: one replica can die');
+});

@@ -188,7 +188,7 @@ describe('OpenAPI document', () => {
     assert.equal(upload.properties.image.items.format, 'binary');
     assert.deepEqual(
       predict.parameters.filter((x: Json) => x.in === 'query').map((x: Json) => x.name),
-      ['topK', 'neighbours', 'theta', 'lambda'],
+      ['topK', 'neighbours', 'theta', 'lambda', 'partial'],
     );
   });
 
@@ -305,6 +305,12 @@ describe('OpenAPI document', () => {
     const one = await check('POST', '/v1/caches/:name/predict', '/v1/caches/oa/predict', 200, { image: b64, topK: 3, neighbours: 2 });
     assert.equal(one.body.predictions[0].neighbours.length, 2);
     await check('POST', '/v1/caches/:name/predict', '/v1/caches/oa/predict?neighbours=1&lambda=0', 200, { images: [b64, b64] });
+    // a held cache answers as a shard would (replicas ask each other this)
+    const dim = (await request('GET', '/v1/caches/oa')).body.dimension as number;
+    const key = Buffer.from(new Float32Array(dim).fill(1 / Math.sqrt(dim)).buffer).toString('base64');
+    const answered = await check('POST', '/v1/caches/:name/answers', '/v1/caches/oa/answers', 200, { keys: key, n: 1, theta: 30, wanted: 3 });
+    assert.ok(answered.body.answers[0].candidates.length >= 3);
+    await check('POST', '/v1/caches/:name/answers', '/v1/caches/oa/answers', 400, { keys: key, n: 2, theta: 30, wanted: 3 });
     const form = new FormData();
     form.append('image', new Blob([CAT]), 'cat.jpg');
     form.append('image', new Blob([CAT]), 'cat2.jpg');

@@ -9,6 +9,9 @@ import { UserError } from '../errors/user-error.js';
 export const DEFAULT_K = 100;
 
 export const CACHE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/i;
+/** what a process holds: a cache, or shard s of one as `<cache>#<s>` (shards/shards.ts) */
+const HELD_NAME = /^[a-z0-9][a-z0-9_-]{0,63}(#\d{1,3})?$/i;
+export const MAX_SHARDS = 256;
 
 export const ThetaSchema = z.number().min(0).max(1000).describe('θ, the sharpness of exp(θ·similarity); the paper uses 10–90');
 export const EfSearchSchema = z.number().int().min(8).max(5000).describe('hnsw candidate list size at search time; higher is closer to exact and slower');
@@ -51,7 +54,7 @@ export type SearchKey = z.output<typeof SearchKeySchema>;
 
 export const CacheDefinitionSchema = z
   .object({
-    name: z.string().regex(CACHE_NAME, 'a cache name is 1–64 letters, digits, "-" or "_", starting with a letter or digit'),
+    name: z.string().regex(HELD_NAME, 'a cache name is 1–64 letters, digits, "-" or "_", starting with a letter or digit'),
     model: z.string().min(1).describe('path of the .onnx file, as the service sees it'),
     spec: ModelSpecSchema.partial().optional().describe('overrides of the model spec file'),
     keyLayers: z.array(z.string().min(1)).min(1).max(16),
@@ -60,6 +63,15 @@ export const CacheDefinitionSchema = z
     k: KSchema.default(DEFAULT_K),
     index: IndexOptionsSchema.default(IndexOptionsSchema.parse({})),
     searchKey: SearchKeySchema.default(SearchKeySchema.parse({})),
+    shards: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_SHARDS)
+      .default(1)
+      .describe(
+        'how many shards the items are split over (by a hash of their id), each held by the replicas that serve it; fixed at creation; distributed mode',
+      ),
     /** earlier θ and λ, newest first, for rolling back a tuning */
     history: z
       .array(z.object({ theta: z.number(), lambda: z.number(), until: z.string(), reason: z.string() }).strict())

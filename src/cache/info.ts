@@ -51,6 +51,19 @@ export const CacheInfoSchema = z
     snapshotPosition: int(),
     history: CacheDefinitionSchema.shape.history.unwrap().describe('earlier θ and λ, newest first'),
     damage: z.array(DamageSchema).describe('damage found in stored data and what was done, oldest first; empty when none'),
+    shards: z
+      .array(
+        z
+          .object({
+            shard: int(),
+            size: int().describe("items in the shard's key log"),
+            heldHere: z.boolean().describe('whether the replica that answered holds this shard'),
+            replicas: z.array(z.object({ id: z.string(), url: z.string(), lastSeen: z.string() }).strict()).describe('the replicas serving it, freshest first'),
+          })
+          .strict(),
+      )
+      .optional()
+      .describe('a cache of several shards: each one (size summed over them; positions summed over the shards held here)'),
   })
   .strict();
 export type CacheInfo = z.infer<typeof CacheInfoSchema>;

@@ -1,6 +1,7 @@
 // Parsers for numeric command-line arguments, with messages commander shows.
 import { InvalidArgumentError } from 'commander';
 import { clusterNodes, isClusterUrl } from '../redis/connection.js';
+import { MAX_SHARDS } from '../cache/definition.js';
 
 export const num = (v: string): number => {
   const n = Number(v);
@@ -51,4 +52,16 @@ export const redisUrl = (v: string): string => {
     throw new InvalidArgumentError('expected redis://[:password@]host:port, rediss://… or redis-cluster://host:port[,host:port…]');
   }
   return v;
+};
+
+/** "0,1" → [0, 1]: the shards a replica serves (each an integer below MAX_SHARDS, listed once). */
+export const shardList = (v: string): number[] => {
+  const shards = list(v).map((s) => {
+    const n = Number(s);
+    if (!/^\d+$/.test(s) || n >= MAX_SHARDS) throw new InvalidArgumentError(`"${s}" is not a shard number (0 to ${MAX_SHARDS - 1})`);
+    return n;
+  });
+  if (shards.length === 0 || new Set(shards).size !== shards.length)
+    throw new InvalidArgumentError('expected shard numbers, comma-separated, each once: e.g. 0,1');
+  return shards;
 };

@@ -8,7 +8,7 @@ import { registerCacheCommands } from './cache-commands.js';
 import { addSpecOptions, specOverrides } from './spec-flags.js';
 import { client, print, sourceOf, urlOption, writeJobReports } from './common.js';
 import { followJob } from './progress.js';
-import { int, nonNegative, num, positiveInt, redisUrl } from './args.js';
+import { int, nonNegative, num, positiveInt, redisUrl, shardList } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import type { z } from 'zod';
 import type { PredictResponseSchema } from '../http/schemas.js';
@@ -37,6 +37,9 @@ program
       .argParser(redisUrl),
   )
   .addOption(new Option('--chunk-size <n>', 'distributed mode: images per chunk job').default(256).argParser(int))
+  .addOption(
+    new Option('--shards <list>', 'distributed mode: the shards of sharded caches this replica holds (default: all)').env('CACHET_SHARDS').argParser(shardList),
+  )
   .addOption(
     new Option(
       '--api-keys-file <file>',

@@ -11,6 +11,7 @@ export interface ServeCliOptions {
   dataDir: string;
   redisUrl?: string;
   chunkSize?: number;
+  shards?: number[];
   apiKeysFile?: string;
   readRoots?: string;
   urlPrefixes?: string;

@@ -18,7 +18,8 @@ import { damageOf, openSnapshot, recordLogDamage, type Report } from './recovery
 import { APPLY_SLICE, fitProjection, growIfDue, waitsForPca, yieldToMessages, type GrowingCache } from './index-lifecycle.js';
 import { ItemTable } from './item-table.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
-import { scoreQueries, type CacheScore } from './scoring.js';
+import { answerQueries, scoreQueries, type CacheScore } from './scoring.js';
+import type { ShardAnswer } from '../shards/merge.js';
 import { SearchIndex } from './search-index.js';
 
 /**
@@ -252,6 +253,13 @@ export class CacheState implements GrowingCache {
   /** p_cache for n query keys (full keys, L2-normalised) and each one's `wanted` nearest items. */
   async score(keys: Float32Array, n: number, theta: number, wanted: number): Promise<CacheScore[]> {
     return this.lock.read(() => scoreQueries(this.search, this.items, { keys, n, theta, wanted, k: this.definition.k, numClasses: this.extractor.numClasses }));
+  }
+
+  /** What this cache answers as one shard of a larger one (shards/merge.ts). */
+  async answer(keys: Float32Array, n: number, theta: number, wanted: number): Promise<ShardAnswer[]> {
+    return this.lock.read(() =>
+      answerQueries(this.search, this.items, { keys, n, theta, wanted, k: this.definition.k, numClasses: this.extractor.numClasses }),
+    );
   }
 
   /**

@@ -5,6 +5,7 @@ import { promises as fs } from 'node:fs';
 import writeFileAtomic from 'write-file-atomic';
 import type { RedisConnection } from '../redis/connection.js';
 import { CacheDefinition, CacheDefinitionSchema } from '../cache/definition.js';
+import { shardNames } from '../shards/shards.js';
 import { redisKeys } from '../redis/keys.js';
 
 export interface DefinitionStore {
@@ -104,9 +105,14 @@ export class RedisDefinitions implements DefinitionStore {
   }
 
   async delete(name: string): Promise<void> {
+    const shards = (await this.get(name).catch(() => null))?.shards ?? 1;
     await this.redis.hdel(redisKeys.caches, name);
     const k = redisKeys;
-    await this.redis.del(k.log(name), k.ids(name), k.end(name), k.projection(name), k.dimension(name), k.base(name), k.replicas(name));
+    await this.redis.del(k.projection(name)); // one per cache, shared by its shards
+    // one DEL per shard: each shard's keys share a slot of their own (Redis Cluster refuses a DEL across slots)
+    for (const unit of shardNames(name, shards)) {
+      await this.redis.del(k.log(unit), k.ids(unit), k.end(unit), k.projection(unit), k.dimension(unit), k.base(unit), k.replicas(unit));
+    }
     await this.changed(name);
   }
 

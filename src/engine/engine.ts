@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { CacheDefinition, CacheDefinitionSchema, parseSetting } from '../cache/definition.js';
+import { CACHE_NAME, CacheDefinition, CacheDefinitionSchema, parseSetting } from '../cache/definition.js';
 import type { CacheInfo } from '../cache/info.js';
 import type { ArchiveFile } from '../cache/archive.js';
 import { linkExport, removeStaleExports } from './cache-export.js';
@@ -23,10 +23,15 @@ import { CacheDamagedError, clearDamage, damageOf } from './recovery.js';
 import { checkSnapshot } from '../index/snapshot.js';
 import type { ProjectionStore } from './projection-store.js';
 import type { CacheStatus, CacheVerification, LogStatus, StartProgress } from './status.js';
+import { mergeCandidates, mergedCacheProbabilities, type ShardAnswer } from '../shards/merge.js';
+import { byShard, cacheOf, holds, shardName, shardNames } from '../shards/shards.js';
 import type { CacheUpdate, Classification, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
 
 export abstract class CacheEngine {
+  /** what this process holds, by name: each cache of one shard, and each held shard `<cache>#<s>` of the others */
   protected readonly caches = new Map<string, CacheState>();
+  /** caches of several shards (distributed mode), by name: answered by fanning out to their shards */
+  protected readonly sharded = new Map<string, CacheDefinition>();
   /** caches that could not be opened, with the reason */
   protected readonly failed = new Map<string, string>();
   /** failed caches whose stored data is damaged beyond repair (recovery.ts) */
@@ -72,19 +77,35 @@ export abstract class CacheEngine {
     const parsed = CacheDefinitionSchema.safeParse(input);
     if (!parsed.success) throw new UserError('invalid_cache_definition', describeZodError(parsed.error));
     const definition = parsed.data;
+    if (!CACHE_NAME.test(definition.name)) {
+      throw new UserError(
+        'invalid_cache_definition',
+        `name: "${definition.name}" is not a cache name: "#" marks a shard of one (1–64 letters, digits, "-" or "_")`,
+      );
+    }
+    if (definition.shards > 1 && this.options.role === 'embedded') {
+      throw new UserError(
+        'distributed_only',
+        `shards: ${definition.shards}: an embedded service holds a cache whole; shards need distributed mode (REDIS_URL)`,
+      );
+    }
     if (definition.keyLayers.length !== new Set(definition.keyLayers).size) {
       throw new UserError('invalid_cache_definition', `keyLayers lists a layer twice: ${definition.keyLayers.join(', ')}`);
     }
     const taken = () => new UserError('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
-    if (this.caches.has(definition.name) || this.failed.has(definition.name)) throw taken();
+    if (this.caches.has(definition.name) || this.sharded.has(definition.name) || this.failed.has(definition.name)) throw taken();
     await this.models.extractorFor(definition); // validates the model, its spec and the key layers
     if (!(await this.definitions.create(definition))) throw taken();
     await this.openCache(definition);
-    return this.cache(definition.name).info();
+    return this.getCache(definition.name);
   }
 
   async listCaches(): Promise<CacheStatus[]> {
     const ready: CacheStatus[] = [...this.caches.values()].map((c) => ({ name: c.definition.name, status: 'ready', info: c.info() }));
+    for (const d of this.sharded.values()) {
+      const info = await this.shardedInfo(d).catch(() => null);
+      ready.push(info ? { name: d.name, status: 'ready', info } : { name: d.name, status: 'failed', error: 'no replica serves some of its shards' });
+    }
     const failed: CacheStatus[] = [...this.failed].map(([name, error]) => ({ name, status: this.damaged.has(name) ? 'damaged' : 'failed', error }));
     return [...ready, ...failed].sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -95,7 +116,13 @@ export abstract class CacheEngine {
   }
 
   async getCache(name: string): Promise<CacheInfo> {
-    return this.cache(name).info();
+    const d = this.sharded.get(name);
+    return d ? this.shardedInfo(d) : this.cache(name).info();
+  }
+
+  /** A cache of several shards as GET /v1/caches/:name shows it: each shard's size and replicas. */
+  protected async shardedInfo(d: CacheDefinition): Promise<CacheInfo> {
+    throw new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
   }
 
   /** How far each cache's index is behind its key log (readiness). */
@@ -109,35 +136,43 @@ export abstract class CacheEngine {
   }
 
   async modelSpec(name: string): Promise<ModelSpec> {
-    return (await this.models.extractorFor(this.cache(name).definition)).spec;
+    return (await this.models.extractorFor(this.definitionOf(name))).spec;
+  }
+
+  /** The definition of a cache this process knows (held whole, by some shards, or by none). */
+  protected definitionOf(name: string): CacheDefinition {
+    return this.sharded.get(name) ?? this.cache(name).definition;
   }
 
   /** Change what can change without re-indexing: θ and λ (after tuning), k and efSearch. */
   async updateCache(name: string, change: CacheUpdate): Promise<CacheInfo> {
+    const shardedDefinition = this.sharded.get(name);
+    if (shardedDefinition) {
+      const changed = changedDefinition(shardedDefinition, change);
+      this.sharded.set(name, changed);
+      for (const unit of this.heldShards(changed)) {
+        unit.definition = { ...changed, name: unit.definition.name };
+        await unit.lock.run(async () => unit.applySearchSettings());
+      }
+      await this.definitions.update(changed);
+      return this.shardedInfo(changed);
+    }
     const cache = this.cache(name);
-    const d = cache.definition;
-    const theta = change.theta === undefined ? d.theta : parseSetting('theta', change.theta);
-    const lambda = change.lambda === undefined ? d.lambda : parseSetting('lambda', change.lambda);
-    const changed = theta !== d.theta || lambda !== d.lambda;
-    // Keep what θ and λ were, so a user can roll back (newest first).
-    const history = changed
-      ? [{ theta: d.theta, lambda: d.lambda, until: new Date().toISOString(), reason: change.reason ?? 'set' }, ...d.history].slice(0, MAX_HISTORY)
-      : d.history;
-    cache.definition = {
-      ...d,
-      theta,
-      lambda,
-      history,
-      k: change.k === undefined ? d.k : parseSetting('k', change.k),
-      index: { ...d.index, efSearch: change.efSearch === undefined ? d.index.efSearch : parseSetting('efSearch', change.efSearch) },
-    };
+    cache.definition = changedDefinition(cache.definition, change);
     await cache.lock.run(async () => cache.applySearchSettings());
     await this.definitions.update(cache.definition);
     return cache.info();
   }
 
+  /** The shards of a cache this process holds. */
+  protected heldShards(d: CacheDefinition): CacheState[] {
+    return Array.from({ length: d.shards }, (_, s) => this.caches.get(shardName(d.name, s, d.shards))).filter((c): c is CacheState => !!c);
+  }
+
   /** p_model, p_cache and p = (1 − λ)·p_model + λ·p_cache for n images, with their nearest cached items. */
   async classify(name: string, images: Float32Array, n: number, options: ClassifyOptions = {}): Promise<ClassifyResult> {
+    const sharded = this.sharded.get(name);
+    if (sharded) return this.classifySharded(sharded, images, n, options);
     const cache = this.cache(name);
     const d = cache.definition;
     const theta = options.theta === undefined ? d.theta : parseSetting('theta', options.theta);
@@ -161,9 +196,59 @@ export abstract class CacheEngine {
     return { cache: name, theta, lambda, cacheSize: cache.size, results, timings };
   }
 
+  /** classify for a cache of several shards: the model runs here, each shard answers, the answers merge exactly. */
+  private async classifySharded(d: CacheDefinition, images: Float32Array, n: number, options: ClassifyOptions): Promise<ClassifyResult> {
+    const theta = options.theta === undefined ? d.theta : parseSetting('theta', options.theta);
+    const lambda = options.lambda === undefined ? d.lambda : parseSetting('lambda', options.lambda);
+    const extractor = await this.models.extractorFor(d);
+    const { keys, probs, runMs } = await extractor.run(images, n);
+    const t1 = performance.now();
+    const wanted = options.neighbours ?? 0;
+    const { answers, sizes, missing } = await this.askShards(d, keys, n, theta, wanted, options.partial === true);
+    const numClasses = extractor.numClasses;
+    const results: Classification[] = answers.map((perShard, i) => {
+      const pModel = Array.from(probs.subarray(i * numClasses, (i + 1) * numClasses));
+      const pCache = mergedCacheProbabilities(perShard, theta, d.k, numClasses);
+      return {
+        pModel,
+        pCache: pCache && Array.from(pCache),
+        p: Array.from(mixProbabilities(pModel, pCache ?? pModel, lambda, pCache === null)),
+        neighbours: mergeCandidates(perShard, wanted),
+      };
+    });
+    const cacheSize = sizes.reduce((a, b) => a + b, 0);
+    const timings = { inferenceMs: runMs, searchMs: performance.now() - t1 };
+    return { cache: d.name, theta, lambda, cacheSize, results, timings, ...(missing.length ? { missingShards: missing } : {}) };
+  }
+
+  /**
+   * Every shard's answer to n query keys, per query: the shards held here answer here, the others
+   * through a replica that serves them. A shard no replica answers for is listed in `missing` when
+   * `partial`, else the call fails with shard_unavailable.
+   */
+  protected async askShards(
+    d: CacheDefinition,
+    _keys: Float32Array,
+    _n: number,
+    _theta: number,
+    _wanted: number,
+    _partial: boolean,
+  ): Promise<{ answers: ShardAnswer[][]; sizes: number[]; missing: number[] }> {
+    throw new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
+  }
+
+  /** What a held cache (a shard of a larger one) answers for n query keys, for the replica that merges. */
+  async answer(name: string, keys: Float32Array, n: number, theta: number, wanted: number): Promise<{ size: number; answers: ShardAnswer[] }> {
+    const cache = this.cache(name);
+    if (keys.length !== n * cache.extractor.keyDimension) {
+      throw new UserError('invalid_request', `keys: ${keys.length} values for ${n} queries of dimension ${cache.extractor.keyDimension}`);
+    }
+    return { size: cache.size, answers: await cache.answer(keys, n, parseSetting('theta', theta), wanted) };
+  }
+
   /** p_model alone for n images, without searching the cache (an attack crafted against the model alone queries it). */
   async modelProbabilities(name: string, images: Float32Array, n: number): Promise<Float32Array> {
-    return (await this.cache(name).extractor.run(images, n)).probs;
+    return (await this.models.extractorFor(this.definitionOf(name))).run(images, n).then((r) => r.probs);
   }
 
   /**
@@ -172,6 +257,8 @@ export abstract class CacheEngine {
    * neighbours are padded with similarity −∞ (weight 0).
    */
   async neighbourScores(name: string, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
+    const sharded = this.sharded.get(name);
+    if (sharded) return this.neighbourScoresSharded(sharded, images, n, k);
     const cache = this.cache(name);
     const { keys, probs } = await cache.extractor.run(images, n);
     const found = await cache.lock.read(() => (cache.size > 0 ? cache.search.nearest(keys, n, k) : Promise.resolve([])));
@@ -186,6 +273,22 @@ export abstract class CacheEngine {
     return { k, pModel: probs, similarities, labels, positions: itemPositions };
   }
 
+  /** neighbourScores over the shards: the k nearest of each shard merge into the k nearest of the cache. */
+  private async neighbourScoresSharded(d: CacheDefinition, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
+    const { keys, probs } = await (await this.models.extractorFor(d)).run(images, n);
+    const { answers } = await this.askShards(d, keys, n, d.theta, k, false);
+    const similarities = new Float32Array(n * k).fill(-Infinity);
+    const labels = new Uint16Array(n * k);
+    answers.forEach((perShard, q) =>
+      mergeCandidates(perShard, k).forEach((c, j) => {
+        similarities[q * k + j] = c.similarity;
+        labels[q * k + j] = c.label;
+      }),
+    );
+    // positions index one process's item table: a sharded cache has none (−1: not known here)
+    return { k, pModel: probs, similarities, labels, positions: new Int32Array(n * k).fill(-1) };
+  }
+
   async snapshot(name: string): Promise<CacheInfo> {
     const cache = this.cache(name);
     await cache.lock.read(() => cache.snapshot(), { long: true });
@@ -194,6 +297,8 @@ export abstract class CacheEngine {
 
   /** Make what a job added durable in the materialised view (a snapshot); reports the cache's size. */
   async flush(name: string): Promise<{ cacheSize: number }> {
+    const sharded = this.sharded.get(name);
+    if (sharded) return { cacheSize: (await this.shardedInfo(sharded)).size };
     return { cacheSize: (await this.snapshot(name)).size };
   }
 
@@ -270,14 +375,31 @@ export abstract class CacheEngine {
 
   /** Delete items by id, through the key log (so replicas follow). Says which ids the cache did not hold. */
   async deleteItems(name: string, ids: string[]): Promise<{ deleted: number; notFound: string[]; cacheSize: number }> {
-    const cache = this.cache(name);
     const unique = [...new Set(ids)];
+    const sharded = this.sharded.get(name);
+    if (sharded) {
+      const gone = new Set<string>();
+      for (const [shard, list] of byShard(unique, (id) => id, sharded.shards)) for (const id of await this.deleteFromShard(sharded, shard, list)) gone.add(id);
+      return { deleted: gone.size, notFound: unique.filter((id) => !gone.has(id)), cacheSize: (await this.shardedInfo(sharded)).size };
+    }
+    const cache = this.cache(name);
     const gone = new Set(await this.deleteLogged(cache, unique));
     return { deleted: gone.size, notFound: unique.filter((id) => !gone.has(id)), cacheSize: cache.size };
   }
 
+  /** Delete items of one shard through its key log, held here or not; returns the ids it held. */
+  protected async deleteFromShard(d: CacheDefinition, _shard: number, _ids: string[]): Promise<string[]> {
+    throw new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
+  }
+
   /** Delete a cache: its definition, key log, snapshots. Other replicas drop it when they see the definition gone. */
   async deleteCache(name: string): Promise<{ deleted: string }> {
+    const sharded = this.sharded.get(name);
+    if (sharded) {
+      await this.dropSharded(sharded);
+      await this.definitions.delete(name);
+      return { deleted: name };
+    }
     const cache = this.caches.get(name);
     if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
     if (cache) await this.drop(cache);
@@ -310,14 +432,24 @@ export abstract class CacheEngine {
     const { definitions, unreadable } = await this.definitions.list();
     for (const u of unreadable) this.failed.set(u.name, u.error);
     const stored = new Set([...definitions.map((d) => d.name), ...unreadable.map((u) => u.name)]);
+    for (const d of [...this.sharded.values()]) if (!stored.has(d.name)) await this.dropSharded(d);
     for (const cache of [...this.caches.values()]) {
-      if (stored.has(cache.definition.name)) continue;
+      if (stored.has(cache.definition.name) || this.sharded.has(cacheOf(cache.definition.name))) continue;
       // deleted through another replica: drop it and its local snapshots
       await this.drop(cache);
       await fs.rm(cache.dir, { recursive: true, force: true });
     }
-    for (const name of [...this.failed.keys()]) if (!stored.has(name)) this.failed.delete(name);
+    for (const name of [...this.failed.keys()]) if (!stored.has(cacheOf(name))) this.failed.delete(name);
     for (const d of definitions) {
+      if (d.shards > 1) {
+        this.sharded.set(d.name, d);
+        for (const unit of this.heldShards(d)) {
+          unit.definition = { ...d, name: unit.definition.name };
+          await unit.lock.run(async () => unit.applySearchSettings());
+        }
+        await this.openCache(d); // shards held here that are not open yet
+        continue;
+      }
       const cache = this.caches.get(d.name);
       if (cache) {
         cache.definition = d;
@@ -329,6 +461,13 @@ export abstract class CacheEngine {
   protected cache(name: string): CacheState {
     const cache = this.caches.get(name);
     if (cache) return cache;
+    const sharded = this.sharded.get(name);
+    if (sharded) {
+      throw new UserError(
+        'per_shard',
+        `cache "${name}" has ${sharded.shards} shards: this works on one shard at a time; address shard s as "${name}#s" on a replica that holds it`,
+      );
+    }
     const error = this.failed.get(name);
     if (error !== undefined && this.damaged.has(name)) throw new UserError('cache_damaged', error);
     if (error !== undefined) throw new UserError('cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
@@ -339,6 +478,19 @@ export abstract class CacheEngine {
     );
   }
 
+  /** Stop serving a cache of several shards: drop the shards held here and their local snapshots. */
+  private async dropSharded(d: CacheDefinition): Promise<void> {
+    this.sharded.delete(d.name);
+    for (const name of shardNames(d.name, d.shards)) {
+      const unit = this.caches.get(name);
+      if (unit) await this.drop(unit);
+      this.failed.delete(name);
+      this.damaged.delete(name);
+      this.progress.delete(name);
+      await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
+    }
+  }
+
   /** Stop serving a cache held by this process and close its log (waits for work in hand). */
   protected async drop(cache: CacheState): Promise<void> {
     this.caches.delete(cache.definition.name);
@@ -346,7 +498,17 @@ export abstract class CacheEngine {
     await cache.lock.run(() => cache.close());
   }
 
+  /** Hold a cache: whole, or, for a cache of several shards, the shards this process serves. */
   protected async openCache(definition: CacheDefinition): Promise<void> {
+    if (definition.shards <= 1) return this.openHeld(definition);
+    this.sharded.set(definition.name, definition);
+    for (let s = 0; s < definition.shards; s++) {
+      const name = shardName(definition.name, s, definition.shards);
+      if (holds(this.options.shards, s) && !this.caches.has(name) && !this.failed.has(name)) await this.openHeld({ ...definition, name });
+    }
+  }
+
+  private async openHeld(definition: CacheDefinition): Promise<void> {
     const name = definition.name;
     let opening = this.opening.get(name);
     if (!opening) {
@@ -359,7 +521,7 @@ export abstract class CacheEngine {
           await removeStaleExports(dir);
           const log = await this.openLog(name, dir, extractor.keyDimension, progress);
           const report = (level: 'warn' | 'error', msg: string) => this.report({ level, msg });
-          const publish: ProjectionPublisher = (c, make) => this.projections.publish(c, make);
+          const publish: ProjectionPublisher = (c, make) => this.projections.publish(cacheOf(c), make); // one projection for every shard of a cache
           const state = await (async () => {
             const opened = await CacheState.open(definition, dir, extractor, log, publish, report, this.holdOptions(progress));
             progress.phase = 'warming up';
@@ -391,3 +553,21 @@ export abstract class CacheEngine {
 }
 
 const MAX_HISTORY = 20;
+
+/** A definition with θ, λ (kept in its history, so a user can roll back), k or efSearch changed. */
+function changedDefinition(d: CacheDefinition, change: CacheUpdate): CacheDefinition {
+  const theta = change.theta === undefined ? d.theta : parseSetting('theta', change.theta);
+  const lambda = change.lambda === undefined ? d.lambda : parseSetting('lambda', change.lambda);
+  const history =
+    theta !== d.theta || lambda !== d.lambda
+      ? [{ theta: d.theta, lambda: d.lambda, until: new Date().toISOString(), reason: change.reason ?? 'set' }, ...d.history].slice(0, MAX_HISTORY)
+      : d.history; // newest first
+  return {
+    ...d,
+    theta,
+    lambda,
+    history,
+    k: change.k === undefined ? d.k : parseSetting('k', change.k),
+    index: { ...d.index, efSearch: change.efSearch === undefined ? d.index.efSearch : parseSetting('efSearch', change.efSearch) },
+  };
+}

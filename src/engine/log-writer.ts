@@ -8,6 +8,7 @@ import { RedisKeyLog } from '../keylog/redis-log.js';
 import type { ModelSpec } from '../model/spec.js';
 import { connectRedis } from '../redis/connection.js';
 import { redisKeys } from '../redis/keys.js';
+import { byShard, shardName, shardNames } from '../shards/shards.js';
 import { RedisDefinitions } from './definitions.js';
 import { extractRecords } from './extract-records.js';
 import { ModelRegistry } from './models.js';
@@ -48,25 +49,35 @@ export class LogWriter {
     const sk = definition.searchKey;
     const projection = logsReducedKeys(sk) ? await this.projections.published(name, dim) : null;
     const logged = projection ? await reduceRecords(records, projection, sk.rerank) : records;
-    const { added } = await (await this.log(name, dim)).appendNew(logged);
+    // each item to the log of its shard (a cache of one shard: its own log)
+    let added = 0;
+    for (const [s, part] of byShard<(typeof logged)[number]>(logged, (r) => r.id, definition.shards)) {
+      added += (await (await this.log(shardName(name, s, definition.shards), dim)).appendNew(part as typeof logged)).added;
+    }
     return { added, duplicates: records.length - added, failed };
   }
 
   /** Which of these ids the cache's key log holds. */
   async presentIds(name: string, ids: string[]): Promise<string[]> {
+    const { shards } = await this.definition(name);
     const held: string[] = [];
-    for (let i = 0; i < ids.length; i += 10_000) {
-      const slice = ids.slice(i, i + 10_000);
-      const flags = await this.redis.smismember(redisKeys.ids(name), ...slice);
-      slice.forEach((id, j) => flags[j] && held.push(id));
+    for (const [s, list] of byShard(ids, (id) => id, shards)) {
+      for (let i = 0; i < list.length; i += 10_000) {
+        const slice = list.slice(i, i + 10_000);
+        const flags = await this.redis.smismember(redisKeys.ids(shardName(name, s, shards)), ...slice);
+        slice.forEach((id, j) => flags[j] && held.push(id));
+      }
     }
     return held;
   }
 
   /** A worker holds no view to make durable: the log's length is the cache's size. */
   async flush(name: string): Promise<{ cacheSize: number }> {
-    const extractor = await this.models.extractorFor(await this.definition(name));
-    return { cacheSize: await (await this.log(name, extractor.keyDimension)).readEnd() };
+    const definition = await this.definition(name);
+    const extractor = await this.models.extractorFor(definition);
+    let cacheSize = 0;
+    for (const unit of shardNames(name, definition.shards)) cacheSize += await (await this.log(unit, extractor.keyDimension)).readEnd();
+    return { cacheSize };
   }
 
   async close(): Promise<void> {

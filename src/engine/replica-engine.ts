@@ -14,7 +14,10 @@ import type { ArchiveFile } from '../cache/archive.js';
 import type { CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { manifestOf, snapshotDirOf } from '../index/snapshot.js';
-import { LogTrimmedError, LogWaiter, RedisKeyLog, type ReplicaMember } from '../keylog/redis-log.js';
+import { LogTrimmedError, LogWaiter, RedisKeyLog, replicasOf, type ReplicaMember } from '../keylog/redis-log.js';
+import type { CacheInfo } from '../cache/info.js';
+import { askPeer, type HeldAnswer } from '../shards/peer-client.js';
+import { shardName, shardNames } from '../shards/shards.js';
 import { connectRedis } from '../redis/connection.js';
 import { redisKeys } from '../redis/keys.js';
 import { linkExport } from './cache-export.js';
@@ -36,6 +39,8 @@ export class ReplicaEngine extends CacheEngine {
   private url: string | null = null;
   private readonly member: ReplicaMember;
   private readonly snapshotEvery: number;
+  /** peers that failed to answer for a shard, and when: tried after the others for PEER_RETRY_MS */
+  private readonly peerFailures = new Map<string, number>();
 
   constructor(
     options: EngineOptions,
@@ -155,6 +160,107 @@ export class ReplicaEngine extends CacheEngine {
     return cache.lock.read(() => cache.withStoredSnapshot(() => linkExport(cache, !opts.stored)), { long: true });
   }
 
+  /**
+   * Each shard's answer: here when this replica holds the shard, else from the replicas that
+   * registered it (freshest first; one that fails is passed over for the next, and tried last for a
+   * while). None answers: shard_unavailable, naming the shards, unless `partial`.
+   */
+  protected override async askShards(d: CacheDefinition, keys: Float32Array, n: number, theta: number, wanted: number, partial: boolean) {
+    const numClasses = (await this.models.extractorFor(d)).numClasses;
+    const query = { keys, n, theta, wanted };
+    const tried: string[] = [];
+    const got = await Promise.all(
+      shardNames(d.name, d.shards).map(async (unit): Promise<HeldAnswer | null> => {
+        const held = this.caches.get(unit);
+        if (held) return { size: held.size, answers: await held.answer(keys, n, theta, wanted) };
+        const peers = (await replicasOf(this.redis, unit)).filter((r) => r.url && r.id !== this.member.id);
+        peers.sort((a, b) => Number(this.peerFailedAt(a.url)) - Number(this.peerFailedAt(b.url))); // failed lately: last
+        for (const peer of peers) {
+          try {
+            return await askPeer(peer.url, unit, query, numClasses, this.options.peerKey);
+          } catch (err) {
+            this.peerFailures.set(peer.url, Date.now());
+            tried.push(`${unit} at ${peer.url}: ${(err as Error).message}`);
+          }
+        }
+        if (peers.length === 0) tried.push(`${unit}: no replica has registered it`);
+        return null;
+      }),
+    );
+    const missing = got.flatMap((g, s) => (g ? [] : [s]));
+    if (missing.length && !partial) {
+      throw new UserError(
+        'shard_unavailable',
+        `cache "${d.name}": no healthy replica serves shard${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (${tried.join('; ')}); send "partial": true to be answered by the other shards`,
+      );
+    }
+    const answers = Array.from({ length: n }, (_, q) => got.flatMap((g) => (g ? [g.answers[q]] : [])));
+    return { answers, sizes: got.map((g) => g?.size ?? 0), missing };
+  }
+
+  /** whether a peer failed in the last PEER_RETRY_MS */
+  private peerFailedAt(url: string): boolean {
+    const at = this.peerFailures.get(url);
+    return at !== undefined && Date.now() - at < PEER_RETRY_MS;
+  }
+
+  /** A shard held here: deleted as any held cache; else logged in its key log for its replicas to apply. */
+  protected override async deleteFromShard(d: CacheDefinition, shard: number, ids: string[]): Promise<string[]> {
+    const unit = shardName(d.name, shard, d.shards);
+    const held = this.caches.get(unit);
+    if (held) return this.deleteLogged(held, ids);
+    const log = await RedisKeyLog.open(this.redis, unit, (await this.models.extractorFor(d)).keyDimension);
+    return (await log.appendDeletes(ids)).deleted;
+  }
+
+  /** Sizes from each shard's id set in Redis (what its log holds), replicas from their registrations. */
+  protected override async shardedInfo(d: CacheDefinition): Promise<CacheInfo> {
+    const shards = await Promise.all(
+      shardNames(d.name, d.shards).map(async (unit, shard) => ({
+        shard,
+        size: await this.redis.scard(redisKeys.ids(unit)),
+        heldHere: this.caches.has(unit),
+        replicas: (await replicasOf(this.redis, unit)).map((r) => ({ id: r.id, url: r.url, lastSeen: new Date(r.at).toISOString() })),
+      })),
+    );
+    const held = this.heldShards(d);
+    const extractor = await this.models.extractorFor(d);
+    const base: CacheInfo = held.length
+      ? held[0].info()
+      : {
+          name: d.name,
+          model: d.model,
+          modelHash: extractor.modelHash,
+          keyLayers: d.keyLayers,
+          dimension: d.searchKey.reduce === 'none' ? extractor.keyDimension : d.searchKey.dimension,
+          classes: extractor.spec.classes,
+          size: 0,
+          theta: d.theta,
+          lambda: d.lambda,
+          k: d.k,
+          index: {
+            type: d.index.type === 'exact' ? 'exact' : 'hnsw',
+            policy: d.index.type,
+            scoring: d.index.type === 'exact' ? 'all-items' : 'k-nearest',
+            params: {},
+          },
+          searchKey: { reduce: d.searchKey.reduce, dimension: 0, projection: null, rerank: d.searchKey.rerank, fullKeysBytes: 0, pending: null },
+          logPosition: 0,
+          snapshotPosition: 0,
+          history: d.history,
+          damage: [],
+        };
+    return {
+      ...base,
+      name: d.name,
+      size: shards.reduce((sum, s) => sum + s.size, 0),
+      logPosition: held.reduce((sum, c) => sum + c.log.end(), 0),
+      snapshotPosition: held.reduce((sum, c) => sum + c.snapshotPosition, 0),
+      damage: held.flatMap((c) => c.damage),
+      shards,
+    };
+  }
+
   /** Logged for every replica; answers once this replica's own index has applied it. */
   protected async deleteLogged(cache: CacheState, ids: string[]): Promise<string[]> {
     const logged = await this.logs.get(cache.definition.name)!.appendDeletes(ids);
@@ -267,6 +373,7 @@ export const DEFAULT_LOG_KEEP = 1_000;
 /** a replica silent for this long no longer holds the log's trimming back (CACHET_REPLICA_TTL_MS) */
 export const DEFAULT_REPLICA_TTL_MS = 10 * 60_000;
 const HEARTBEAT_MS = 10_000;
+const PEER_RETRY_MS = 10_000;
 
 /** How often definitions are read in case a change message was missed; CACHET_DEFINITIONS_POLL_MS (tests turn it off to prove the messages). */
 const definitionsPollMs = () => Number(process.env.CACHET_DEFINITIONS_POLL_MS) || 5000;

@@ -41,6 +41,8 @@ export interface ClassifyOptions {
   lambda?: number;
   /** how many nearest cached items to return per image */
   neighbours?: number;
+  /** a cache of several shards: answer over the shards that are there when some have no healthy replica */
+  partial?: boolean;
 }
 
 export interface ClassifyResult {
@@ -49,6 +51,8 @@ export interface ClassifyResult {
   lambda: number;
   cacheSize: number;
   results: Classification[];
+  /** a cache of several shards answered with `partial`: the shards it was answered without */
+  missingShards?: number[];
   /** engine-thread time of this call: the model run, and the search + p_cache (including the wait for the cache's lock) */
   timings?: { inferenceMs: number; searchMs: number };
 }
@@ -81,6 +85,8 @@ export interface EngineOptions {
   replicaTtlMs?: number;
   /** api: this replica's id (default: made on its first start, kept in the data directory) */
   replicaId?: string;
+  /** api: the shards of each cache of several shards this replica holds (default: all) */
+  shards?: number[];
   /** api: an admin API key to fetch peers' snapshots with, when they ask for keys */
   peerKey?: string;
 }

@@ -75,6 +75,15 @@ export const ERROR_CATALOGUE = {
   bad_archive: { status: 400, description: 'the uploaded archive is not a Cachet cache export, or a file in it does not match its recorded checksum' },
   archive_too_large: { status: 413, description: "the archive is over this service's import limit (--max-import-bytes)" },
   embedded_only: { status: 409, description: 'this operation is available in embedded mode only' },
+  distributed_only: { status: 409, description: 'this needs distributed mode (REDIS_URL): a cache of several shards, for one' },
+  per_shard: {
+    status: 409,
+    description: 'a cache of several shards does this one shard at a time: address shard s as "<cache>#<s>" (URL-encoded %23) on a replica that holds it',
+  },
+  shard_unavailable: {
+    status: 503,
+    description: 'no healthy replica serves a shard of the cache (the message names them); send "partial": true to be answered by the shards that are there',
+  },
   no_snapshot: { status: 409, description: 'this replica has written no snapshot of the cache yet (a peer asked for its stored one)' },
   bad_source: { status: 400, description: "a job's source (folder, manifest, inline items) cannot be read or lists nothing usable" },
   missing_label: { status: 400, description: 'an item without a label where one is needed (index, eval and tune jobs)' },

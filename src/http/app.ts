@@ -36,6 +36,7 @@ import { webRoutes } from './web.js';
 import { addItemRoutes } from './items.js';
 import { addLayerJobRoutes } from './layers-route.js';
 import { addRobustnessRoutes } from './robustness-route.js';
+import { addAnswersRoute } from './answers-route.js';
 import { reportMarkdown, reportSvg, svgToPng } from '../reports/job-report.js';
 import { Classification } from '../engine/types.js';
 
@@ -258,6 +259,7 @@ export function createApp(ctx: ApiContext): express.Express {
   addItemRoutes(app, { engine, queue, limitInputPixels: limits.limitInputPixels, readRoots });
   addLayerJobRoutes(app, { queue, maxJobs: limits.maxJobsPerCache, readRoots });
   addRobustnessRoutes(app, { engine, queue, readRoots });
+  addAnswersRoute(app, engine);
 
   app.post(
     '/v1/caches/:name/predict',
@@ -282,6 +284,7 @@ export function createApp(ctx: ApiContext): express.Express {
         theta: r.theta,
         lambda: r.lambda,
         cacheSize: r.cacheSize,
+        ...(r.missingShards && { missingShards: r.missingShards }),
         predictions: r.results.map((c) => describe(c, spec.classes, options.topK)),
       });
     }),

@@ -77,7 +77,8 @@ export class PredictBatcher {
     for (let s = 0; s < images.length; s += maxBatch) parts.push(this.enqueue(name, images.slice(s, s + maxBatch), options));
     const done = await Promise.all(parts);
     // θ and λ are those of every part; cacheSize is the last part's (the cache may grow meanwhile)
-    return { ...done[done.length - 1], results: done.flatMap((r) => r.results) };
+    const missing = [...new Set(done.flatMap((r) => r.missingShards ?? []))].sort((a, b) => a - b);
+    return { ...done[done.length - 1], results: done.flatMap((r) => r.results), ...(missing.length && { missingShards: missing }) };
   }
 
   stats(): BatcherStats {
@@ -90,7 +91,8 @@ export class PredictBatcher {
     const options: ClassifyOptions = { neighbours: given.neighbours ?? 0 };
     if (given.theta !== undefined) options.theta = given.theta;
     if (given.lambda !== undefined) options.lambda = given.lambda;
-    const key = JSON.stringify([name, options.theta ?? null, options.lambda ?? null, options.neighbours]);
+    if (given.partial) options.partial = true;
+    const key = JSON.stringify([name, options.theta ?? null, options.lambda ?? null, options.neighbours, options.partial ?? false]);
     const { maxBatch, maxWaitMs } = this.options;
     return new Promise((resolve, reject) => {
       let batch = this.open.get(key);

@@ -7,6 +7,8 @@ import { CacheDefinitionSchema } from '../cache/definition.js';
 import { DeleteItemsSchema } from './items.js';
 import { LayerJobSchema } from './layers-route.js';
 import { RobustnessJobSchema } from './robustness-route.js';
+import { AnswersRequestSchema } from './answers-route.js';
+import { AnswersSchema } from '../shards/peer-client.js';
 import { json, ok, text, type Method, type ResponseSpec, type Role, type RouteSpec } from './route-spec.js';
 import * as S from './schemas.js';
 
@@ -372,7 +374,25 @@ export const routes: RouteSpec[] = [
       404: 'no such cache (unknown_cache)',
       413: 'a body or file over the byte limit (payload_too_large), too many images (too_many_images), or an image over the pixel limit (image_too_large)',
       429: 'this process serves as many predict requests as it takes at once (busy; Retry-After)',
-      503: 'the cache is damaged beyond repair (cache_damaged): the message says what was lost and what to do',
+      503: 'the cache is damaged beyond repair (cache_damaged), or a shard has no healthy replica and partial is not set (shard_unavailable)',
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/caches/:name/answers',
+    operationId: 'shardAnswers',
+    summary: "A shard's answer to query keys, for the replica that merges a sharded cache's predict (replicas call it)",
+    description:
+      'The name is a shard held by this replica, `<cache>#<s>` (URL-encoded `%23`). Per query: its k nearest items (ids, labels, exact similarities) and, when it scores every item, the per-class log-sum-exp of θ·s (null: no item of that class).',
+    tags: ['operations'],
+    role: 'admin',
+    params: cacheName,
+    body: { 'application/json': { schema: AnswersRequestSchema } },
+    responses: { 200: ok("the shard's size and one answer per query", AnswersSchema) },
+    errors: {
+      400: 'the body does not validate, or keys of the wrong size (invalid_request)',
+      404: 'this replica holds no such shard (unknown_cache)',
+      413: true,
     },
   },
 ];

@@ -57,6 +57,10 @@ export const PredictOptionsSchema = z
     neighbours: numeric(z.number().int().min(0).max(1000)).default(0),
     theta: numeric(ThetaSchema).optional(),
     lambda: numeric(LambdaSchema).optional(),
+    partial: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .optional()
+      .describe('a cache of several shards: when a shard has no healthy replica, answer over the others (listed in missingShards) instead of 503'),
   })
   .strict();
 
@@ -230,6 +234,7 @@ export const PredictResponseSchema = z
     theta: z.number(),
     lambda: z.number(),
     cacheSize: int(),
+    missingShards: z.array(int()).optional().describe('with partial: the shards the predictions were made without (no healthy replica)'),
     predictions: z.array(PredictionSchema).describe('one per image, in order'),
   })
   .strict();

@@ -98,6 +98,20 @@ export interface ReplicaEntry {
   at: number;
 }
 
+/** The replicas that hold a cache (or a shard of one), as they last published themselves, freshest first. */
+export async function replicasOf(redis: RedisConnection, cache: string): Promise<ReplicaEntry[]> {
+  const out: ReplicaEntry[] = [];
+  for (const [id, raw] of Object.entries(await redis.hgetall(redisKeys.replicas(cache)))) {
+    try {
+      const r = JSON.parse(raw) as Partial<ReplicaEntry>;
+      if (Number.isInteger(r.position) && typeof r.url === 'string' && Number.isFinite(r.at)) out.push({ id, position: r.position!, url: r.url, at: r.at! });
+    } catch {
+      // not ours to judge: the next publication forgets it
+    }
+  }
+  return out.sort((a, b) => b.at - a.at);
+}
+
 /** Reading from a position the stream no longer holds: start from a peer's snapshot. */
 export class LogTrimmedError extends Error {
   constructor(
@@ -247,16 +261,7 @@ export class RedisKeyLog implements KeyLog {
 
   /** The live replicas of this cache, as they last published themselves. */
   async replicas(): Promise<ReplicaEntry[]> {
-    const out: ReplicaEntry[] = [];
-    for (const [id, raw] of Object.entries(await this.redis.hgetall(redisKeys.replicas(this.cache)))) {
-      try {
-        const r = JSON.parse(raw) as Partial<ReplicaEntry>;
-        if (Number.isInteger(r.position) && typeof r.url === 'string' && Number.isFinite(r.at)) out.push({ id, position: r.position!, url: r.url, at: r.at! });
-      } catch {
-        // not ours to judge: the next publication forgets it
-      }
-    }
-    return out;
+    return replicasOf(this.redis, this.cache);
   }
 
   /** the first position the stream still holds (as of the last read) */

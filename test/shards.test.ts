@@ -1,0 +1,163 @@
+// Caches of several shards on a real Redis Cluster of 3 masters: four api replicas in two shard
+// groups (0,1 and 2,3, each group twice), a worker, and the same images in caches of 1 and 4 shards.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Cluster } from 'ioredis';
+import { call, RESNET, SAMPLE, tempDir } from './harness.js';
+import { startRedisCluster, type TestRedisCluster } from './redis-harness.js';
+import { finished, startApi, startWorker, stop, submit, until, type Proc } from './distributed-harness.js';
+import { connectRedis } from '../src/redis/connection.js';
+import { redisKeys } from '../src/redis/keys.js';
+import { shardName, shardOf } from '../src/shards/shards.js';
+
+const N = 400;
+const probe = {
+  images: ['cat', 'ship', 'frog', 'dog'].map((c) => readFileSync(path.join(SAMPLE, 'heldout', c, '4500.jpg')).toString('base64')),
+  topK: 10,
+  neighbours: 20,
+};
+
+describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, () => {
+  let cluster: TestRedisCluster;
+  let client: Cluster;
+  const procs: Proc[] = [];
+  let a: Proc, b: Proc, c: Proc, d: Proc;
+
+  before(async () => {
+    cluster = await startRedisCluster(3);
+    client = connectRedis(cluster.url) as Cluster;
+    [a, b, c, d] = await Promise.all(
+      ['0,1', '2,3', '0,1', '2,3'].map((shards, i) => startApi(cluster, tempDir(), `shard-api-${'abcd'[i]}`, { CACHET_SHARDS: shards })),
+    );
+    procs.push(a, b, c, d, startWorker(cluster, 'shard-w1'));
+  });
+  after(async () => {
+    await Promise.all(procs.map((p) => stop(p, 'SIGKILL')));
+    client.disconnect();
+    await cluster.destroy();
+  });
+
+  const create = async (name: string, type: 'exact' | 'hnsw', shards: number) => {
+    const r = await call(a.url!, 'POST', '/v1/caches', { name, model: RESNET, keyLayers: ['activation_18'], theta: 30, lambda: 0.5, index: { type }, shards });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    return r.body;
+  };
+  const predict = async (api: Proc, cache: string, extra: object = {}) =>
+    call(api.url!, 'POST', `/v1/caches/${encodeURIComponent(cache)}/predict`, { ...probe, ...extra });
+  /** every replica holding a shard has applied its log: per-shard sizes add up */
+  const settled = async (cache: string, size: number) =>
+    until(async () => {
+      const r = await call(a.url!, 'GET', '/readyz');
+      const units = r.body.caches.filter((x: any) => (x.name === cache || x.name.startsWith(`${cache}#`)) && x.log); // the held ones
+      const info = (await call(a.url!, 'GET', `/v1/caches/${cache}`)).body;
+      return units.length > 0 && units.every((u: any) => u.log?.lag === 0) && info.size === size;
+    }, `${cache} settled at ${size}`);
+
+  test('4 shards over 4 replicas predict as one unsharded cache: to 1e-9 when exact, the merged top-k of the shards when hnsw', async () => {
+    const info = await create('split', 'exact', 4);
+    assert.equal(info.shards.length, 4);
+    await create('whole', 'exact', 1);
+    await create('hsplit', 'hnsw', 4);
+    for (const id of await Promise.all(['split', 'whole', 'hsplit'].map((name) => submit(a, name, N))))
+      assert.equal((await finished(a, id)).state, 'completed');
+    for (const name of ['split', 'whole', 'hsplit']) await settled(name, N);
+
+    // items land in their shard only, and the shards spread over the cluster's masters
+    const ids = Array.from({ length: N }, (_, i) => `img-${i}`);
+    const nodes = new Set<number>();
+    for (let s = 0; s < 4; s++) {
+      const unit = shardName('split', s, 4);
+      const mine = ids.filter((id) => shardOf(id, 4) === s);
+      assert.equal(await client.scard(redisKeys.ids(unit)), mine.length, `shard ${s} holds its ${mine.length} items and no other`);
+      assert.deepEqual(
+        await client.smismember(redisKeys.ids(unit), ...mine),
+        mine.map(() => 1),
+      );
+      const slot = (await client.call('CLUSTER', 'KEYSLOT', redisKeys.log(unit))) as number;
+      const ranges = (await client.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+      nodes.add(ranges.find(([from, to]) => slot >= from && slot <= to)![2][1]);
+    }
+    assert.ok(nodes.size >= 2, `the 4 shards' logs are on ${nodes.size} master(s)`);
+    const shardsInfo = (await call(b.url!, 'GET', '/v1/caches/split')).body.shards;
+    assert.deepEqual(
+      shardsInfo.map((s: any) => s.replicas.length),
+      [2, 2, 2, 2],
+      'each shard: two replicas registered',
+    );
+
+    // exact: the per-class log-sum-exp merge equals the unsharded sum over every item
+    for (const api of [a, b]) {
+      const [whole, split] = [await predict(api, 'whole'), await predict(api, 'split')];
+      assert.equal(split.status, 200, JSON.stringify(split.body));
+      assert.equal(split.body.cacheSize, N);
+      whole.body.predictions.forEach((w: any, i: number) => {
+        const s = split.body.predictions[i];
+        assert.deepEqual(
+          s.top.map((t: any) => t.label),
+          w.top.map((t: any) => t.label),
+        );
+        s.top.forEach((t: any, j: number) => {
+          assert.ok(
+            Math.abs(t.p - w.top[j].p) < 1e-9 && Math.abs(t.pCache - w.top[j].pCache) < 1e-9,
+            `image ${i}, class ${t.class}: ${t.pCache} vs ${w.top[j].pCache}`,
+          );
+        });
+        assert.deepEqual(
+          s.neighbours.map((n: any) => n.id),
+          w.neighbours.map((n: any) => n.id),
+        );
+      });
+    }
+
+    // hnsw: the merged neighbours are the best of the shards' own top-k (each shard asked alone)
+    const merged = (await predict(d, 'hsplit')).body.predictions;
+    const perShard: any[] = [];
+    for (let s = 0; s < 4; s++) {
+      const holder = s < 2 ? a : b;
+      const r = await predict(holder, shardName('hsplit', s, 4));
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      perShard.push(r.body.predictions);
+    }
+    merged.forEach((m: any, i: number) => {
+      const best = perShard
+        .flatMap((p) => p[i].neighbours)
+        .sort((x: any, y: any) => y.similarity - x.similarity || (x.id < y.id ? -1 : 1))
+        .slice(0, probe.neighbours);
+      assert.deepEqual(
+        m.neighbours.map((n: any) => n.id),
+        best.map((n: any) => n.id),
+      );
+    });
+  });
+
+  test('a deletion reaches its shard; a killed replica is covered by the other of its group; with none left, 503 or partial', async () => {
+    const gone = ['img-1', 'img-2', 'img-3', 'img-4', 'img-5'];
+    const r = await call(b.url!, 'POST', '/v1/caches/split/delete-items', { ids: [...gone, 'nope'] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.deleted, gone.length);
+    assert.deepEqual(r.body.notFound, ['nope']);
+    for (const id of gone) assert.equal(await client.sismember(redisKeys.ids(shardName('split', shardOf(id, 4), 4)), id), 0);
+    await settled('split', N - gone.length);
+    const after = (await predict(d, 'split', { neighbours: 200 })).body.predictions;
+    for (const p of after) for (const id of gone) assert.ok(!p.neighbours.some((n: any) => n.id === id), `${id} deleted`);
+
+    const before = (await predict(b, 'split')).body.predictions;
+    await stop(a, 'SIGKILL'); // shards 0 and 1: c still serves them
+    const covered = await predict(b, 'split');
+    assert.equal(covered.status, 200, JSON.stringify(covered.body));
+    assert.deepEqual(covered.body.predictions, before);
+
+    await stop(c, 'SIGKILL'); // none left for shards 0 and 1
+    const refused = await predict(b, 'split');
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    assert.equal(refused.body.error.code, 'shard_unavailable');
+    assert.match(refused.body.error.message, /shards 0, 1/);
+    const partial = await predict(b, 'split', { partial: true });
+    assert.equal(partial.status, 200, JSON.stringify(partial.body));
+    assert.deepEqual(partial.body.missingShards, [0, 1]);
+    for (const p of partial.body.predictions)
+      for (const n of p.neighbours) assert.ok([2, 3].includes(shardOf(n.id, 4)), `${n.id} is from a shard that answered`);
+  });
+});

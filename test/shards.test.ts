@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Cluster } from 'ioredis';
-import { call, RESNET, SAMPLE, tempDir } from './harness.js';
+import { call, RESNET, SAMPLE, sampleFolder, tempDir } from './harness.js';
 import { startRedisCluster, type TestRedisCluster } from './redis-harness.js';
 import { finished, startApi, startWorker, stop, submit, until, type Proc } from './distributed-harness.js';
 import { connectRedis } from '../src/redis/connection.js';
@@ -110,6 +110,28 @@ describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, ()
         );
       });
     }
+
+    // eval and tune run on a sharded cache as on the whole one (an api replica takes them, and fans out)
+    const source = { type: 'folder', path: sampleFolder('heldout', 2) };
+    const evals: any[] = [];
+    for (const name of ['whole', 'split']) {
+      const r = await call(b.url!, 'POST', `/v1/caches/${name}/eval-jobs`, { source });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      evals.push(await finished(b, r.body.id));
+    }
+    assert.equal(evals[1].state, 'completed', evals[1].failedReason);
+    assert.deepEqual(evals[1].result.error, evals[0].result.error, 'the same errors as the unsharded cache');
+    const tunes: any[] = [];
+    for (const name of ['whole', 'split']) {
+      const r = await call(b.url!, 'POST', `/v1/caches/${name}/tune-jobs`, { source, theta: [20, 40], lambda: [0.3, 0.6], dryRun: true });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      tunes.push(await finished(b, r.body.id));
+    }
+    assert.equal(tunes[1].state, 'completed', tunes[1].failedReason);
+    assert.deepEqual(tunes[1].result.accuracy, tunes[0].result.accuracy);
+    const curve = await call(b.url!, 'POST', '/v1/caches/split/eval-jobs', { source, cacheSizes: [0.5] });
+    assert.equal(curve.status, 409, JSON.stringify(curve.body));
+    assert.equal(curve.body.error.code, 'per_shard');
 
     // hnsw: the merged neighbours are the best of the shards' own top-k (each shard asked alone)
     const merged = (await predict(d, 'hsplit')).body.predictions;

@@ -194,6 +194,13 @@ export function createApp(ctx: ApiContext): express.Express {
       const body = parse(EvalJobSchema, req.body);
       const info = await engine.getCache(name);
       if (body.compareWith) await engine.getCache(body.compareWith);
+      if (body.cacheSizes?.length && info.shards) {
+        // the learning curve keeps the cache's first items by position: a sharded cache has no one order of items
+        throw new UserError(
+          'per_shard',
+          `cacheSizes: cache "${name}" has ${info.shards.length} shards, and no one order of its items to take the first of; evaluate a shard ("${name}#s") for a learning curve`,
+        );
+      }
       const items = await resolveSource(body.source, { classes: info.classes, requireLabels: true, readRoots });
       const job = await queue.submit(
         'eval',

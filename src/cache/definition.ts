@@ -97,3 +97,26 @@ export function parseSetting(field: keyof typeof SETTINGS, value: unknown): numb
   if (r.success) return r.data;
   throw new UserError(error, `${field} = ${JSON.stringify(value)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
 }
+
+const MAX_HISTORY = 20;
+
+/** A definition with θ, λ (kept in its history, so a user can roll back), k or efSearch changed. */
+export function changedDefinition(
+  d: CacheDefinition,
+  change: { theta?: number; lambda?: number; reason?: string; k?: number; efSearch?: number },
+): CacheDefinition {
+  const theta = change.theta === undefined ? d.theta : parseSetting('theta', change.theta);
+  const lambda = change.lambda === undefined ? d.lambda : parseSetting('lambda', change.lambda);
+  const history =
+    theta !== d.theta || lambda !== d.lambda
+      ? [{ theta: d.theta, lambda: d.lambda, until: new Date().toISOString(), reason: change.reason ?? 'set' }, ...d.history].slice(0, MAX_HISTORY)
+      : d.history; // newest first
+  return {
+    ...d,
+    theta,
+    lambda,
+    history,
+    k: change.k === undefined ? d.k : parseSetting('k', change.k),
+    index: { ...d.index, efSearch: change.efSearch === undefined ? d.index.efSearch : parseSetting('efSearch', change.efSearch) },
+  };
+}

@@ -8,6 +8,7 @@ import { registerCacheCommands } from './cache-commands.js';
 import { addSpecOptions, specOverrides } from './spec-flags.js';
 import { client, print, sourceOf, urlOption, writeJobReports } from './common.js';
 import { followJob } from './progress.js';
+import type { ServeFlags } from './serve.js';
 import { int, nonNegative, num, positiveInt, redisUrl, shardList } from './args.js';
 import type { JobView } from '../jobs/types.js';
 import type { z } from 'zod';
@@ -106,57 +107,9 @@ program
       .argParser(int),
   )
   .action(async (opts: ServeFlags) => {
-    const { serve } = await import('./serve.js');
-    const {
-      maxBodyBytes,
-      maxImages,
-      maxPixels,
-      maxJobsPerCache,
-      maxConcurrentPredicts,
-      maxImportBytes,
-      minBodyRate,
-      bodyRateGraceMs,
-      predictMaxBatch,
-      predictMaxWaitMs,
-      ...rest
-    } = opts;
-    const limits = {
-      maxBodyBytes,
-      maxImagesPerRequest: maxImages,
-      limitInputPixels: maxPixels,
-      maxJobsPerCache,
-      maxConcurrentPredicts,
-      maxImportBytes,
-      minBodyBytesPerSecond: minBodyRate,
-      bodyRateGraceMs,
-    };
-    const batcher = { maxBatch: predictMaxBatch, maxWaitMs: predictMaxWaitMs };
-    const given = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-    await serve({ ...rest, limits: given(limits), batcher: given(batcher) });
+    const { serveFlags } = await import('./serve.js');
+    await serveFlags(opts);
   });
-
-interface ServeFlags {
-  port: number;
-  host: string;
-  dataDir: string;
-  redisUrl?: string;
-  chunkSize: number;
-  apiKeysFile?: string;
-  readRoots?: string;
-  urlPrefixes?: string;
-  drainDelayMs: number;
-  shutdownTimeoutMs: number;
-  maxBodyBytes?: number;
-  maxImportBytes?: number;
-  minBodyRate?: number;
-  bodyRateGraceMs?: number;
-  maxImages?: number;
-  maxPixels?: number;
-  maxJobsPerCache?: number;
-  maxConcurrentPredicts?: number;
-  predictMaxBatch?: number;
-  predictMaxWaitMs?: number;
-}
 
 program
   .command('worker')

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { CACHE_NAME, CacheDefinition, CacheDefinitionSchema, parseSetting } from '../cache/definition.js';
+import { CACHE_NAME, CacheDefinition, CacheDefinitionSchema, changedDefinition, parseSetting } from '../cache/definition.js';
 import type { CacheInfo } from '../cache/info.js';
 import type { ArchiveFile } from '../cache/archive.js';
 import { linkExport, removeStaleExports } from './cache-export.js';
@@ -23,7 +23,8 @@ import { CacheDamagedError, clearDamage, damageOf } from './recovery.js';
 import { checkSnapshot } from '../index/snapshot.js';
 import type { ProjectionStore } from './projection-store.js';
 import type { CacheStatus, CacheVerification, LogStatus, StartProgress } from './status.js';
-import { mergeCandidates, mergedCacheProbabilities, type ShardAnswer } from '../shards/merge.js';
+import type { ShardAnswer } from '../shards/merge.js';
+import { mergeClassifications, mergeNeighbourScores } from './sharded.js';
 import { byShard, cacheOf, holds, shardName, shardNames } from '../shards/shards.js';
 import type { CacheUpdate, Classification, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
 
@@ -205,17 +206,7 @@ export abstract class CacheEngine {
     const t1 = performance.now();
     const wanted = options.neighbours ?? 0;
     const { answers, sizes, missing } = await this.askShards(d, keys, n, theta, wanted, options.partial === true);
-    const numClasses = extractor.numClasses;
-    const results: Classification[] = answers.map((perShard, i) => {
-      const pModel = Array.from(probs.subarray(i * numClasses, (i + 1) * numClasses));
-      const pCache = mergedCacheProbabilities(perShard, theta, d.k, numClasses);
-      return {
-        pModel,
-        pCache: pCache && Array.from(pCache),
-        p: Array.from(mixProbabilities(pModel, pCache ?? pModel, lambda, pCache === null)),
-        neighbours: mergeCandidates(perShard, wanted),
-      };
-    });
+    const results = mergeClassifications(answers, probs, extractor.numClasses, { theta, lambda, k: d.k, wanted });
     const cacheSize = sizes.reduce((a, b) => a + b, 0);
     const timings = { inferenceMs: runMs, searchMs: performance.now() - t1 };
     return { cache: d.name, theta, lambda, cacheSize, results, timings, ...(missing.length ? { missingShards: missing } : {}) };
@@ -277,16 +268,7 @@ export abstract class CacheEngine {
   private async neighbourScoresSharded(d: CacheDefinition, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
     const { keys, probs } = await (await this.models.extractorFor(d)).run(images, n);
     const { answers } = await this.askShards(d, keys, n, d.theta, k, false);
-    const similarities = new Float32Array(n * k).fill(-Infinity);
-    const labels = new Uint16Array(n * k);
-    answers.forEach((perShard, q) =>
-      mergeCandidates(perShard, k).forEach((c, j) => {
-        similarities[q * k + j] = c.similarity;
-        labels[q * k + j] = c.label;
-      }),
-    );
-    // positions index one process's item table: a sharded cache has none (−1: not known here)
-    return { k, pModel: probs, similarities, labels, positions: new Int32Array(n * k).fill(-1) };
+    return mergeNeighbourScores(answers, probs, n, k);
   }
 
   async snapshot(name: string): Promise<CacheInfo> {
@@ -550,24 +532,4 @@ export abstract class CacheEngine {
     }
     await opening;
   }
-}
-
-const MAX_HISTORY = 20;
-
-/** A definition with θ, λ (kept in its history, so a user can roll back), k or efSearch changed. */
-function changedDefinition(d: CacheDefinition, change: CacheUpdate): CacheDefinition {
-  const theta = change.theta === undefined ? d.theta : parseSetting('theta', change.theta);
-  const lambda = change.lambda === undefined ? d.lambda : parseSetting('lambda', change.lambda);
-  const history =
-    theta !== d.theta || lambda !== d.lambda
-      ? [{ theta: d.theta, lambda: d.lambda, until: new Date().toISOString(), reason: change.reason ?? 'set' }, ...d.history].slice(0, MAX_HISTORY)
-      : d.history; // newest first
-  return {
-    ...d,
-    theta,
-    lambda,
-    history,
-    k: change.k === undefined ? d.k : parseSetting('k', change.k),
-    index: { ...d.index, efSearch: change.efSearch === undefined ? d.index.efSearch : parseSetting('efSearch', change.efSearch) },
-  };
 }

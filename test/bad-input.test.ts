@@ -132,6 +132,25 @@ describe('bad input', () => {
     assertError(await predict({ image: CAT.toString('base64'), topK: 'many' }), 400, 'invalid_request', /topK/);
     assertError(await predict({ image: CAT.toString('base64'), colour: 'red' }), 400, 'invalid_request', /colour/);
     assertError(await call(svc.url, 'POST', '/v1/caches', {}), 400, 'invalid_cache_definition', /name.*model.*keyLayers/s);
+    // "#" marks a shard of a sharded cache; shards need distributed mode
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches', { name: 'x#1', model: RESNET, keyLayers: ['activation_18'] }),
+      400,
+      'invalid_cache_definition',
+      /"#" marks a shard/,
+    );
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: RESNET, keyLayers: ['activation_18'], shards: 2 }),
+      409,
+      'distributed_only',
+      /REDIS_URL/,
+    );
+    assertError(
+      await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: RESNET, keyLayers: ['activation_18'], shards: 0 }),
+      400,
+      'invalid_cache_definition',
+      /shards/,
+    );
     assertError(
       await call(svc.url, 'POST', '/v1/caches', { name: 'x', model: RESNET, keyLayers: 'activation_14' }),
       400,

@@ -181,5 +181,11 @@ describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, ()
     assert.deepEqual(partial.body.missingShards, [0, 1]);
     for (const p of partial.body.predictions)
       for (const n of p.neighbours) assert.ok([2, 3].includes(shardOf(n.id, 4)), `${n.id} is from a shard that answered`);
+
+    // a sharded cache deleted: every shard's keys leave the cluster, and the other replicas drop it
+    assert.equal((await call(d.url!, 'DELETE', '/v1/caches/hsplit')).status, 200);
+    for (let s = 0; s < 4; s++) assert.equal(await client.exists(redisKeys.log(shardName('hsplit', s, 4)), redisKeys.ids(shardName('hsplit', s, 4))), 0);
+    await until(async () => (await call(b.url!, 'GET', '/v1/caches/hsplit')).status === 404, 'replica b dropped hsplit');
+    assert.ok(!(await call(b.url!, 'GET', '/readyz')).body.caches.some((c: any) => c.name.startsWith('hsplit')), "b holds none of hsplit's shards");
   });
 });

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ArchiveHeaderSchema, ARCHIVE_HEADER, type ArchiveFile, type ArchiveHeader } from '../cache/archive.js';
-import { CacheDefinitionSchema, type CacheDefinition } from '../cache/definition.js';
+import { CACHE_NAME, CacheDefinitionSchema, type CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { describeZodError } from '../errors/zod.js';
 import { describeProblems, manifestOf, snapshotDirOf, verifySnapshotDir } from '../index/snapshot.js';
@@ -70,8 +70,15 @@ export async function importedDefinition(
     ...header.definition,
     ...(overrides.name && { name: overrides.name }),
     ...(overrides.model && { model: overrides.model }),
+    shards: 1, // an archive holds one cache's items (one shard's, when a shard was exported): it is imported whole
   });
   if (!parsed.success) throw new UserError('invalid_cache_definition', describeZodError(parsed.error));
+  if (!CACHE_NAME.test(parsed.data.name)) {
+    throw new UserError(
+      'invalid_cache_definition',
+      `the archive is shard "${parsed.data.name}" of a sharded cache: import it under a cache name of its own (--name)`,
+    );
+  }
   return { definition: parsed.data, header };
 }
 

@@ -104,8 +104,12 @@ export abstract class CacheEngine {
   async listCaches(): Promise<CacheStatus[]> {
     const ready: CacheStatus[] = [...this.caches.values()].map((c) => ({ name: c.definition.name, status: 'ready', info: c.info() }));
     for (const d of this.sharded.values()) {
-      const info = await this.shardedInfo(d).catch(() => null);
-      ready.push(info ? { name: d.name, status: 'ready', info } : { name: d.name, status: 'failed', error: 'no replica serves some of its shards' });
+      const info = await this.shardedInfo(d).catch((err: Error) => err);
+      ready.push(
+        info instanceof Error
+          ? { name: d.name, status: 'failed', error: `its shards could not be read: ${info.message}` }
+          : { name: d.name, status: 'ready', info },
+      );
     }
     const failed: CacheStatus[] = [...this.failed].map(([name, error]) => ({ name, status: this.damaged.has(name) ? 'damaged' : 'failed', error }));
     return [...ready, ...failed].sort((a, b) => a.name.localeCompare(b.name));

@@ -133,6 +133,38 @@ describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, ()
     assert.equal(curve.status, 409, JSON.stringify(curve.body));
     assert.equal(curve.body.error.code, 'per_shard');
 
+    // a PCA search key is fitted once, by the first shard with its sample, and every shard takes it,
+    // whether it reaches a sample of its own first or gets records the workers reduced with it
+    const pca = await call(a.url!, 'POST', '/v1/caches', {
+      name: 'psplit',
+      model: RESNET,
+      keyLayers: ['activation_18'],
+      index: { type: 'hnsw' },
+      searchKey: { reduce: 'pca', dimension: 16, fitSample: 100 },
+      shards: 4,
+    });
+    assert.equal(pca.status, 201, JSON.stringify(pca.body));
+    assert.equal((await finished(a, await submit(a, 'psplit', 2 * N))).state, 'completed');
+    await settled('psplit', 2 * N);
+    // (a shard fits or takes it just after it applies the records that complete its sample)
+    const fingerprints = async () => {
+      const out: (string | null)[] = [];
+      for (let s = 0; s < 4; s++) {
+        const unit = await call((s < 2 ? c : d).url!, 'GET', `/v1/caches/${encodeURIComponent(shardName('psplit', s, 4))}`);
+        assert.equal(unit.status, 200, JSON.stringify(unit.body));
+        out.push(unit.body.searchKey.projection);
+      }
+      return out;
+    };
+    await until(async () => (await fingerprints()).every((f) => f !== null), 'every shard has its projection');
+    const taken = await fingerprints();
+    assert.deepEqual(
+      taken,
+      taken.map(() => taken[0]),
+      'one projection for every shard',
+    );
+    assert.equal((await predict(b, 'psplit')).status, 200);
+
     // hnsw: the merged neighbours are the best of the shards' own top-k (each shard asked alone)
     const merged = (await predict(d, 'hsplit')).body.predictions;
     const perShard: any[] = [];

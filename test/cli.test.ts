@@ -158,6 +158,10 @@ describe('cachet CLI', () => {
     const without = await cachet(['cache', 'create', 'own-none', '--model', model, '--layers', 'activation_18', '--url', svc.url]);
     assert.equal(without.code, 2);
     assert.match(without.stderr, /--spec <file>/, 'the error says how to give the spec');
+    // shards are for distributed mode: an embedded service says so
+    const sharded = await cachet(['cache', 'create', 'own-sharded', '--model', RESNET, '--layers', 'activation_18', '--shards', '2', '--url', svc.url]);
+    assert.notEqual(sharded.code, 0);
+    assert.match(sharded.stderr, /distributed mode/);
     writeFileSync(path.join(dir, 'classes.txt'), spec.classes.join('\n') + '\n');
     const flags = ['--input', spec.input, '--output', spec.output, '--output-kind', spec.outputKind, '--layout', spec.layout];
     flags.push('--size', `${spec.width}x${spec.height}`, '--classes', path.join(dir, 'classes.txt'));

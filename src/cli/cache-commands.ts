@@ -29,7 +29,8 @@ export function registerCacheCommands(program: Command): void {
     .option('--ef-search <n>', 'hnsw efSearch', int)
     .addOption(new Option('--reduce <how>', 'index a reduced search key').choices(['none', 'pca', 'random']))
     .option('--search-dim <n>', 'with --reduce: the reduced dimension (default 128)', int)
-    .option('--no-rerank', 'with --reduce: score with the reduced similarities, keep no full keys');
+    .option('--no-rerank', 'with --reduce: score with the reduced similarities, keep no full keys')
+    .option('--shards <n>', 'split the items over this many shards, each held by the replicas that serve it (distributed mode; default 1)', int);
   addSpecOptions(create)
     .addOption(urlOption())
     .action(async (name: string, o: Record<string, string | number | boolean | undefined> & { url: string }) => {
@@ -49,6 +50,7 @@ export function registerCacheCommands(program: Command): void {
         ...(o.theta !== undefined && { theta: o.theta }),
         ...(o.lambda !== undefined && { lambda: o.lambda }),
         ...(o.k !== undefined && { k: o.k }),
+        ...(o.shards !== undefined && { shards: o.shards }),
         ...(Object.keys(index).length && { index }),
         ...(Object.keys(spec).length && { spec }),
         ...(o.reduce !== undefined && {

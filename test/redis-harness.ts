@@ -92,6 +92,9 @@ export interface TestRedisCluster {
   /** redis-cluster://… listing every master */
   url: string;
   ports: number[];
+  /** freeze every node (SIGSTOP): Redis stops answering without closing a connection, as a hung server */
+  pause(): void;
+  resume(): void;
   /** stop every node and delete their data */
   destroy(): Promise<void>;
 }
@@ -153,5 +156,14 @@ export async function startRedisCluster(masters = 3): Promise<TestRedisCluster> 
     throw err;
   }
   const ports = nodes.map((n) => n.port);
-  return { url: `redis-cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, ports, destroy };
+  return {
+    url: `redis-cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`,
+    ports,
+    pause: () => nodes.forEach((n) => n.proc.kill('SIGSTOP')),
+    resume: () => nodes.forEach((n) => n.proc.kill('SIGCONT')),
+    destroy: async () => {
+      nodes.forEach((n) => n.proc.kill('SIGCONT')); // a stopped process does not handle SIGTERM
+      await destroy();
+    },
+  };
 }

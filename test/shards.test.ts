@@ -205,6 +205,10 @@ describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, ()
       const hung = await predict(b, 'split');
       assert.equal(hung.status, 200, JSON.stringify(hung.body));
       assert.deepEqual(hung.body.predictions, before);
+      const info = await call(b.url!, 'GET', '/v1/caches/split'); // its sizes are in Redis: said, not hung on
+      assert.equal(info.status, 503, JSON.stringify(info.body));
+      assert.equal(info.body.error.code, 'shard_unavailable');
+      assert.ok([200, 503].includes((await call(b.url!, 'GET', '/readyz')).status), '/readyz answers');
     } finally {
       cluster.resume();
     }

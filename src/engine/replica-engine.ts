@@ -236,7 +236,7 @@ export class ReplicaEngine extends CacheEngine {
 
   /** Sizes from each shard's id set in Redis (what its log holds), replicas from their registrations. */
   protected override async shardedInfo(d: CacheDefinition): Promise<CacheInfo> {
-    const shards = await Promise.all(
+    const read = Promise.all(
       shardNames(d.name, d.shards).map(async (unit, shard) => ({
         shard,
         size: await this.redis.scard(redisKeys.ids(unit)),
@@ -244,6 +244,10 @@ export class ReplicaEngine extends CacheEngine {
         replicas: (await replicasOf(this.redis, unit)).map((r) => ({ id: r.id, url: r.url, lastSeen: new Date(r.at).toISOString() })),
       })),
     );
+    // the sizes are Redis's: while it does not answer, say so rather than hang (readiness lists caches too)
+    const shards = await withTimeout(read, REGISTRY_TIMEOUT_MS).catch((err: Error) => {
+      throw new UserError('shard_unavailable', `cache "${d.name}": its shards' sizes and replicas could not be read from Redis (${err.message})`);
+    });
     const held = this.heldShards(d);
     const extractor = await this.models.extractorFor(d);
     const base: CacheInfo = held.length

@@ -11,7 +11,7 @@ const LAYERS = [
   ['src/errors', 'src/math', 'src/redis'],
   ['src/util'],
   ['src/sources'],
-  ['src/index', 'src/model', 'src/keylog'],
+  ['src/index', 'src/model', 'src/keylog', 'src/shards'],
   ['src/cache', 'src/preprocess'],
   ['src/engine'],
   ['src/jobs'],

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Cluster } from 'ioredis';
 import { call, RESNET, SAMPLE, sampleFolder, tempDir } from './harness.js';
 import { startRedisCluster, type TestRedisCluster } from './redis-harness.js';
-import { finished, startApi, startWorker, stop, submit, until, type Proc } from './distributed-harness.js';
+import { finished, logs, startApi, startWorker, stop, submit, until, type Proc } from './distributed-harness.js';
 import { connectRedis } from '../src/redis/connection.js';
 import { redisKeys } from '../src/redis/keys.js';
 import { shardName, shardOf } from '../src/shards/shards.js';
@@ -18,6 +18,9 @@ const probe = {
   topK: 10,
   neighbours: 20,
 };
+
+const predict = async (api: Proc, cache: string, extra: object = {}) =>
+  call(api.url!, 'POST', `/v1/caches/${encodeURIComponent(cache)}/predict`, { ...probe, ...extra });
 
 describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, () => {
   let cluster: TestRedisCluster;
@@ -44,8 +47,6 @@ describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, ()
     assert.equal(r.status, 201, JSON.stringify(r.body));
     return r.body;
   };
-  const predict = async (api: Proc, cache: string, extra: object = {}) =>
-    call(api.url!, 'POST', `/v1/caches/${encodeURIComponent(cache)}/predict`, { ...probe, ...extra });
   /** every replica holding a shard has applied its log: per-shard sizes add up */
   const settled = async (cache: string, size: number) =>
     until(async () => {
@@ -233,5 +234,38 @@ describe('caches of several shards on a Redis Cluster', { timeout: 900_000 }, ()
     for (let s = 0; s < 4; s++) assert.equal(await client.exists(redisKeys.log(shardName('hsplit', s, 4)), redisKeys.ids(shardName('hsplit', s, 4))), 0);
     await until(async () => (await call(b.url!, 'GET', '/v1/caches/hsplit')).status === 404, 'replica b dropped hsplit');
     assert.ok(!(await call(b.url!, 'GET', '/readyz')).body.caches.some((c: any) => c.name.startsWith('hsplit')), "b holds none of hsplit's shards");
+  });
+});
+
+describe('a shard held by a new replica, its log trimmed: started from a peer snapshot of that shard', { timeout: 600_000 }, () => {
+  // small numbers, so that a few hundred items cross several snapshot boundaries and the logs are trimmed
+  const ENV = { CACHET_SNAPSHOT_EVERY: '50', CACHET_LOG_KEEP: '10' };
+  let cluster: TestRedisCluster;
+  const procs: Proc[] = [];
+
+  before(async () => (cluster = await startRedisCluster(3)));
+  after(async () => {
+    await Promise.all(procs.map((p) => stop(p, 'SIGKILL')));
+    await cluster.destroy();
+  });
+
+  test('the new replica of shard 1 fetches it from a peer, asks the peer for shard 0, and predicts as the peer does', async () => {
+    const x = await startApi(cluster, tempDir(), 'trim-x', ENV);
+    procs.push(x, startWorker(cluster, 'trim-w'));
+    const r = await call(x.url!, 'POST', '/v1/caches', { name: 'rs', model: RESNET, keyLayers: ['activation_18'], index: { type: 'exact' }, shards: 2 });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.equal((await finished(x, await submit(x, 'rs', 300))).state, 'completed');
+    const client = connectRedis(cluster.url) as Cluster;
+    try {
+      await until(async () => Number(await client.get(redisKeys.base(shardName('rs', 1, 2)))) > 0, "shard 1's log trimmed");
+    } finally {
+      client.disconnect();
+    }
+    const y = await startApi(cluster, tempDir(), 'trim-y', { ...ENV, CACHET_SHARDS: '1' });
+    procs.push(y);
+    assert.match(readFileSync(path.join(logs, 'trim-y.log'), 'utf8'), /cache \\"rs#1\\": started from http:\/\/[^ ]+'s snapshot/);
+    const [fromX, fromY] = [await predict(x, 'rs'), await predict(y, 'rs')];
+    assert.equal(fromY.status, 200, JSON.stringify(fromY.body));
+    assert.deepEqual(fromY.body, fromX.body);
   });
 });

@@ -14,9 +14,11 @@ import type { ArchiveFile } from '../cache/archive.js';
 import type { CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { manifestOf, snapshotDirOf } from '../index/snapshot.js';
-import { LogTrimmedError, LogWaiter, RedisKeyLog, replicasOf, type ReplicaEntry, type ReplicaMember } from '../keylog/redis-log.js';
+import { LogTrimmedError, LogWaiter, RedisKeyLog, replicasOf, type ReplicaMember } from '../keylog/redis-log.js';
 import type { CacheInfo } from '../cache/info.js';
-import { askPeer, type HeldAnswer } from '../shards/peer-client.js';
+import type { HeldAnswer } from '../shards/peer-client.js';
+import { infoOfUnheld } from './sharded.js';
+import { REDIS_WAIT_MS, ShardPeers, withTimeout } from './shard-peers.js';
 import { shardName, shardNames } from '../shards/shards.js';
 import { connectRedis } from '../redis/connection.js';
 import { redisKeys } from '../redis/keys.js';
@@ -39,10 +41,8 @@ export class ReplicaEngine extends CacheEngine {
   private url: string | null = null;
   private readonly member: ReplicaMember;
   private readonly snapshotEvery: number;
-  /** each shard's registered replicas as last read, and when */
-  private readonly registry = new Map<string, { at: number; replicas: ReplicaEntry[] }>();
-  /** peers that failed to answer for a shard, and when: tried after the others for PEER_RETRY_MS */
-  private readonly peerFailures = new Map<string, number>();
+  /** the replicas this one asks for the shards it does not hold */
+  private readonly peers: ShardPeers;
 
   constructor(
     options: EngineOptions,
@@ -58,6 +58,7 @@ export class ReplicaEngine extends CacheEngine {
       keep: options.logKeep ?? DEFAULT_LOG_KEEP,
       ttlMs: options.replicaTtlMs ?? DEFAULT_REPLICA_TTL_MS,
     };
+    this.peers = new ShardPeers(redis, () => this.member.id, options.peerKey);
   }
 
   override async advertise(url: string): Promise<void> {
@@ -175,20 +176,7 @@ export class ReplicaEngine extends CacheEngine {
       shardNames(d.name, d.shards).map(async (unit): Promise<HeldAnswer | null> => {
         const held = this.caches.get(unit);
         if (held) return { size: held.size, answers: await held.answer(keys, n, theta, wanted) };
-        const peers = (await this.replicasOf(unit).catch((err: Error) => (tried.push(`${unit}: ${err.message}`), []))).filter(
-          (r) => r.url && r.id !== this.member.id,
-        );
-        peers.sort((a, b) => Number(this.peerFailedAt(a.url)) - Number(this.peerFailedAt(b.url))); // failed lately: last
-        for (const peer of peers) {
-          try {
-            return await askPeer(peer.url, unit, query, numClasses, this.options.peerKey);
-          } catch (err) {
-            this.peerFailures.set(peer.url, Date.now());
-            tried.push(`${unit} at ${peer.url}: ${(err as Error).message}`);
-          }
-        }
-        if (peers.length === 0 && !tried.some((t) => t.startsWith(`${unit}: `))) tried.push(`${unit}: no replica has registered it`);
-        return null;
+        return this.peers.answer(unit, query, numClasses, tried);
       }),
     );
     const missing = got.flatMap((g, s) => (g ? [] : [s]));
@@ -200,29 +188,6 @@ export class ReplicaEngine extends CacheEngine {
     }
     const answers = Array.from({ length: n }, (_, q) => got.flatMap((g) => (g ? [g.answers[q]] : [])));
     return { answers, sizes: got.map((g) => g?.size ?? 0), missing };
-  }
-
-  /**
-   * The replicas registered for a shard, read from Redis at most every REGISTRY_FRESH_MS; while
-   * Redis is unreachable, the last list read (a fan-out goes on without Redis, as predictions do).
-   */
-  private async replicasOf(unit: string): Promise<ReplicaEntry[]> {
-    const known = this.registry.get(unit);
-    if (known && Date.now() - known.at < REGISTRY_FRESH_MS) return known.replicas;
-    try {
-      const replicas = await withTimeout(replicasOf(this.redis, unit), REGISTRY_TIMEOUT_MS);
-      this.registry.set(unit, { at: Date.now(), replicas });
-      return replicas;
-    } catch (err) {
-      if (known) return known.replicas;
-      throw new Error(`its replicas could not be read from Redis (${(err as Error).message})`);
-    }
-  }
-
-  /** whether a peer failed in the last PEER_RETRY_MS */
-  private peerFailedAt(url: string): boolean {
-    const at = this.peerFailures.get(url);
-    return at !== undefined && Date.now() - at < PEER_RETRY_MS;
   }
 
   /** A shard held here: deleted as any held cache; else logged in its key log for its replicas to apply. */
@@ -245,36 +210,12 @@ export class ReplicaEngine extends CacheEngine {
       })),
     );
     // the sizes are Redis's: while it does not answer, say so rather than hang (readiness lists caches too)
-    const shards = await withTimeout(read, REGISTRY_TIMEOUT_MS).catch((err: Error) => {
+    const shards = await withTimeout(read, REDIS_WAIT_MS).catch((err: Error) => {
       throw new UserError('shard_unavailable', `cache "${d.name}": its shards' sizes and replicas could not be read from Redis (${err.message})`);
     });
     const held = this.heldShards(d);
     const extractor = await this.models.extractorFor(d);
-    const base: CacheInfo = held.length
-      ? held[0].info()
-      : {
-          name: d.name,
-          model: d.model,
-          modelHash: extractor.modelHash,
-          keyLayers: d.keyLayers,
-          dimension: d.searchKey.reduce === 'none' ? extractor.keyDimension : d.searchKey.dimension,
-          classes: extractor.spec.classes,
-          size: 0,
-          theta: d.theta,
-          lambda: d.lambda,
-          k: d.k,
-          index: {
-            type: d.index.type === 'exact' ? 'exact' : 'hnsw',
-            policy: d.index.type,
-            scoring: d.index.type === 'exact' ? 'all-items' : 'k-nearest',
-            params: {},
-          },
-          searchKey: { reduce: d.searchKey.reduce, dimension: 0, projection: null, rerank: d.searchKey.rerank, fullKeysBytes: 0, pending: null },
-          logPosition: 0,
-          snapshotPosition: 0,
-          history: d.history,
-          damage: [],
-        };
+    const base: CacheInfo = held.length ? held[0].info() : infoOfUnheld(d, extractor);
     return {
       ...base,
       name: d.name,
@@ -398,17 +339,6 @@ export const DEFAULT_LOG_KEEP = 1_000;
 /** a replica silent for this long no longer holds the log's trimming back (CACHET_REPLICA_TTL_MS) */
 export const DEFAULT_REPLICA_TTL_MS = 10 * 60_000;
 const HEARTBEAT_MS = 10_000;
-const PEER_RETRY_MS = 10_000;
-/** a shard's registered replicas are read again after this long (registrations change every 10 s at most) */
-const REGISTRY_FRESH_MS = 1000;
-/** how long a fan-out waits for Redis to list a shard's replicas before it takes the last list it read */
-const REGISTRY_TIMEOUT_MS = 1000;
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms)));
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
 
 /** How often definitions are read in case a change message was missed; CACHET_DEFINITIONS_POLL_MS (tests turn it off to prove the messages). */
 const definitionsPollMs = () => Number(process.env.CACHET_DEFINITIONS_POLL_MS) || 5000;

@@ -330,6 +330,13 @@ export class LogWaiter {
       const group = this.redis instanceof Cluster ? l.log.cache : '';
       groups.set(group, [...(groups.get(group) ?? []), l]);
     }
+    // a cache deleted (or dropped) since: its connection goes, once no read of it is pending
+    for (const [group, connection] of this.connections) {
+      if (!groups.has(group) && !this.pending.has(group)) {
+        connection.disconnect();
+        this.connections.delete(group);
+      }
+    }
     await Promise.race([...groups].map(([group, members]) => this.read(group, members, timeoutMs)));
   }
 

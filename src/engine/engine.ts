@@ -127,7 +127,7 @@ export abstract class CacheEngine {
 
   /** A cache of several shards as GET /v1/caches/:name shows it: each shard's size and replicas. */
   protected async shardedInfo(d: CacheDefinition): Promise<CacheInfo> {
-    throw new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
+    throw onlyDistributed(d);
   }
 
   /** How far each cache's index is behind its key log (readiness). */
@@ -154,11 +154,7 @@ export abstract class CacheEngine {
     const shardedDefinition = this.sharded.get(name);
     if (shardedDefinition) {
       const changed = changedDefinition(shardedDefinition, change);
-      this.sharded.set(name, changed);
-      for (const unit of this.heldShards(changed)) {
-        unit.definition = { ...changed, name: unit.definition.name };
-        await unit.lock.run(async () => unit.applySearchSettings());
-      }
+      await this.takeShardedDefinition(changed);
       await this.definitions.update(changed);
       return this.shardedInfo(changed);
     }
@@ -167,6 +163,15 @@ export abstract class CacheEngine {
     await cache.lock.run(async () => cache.applySearchSettings());
     await this.definitions.update(cache.definition);
     return cache.info();
+  }
+
+  /** A sharded cache's definition as it now stands, for it and the shards held here (under their own names). */
+  private async takeShardedDefinition(d: CacheDefinition): Promise<void> {
+    this.sharded.set(d.name, d);
+    for (const unit of this.heldShards(d)) {
+      unit.definition = { ...d, name: unit.definition.name };
+      await unit.lock.run(async () => unit.applySearchSettings());
+    }
   }
 
   /** The shards of a cache this process holds. */
@@ -229,7 +234,7 @@ export abstract class CacheEngine {
     _wanted: number,
     _partial: boolean,
   ): Promise<{ answers: ShardAnswer[][]; sizes: number[]; missing: number[] }> {
-    throw new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
+    throw onlyDistributed(d);
   }
 
   /** What a held cache (a shard of a larger one) answers for n query keys, for the replica that merges. */
@@ -375,7 +380,7 @@ export abstract class CacheEngine {
 
   /** Delete items of one shard through its key log, held here or not; returns the ids it held. */
   protected async deleteFromShard(d: CacheDefinition, _shard: number, _ids: string[]): Promise<string[]> {
-    throw new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
+    throw onlyDistributed(d);
   }
 
   /** Delete a cache: its definition, key log, snapshots. Other replicas drop it when they see the definition gone. */
@@ -428,11 +433,7 @@ export abstract class CacheEngine {
     for (const name of [...this.failed.keys()]) if (!stored.has(cacheOf(name))) this.failed.delete(name);
     for (const d of definitions) {
       if (d.shards > 1) {
-        this.sharded.set(d.name, d);
-        for (const unit of this.heldShards(d)) {
-          unit.definition = { ...d, name: unit.definition.name };
-          await unit.lock.run(async () => unit.applySearchSettings());
-        }
+        await this.takeShardedDefinition(d);
         await this.openCache(d); // shards held here that are not open yet
         continue;
       }
@@ -536,4 +537,9 @@ export abstract class CacheEngine {
     }
     await opening;
   }
+}
+
+/** What the embedded role says of a sharded cache (it never holds one: createCache refuses it). */
+function onlyDistributed(d: CacheDefinition): UserError {
+  return new UserError('distributed_only', `cache "${d.name}" has ${d.shards} shards: only distributed mode holds them`);
 }

@@ -328,7 +328,9 @@ export class LogWaiter {
     const groups = new Map<string, typeof logs>();
     for (const l of logs) {
       const group = this.redis instanceof Cluster ? l.log.cache : '';
-      groups.set(group, [...(groups.get(group) ?? []), l]);
+      const members = groups.get(group);
+      if (members) members.push(l);
+      else groups.set(group, [l]);
     }
     // a cache deleted (or dropped) since: its connection goes, once no read of it is pending
     for (const [group, connection] of this.connections) {

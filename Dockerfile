@@ -13,6 +13,9 @@ RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
+# transparent huge pages for malloc'd memory: a cache's full keys and hnsw graph are read at random
+# (src/util/huge-pages.ts: re-ranking one image's candidates 3.2 → 0.7 ms)
+ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY package.json ./

@@ -35,6 +35,7 @@ import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_K } from '../src/cache/definition.js';
 import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
 import { CachetClient } from '../src/cli/client.js';
+import { withHugePages } from '../src/util/huge-pages.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BATCH = 64; // the service's batch size for index jobs
@@ -162,7 +163,7 @@ const serviceProc = spawn(
     '--predict-max-wait-ms',
     String(opts.maxWaitMs),
   ],
-  { cwd: ROOT, stdio: ['ignore', logFd, logFd], env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
+  { cwd: ROOT, stdio: ['ignore', logFd, logFd], env: { ...withHugePages(process.env), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } }, // as the Dockerfile runs it
 );
 closeSync(logFd);
 process.once('exit', () => serviceProc.kill()); // whatever way the bench ends

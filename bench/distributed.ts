@@ -30,6 +30,7 @@ import { freePort, startRedis, TestRedis } from '../test/redis-harness.js';
 import { queueNames } from '../src/redis/keys.js';
 import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
 import { CachetClient } from '../src/cli/client.js';
+import { withHugePages } from '../src/util/huge-pages.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = path.join(ROOT, 'src/cli/main.ts');
@@ -94,7 +95,7 @@ let childDied: string | null = null; // a child that exited while it was needed
 
 function spawnCachet(name: string, args: string[]): Proc {
   const out = openSync(path.join(logDir, `${name}.log`), 'a');
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, stdio: ['ignore', out, out] });
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, stdio: ['ignore', out, out], env: withHugePages(process.env) });
   closeSync(out); // the child holds its own copy
   const proc: Proc = { name, child };
   procs.push(proc);

@@ -22,6 +22,7 @@ import { freePort, startRedis } from '../test/redis-harness.js';
 import { redisKeys } from '../src/redis/keys.js';
 import { balanced, fmt, listFolder, listManifest, printTable } from './common.js';
 import { CachetClient } from '../src/cli/client.js';
+import { withHugePages } from '../src/util/huge-pages.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = path.join(ROOT, 'src/cli/main.ts');
@@ -49,7 +50,7 @@ const queryImgs = balanced(await (manifests ? listManifest(path.join(opts.data, 
 
 const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cachet-bench-replicas-'));
 const procs: ChildProcess[] = [];
-const env = { ...process.env, CACHET_SNAPSHOT_EVERY: String(opts.every) };
+const env = { ...withHugePages(process.env), CACHET_SNAPSHOT_EVERY: String(opts.every) };
 const now = () => performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

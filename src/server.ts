@@ -35,6 +35,7 @@ import { CacheStatus } from './engine/status.js';
 import type { EngineOptions } from './engine/types.js';
 import { loadApiKeys } from './http/auth.js';
 import os from 'node:os';
+import { hugePagesStatus } from './util/huge-pages.js';
 
 export interface ServeOptions {
   port: number;
@@ -109,6 +110,8 @@ export async function startService(opts: ServeOptions): Promise<RunningService> 
   const ops = new Operations({ logger, apiKeys: opts.apiKeys, apiKeysFile: opts.apiKeysFile, limits });
   const readRoots = ReadRoots.of(opts.readRoots).withUrls(opts.urlPrefixes); // a root that does not exist stops the start
   if (readRoots.roots) logger.info({ readRoots: readRoots.roots }, `models and images are read only under ${readRoots.roots.join(', ')}`);
+  const hugePages = hugePagesStatus();
+  logger[hugePages.fixable ? 'warn' : 'info']({ hugePages: hugePages.on }, `memory: ${hugePages.detail}`);
   const engineOptions: Omit<EngineOptions, 'role'> = { dataDir: opts.dataDir, redisUrl: opts.redisUrl, shards: opts.shards };
   if (opts.redisUrl) {
     // peers fetch each other's snapshots with an admin key, when the service asks for keys

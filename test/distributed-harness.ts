@@ -6,6 +6,7 @@ import { openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { call, REPO, SAMPLE, tempDir, CIFAR_CLASSES, RESNET } from './harness.js';
 import { freePort } from './redis-harness.js';
+import { withHugePages } from '../src/util/huge-pages.js';
 
 const CLI = path.join(REPO, 'src', 'cli', 'main.ts');
 export const logs = tempDir('cachet-dist-logs-');
@@ -19,7 +20,7 @@ export interface Proc {
 export function spawnCachet(name: string, args: string[], extraEnv: Record<string, string> = {}): ChildProcess {
   const out = openSync(path.join(logs, `${name}.log`), 'a');
   // definitions are never polled here: replicas learn of other replicas' changes by Redis pub/sub alone
-  const env = { ...process.env, CACHET_DEFINITIONS_POLL_MS: String(3_600_000), ...extraEnv };
+  const env = { ...withHugePages(process.env), CACHET_DEFINITIONS_POLL_MS: String(3_600_000), ...extraEnv };
   return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env, stdio: ['ignore', out, out] });
 }
 

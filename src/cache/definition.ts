@@ -6,7 +6,14 @@ import { DEFAULT_INDEX_OPTIONS } from '../index/factory.js';
 import type { ErrorCode } from '../errors/catalogue.js';
 import { UserError } from '../errors/user-error.js';
 
-export const DEFAULT_K = 100;
+/**
+ * Neighbours p_cache sums over when a cache searches (hnsw, reduced keys), with efSearch 64
+ * (index/factory.ts). Chosen by error, then speed, on the paper's 90,000-item PCA-128 cache (θ 80,
+ * λ 0.5111, all of val-5k; `npm run bench:search-settings`): every k from 20 to 100 at efSearch 64 to
+ * 256 errs 14.18–14.38 % (exact search over every item: 14.42 %), and k 50 at efSearch 64 is among
+ * the best (14.18 %) at 0.58× the time of k 100, efSearch 256 (14.24 %). README, "How it works".
+ */
+export const DEFAULT_K = 50;
 
 export const CACHE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/i;
 /** what a process holds: a cache, or shard s of one as `<cache>#<s>` (shards/shards.ts) */

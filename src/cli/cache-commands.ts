@@ -11,6 +11,7 @@ import { UserError } from '../errors/user-error.js';
 import { int, num } from './args.js';
 import { apiErrorOf, client, print, urlOption } from './common.js';
 import { addSpecOptions, specOverrides } from './spec-flags.js';
+import { DEFAULT_K } from '../cache/definition.js';
 
 export function registerCacheCommands(program: Command): void {
   const cache = program.command('cache').description('create and look at caches');
@@ -21,7 +22,7 @@ export function registerCacheCommands(program: Command): void {
     .requiredOption('--layers <names>', 'key layers, comma-separated (see `cachet model inspect`)')
     .option('--theta <θ>', 'θ (default 50)', num)
     .option('--lambda <λ>', 'λ (default 0.5)', num)
-    .option('--k <k>', 'neighbours p_cache sums over with an approximate index (default 100)', int)
+    .option('--k <k>', `neighbours p_cache sums over with an approximate index (default ${DEFAULT_K})`, int)
     .addOption(new Option('--index <type>', 'index type').choices(['auto', 'exact', 'hnsw']))
     .option('--exact-threshold <n>', 'with --index auto: exact search up to this many items', int)
     .option('--m <m>', 'hnsw M', int)

@@ -21,7 +21,7 @@ export const DEFAULT_INDEX_OPTIONS: Readonly<IndexOptions> = Object.freeze({
   exactThreshold: 20000,
   m: 16,
   efConstruction: 100,
-  efSearch: 256, // see cache/definition.ts for the measurement
+  efSearch: 64, // chosen with k: see DEFAULT_K in cache/definition.ts
 });
 
 /** Throws a 400 UserError naming the first bad option. */

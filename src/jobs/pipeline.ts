@@ -1,5 +1,5 @@
 // Decode a job's images in batches for the model. The next batch is decoded
-// (sharp, on libuv's thread pool) while the engine thread works on the current one.
+// (sharp, on libuv's thread pool) while the engine works on the current ones.
 // Each batch's files are read first: an item without an id gets its content id from the bytes,
 // and items the job does not need (`skip`: already in the cache) are not decoded.
 import pLimit from 'p-limit';
@@ -28,6 +28,8 @@ export interface PipelineOptions {
   signal?: AbortSignal;
   /** where files and URLs may be read from, checked when each is opened (default: anywhere, no URLs) */
   readRoots?: ReadRoots;
+  /** batches handed to `handle` before the first of them is awaited (default 1: one at a time) */
+  overlap?: number;
   /** which of these item ids (mirror images: id + FLIP_SUFFIX) not to decode; an item is skipped when all its views are */
   skip?: (ids: string[]) => Promise<Set<string>>;
 }
@@ -96,12 +98,25 @@ export async function forEachBatch(
   };
   let done = 0;
   let next = items.length > 0 ? decode(0) : null;
-  for (let start = 0; next; start += perBatch) {
-    const { batch, errors, count, skipped } = await next;
-    opts.signal?.throwIfAborted();
-    next = start + perBatch < items.length ? decode(start + perBatch) : null;
-    if (batch.items.length > 0) await handle(batch);
-    done += count;
-    onProgress(done, errors, skipped);
+  // Up to `overlap` batches are handled at once, so that the model extracts batch i+1 while the
+  // engine adds batch i (an hnsw insert and a log fsync leave the model idle otherwise). They
+  // finish in order: the engine runs extractions, and adds, first come first served.
+  const inFlight: Promise<void>[] = [];
+  try {
+    for (let start = 0; next; start += perBatch) {
+      const { batch, errors, count, skipped } = await next;
+      opts.signal?.throwIfAborted();
+      next = start + perBatch < items.length ? decode(start + perBatch) : null;
+      const handled = (batch.items.length > 0 ? handle(batch) : Promise.resolve()).then(() => {
+        done += count;
+        onProgress(done, errors, skipped);
+      });
+      handled.catch(() => {}); // awaited below; a failure meanwhile is not an unhandled rejection
+      inFlight.push(handled);
+      if (inFlight.length >= (opts.overlap ?? 1)) await inFlight.shift();
+    }
+    while (inFlight.length) await inFlight.shift();
+  } finally {
+    await Promise.allSettled(inFlight); // a failed or cancelled job returns once nothing of it runs
   }
 }

@@ -135,7 +135,7 @@ export async function runEvalJob(engine: ServingApi, settings: ProcessorSettings
   let used = { theta: NaN, lambda: NaN, cacheSize: 0, otherSize: 0 };
   await forEachBatch(
     data.items,
-    { spec, flip: false, signal: ctx.signal, ...settings },
+    { spec, flip: false, signal: ctx.signal, overlap: 2, ...settings }, // the model runs on one batch while the other is searched
     async ({ items, tensor }) => {
       const copy = data.compareWith ? tensor.slice() : null; // the engine call takes the buffer
       const forSizes = sizes ? tensor.slice() : null;

@@ -55,7 +55,7 @@ export async function runTuneJob(engine: ServingApi, settings: ProcessorSettings
   const truth: number[] = [];
   await forEachBatch(
     data.items,
-    { spec, flip: data.flip, signal: ctx.signal, ...settings },
+    { spec, flip: data.flip, signal: ctx.signal, overlap: 2, ...settings }, // the model runs on one batch while the other is searched
     async ({ items, tensor }) => {
       const r = await engine.neighbourScores(data.cache, tensor, items.length, k);
       const q = truth.length;

@@ -6,6 +6,7 @@
 // malloc, which asks the kernel for transparent huge pages when the tunable below is set. glibc
 // reads it when the process starts, so it must be in the environment before node runs: the
 // Dockerfile sets it, and so should whatever starts `cachet serve` (README, "Operating Cachet").
+// It is glibc's: on musl (Alpine) it does nothing, and the status below cannot tell.
 import { readFileSync } from 'node:fs';
 
 export const HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1';

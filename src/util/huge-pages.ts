@@ -47,7 +47,8 @@ export function hugePagesStatus(env: NodeJS.ProcessEnv = process.env, thpMode: s
       };
 }
 
-function readThpMode(): string | null {
+/** The kernel's transparent-huge-page mode (`always`, `madvise`, `never`), or null where it has none. */
+export function readThpMode(): string | null {
   try {
     return /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? null;
   } catch {

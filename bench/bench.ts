@@ -17,14 +17,12 @@
 // the costlier one bench/heavy-model.ts writes. Default: the repo's ResNet-20.
 import path from 'node:path';
 import os from 'node:os';
-import { closeSync, existsSync, openSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
-import { spawn } from 'node:child_process';
-import { freePort } from '../test/redis-harness.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
@@ -34,8 +32,7 @@ import { DEFAULT_INDEX_OPTIONS, hnswParams } from '../src/index/factory.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_K } from '../src/cache/definition.js';
 import { balanced, fmt, listFolder, listManifest, pct, printTable, type Img } from './common.js';
-import { CachetClient } from '../src/cli/client.js';
-import { withHugePages } from '../src/util/huge-pages.js';
+import { startService } from './service.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BATCH = 64; // the service's batch size for index jobs
@@ -142,50 +139,11 @@ const queryB64 = queryBytes.map((b) => b.toString('base64'));
 
 // ---------- 1, 3, 4: through the service ----------
 
-// The service in a process of its own: the bench's client work (JSON, base64, HTTP) does not share its event loop.
-const CLI = path.join(ROOT, 'src/cli/main.ts');
-const port = await freePort();
-const serviceLog = path.join(tmp, 'service.log');
-const logFd = openSync(serviceLog, 'a');
-const serviceProc = spawn(
-  process.execPath,
-  [
-    '--import',
-    'tsx',
-    CLI,
-    'serve',
-    '--port',
-    String(port),
-    '--data-dir',
-    path.join(tmp, 'indexes'),
-    '--predict-max-batch',
-    String(opts.maxBatch),
-    '--predict-max-wait-ms',
-    String(opts.maxWaitMs),
-  ],
-  { cwd: ROOT, stdio: ['ignore', logFd, logFd], env: { ...withHugePages(process.env), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } }, // as the Dockerfile runs it
-);
-closeSync(logFd);
-process.once('exit', () => serviceProc.kill()); // whatever way the bench ends
-const serviceUrl = `http://127.0.0.1:${port}`;
-const serviceExited = new Promise<never>((_, reject) =>
-  serviceProc.once('exit', (code) => reject(new Error(`cachet serve exited (code ${code}); its log: ${serviceLog}`))),
-);
-serviceExited.catch(() => {}); // awaited below, where it matters
-async function stopService() {
-  if (serviceProc.exitCode !== null) return;
-  const exited = new Promise((r) => serviceProc.once('exit', r));
-  serviceProc.kill('SIGTERM');
-  await exited;
-}
-while (
-  !(await fetch(`${serviceUrl}/readyz`).then(
-    (r) => r.ok,
-    () => false,
-  ))
-)
-  await Promise.race([sleep(100), serviceExited]);
-const client = new CachetClient(serviceUrl);
+// The service in a process of its own (bench/service.ts), micro-batching predicts as the flags say.
+const service = await startService(tmp, ['--predict-max-batch', String(opts.maxBatch), '--predict-max-wait-ms', String(opts.maxWaitMs)]);
+const serviceUrl = service.url;
+const stopService = () => service.stop();
+const client = service.api;
 const api = <T = Record<string, unknown>>(method: string, route: string, body?: unknown) => client.request<T>(method, route, body);
 interface Job {
   id: string;

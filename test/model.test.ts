@@ -7,7 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { UserError } from '../src/errors/user-error.js';
 import { inputShape, KeyExtractor } from '../src/model/extractor.js';
 import { inspectModel } from '../src/model/inspect.js';
-import { modelHash, readGraph, withExtraOutputs } from '../src/model/onnx-graph.js';
+import { modelHash, readGraph, withExtraOutputs, withKeyOutput } from '../src/model/onnx-graph.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { imageToTensor, stackBatch, DEFAULT_LIMIT_INPUT_PIXELS } from '../src/preprocess/image.js';
@@ -79,6 +79,25 @@ describe('onnx-graph', () => {
     await session.release();
   });
 
+  test('withKeyOutput adds the key layers, flattened and concatenated, as one more output; the original bytes untouched', async () => {
+    const { bytes: patched, key } = withKeyOutput(bytes, ['probs'], PAPER_KEY_LAYERS);
+    assert.deepEqual(patched.subarray(0, bytes.length), bytes);
+    assert.deepEqual(readGraph(patched).outputs, ['probs', ...PAPER_KEY_LAYERS, key]);
+    assert.ok(!readGraph(bytes).tensors.some((t) => t.name === key), 'a name the model does not use');
+    const again = withKeyOutput(patched, ['probs'], ['activation_18']);
+    assert.notEqual(again.key, key, 'a second patch picks a fresh name');
+    const session = await ort.InferenceSession.create(patched);
+    const x = new Float32Array(2 * 32 * 32 * 3).map((_, i) => ((i * 7919) % 256) / 255);
+    const out = await session.run({ image: new ort.Tensor('float32', x, [2, 32, 32, 3]) });
+    await session.release();
+    assert.deepEqual(out[key].dims, [2, 3 * 4096]);
+    const k = out[key].data as Float32Array;
+    for (let r = 0; r < 2; r++)
+      PAPER_KEY_LAYERS.forEach((l, i) =>
+        assert.deepEqual(k.subarray(r * 12288 + i * 4096, r * 12288 + (i + 1) * 4096), (out[l].data as Float32Array).subarray(r * 4096, (r + 1) * 4096)),
+      );
+  });
+
   test('modelHash is the sha256 of the bytes', () => {
     assert.equal(modelHash(bytes), createHash('sha256').update(bytes).digest('hex'));
   });
@@ -145,19 +164,25 @@ describe('KeyExtractor on the CIFAR-10 ResNet-20', () => {
     assert.ok(single.keys.every((v, j) => Math.abs(v - keys[2 * 12288 + j]) < 1e-5));
   });
 
-  test('keys are the concatenated layers, normalised once (checked against unoptimised ORT)', async () => {
-    const image = await imageToTensor(join(CIFAR, 'cat/0000.jpg'), spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS });
+  test('keys are the concatenated layers, normalised once, row by row in a batch (checked against unoptimised ORT)', async () => {
+    const images = await Promise.all(
+      ['cat/0000.jpg', 'ship/0000.jpg', 'frog/0000.jpg'].map((f) => imageToTensor(join(CIFAR, f), spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS })),
+    );
+    const batch = stackBatch(images);
     const session = await ort.InferenceSession.create(withExtraOutputs(readFileSync(RESNET), PAPER_KEY_LAYERS), {
       graphOptimizationLevel: 'disabled',
     });
-    const ref = await session.run({ image: new ort.Tensor('float32', image, [1, 32, 32, 3]) });
+    const ref = await session.run({ image: new ort.Tensor('float32', batch, [3, 32, 32, 3]) });
     await session.release();
-    const concat = Float32Array.from(PAPER_KEY_LAYERS.flatMap((l) => [...(ref[l].data as Float32Array)]));
-    const norm = Math.sqrt(concat.reduce((s, v) => s + v * v, 0));
-    const { keys } = await extractor.run(image, 1);
-    let maxDiff = 0;
-    concat.forEach((v, j) => (maxDiff = Math.max(maxDiff, Math.abs(v / norm - keys[j]))));
-    assert.ok(maxDiff < 1e-5, `max diff ${maxDiff}`);
+    const { keys } = await extractor.run(batch, 3);
+    assert.equal(keys.length, 3 * 12288);
+    for (let r = 0; r < 3; r++) {
+      const concat = Float32Array.from(PAPER_KEY_LAYERS.flatMap((l) => [...(ref[l].data as Float32Array).subarray(r * 4096, (r + 1) * 4096)]));
+      const norm = Math.sqrt(concat.reduce((s, v) => s + v * v, 0));
+      let maxDiff = 0;
+      concat.forEach((v, j) => (maxDiff = Math.max(maxDiff, Math.abs(v / norm - keys[r * 12288 + j]))));
+      assert.ok(maxDiff < 1e-5, `image ${r}: max diff ${maxDiff}`);
+    }
   });
 
   test('a zero key is reported, not normalised', async () => {

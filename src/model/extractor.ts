@@ -3,13 +3,14 @@
 //   φ(x) = concat(flatten(layer) for layer in keyLayers), L2-normalised once (Orhan 2018).
 //
 // The key layers are inner tensors; onnxruntime returns only graph outputs, so they are added to
-// the graph's outputs (withExtraOutputs). A tensor that is a graph output is never fused away by
+// the graph's outputs, with one more node output that is their concatenation (withKeyOutput): the
+// model run returns the key in one piece. A tensor that is a graph output is never fused away by
 // ORT's graph optimiser, so optimisation stays at its default ('all').
 import { readGuarded } from '../util/guarded-read.js';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors/user-error.js';
 import { l2NormaliseRows, softmaxRows } from '../math/cache-model.js';
-import { decodeModel, graphInfo, modelHash, withExtraOutputs, type GraphInfo } from './onnx-graph.js';
+import { decodeModel, graphInfo, modelHash, withKeyOutput, type GraphInfo } from './onnx-graph.js';
 import { nearestNames } from './names.js';
 import type { ModelSpec } from './spec.js';
 import type { Extractor, ExtractorOptions, ExtractorResult } from './types.js';
@@ -44,12 +45,12 @@ export class KeyExtractor implements Extractor {
     readonly modelHash: string,
     readonly keyDimension: number,
     readonly numClasses: number,
-    /** per-image size of each key layer, in keyLayers order */
-    private readonly layerSizes: number[],
+    /** the tensor that holds the key layers flattened and concatenated (withKeyOutput) */
+    private readonly keyTensor: string,
     /** the graph's batch dimension is fixed at 1: run images one at a time */
     private readonly singleImageBatches: boolean,
   ) {
-    this.fetches = [...new Set([spec.output, ...keyLayers])];
+    this.fetches = [spec.output, keyTensor];
   }
 
   private readonly fetches: string[];
@@ -84,9 +85,10 @@ export class KeyExtractor implements Extractor {
     }
     if (new Set(keyLayers).size !== keyLayers.length) throw new UserError('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
 
+    const patched = withKeyOutput(bytes, [spec.output], keyLayers);
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(withExtraOutputs(bytes, [spec.output, ...keyLayers]), {
+      session = await ort.InferenceSession.create(patched.bytes, {
         // ORT rejects an explicit undefined here
         ...(opts.intraOpNumThreads !== undefined && { intraOpNumThreads: opts.intraOpNumThreads }),
         graphOptimizationLevel: 'all',
@@ -100,7 +102,7 @@ export class KeyExtractor implements Extractor {
     let fetched: ort.InferenceSession.OnnxValueMapType;
     try {
       fetched = await session.run({ [spec.input]: new ort.Tensor('float32', new Float32Array(spec.height * spec.width * 3), inputShape(spec, 1)) }, [
-        ...new Set([spec.output, ...keyLayers]),
+        ...new Set([spec.output, ...keyLayers, patched.key]),
       ]);
     } catch (err) {
       await session.release();
@@ -116,7 +118,14 @@ export class KeyExtractor implements Extractor {
       );
     }
     const keyDimension = layerSizes.reduce((a, b) => a + b, 0);
-    return new KeyExtractor(session, spec, [...keyLayers], modelHash(bytes), keyDimension, numClasses, layerSizes, singleImageBatches);
+    if (fetched[patched.key].data.length !== keyDimension) {
+      await session.release();
+      throw new UserError(
+        'bad_key_layers',
+        `the key layers ${keyLayers.join(', ')} do not flatten to ${keyDimension} values per image; are they all per-image tensors?`,
+      );
+    }
+    return new KeyExtractor(session, spec, [...keyLayers], modelHash(bytes), keyDimension, numClasses, patched.key, singleImageBatches);
   }
 
   /** `batch` holds `n` preprocessed images laid out as the spec says. */
@@ -125,7 +134,8 @@ export class KeyExtractor implements Extractor {
     const imageSize = this.spec.height * this.spec.width * 3;
     if (!Number.isInteger(n) || n < 0 || batch.length !== n * imageSize)
       throw new UserError('bad_batch', `batch has ${batch.length} floats; ${n} images of ${inputShape(this.spec, 1).slice(1).join('×')} need ${n * imageSize}`);
-    const keys = new Float32Array(n * this.keyDimension);
+    const D = this.keyDimension;
+    let keys: Float32Array | null = null;
     const probs = new Float32Array(n * this.numClasses);
     const step = this.singleImageBatches ? 1 : Math.max(n, 1);
     for (let start = 0; start < n; start += step) {
@@ -133,15 +143,13 @@ export class KeyExtractor implements Extractor {
       const input = new ort.Tensor('float32', batch.subarray(start * imageSize, (start + m) * imageSize), inputShape(this.spec, m));
       const fetched = await this.session.run({ [this.spec.input]: input }, this.fetches);
       probs.set(fetched[this.spec.output].data as Float32Array, start * this.numClasses);
-      let offset = 0;
-      this.keyLayers.forEach((layer, l) => {
-        const data = fetched[layer].data as Float32Array;
-        const size = this.layerSizes[l];
-        if (data.length !== m * size) throw new Error(`key layer ${layer} gave ${data.length} values for ${m} images, expected ${m * size}`);
-        for (let r = 0; r < m; r++) keys.set(data.subarray(r * size, (r + 1) * size), (start + r) * this.keyDimension + offset);
-        offset += size;
-      });
+      const data = fetched[this.keyTensor].data as Float32Array;
+      if (data.length !== m * D) throw new Error(`the key layers gave ${data.length} values for ${m} images, expected ${m * D}`);
+      if (m === n)
+        keys = data; // the whole batch in one run: the key tensor is the result
+      else (keys ??= new Float32Array(n * D)).set(data, start * D);
     }
+    keys ??= new Float32Array(0);
     if (this.spec.outputKind === 'logits') softmaxRows(probs, n, this.numClasses);
     const ok = l2NormaliseRows(keys, n, this.keyDimension);
     const zeroKeys = ok.flatMap((good, r) => (good ? [] : [r]));

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FullKeyStore, type KeyFormat } from '../src/index/full-keys.js';
-import { float16ToFloat32, float32ToFloat16 } from '../src/math/float16.js';
+import { castToFloat16, float16ToFloat32, float32ToFloat16 } from '../src/math/float16.js';
 import { gaussian, rng } from './fixtures/random.js';
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */
@@ -154,6 +154,30 @@ describe('float16 conversion', () => {
       else assert.ok(err <= 2 ** -25, `${x}: absolute error ${err}`);
       if (back[i] !== 0) assert.equal(Math.sign(back[i]), Math.sign(x));
     }
+  });
+
+  it("onnxruntime's Cast (castToFloat16, for batches) gives the same bits as the reference loop", async () => {
+    const r = rng(11);
+    const finite = new Float32Array(100_000);
+    for (let i = 0; i < finite.length; i++) finite[i] = (r() < 0.5 ? -1 : 1) * 2 ** (r() * 50 - 32) * (1 + r());
+    // every float16 value and the midpoints between neighbours (ties), as float32
+    const all = new Uint16Array(0x7c00).map((_, i) => i);
+    const exact = new Float32Array(all.length);
+    float16ToFloat32(all, exact);
+    const ties = exact.slice(1).map((v, i) => (v + exact[i]) / 2);
+    const edges = Float32Array.of(0, -0, 65504, 65519.99, 65520, -65520, Infinity, -Infinity, 2 ** -24, 2 ** -25, 2 ** -25 * 1.0001, 2 ** -14);
+    for (const src of [finite, exact, ties, exact.map((v) => -v), edges]) {
+      const expected = new Uint16Array(src.length);
+      float32ToFloat16(src, expected);
+      const got = await castToFloat16(src);
+      const firstDiff = got.findIndex((h, i) => h !== expected[i]);
+      assert.equal(
+        firstDiff,
+        -1,
+        firstDiff < 0 ? '' : `${src[firstDiff]}: Cast 0x${got[firstDiff].toString(16)}, reference 0x${expected[firstDiff].toString(16)}`,
+      );
+    }
+    assert.equal((await castToFloat16(new Float32Array(0))).length, 0);
   });
 });
 

@@ -50,12 +50,9 @@ export class SearchIndex {
       searchKeys.set(r.searchKey, i * d);
     });
     if (this.fullKeys) {
-      const full = new Uint16Array(n * keyDimension);
-      records.forEach((r, i) => {
-        if (!r.fullKey16) throw new Error(`cache "${cache}": item ${r.id} was logged without the full key this cache re-ranks with`);
-        full.set(r.fullKey16, i * keyDimension);
-      });
-      this.fullKeys.add(full, n);
+      const missing = records.find((r) => r.fullKey16?.length !== keyDimension);
+      if (missing) throw new Error(`cache "${cache}": item ${missing.id} was logged without the full key this cache re-ranks with`);
+      for (const r of records) this.fullKeys.add(r.fullKey16!, 1); // straight into the store's blocks, no batch copy
     }
     await this.index.add(searchKeys, n);
   }

@@ -124,18 +124,23 @@ export class FullKeyStore {
     return this.format === 'float16' ? new Uint16Array(length) : new Float32Array(length);
   }
 
-  /** The last block if it has room (grown by doubling up to blockRows), else a new one. */
+  /**
+   * The last block if it has room, else a new one. The first block grows by doubling up to
+   * blockRows (a small cache holds little); once a store fills one, it is growing, and later
+   * blocks are allocated whole (doubling them would copy each key again ~1.3 times).
+   */
   private writableBlock(): Block {
     const d = this.dimension;
     const last = this.blocks[this.blocks.length - 1];
     if (last && last.rows * d < last.data.length) return last;
     if (last && last.data.length < this.blockRows * d) {
       const grown = this.newArray(Math.min(this.blockRows, 2 * (last.data.length / d)) * d);
-      grown.set(last.data);
+      grown.set(last.data.subarray(0, last.rows * d));
       last.data = grown;
       return last;
     }
-    const block = { data: this.newArray(Math.min(this.blockRows, FIRST_BLOCK_ROWS) * d), rows: 0 };
+    const rows = this.blocks.length === 0 ? Math.min(this.blockRows, FIRST_BLOCK_ROWS) : this.blockRows;
+    const block = { data: this.newArray(rows * d), rows: 0 };
     this.blocks.push(block);
     return block;
   }

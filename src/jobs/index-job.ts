@@ -19,7 +19,7 @@ export async function runIndexJob(engine: IndexingApi, settings: ProcessorSettin
   const skip = async (ids: string[]) => new Set(await engine.presentIds(data.cache, ids));
   await forEachBatch(
     data.items,
-    { spec, flip: data.flip, signal: ctx.signal, skip, overlap: 2, ...settings },
+    { spec, flip: data.flip, signal: ctx.signal, skip, overlap: 3, ...settings },
     async ({ items, tensor }) => {
       // paths and URLs are kept as the items' sources, for previews; inline bytes are not
       const sources = items.map((i) => (typeof i.image === 'string' ? i.image : null));

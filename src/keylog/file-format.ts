@@ -65,14 +65,21 @@ export async function readHeader(file: FileHandle, path: string, dimension: numb
 
 export function encodeRecords(records: LogRecord[], dimension: number): Buffer {
   validateRecords(records, dimension);
-  const bodies = records.map((r) => (isDelete(r) ? deleteBody(r.id) : addBody(r, dimension)));
-  const out = Buffer.allocUnsafe(bodies.reduce((sum, b) => sum + PREFIX_BYTES + b.length, 0));
+  // each body as its parts (keys as views of their arrays), copied once into the output
+  const bodies = records.map((r) => (isDelete(r) ? [deleteBody(r.id)] : addBody(r, dimension)));
+  const length = (parts: Uint8Array[]) => parts.reduce((sum, p) => sum + p.length, 0);
+  const out = Buffer.allocUnsafe(bodies.reduce((sum, parts) => sum + PREFIX_BYTES + length(parts), 0));
   let o = 0;
-  for (const body of bodies) {
-    out.writeUInt32LE(body.length, o);
-    out.writeUInt32LE(crc32(body), o + 4);
-    body.copy(out, o + PREFIX_BYTES);
-    o += PREFIX_BYTES + body.length;
+  for (const parts of bodies) {
+    const start = o + PREFIX_BYTES;
+    let end = start;
+    for (const p of parts) {
+      out.set(p, end);
+      end += p.length;
+    }
+    out.writeUInt32LE(end - start, o);
+    out.writeUInt32LE(crc32(out.subarray(start, end)), o + 4);
+    o = end;
   }
   return out;
 }
@@ -86,7 +93,7 @@ function deleteBody(id: string): Buffer {
   return body;
 }
 
-function addBody(r: KeyRecord, dimension: number): Buffer {
+function addBody(r: KeyRecord, dimension: number): Uint8Array[] {
   const id = Buffer.from(r.id, 'utf8');
   const stored = storableSource(r);
   const source = stored === undefined ? null : Buffer.from(stored, 'utf8');
@@ -109,7 +116,7 @@ function addBody(r: KeyRecord, dimension: number): Buffer {
     len.writeUInt16LE(source.length, 0);
     parts.push(len, source);
   }
-  return Buffer.concat(parts);
+  return parts;
 }
 
 const u32 = (v: number) => {

@@ -1,5 +1,9 @@
 // IEEE 754 binary16 conversion: full keys are kept as float16 for re-ranking (index/full-keys.ts),
 // and reduced key-log records carry them so.
+import onnxProto from 'onnx-proto';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+
+const { onnx } = onnxProto;
 
 /** float32 → float16 bits, rounding to nearest even; keeps ±0, subnormals, ±Infinity and NaN (quiet). */
 export function float32ToFloat16(src: Float32Array, dst: Uint16Array): void {
@@ -62,4 +66,34 @@ export function float16ToFloat32(src: Uint16Array, dst: Float32Array): void {
   if (dst.length < n) throw new RangeError(`float16ToFloat32: ${n} values but room for ${dst.length}`);
   const t = float16Table();
   for (let i = 0; i < n; i++) dst[i] = t[src[i]];
+}
+
+// ---------------------------------------------------------------------------
+// The same conversion by onnxruntime's Cast (vectorised native code), for whole batches of keys:
+// ~10× faster than the loop above, which stays for single rows and as the reference the tests hold
+// the Cast to. One session per process (per thread), kept: re-creating ORT sessions leaks memory.
+
+let castSession: Promise<InferenceSession> | null = null;
+
+function castModel(): Uint8Array {
+  const { FLOAT, FLOAT16 } = onnx.TensorProto.DataType;
+  const valueInfo = (name: string, elemType: number) => ({ name, type: { tensorType: { elemType, shape: { dim: [{ dimParam: 'N' }] } } } });
+  return onnx.ModelProto.encode({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'to-float16',
+      node: [{ opType: 'Cast', input: ['x'], output: ['y'], attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: FLOAT16 }] }],
+      input: [valueInfo('x', FLOAT)],
+      output: [valueInfo('y', FLOAT16)],
+    },
+  }).finish();
+}
+
+/** float32 → float16 bits (round to nearest even), as float32ToFloat16, for a whole array at once. */
+export async function castToFloat16(src: Float32Array): Promise<Uint16Array> {
+  if (src.length === 0) return new Uint16Array(0);
+  castSession ??= InferenceSession.create(castModel(), { enableMemPattern: false });
+  const { y } = await (await castSession).run({ x: new Tensor('float32', src, [src.length]) });
+  return y.data as Uint16Array;
 }

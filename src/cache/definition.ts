@@ -5,6 +5,7 @@ import { ModelSpecSchema } from '../model/spec.js';
 import { DEFAULT_INDEX_OPTIONS } from '../index/factory.js';
 import type { ErrorCode } from '../errors/catalogue.js';
 import { UserError } from '../errors/user-error.js';
+import { describeZodError } from '../errors/zod.js';
 
 /**
  * Neighbours p_cache sums over when a cache searches (hnsw, reduced keys), with efSearch 64
@@ -126,4 +127,27 @@ export function changedDefinition(
     k: change.k === undefined ? d.k : parseSetting('k', change.k),
     index: { ...d.index, efSearch: change.efSearch === undefined ? d.index.efSearch : parseSetting('efSearch', change.efSearch) },
   };
+}
+
+/**
+ * A new cache's definition from a client's request, checked: the schema, the name (no "#": it
+ * marks a shard), no layer twice, and shards only where the service can hold them.
+ */
+export function newDefinition(input: unknown, shardsAllowed: boolean): CacheDefinition {
+  const parsed = CacheDefinitionSchema.safeParse(input);
+  if (!parsed.success) throw new UserError('invalid_cache_definition', describeZodError(parsed.error));
+  const definition = parsed.data;
+  if (!CACHE_NAME.test(definition.name)) {
+    throw new UserError(
+      'invalid_cache_definition',
+      `name: "${definition.name}" is not a cache name: "#" marks a shard of one (1–64 letters, digits, "-" or "_")`,
+    );
+  }
+  if (definition.shards > 1 && !shardsAllowed) {
+    throw new UserError('distributed_only', `shards: ${definition.shards}: an embedded service holds a cache whole; shards need distributed mode (REDIS_URL)`);
+  }
+  if (definition.keyLayers.length !== new Set(definition.keyLayers).size) {
+    throw new UserError('invalid_cache_definition', `keyLayers lists a layer twice: ${definition.keyLayers.join(', ')}`);
+  }
+  return definition;
 }

@@ -7,26 +7,23 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { CACHE_NAME, CacheDefinition, CacheDefinitionSchema, changedDefinition, parseSetting } from '../cache/definition.js';
+import { CacheDefinition, changedDefinition, newDefinition, parseSetting } from '../cache/definition.js';
 import type { CacheInfo } from '../cache/info.js';
 import type { ArchiveFile } from '../cache/archive.js';
 import { linkExport, removeStaleExports } from './cache-export.js';
 import { UserError } from '../errors/user-error.js';
-import { describeZodError } from '../errors/zod.js';
 import type { KeyLog } from '../keylog/types.js';
-import { mixProbabilities } from '../math/cache-model.js';
 import type { ModelSpec } from '../model/spec.js';
 import { CacheState, type HoldOptions, type ProjectionPublisher } from './cache-state.js';
 import type { DefinitionStore } from './definitions.js';
 import { ModelRegistry } from './models.js';
-import { CacheDamagedError, clearDamage, damageOf } from './recovery.js';
-import { checkSnapshot } from '../index/snapshot.js';
+import { CacheDamagedError, clearDamage, verifyStored } from './recovery.js';
 import type { ProjectionStore } from './projection-store.js';
 import type { CacheStatus, CacheVerification, LogStatus, StartProgress } from './status.js';
 import type { ShardAnswer } from '../shards/merge.js';
-import { mergeClassifications, mergeNeighbourScores } from './sharded.js';
+import { classifyHeld, classifySharded, neighbourScoresHeld, neighbourScoresSharded, type AskShards } from './queries.js';
 import { byShard, cacheOf, holds, shardName, shardNames } from '../shards/shards.js';
-import type { CacheUpdate, Classification, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
+import type { CacheUpdate, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
 
 export abstract class CacheEngine {
   /** what this process holds, by name: each cache of one shard, and each held shard `<cache>#<s>` of the others */
@@ -44,6 +41,8 @@ export abstract class CacheEngine {
   protected closed = false;
   /** whether close() snapshots every cache (a replica snapshots only at its boundaries) */
   protected snapshotsOnClose = true;
+  /** askShards, for queries.ts */
+  private readonly ask: AskShards = (...args) => this.askShards(...args);
 
   constructor(
     protected readonly options: EngineOptions,
@@ -75,24 +74,7 @@ export abstract class CacheEngine {
 
   /** `input` is validated here: it comes straight from a client. */
   async createCache(input: unknown): Promise<CacheInfo> {
-    const parsed = CacheDefinitionSchema.safeParse(input);
-    if (!parsed.success) throw new UserError('invalid_cache_definition', describeZodError(parsed.error));
-    const definition = parsed.data;
-    if (!CACHE_NAME.test(definition.name)) {
-      throw new UserError(
-        'invalid_cache_definition',
-        `name: "${definition.name}" is not a cache name: "#" marks a shard of one (1–64 letters, digits, "-" or "_")`,
-      );
-    }
-    if (definition.shards > 1 && this.options.role === 'embedded') {
-      throw new UserError(
-        'distributed_only',
-        `shards: ${definition.shards}: an embedded service holds a cache whole; shards need distributed mode (REDIS_URL)`,
-      );
-    }
-    if (definition.keyLayers.length !== new Set(definition.keyLayers).size) {
-      throw new UserError('invalid_cache_definition', `keyLayers lists a layer twice: ${definition.keyLayers.join(', ')}`);
-    }
+    const definition = newDefinition(input, this.options.role !== 'embedded');
     const taken = () => new UserError('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
     if (this.caches.has(definition.name) || this.sharded.has(definition.name) || this.failed.has(definition.name)) throw taken();
     await this.models.extractorFor(definition); // validates the model, its spec and the key layers
@@ -179,46 +161,11 @@ export abstract class CacheEngine {
     return Array.from({ length: d.shards }, (_, s) => this.caches.get(shardName(d.name, s, d.shards))).filter((c): c is CacheState => !!c);
   }
 
-  /** p_model, p_cache and p = (1 − λ)·p_model + λ·p_cache for n images, with their nearest cached items. */
+  /** p_model, p_cache and p = (1 − λ)·p_model + λ·p_cache for n images, with their nearest cached items (queries.ts). */
   async classify(name: string, images: Float32Array, n: number, options: ClassifyOptions = {}): Promise<ClassifyResult> {
-    const sharded = this.sharded.get(name);
-    if (sharded) return this.classifySharded(sharded, images, n, options);
-    const cache = this.cache(name);
-    const d = cache.definition;
-    const theta = options.theta === undefined ? d.theta : parseSetting('theta', options.theta);
-    const lambda = options.lambda === undefined ? d.lambda : parseSetting('lambda', options.lambda);
-    const { keys, probs, runMs } = await cache.extractor.run(images, n);
-    const t1 = performance.now();
-    const numClasses = cache.extractor.numClasses;
-    const scores = await cache.score(keys, n, theta, options.neighbours ?? 0);
-    const timings = { inferenceMs: runMs, searchMs: performance.now() - t1 };
-    const { ids, labels } = cache.items;
-    const results: Classification[] = scores.map(({ pCache, neighbours }, i) => {
-      const pModel = Array.from(probs.subarray(i * numClasses, (i + 1) * numClasses));
-      const p = mixProbabilities(pModel, pCache ?? pModel, lambda, pCache === null);
-      return {
-        pModel,
-        pCache: pCache && Array.from(pCache),
-        p: Array.from(p),
-        neighbours: neighbours.map(({ position, similarity }) => ({ id: ids[position], label: labels[position], similarity })),
-      };
-    });
-    return { cache: name, theta, lambda, cacheSize: cache.size, results, timings };
-  }
-
-  /** classify for a cache of several shards: the model runs here, each shard answers, the answers merge exactly. */
-  private async classifySharded(d: CacheDefinition, images: Float32Array, n: number, options: ClassifyOptions): Promise<ClassifyResult> {
-    const theta = options.theta === undefined ? d.theta : parseSetting('theta', options.theta);
-    const lambda = options.lambda === undefined ? d.lambda : parseSetting('lambda', options.lambda);
-    const extractor = await this.models.extractorFor(d);
-    const { keys, probs, runMs } = await extractor.run(images, n);
-    const t1 = performance.now();
-    const wanted = options.neighbours ?? 0;
-    const { answers, sizes, missing } = await this.askShards(d, keys, n, theta, wanted, options.partial === true);
-    const results = mergeClassifications(answers, probs, extractor.numClasses, { theta, lambda, k: d.k, wanted });
-    const cacheSize = sizes.reduce((a, b) => a + b, 0);
-    const timings = { inferenceMs: runMs, searchMs: performance.now() - t1 };
-    return { cache: d.name, theta, lambda, cacheSize, results, timings, ...(missing.length ? { missingShards: missing } : {}) };
+    const d = this.sharded.get(name);
+    if (d) return classifySharded(d, await this.models.extractorFor(d), this.ask, images, n, options);
+    return classifyHeld(this.cache(name), images, n, options);
   }
 
   /**
@@ -251,33 +198,11 @@ export abstract class CacheEngine {
     return (await this.models.extractorFor(this.definitionOf(name))).run(images, n).then((r) => r.probs);
   }
 
-  /**
-   * For tuning: p_model and the k nearest items (similarity, label) of n images, computed
-   * once so that a whole θ × λ grid can be scored in memory. Rows with fewer than k
-   * neighbours are padded with similarity −∞ (weight 0).
-   */
+  /** For tuning: p_model and the k nearest items of n images, scored in memory over a θ × λ grid (queries.ts). */
   async neighbourScores(name: string, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
-    const sharded = this.sharded.get(name);
-    if (sharded) return this.neighbourScoresSharded(sharded, images, n, k);
-    const cache = this.cache(name);
-    const { keys, probs } = await cache.extractor.run(images, n);
-    const found = await cache.lock.read(() => (cache.size > 0 ? cache.search.nearest(keys, n, k) : Promise.resolve([])));
-    const similarities = new Float32Array(n * k).fill(-Infinity);
-    const labels = new Uint16Array(n * k);
-    const itemPositions = new Int32Array(n * k).fill(-1);
-    found.forEach(({ positions, similarities: sims }, q) => {
-      similarities.set(sims, q * k);
-      itemPositions.set(positions, q * k);
-      positions.forEach((p, j) => (labels[q * k + j] = cache.items.labels[p]));
-    });
-    return { k, pModel: probs, similarities, labels, positions: itemPositions };
-  }
-
-  /** neighbourScores over the shards: the k nearest of each shard merge into the k nearest of the cache. */
-  private async neighbourScoresSharded(d: CacheDefinition, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
-    const { keys, probs } = await (await this.models.extractorFor(d)).run(images, n);
-    const { answers } = await this.askShards(d, keys, n, d.theta, k, false);
-    return mergeNeighbourScores(answers, probs, n, k);
+    const d = this.sharded.get(name);
+    if (d) return neighbourScoresSharded(d, await this.models.extractorFor(d), this.ask, images, n, k);
+    return neighbourScoresHeld(this.cache(name), images, n, k);
   }
 
   async snapshot(name: string): Promise<CacheInfo> {
@@ -319,16 +244,7 @@ export abstract class CacheEngine {
   async verifyCache(name: string): Promise<CacheVerification> {
     const cache = this.caches.get(name);
     if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
-    const dir = path.join(this.options.dataDir, name);
-    const snapshot = await checkSnapshot(dir);
-    const log = cache ? await cache.log.verify() : null;
-    const damage = cache ? cache.damage : await damageOf(dir);
-    const problems = [
-      ...(snapshot?.files ?? []).flatMap((f) => (f.problem ? [`snapshot ${f.name}: ${f.problem}`] : [])),
-      ...(log?.damaged ?? []).map((d) => `key log position ${d.position}${d.id ? ` (${d.id})` : ''} does not check out`),
-      ...(cache ? [] : [`the cache is not loaded: ${this.failed.get(name)}`]),
-    ];
-    return { cache: name, checkedAt: new Date().toISOString(), ok: problems.length === 0, problems, snapshot, log, damage };
+    return verifyStored(name, path.join(this.options.dataDir, name), cache ?? { failure: this.failed.get(name) ?? '' });
   }
 
   /**

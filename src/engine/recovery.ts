@@ -21,7 +21,8 @@ import { loadIndex, rebuildHnswFromKeys } from '../index/factory.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { HNSW_FILE } from '../index/hnsw.js';
 import { Projection } from '../index/projection.js';
-import { describeProblems, readSnapshot, setAsideSnapshot, SnapshotDamagedError, type Snapshot } from '../index/snapshot.js';
+import { checkSnapshot, describeProblems, readSnapshot, setAsideSnapshot, SnapshotDamagedError, type Snapshot } from '../index/snapshot.js';
+import type { CacheVerification } from './status.js';
 import type { VectorIndex } from '../index/types.js';
 import type { KeyLog } from '../keylog/types.js';
 import type { Extractor } from '../model/types.js';
@@ -188,4 +189,21 @@ function safeJson(text: string): unknown {
   } catch {
     return null;
   }
+}
+
+/**
+ * Every stored file of a cache checked against its checksums and its whole key log read again:
+ * of a loaded cache, or of one that failed to load (its files, and why it failed).
+ */
+export async function verifyStored(name: string, dir: string, cache: { log: KeyLog; damage: Damage[] } | { failure: string }): Promise<CacheVerification> {
+  const loaded = 'log' in cache ? cache : null;
+  const snapshot = await checkSnapshot(dir);
+  const log = loaded ? await loaded.log.verify() : null;
+  const damage = loaded ? loaded.damage : await damageOf(dir);
+  const problems = [
+    ...(snapshot?.files ?? []).flatMap((f) => (f.problem ? [`snapshot ${f.name}: ${f.problem}`] : [])),
+    ...(log?.damaged ?? []).map((d) => `key log position ${d.position}${d.id ? ` (${d.id})` : ''} does not check out`),
+    ...('failure' in cache ? [`the cache is not loaded: ${cache.failure}`] : []),
+  ];
+  return { cache: name, checkedAt: new Date().toISOString(), ok: problems.length === 0, problems, snapshot, log, damage };
 }

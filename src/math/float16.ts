@@ -69,9 +69,11 @@ export function float16ToFloat32(src: Uint16Array, dst: Float32Array): void {
 }
 
 // ---------------------------------------------------------------------------
-// The same conversion by onnxruntime's Cast (vectorised native code), for whole batches of keys:
-// ~10× faster than the loop above, which stays for single rows and as the reference the tests hold
-// the Cast to. One session per process (per thread), kept: re-creating ORT sessions leaks memory.
+// The same conversion by onnxruntime's Cast (native code), for whole batches of keys: 64 keys of
+// 12,288 values in 5.0 ms against the loop's 8.0 ms (measured here with other work running), and
+// one array for the batch instead of one per key. The loop stays for single rows and as the
+// reference the tests hold the Cast to, bit for bit. One session per process (per thread), kept:
+// re-creating ORT sessions leaks memory.
 
 let castSession: Promise<InferenceSession> | null = null;
 

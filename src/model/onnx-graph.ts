@@ -134,8 +134,10 @@ export function modelHash(bytes: Uint8Array): string {
  * patch, like the outputs: the original nodes and weights are untouched.
  */
 export function withKeyOutput(modelBytes: Uint8Array, outputs: string[], keyLayers: string[]): { bytes: Uint8Array; key: string } {
-  const graph = readGraph(modelBytes);
-  const taken = new Set([...graph.tensors.map((t) => t.name), ...graph.outputs, ...graph.inputs.map((i) => i.name)]);
+  const model = decodeModel(modelBytes);
+  const graph = graphInfo(model);
+  const initializers = (model.graph?.initializer ?? []).map((t) => t.name ?? '');
+  const taken = new Set([...graph.tensors.map((t) => t.name), ...graph.outputs, ...graph.inputs.map((i) => i.name), ...initializers]);
   const fresh = (base: string) => {
     let name = base;
     for (let i = 1; taken.has(name); i++) name = `${base}.${i}`;

@@ -80,11 +80,11 @@ describe('onnx-graph', () => {
   });
 
   test('withKeyOutput adds the key layers, flattened and concatenated, as one more output; the original bytes untouched', async () => {
-    const { bytes: patched, key } = withKeyOutput(bytes, ['probs'], PAPER_KEY_LAYERS);
+    const { bytes: patched, key } = withKeyOutput(bytes, readGraph(bytes), ['probs'], PAPER_KEY_LAYERS);
     assert.deepEqual(patched.subarray(0, bytes.length), bytes);
     assert.deepEqual(readGraph(patched).outputs, ['probs', ...PAPER_KEY_LAYERS, key]);
     assert.ok(!readGraph(bytes).tensors.some((t) => t.name === key), 'a name the model does not use');
-    const again = withKeyOutput(patched, ['probs'], ['activation_18']);
+    const again = withKeyOutput(patched, readGraph(patched), ['probs'], ['activation_18']);
     assert.notEqual(again.key, key, 'a second patch picks a fresh name');
     const session = await ort.InferenceSession.create(patched);
     const x = new Float32Array(2 * 32 * 32 * 3).map((_, i) => ((i * 7919) % 256) / 255);

@@ -85,7 +85,7 @@ export class KeyExtractor implements Extractor {
     }
     if (new Set(keyLayers).size !== keyLayers.length) throw new UserError('bad_key_layers', `keyLayers names a layer twice: ${keyLayers.join(', ')}`);
 
-    const patched = withKeyOutput(bytes, [spec.output], keyLayers);
+    const patched = withKeyOutput(bytes, graph, [spec.output], keyLayers);
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(patched.bytes, {

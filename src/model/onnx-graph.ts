@@ -11,6 +11,8 @@ export interface GraphInfo {
   outputs: string[];
   /** every node output, in graph order */
   tensors: { name: string; opType: string }[];
+  /** names of the weights (initializers) */
+  initializers: string[];
   metadata: Record<string, string>;
   opset: number;
   irVersion: number;
@@ -99,6 +101,7 @@ export function graphInfo(model: onnxProto.onnx.IModelProto): GraphInfo {
     inputs: realInputs(model).map((v) => ({ name: v.name ?? '', dims: valueDims(v), elemType: valueElemType(v) })),
     outputs: (graph.output ?? []).map((v) => v.name ?? ''),
     tensors,
+    initializers: (graph.initializer ?? []).map((t) => t.name ?? ''),
     metadata,
     opset: toNumber(defaultOpset?.version),
     irVersion: toNumber(model.irVersion),
@@ -115,29 +118,29 @@ export function graphInfo(model: onnxProto.onnx.IModelProto): GraphInfo {
  * onnxruntime infers it.
  */
 export function withExtraOutputs(modelBytes: Uint8Array, names: string[]): Uint8Array {
-  const existing = new Set(readGraph(modelBytes).outputs);
-  const extra = [...new Set(names)].filter((n) => !existing.has(n));
+  const extra = newOutputs(readGraph(modelBytes), names);
   if (extra.length === 0) return modelBytes;
   const patch = onnx.ModelProto.encode({ graph: { output: extra.map((name) => ({ name })) } }).finish();
   return Buffer.concat([modelBytes, patch]);
 }
+
+/** `names` that are not graph outputs yet, each once. */
+const newOutputs = (graph: GraphInfo, names: string[]) => [...new Set(names)].filter((n) => !graph.outputs.includes(n));
 
 export function modelHash(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
 /**
- * The model with the key layers and `outputs` as graph outputs (withExtraOutputs), and one more
- * output, returned as `key`: the key layers flattened per image and concatenated, [N, Σ sizes]
- * — the cache key before normalisation. onnxruntime writes it once, where copying each layer's
- * rows into place in JS cost ~0.1 ms per image of the paper's 12,288-value keys. Appended as a
- * patch, like the outputs: the original nodes and weights are untouched.
+ * The model (`graph`: what it holds, as graphInfo read it) with the key layers and `outputs` as
+ * graph outputs, as withExtraOutputs makes them, and one more output, returned as `key`: the key
+ * layers flattened per image and concatenated, [N, Σ sizes] — the cache key before
+ * normalisation. onnxruntime writes it once, where copying each layer's rows into place in JS
+ * cost ~0.1 ms per image of the paper's 12,288-value keys. Appended as one patch: the original
+ * nodes and weights are untouched.
  */
-export function withKeyOutput(modelBytes: Uint8Array, outputs: string[], keyLayers: string[]): { bytes: Uint8Array; key: string } {
-  const model = decodeModel(modelBytes);
-  const graph = graphInfo(model);
-  const initializers = (model.graph?.initializer ?? []).map((t) => t.name ?? '');
-  const taken = new Set([...graph.tensors.map((t) => t.name), ...graph.outputs, ...graph.inputs.map((i) => i.name), ...initializers]);
+export function withKeyOutput(modelBytes: Uint8Array, graph: GraphInfo, outputs: string[], keyLayers: string[]): { bytes: Uint8Array; key: string } {
+  const taken = new Set([...graph.tensors.map((t) => t.name), ...graph.outputs, ...graph.inputs.map((i) => i.name), ...graph.initializers]);
   const fresh = (base: string) => {
     let name = base;
     for (let i = 1; taken.has(name); i++) name = `${base}.${i}`;
@@ -149,6 +152,7 @@ export function withKeyOutput(modelBytes: Uint8Array, outputs: string[], keyLaye
   const key = fresh('cachet.key');
   const node = flat.map(({ layer, name }) => ({ opType: 'Flatten', input: [layer], output: [name], attribute: axis1 }));
   node.push({ opType: 'Concat', input: flat.map((f) => f.name), output: [key], attribute: axis1 });
-  const patch = onnx.ModelProto.encode({ graph: { node, output: [{ name: key }] } }).finish();
-  return { bytes: Buffer.concat([withExtraOutputs(modelBytes, [...outputs, ...keyLayers]), patch]), key };
+  const output = [...newOutputs(graph, [...outputs, ...keyLayers]), key].map((name) => ({ name }));
+  const patch = onnx.ModelProto.encode({ graph: { node, output } }).finish();
+  return { bytes: Buffer.concat([modelBytes, patch]), key };
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 const args = process.argv.slice(2);
 const value = (flag: string) => {
   const i = args.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
-  return i < 0 ? undefined : args[i].includes('=') ? args[i].split('=')[1] : args[i + 1];
+  return i < 0 ? undefined : args[i] === flag ? args[i + 1] : args[i].slice(flag.length + 1);
 };
 const data = value('--data');
 const paper = data !== undefined && existsSync(path.join(data, 'cache-45k.csv')) && value('--items') === undefined;

@@ -8,6 +8,7 @@ import { PredictBatcher } from '../src/http/batcher.js';
 import { UserError } from '../src/errors/user-error.js';
 import { call, PAPER_KEY_LAYERS, RESNET, SAMPLE, sampleFolder, start, waitForJob } from './harness.js';
 import { ClassifyOptions, ClassifyResult } from '../src/engine/types.js';
+import type { ModelSpec } from '../src/model/spec.js';
 
 /** An engine that answers each image with p = [its first value]; calls return when `release()` is called. */
 function fakeEngine(fail?: Error) {
@@ -29,7 +30,20 @@ function fakeEngine(fail?: Error) {
   };
 }
 
-const img = (v: number) => new Float32Array([v, 0, 0]);
+const img = (v: number) => [v, 0, 0]; // one pixel: with SPEC, its model input is [v, 0, 0]
+const SPEC: ModelSpec = {
+  input: 'x',
+  output: 'y',
+  outputKind: 'probabilities',
+  layout: 'NHWC',
+  width: 1,
+  height: 1,
+  channelOrder: 'RGB',
+  scale: 1,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+  classes: ['a', 'b'],
+};
 const values = (r: ClassifyResult) => r.results.map((c) => c.p[0]);
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -37,10 +51,10 @@ describe('PredictBatcher', () => {
   test('concurrent requests with equal options share one engine call; results go back in order', async () => {
     const engine = fakeEngine();
     const batcher = new PredictBatcher(engine, { maxWaitMs: 10_000 });
-    const first = batcher.classify('c', [img(1)], { neighbours: 2 }); // engine idle: sent at once
-    const a = batcher.classify('c', [img(2), img(3)], { neighbours: 2 });
-    const b = batcher.classify('c', [img(4)], { neighbours: 2 });
-    const c = batcher.classify('c', [img(5), img(6), img(7)], { neighbours: 2 });
+    const first = batcher.classify('c', [img(1)], SPEC, { neighbours: 2 }); // engine idle: sent at once
+    const a = batcher.classify('c', [img(2), img(3)], SPEC, { neighbours: 2 });
+    const b = batcher.classify('c', [img(4)], SPEC, { neighbours: 2 });
+    const c = batcher.classify('c', [img(5), img(6), img(7)], SPEC, { neighbours: 2 });
     assert.equal(engine.calls.length, 1);
     engine.release(); // the engine frees up: the three waiting requests go as one batch
     await tick();
@@ -58,12 +72,12 @@ describe('PredictBatcher', () => {
     const engine = fakeEngine();
     const batcher = new PredictBatcher(engine, { maxWaitMs: 10_000 });
     const all = [
-      batcher.classify('c', [img(0)]),
-      batcher.classify('c', [img(1)], { theta: 10 }),
-      batcher.classify('c', [img(2)], { theta: 10, neighbours: 0 }), // neighbours 0 is the default: same key
-      batcher.classify('c', [img(3)], { lambda: 0.2 }),
-      batcher.classify('c', [img(4)], { neighbours: 3 }),
-      batcher.classify('d', [img(5)], { theta: 10 }),
+      batcher.classify('c', [img(0)], SPEC),
+      batcher.classify('c', [img(1)], SPEC, { theta: 10 }),
+      batcher.classify('c', [img(2)], SPEC, { theta: 10, neighbours: 0 }), // neighbours 0 is the default: same key
+      batcher.classify('c', [img(3)], SPEC, { lambda: 0.2 }),
+      batcher.classify('c', [img(4)], SPEC, { neighbours: 3 }),
+      batcher.classify('d', [img(5)], SPEC, { theta: 10 }),
     ];
     engine.release();
     await tick();
@@ -84,11 +98,11 @@ describe('PredictBatcher', () => {
   test('maxBatch bounds a batch; a request is split only when it alone exceeds it', async () => {
     const engine = fakeEngine();
     const batcher = new PredictBatcher(engine, { maxBatch: 4, maxWaitMs: 10_000 });
-    const first = batcher.classify('c', [img(0)]);
-    const a = batcher.classify('c', [img(1), img(2), img(3)]);
-    const b = batcher.classify('c', [img(4), img(5)]); // does not fit beside a: a goes, b starts the next batch
-    const c = batcher.classify('c', [img(6), img(7)]); // fills b's batch: sent at once
-    const big = batcher.classify('c', [9, 10, 11, 12, 13, 14].map(img)); // 4 + 2
+    const first = batcher.classify('c', [img(0)], SPEC);
+    const a = batcher.classify('c', [img(1), img(2), img(3)], SPEC);
+    const b = batcher.classify('c', [img(4), img(5)], SPEC); // does not fit beside a: a goes, b starts the next batch
+    const c = batcher.classify('c', [img(6), img(7)], SPEC); // fills b's batch: sent at once
+    const big = batcher.classify('c', [9, 10, 11, 12, 13, 14].map(img), SPEC); // 4 + 2
     assert.deepEqual(
       engine.calls.map((x) => x.firsts),
       [[0], [1, 2, 3], [4, 5, 6, 7], [9, 10, 11, 12]],
@@ -104,11 +118,25 @@ describe('PredictBatcher', () => {
     assert.equal(batcher.stats().largestBatch, 4);
   });
 
+  test("one batch's tensor holds each request's pixels as its own spec makes them model input", async () => {
+    const engine = fakeEngine();
+    const batcher = new PredictBatcher(engine, { maxWaitMs: 10_000 });
+    const scaled: ModelSpec = { ...SPEC, scale: 2, mean: [1, 0, 0], std: [4, 1, 1] }; // (2v − 1) / 4
+    const first = batcher.classify('c', [img(0)], SPEC);
+    const a = batcher.classify('c', [img(3)], SPEC);
+    const b = batcher.classify('c', [img(5), img(9)], scaled);
+    engine.release(); // the first returns: a and b, waiting with equal options, go as one batch
+    await tick();
+    assert.deepEqual(engine.calls[1]?.firsts, [3, 2.25, 4.25]);
+    engine.release();
+    assert.deepEqual((await Promise.all([first, a, b])).map(values), [[0], [3], [2.25, 4.25]]);
+  });
+
   test('a lone request is not delayed by maxWaitMs, nor is the next one after it', async () => {
     const engine = fakeEngine();
     const batcher = new PredictBatcher(engine, { maxWaitMs: 60_000 });
     for (let i = 0; i < 3; i++) {
-      const r = batcher.classify('c', [img(i)]);
+      const r = batcher.classify('c', [img(i)], SPEC);
       assert.equal(engine.calls.length, i + 1, 'sent at once');
       engine.release();
       assert.deepEqual(values(await r), [i]);
@@ -118,9 +146,9 @@ describe('PredictBatcher', () => {
   test('while the engine is busy, a batch waits at most maxWaitMs', async () => {
     const engine = fakeEngine();
     const batcher = new PredictBatcher(engine, { maxWaitMs: 20 });
-    const first = batcher.classify('c', [img(0)]);
+    const first = batcher.classify('c', [img(0)], SPEC);
     const t0 = performance.now();
-    const late = batcher.classify('c', [img(1)]);
+    const late = batcher.classify('c', [img(1)], SPEC);
     while (engine.calls.length < 2) await new Promise((r) => setTimeout(r, 1));
     const waited = performance.now() - t0;
     assert.ok(waited >= 15 && waited < 1000, `waited ${waited} ms`);
@@ -131,7 +159,7 @@ describe('PredictBatcher', () => {
   test('an engine error reaches every request of that batch, a UserError as a UserError', async () => {
     const engine = fakeEngine(new UserError('invalid_theta', 'theta = -1: too small'));
     const batcher = new PredictBatcher(engine, { maxWaitMs: 10_000 });
-    const all = [batcher.classify('c', [img(0)]), batcher.classify('c', [img(1)]), batcher.classify('c', [img(2), img(3)])];
+    const all = [batcher.classify('c', [img(0)], SPEC), batcher.classify('c', [img(1)], SPEC), batcher.classify('c', [img(2), img(3)], SPEC)];
     const settled = Promise.allSettled(all);
     engine.release();
     await tick();
@@ -148,7 +176,7 @@ describe('PredictBatcher', () => {
     // and the batcher goes on afterwards
     const ok = fakeEngine();
     const again = new PredictBatcher(ok);
-    const r = again.classify('c', [img(7)]);
+    const r = again.classify('c', [img(7)], SPEC);
     ok.release();
     assert.deepEqual(values(await r), [7]);
   });

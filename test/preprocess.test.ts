@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import { UserError } from '../src/errors/user-error.js';
 import type { ModelSpec } from '../src/model/spec.js';
-import { DEFAULT_LIMIT_INPUT_PIXELS, flipTensor, imageToPixels, imageToTensor, stackBatch } from '../src/preprocess/image.js';
+import { DEFAULT_LIMIT_INPUT_PIXELS, flipTensor, imageToPixels, imageToTensor, pixelsToBatch, pixelsToTensor, stackBatch } from '../src/preprocess/image.js';
 import { decodeJpegDirect, jpegHeader } from '../src/preprocess/jpeg-direct.js';
 
 const CAT = new URL('../samples/cifar10/cache/cat/0000.jpg', import.meta.url).pathname;
@@ -158,6 +158,13 @@ test('stackBatch concatenates images', () => {
   assert.deepEqual(stackBatch([a, b]), Float32Array.of(1, 2, 3, 4, 5, 6));
   assert.deepEqual(stackBatch([]), new Float32Array(0));
   assert.throws(() => stackBatch([a, Float32Array.of(1)]));
+});
+
+test('pixelsToBatch writes what pixelsToTensor gives each image, one after another; a wrong size is refused', () => {
+  const spec = raw(2, 1, { layout: 'NCHW', channelOrder: 'BGR', scale: 1 / 255, mean: [0.5, 0.4, 0.3], std: [0.2, 0.3, 0.4] });
+  const images = [[0, 10, 20, 30, 40, 50], Uint8Array.of(255, 128, 1, 2, 3, 4)];
+  assert.deepEqual(pixelsToBatch(images, spec), stackBatch(images.map((p) => pixelsToTensor(p, spec))));
+  assert.throws(() => pixelsToBatch([[1, 2, 3]], spec), /has 6 values, got 3/);
 });
 
 describe('flipTensor', () => {

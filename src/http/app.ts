@@ -22,7 +22,7 @@ import {
 } from './schemas.js';
 import { openApiDocument } from './openapi.js';
 import { readiness } from './readiness.js';
-import { FLIP_SUFFIX, imageToTensor } from '../preprocess/image.js';
+import { FLIP_SUFFIX, imageToPixels } from '../preprocess/image.js';
 import { topIndices } from '../math/cache-model.js';
 import { UserError } from '../errors/user-error.js';
 import { PAPER_LAMBDAS, PAPER_THETAS } from '../jobs/tune-job.js';
@@ -276,16 +276,16 @@ export function createApp(ctx: ApiContext): express.Express {
       const name = param(req, 'name');
       const { images, options } = predictInput(req, limits);
       const spec = await engine.modelSpec(name);
-      const tensors = await Promise.all(
+      const pixels = await Promise.all(
         images.map((bytes, i) =>
-          imageToTensor(bytes, spec, { limitInputPixels: limits.limitInputPixels }).catch((err: unknown) => {
+          imageToPixels(bytes, spec, { limitInputPixels: limits.limitInputPixels }).catch((err: unknown) => {
             if (err instanceof UserError) throw err.at(`image ${i}: `);
             throw err;
           }),
         ),
       );
       const { topK: _, ...classifyOptions } = options;
-      const r = await ctx.batcher.classify(name, tensors, classifyOptions);
+      const r = await ctx.batcher.classify(name, pixels, spec, classifyOptions);
       res.json({
         cache: r.cache,
         theta: r.theta,

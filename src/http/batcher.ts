@@ -15,7 +15,8 @@
 // Other engine calls (index and eval jobs) are not seen here: "idle" means no predict batch in flight.
 import type { ServingApi } from '../engine/client.js';
 import { ClassifyResult, ClassifyOptions } from '../engine/types.js';
-import { stackBatch } from '../preprocess/image.js';
+import type { ModelSpec } from '../model/spec.js';
+import { writeTensor } from '../preprocess/image.js';
 
 export interface BatcherOptions {
   /** the most images in one engine call */
@@ -39,7 +40,9 @@ export interface BatcherStats {
 }
 
 interface Waiting {
-  images: Float32Array[];
+  /** a request's images as decoded pixels, made model input (per its spec) straight into the batch tensor */
+  pixels: ArrayLike<number>[];
+  spec: ModelSpec;
   resolve: (r: ClassifyResult) => void;
   reject: (err: unknown) => void;
 }
@@ -69,12 +72,12 @@ export class PredictBatcher {
     if (!(maxWaitMs >= 0)) throw new Error(`maxWaitMs must be ≥ 0, got ${maxWaitMs}`);
   }
 
-  /** Classify one request's decoded images (each laid out as the cache's model input). */
-  async classify(name: string, images: Float32Array[], options: ClassifyOptions = {}): Promise<ClassifyResult> {
+  /** Classify one request's images, decoded to pixels (imageToPixels) for the cache's model, whose spec is `spec`. */
+  async classify(name: string, pixels: ArrayLike<number>[], spec: ModelSpec, options: ClassifyOptions = {}): Promise<ClassifyResult> {
     const { maxBatch } = this.options;
-    if (images.length <= maxBatch) return this.enqueue(name, images, options);
+    if (pixels.length <= maxBatch) return this.enqueue(name, pixels, spec, options);
     const parts: Promise<ClassifyResult>[] = [];
-    for (let s = 0; s < images.length; s += maxBatch) parts.push(this.enqueue(name, images.slice(s, s + maxBatch), options));
+    for (let s = 0; s < pixels.length; s += maxBatch) parts.push(this.enqueue(name, pixels.slice(s, s + maxBatch), spec, options));
     const done = await Promise.all(parts);
     // θ and λ are those of every part; cacheSize is the last part's (the cache may grow meanwhile)
     const missing = [...new Set(done.flatMap((r) => r.missingShards ?? []))].sort((a, b) => a - b);
@@ -87,7 +90,7 @@ export class PredictBatcher {
     return { ...this.counts, waiting };
   }
 
-  private enqueue(name: string, images: Float32Array[], given: ClassifyOptions): Promise<ClassifyResult> {
+  private enqueue(name: string, pixels: ArrayLike<number>[], spec: ModelSpec, given: ClassifyOptions): Promise<ClassifyResult> {
     const options: ClassifyOptions = { neighbours: given.neighbours ?? 0 };
     if (given.theta !== undefined) options.theta = given.theta;
     if (given.lambda !== undefined) options.lambda = given.lambda;
@@ -96,7 +99,7 @@ export class PredictBatcher {
     const { maxBatch, maxWaitMs } = this.options;
     return new Promise((resolve, reject) => {
       let batch = this.open.get(key);
-      if (batch && batch.images + images.length > maxBatch) {
+      if (batch && batch.images + pixels.length > maxBatch) {
         this.send(key, batch); // this request does not fit: it starts the next batch
         batch = undefined;
       }
@@ -104,8 +107,8 @@ export class PredictBatcher {
         batch = { name, options, waiting: [], images: 0, timer: null };
         this.open.set(key, batch);
       }
-      batch.waiting.push({ images, resolve, reject });
-      batch.images += images.length;
+      batch.waiting.push({ pixels, spec, resolve, reject });
+      batch.images += pixels.length;
       if (batch.images >= maxBatch || this.inFlight === 0) this.send(key, batch);
       else if (!batch.timer) {
         const b = batch;
@@ -118,28 +121,28 @@ export class PredictBatcher {
     if (this.open.get(key) === batch) this.open.delete(key);
     if (batch.timer) clearTimeout(batch.timer);
     batch.timer = null;
-    const tensors = batch.waiting.flatMap((w) => w.images);
+    const n = batch.images;
     this.inFlight++;
     this.counts.batches++;
     this.counts.requests += batch.waiting.length;
-    this.counts.images += tensors.length;
-    this.counts.largestBatch = Math.max(this.counts.largestBatch, tensors.length);
+    this.counts.images += n;
+    this.counts.largestBatch = Math.max(this.counts.largestBatch, n);
     let call: Promise<ClassifyResult>;
     try {
       // a fresh tensor per batch: the engine client transfers (detaches) its buffer
-      call = this.engine.classify(batch.name, stackBatch(tensors), tensors.length, batch.options);
+      call = this.engine.classify(batch.name, batchTensor(batch.waiting), n, batch.options);
     } catch (err) {
       call = Promise.reject(err);
     }
     call.then(
       (r) => {
         this.inFlight--;
-        if (r.results.length !== tensors.length) {
-          const err = new Error(`the engine returned ${r.results.length} results for ${tensors.length} images`);
+        if (r.results.length !== n) {
+          const err = new Error(`the engine returned ${r.results.length} results for ${n} images`);
           for (const w of batch.waiting) w.reject(err);
         } else {
           let at = 0;
-          for (const w of batch.waiting) w.resolve({ ...r, results: r.results.slice(at, (at += w.images.length)) });
+          for (const w of batch.waiting) w.resolve({ ...r, results: r.results.slice(at, (at += w.pixels.length)) });
         }
         this.whenIdle();
       },
@@ -156,4 +159,24 @@ export class PredictBatcher {
     if (this.inFlight > 0) return;
     for (const [key, batch] of [...this.open]) this.send(key, batch);
   }
+}
+
+/**
+ * The batch's model input: every request's pixels written straight into one tensor, each per the
+ * spec it was decoded for (no tensor per image: a request of 64 CIFAR images would allocate 64
+ * arrays, 786 KB, only to copy them here).
+ */
+function batchTensor(waiting: Waiting[]): Float32Array {
+  let floats = 0;
+  for (const w of waiting) floats += w.pixels.length * w.spec.width * w.spec.height * 3;
+  const tensor = new Float32Array(floats);
+  let at = 0;
+  for (const w of waiting) {
+    const size = w.spec.width * w.spec.height * 3;
+    for (const rgb of w.pixels) {
+      writeTensor(rgb, w.spec, tensor, at);
+      at += size;
+    }
+  }
+  return tensor;
 }

@@ -201,11 +201,14 @@ export class FullKeyStore {
     const session = await getSession(this.format);
     const capacity = Math.max(RUN_ELEMENTS, segRows * d);
     const gathered = this.scratch.pop() ?? this.newArray(capacity);
+    // one query buffer for every run: the most queries a run can hold is set by the shortest segment
+    const runQueries = (rows: number) => Math.min(segments.length, Math.max(1, Math.floor(capacity / (rows * d))));
+    const queryBuffer = new Float32Array(runQueries(segments[segments.length - 1].rows) * d);
     try {
       for (let s0 = 0; s0 < segments.length;) {
         const rows = segments[s0].rows; // the longest in this run
-        const b = Math.min(segments.length - s0, Math.max(1, Math.floor(capacity / (rows * d))));
-        const q = new Float32Array(b * d);
+        const b = Math.min(segments.length - s0, runQueries(rows));
+        const q = queryBuffer.subarray(0, b * d);
         for (let i = 0; i < b; i++) {
           const seg = segments[s0 + i];
           q.set(queries.subarray(seg.query * d, (seg.query + 1) * d), i * d);

@@ -136,8 +136,23 @@ async function tooLarge(input: Buffer | string, what: string, limit: number): Pr
  * Float pixels (an attack's perturbed images) need not be whole numbers.
  */
 export function pixelsToTensor(rgb: ArrayLike<number>, spec: ModelSpec): Float32Array {
+  const out = new Float32Array(spec.width * spec.height * 3);
+  writeTensor(rgb, spec, out, 0);
+  return out;
+}
+
+/** The model input of n images of pixels (pixelsToTensor's), written straight into one batch buffer. */
+export function pixelsToBatch(images: ArrayLike<number>[], spec: ModelSpec): Float32Array {
+  const size = spec.width * spec.height * 3;
+  const batch = new Float32Array(images.length * size);
+  images.forEach((rgb, i) => writeTensor(rgb, spec, batch, i * size));
+  return batch;
+}
+
+/** pixelsToTensor's values written into `out` from `offset`. */
+export function writeTensor(rgb: ArrayLike<number>, spec: ModelSpec, out: Float32Array, offset: number): void {
   const hw = spec.width * spec.height;
-  const out = new Float32Array(hw * 3);
+  if (rgb.length !== hw * 3) throw new RangeError(`an image of ${spec.width}×${spec.height} RGB has ${hw * 3} values, got ${rgb.length}`);
   // source channel feeding output channel c
   const src = spec.channelOrder === 'RGB' ? [0, 1, 2] : [2, 1, 0];
   const mul = [0, 1, 2].map((c) => spec.scale / spec.std[c]);
@@ -146,10 +161,9 @@ export function pixelsToTensor(rgb: ArrayLike<number>, spec: ModelSpec): Float32
   for (let p = 0; p < hw; p++) {
     for (let c = 0; c < 3; c++) {
       const v = rgb[p * 3 + src[c]] * mul[c] + add[c];
-      out[chw ? c * hw + p : p * 3 + c] = v;
+      out[offset + (chw ? c * hw + p : p * 3 + c)] = v;
     }
   }
-  return out;
 }
 
 /** The id suffix of an item's mirror image, when a job indexes flips too. */

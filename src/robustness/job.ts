@@ -12,7 +12,7 @@ import type { ErrorRates } from '../jobs/results.js';
 import type { JobContext, ProcessorSettings } from '../jobs/types.js';
 import { Rng } from '../math/rng.js';
 import type { ModelSpec } from '../model/spec.js';
-import { imageToPixels, pixelsToTensor, stackBatch } from '../preprocess/image.js';
+import { imageToPixels, pixelsToBatch } from '../preprocess/image.js';
 import { imageBytes } from '../sources/fetch.js';
 import { itemName, type SourceItem } from '../sources/sources.js';
 import { corrupt, CORRUPTIONS } from './corruptions.js';
@@ -142,7 +142,7 @@ function queryOf(engine: ServingApi, data: RobustnessJobData, spec: ModelSpec, n
 }
 
 /** Images as interleaved RGB (0…255) → one batch tensor for the model. */
-const modelBatch = (images: ArrayLike<number>[], spec: ModelSpec) => stackBatch(images.map((p) => pixelsToTensor(p, spec)));
+const modelBatch = (images: ArrayLike<number>[], spec: ModelSpec) => pixelsToBatch(images, spec);
 
 /** The source images as the model sees them before normalisation; an item that cannot be read is reported and left out. */
 async function decodeAll(items: SourceItem[], spec: ModelSpec, settings: ProcessorSettings, ctx: JobContext) {

@@ -28,7 +28,18 @@ export async function startService(dir: string, args: string[] = []): Promise<Be
   const fd = openSync(log, 'a');
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), 'serve', '--port', String(port), '--data-dir', path.join(dir, 'indexes'), ...args],
+    [
+      '--initial-old-space-size=256',
+      '--import',
+      'tsx',
+      path.join(ROOT, 'src/cli/main.ts'),
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      path.join(dir, 'indexes'),
+      ...args,
+    ],
     { cwd: ROOT, stdio: ['ignore', fd, fd], env: { ...withHugePages(process.env), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
   );
   closeSync(fd);

@@ -26,12 +26,7 @@ export const EfSearchSchema = z.number().int().min(8).max(5000).describe('hnsw c
 export const KSchema = z.number().int().min(1).max(2000).describe('p_cache sums over this many nearest neighbours when the index is approximate');
 export const LambdaSchema = z.number().min(0).max(1).describe('λ, the weight of p_cache: 0 is the model alone, 1 the cache alone');
 
-// Defaults chosen by error and time, measured on the paper's 90,000-item CIFAR-10 cache (cache-45k
-// + flips, PCA-128 search keys in hnsw, re-ranked), θ and λ tuned on val-5k (+ flips) for each
-// setting, top-1 error on val-5k (`cachet tune` then `cachet eval`, 2026-12-03): k=200, efSearch=512:
-// 13.96 % (eval 16 s); k=100, efSearch=256: 13.90 % (13 s); k=50, efSearch=128: 14.14 % (10 s).
-// k=100/256 errs no more than 200/512 (the difference is 3 images of 5,000) and is ~20 % faster;
-// k=50 errs more. (Top-1 agreement with exact search: 99.6 % at 200/512, 98.9 % at 50/128.)
+// How a cache indexes its keys; the defaults are index/factory.ts's (efSearch chosen with k: DEFAULT_K above).
 export const IndexOptionsSchema = z
   .object({
     type: z.enum(['auto', 'exact', 'hnsw']).default(DEFAULT_INDEX_OPTIONS.type),

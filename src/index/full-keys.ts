@@ -3,10 +3,9 @@
 // keys (12,288 dims for the paper's ResNet-20). This store holds those full keys
 // compactly, off the JS heap, and computes exact inner products with them.
 //
-// Keys live in typed-array blocks of ≤ ~128 MB (their backing stores are outside
-// the JS heap), as float32 or float16 (Uint16Array: 90,000 × 12,288 keys take
-// 2.2 GB instead of 4.4 GB). A memory-mapped file would be nicer still, but the
-// npm mmap packages need a native build with node-gyp, so plain blocks it is.
+// Keys live in typed-array blocks of ≤ ~128 MB (off the JS heap), as float32 or
+// float16 (Uint16Array: 90,000 × 12,288 keys take 2.2 GB instead of 4.4 GB); npm's
+// mmap packages need a native build with node-gyp, so plain blocks it is.
 //
 // Similarities: the candidate rows are gathered (still float16 if stored so) into
 // a reused scratch buffer and one onnxruntime run computes
@@ -197,13 +196,11 @@ export class FullKeyStore {
     }
     if (segments.length === 0) return out;
     segments.sort((a, b) => b.rows - a.rows);
-
     const session = await getSession(this.format);
     const capacity = Math.max(RUN_ELEMENTS, segRows * d);
     const gathered = this.scratch.pop() ?? this.newArray(capacity);
-    // one query buffer for every run: the most queries a run can hold is set by the shortest segment
     const runQueries = (rows: number) => Math.min(segments.length, Math.max(1, Math.floor(capacity / (rows * d))));
-    const queryBuffer = new Float32Array(runQueries(segments[segments.length - 1].rows) * d);
+    const queryBuffer = new Float32Array(runQueries(segments[segments.length - 1].rows) * d); // for every run: the shortest segment packs most
     try {
       for (let s0 = 0; s0 < segments.length;) {
         const rows = segments[s0].rows; // the longest in this run

@@ -1,6 +1,7 @@
 // docker-compose.yml cannot run here (no Docker engine): check that it parses and
 // describes the distributed set as the README promises.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -88,4 +89,21 @@ test('docker-compose.cluster.yml: a 3-master Redis Cluster, api replicas in two 
     assert.equal(s[name].depends_on?.['redis-cluster-init']?.condition, 'service_completed_successfully');
   }
   assert.equal(s['api-a'].deploy?.replicas, 2, 'each shard served twice: one replica can die');
+});
+
+test("every way we start node gives it the heap flag (README, Node's heap), and node accepts it", () => {
+  const FLAG = '--initial-old-space-size=256';
+  const read = (file: string) => readFileSync(path.join(REPO, file), 'utf8');
+  const entrypoint = /^ENTRYPOINT (.*)$/m.exec(read('Dockerfile'))?.[1];
+  assert.deepEqual(JSON.parse(entrypoint ?? 'null')?.slice(0, 2), ['node', FLAG], 'the image runs serve and worker with it');
+  for (const file of ['docker-compose.yml', 'docker-compose.cluster.yml']) {
+    const services = (parse(read(file), { merge: true }) as { services: Record<string, Service> }).services;
+    for (const [name, s] of Object.entries(services)) {
+      const starts = s.entrypoint?.join(' ') ?? '';
+      if (starts.includes('main.js')) assert.ok(starts.includes(`exec node ${FLAG} dist/src/cli/main.js`), `${file}: ${name}`);
+    }
+  }
+  const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
+  for (const name of ['start', 'serve']) assert.match(scripts[name], new RegExp(`node ${FLAG} dist/src/cli/main\\.js`), `npm run ${name}`);
+  execFileSync(process.execPath, [FLAG, '-e', '0']); // a flag node does not know stops it at once
 });

@@ -21,6 +21,6 @@ COPY --from=build /app/dist dist
 COPY package.json ./
 COPY public public
 COPY models models
-# a full garbage collection every few predict batches otherwise (README, "Operating Cachet")
+# otherwise a full garbage collection every few predict batches (README, "Node's heap")
 ENTRYPOINT ["node", "--initial-old-space-size=256", "dist/src/cli/main.js"]
 CMD ["serve"]

@@ -56,7 +56,7 @@ export async function runRobustnessJob(engine: ServingApi, settings: ProcessorSe
     for (let start = 0; start < pixels.length; start += settings.batchSize) {
       ctx.signal.throwIfAborted();
       const batch = pixels.slice(start, start + settings.batchSize);
-      const r = await engine.classify(data.cache, modelBatch(batch, spec), batch.length, options);
+      const r = await engine.classify(data.cache, pixelsToBatch(batch, spec), batch.length, options);
       Object.assign(used, { theta: r.theta, lambda: r.lambda, cacheSize: r.cacheSize });
       r.results.forEach((c, i) => tally.add(c, labels[start + i]));
     }
@@ -132,7 +132,7 @@ export async function runRobustnessJob(engine: ServingApi, settings: ProcessorSe
 
 /** What an attack reads: the probabilities of the classifier it is crafted against. */
 function queryOf(engine: ServingApi, data: RobustnessJobData, spec: ModelSpec, name: AttackName): ProbabilityQuery {
-  const tensor = (images: Float32Array[]) => modelBatch(images, spec);
+  const tensor = (images: Float32Array[]) => pixelsToBatch(images, spec);
   const target = ATTACK_TARGETS[name];
   if (target === 'model') return (images) => engine.modelProbabilities(data.cache, tensor(images), images.length);
   return async (images) => {
@@ -140,9 +140,6 @@ function queryOf(engine: ServingApi, data: RobustnessJobData, spec: ModelSpec, n
     return Float32Array.from(r.results.flatMap((c) => (target === 'cacheModel' ? c.p : (c.pCache ?? c.pModel))));
   };
 }
-
-/** Images as interleaved RGB (0…255) → one batch tensor for the model. */
-const modelBatch = (images: ArrayLike<number>[], spec: ModelSpec) => pixelsToBatch(images, spec);
 
 /** The source images as the model sees them before normalisation; an item that cannot be read is reported and left out. */
 async function decodeAll(items: SourceItem[], spec: ModelSpec, settings: ProcessorSettings, ctx: JobContext) {

@@ -383,15 +383,14 @@ export abstract class CacheEngine {
 
   /** Stop serving a cache of several shards: drop the shards held here and their local snapshots. */
   private async dropSharded(d: CacheDefinition): Promise<void> {
+    // the cache and all its shards leave the maps at once, before any shard is closed: no listing
+    // shows a shard of a cache that already answers unknown_cache
     this.sharded.delete(d.name);
-    for (const name of shardNames(d.name, d.shards)) {
-      const unit = this.caches.get(name);
-      if (unit) await this.drop(unit);
-      this.failed.delete(name);
-      this.damaged.delete(name);
-      this.progress.delete(name);
-      await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
-    }
+    const names = shardNames(d.name, d.shards);
+    const held = names.flatMap((name) => this.caches.get(name) ?? []);
+    for (const name of names) for (const map of [this.caches, this.failed, this.damaged, this.progress]) map.delete(name);
+    for (const unit of held) await unit.lock.run(() => unit.close());
+    for (const name of names) await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
   }
 
   /** Stop serving a cache held by this process and close its log (waits for work in hand). */

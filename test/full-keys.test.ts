@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FullKeyStore, type KeyFormat } from '../src/index/full-keys.js';
 import { castToFloat16, float16ToFloat32, float32ToFloat16 } from '../src/math/float16.js';
+import { bestFirst } from '../src/engine/search-index.js';
 import { gaussian, rng } from './fixtures/random.js';
 
 /** mulberry32: a small seeded PRNG, so failures reproduce */
@@ -385,5 +386,26 @@ describe('FullKeyStore', () => {
     assert.throws(() => new FullKeyStore(8, 'float64' as KeyFormat), RangeError);
     const store = new FullKeyStore(8, 'float16');
     assert.throws(() => store.add(new Float32Array(15), 2), RangeError);
+  });
+});
+
+describe('re-ranked candidates, best first', () => {
+  it('orders as a sort by similarity then position would, ties and repeats included, in place', () => {
+    const random = rng(7);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = Math.floor(random() * 60);
+      // few distinct similarities, so that ties are common; positions unique, as an index returns them
+      const positions = Int32Array.from({ length: n }, (_, i) => i * 7 + Math.floor(random() * 7));
+      for (let i = n - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [positions[i], positions[j]] = [positions[j], positions[i]];
+      }
+      const similarities = Float32Array.from({ length: n }, () => Math.round(random() * 8) / 8 - 0.5);
+      const expected = Array.from(positions.keys()).sort((a, b) => similarities[b] - similarities[a] || positions[a] - positions[b]);
+      const want = { positions: Int32Array.from(expected, (i) => positions[i]), similarities: Float32Array.from(expected, (i) => similarities[i]) };
+      const got = bestFirst(positions, similarities);
+      assert.deepEqual(got, want);
+      assert.equal(got.positions, positions, 'sorted in place');
+    }
   });
 });

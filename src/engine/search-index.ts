@@ -80,11 +80,7 @@ export class SearchIndex {
       n,
       found.map((f) => f.positions),
     );
-    return found.map((f, q) => {
-      const sims = exact[q];
-      const order = Array.from(f.positions.keys()).sort((a, b) => sims[b] - sims[a] || f.positions[a] - f.positions[b]);
-      return { positions: Int32Array.from(order, (i) => f.positions[i]), similarities: Float32Array.from(order, (i) => sims[i]) };
-    });
+    return found.map((f, q) => bestFirst(f.positions, exact[q]));
   }
 
   /** Search-time settings of the cache definition that the index holds itself (efSearch). */
@@ -96,4 +92,23 @@ export class SearchIndex {
   extras(): SnapshotPart[] {
     return [this.projection, this.fullKeys].filter((x): x is Projection | FullKeyStore => x !== null);
   }
+}
+
+/**
+ * Candidates ordered by exact similarity, best first (ties: lower position first), sorted in place.
+ * Insertion sort: the index found them by a close measure, so they are nearly in order already.
+ */
+export function bestFirst(positions: Int32Array, similarities: Float32Array): Neighbours {
+  for (let i = 1; i < positions.length; i++) {
+    const p = positions[i];
+    const s = similarities[i];
+    let j = i - 1;
+    for (; j >= 0 && (similarities[j] < s || (similarities[j] === s && positions[j] > p)); j--) {
+      positions[j + 1] = positions[j];
+      similarities[j + 1] = similarities[j];
+    }
+    positions[j + 1] = p;
+    similarities[j + 1] = s;
+  }
+  return { positions, similarities };
 }

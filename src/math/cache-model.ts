@@ -10,16 +10,26 @@
 export function l2NormaliseRows(rows: Float32Array, n: number, dim: number): boolean[] {
   const ok: boolean[] = [];
   for (let r = 0; r < n; r++) {
-    const o = r * dim;
-    let ss = 0;
-    for (let j = 0; j < dim; j++) ss += rows[o + j] * rows[o + j];
+    const row = rows.subarray(r * dim, (r + 1) * dim);
+    const ss = sumOfSquares(row);
     const good = Number.isFinite(ss) && ss > 0;
     ok.push(good);
-    if (!good) continue;
-    const inv = 1 / Math.sqrt(ss);
-    for (let j = 0; j < dim; j++) rows[o + j] *= inv;
+    if (good) scale(row, 1 / Math.sqrt(ss));
   }
   return ok;
+}
+
+// The loops are small functions of their own: written inline, V8 inlined the whole of this function
+// into KeyExtractor.run once that was hot (after a few hundred batches), where its loops ran ~3.5×
+// slower, and the model run with them: 0.51 → 0.61 ms per image at batch 64 (npm run bench:extractor).
+function sumOfSquares(v: Float32Array): number {
+  let ss = 0;
+  for (let j = 0; j < v.length; j++) ss += v[j] * v[j];
+  return ss;
+}
+
+function scale(v: Float32Array, by: number): void {
+  for (let j = 0; j < v.length; j++) v[j] *= by;
 }
 
 /** Softmax of `n` rows of `c` logits, in place, stable. */

@@ -183,6 +183,10 @@ describe('HnswIndex', () => {
     await hnsw.add(keys, 2500);
     assert.equal(hnsw.size, 2500);
     assert.ok(hnsw.capacity >= 2500 && first < 2500);
+    assert.ok(hnsw.resized, 'resized: the service reads such a graph back after its next snapshot (CacheState.snapshotWhenAsked)');
+    const roomy = HnswIndex.create(dim, hnswParams, 2500);
+    await roomy.add(keys, 2500);
+    assert.ok(!roomy.resized, 'made with room for all: never resized');
     const p = 2400;
     const stored = hnsw.key(p);
     for (let j = 0; j < dim; j++) assert.equal(stored[j], keys[p * dim + j]);
@@ -203,13 +207,14 @@ describe('HnswIndex', () => {
     );
   });
 
-  it('save/load round trip gives identical search results', async () => {
+  it('save/load round trip gives identical search results (what reading a grown graph back relies on)', async () => {
     const hnsw = HnswIndex.create(dim, hnswParams);
     await hnsw.add(keys, 1500);
     const dir = await tempDir();
     await hnsw.save(dir);
     const loaded = await HnswIndex.load(dir, dim, hnswParams);
     assert.equal(loaded.size, 1500);
+    assert.deepEqual([hnsw.resized, loaded.resized], [true, false]);
     assertSameNeighbours(await hnsw.search(queries, nq, 10), await loaded.search(queries, nq, 10));
     await loaded.add(keys.subarray(1500 * dim), 1); // still growable after a load
     assert.equal(loaded.size, 1501);

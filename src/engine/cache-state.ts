@@ -7,6 +7,7 @@ import type { CacheDefinition } from '../cache/definition.js';
 import type { CacheInfo, Damage } from '../cache/info.js';
 import { createIndex, loadIndex } from '../index/factory.js';
 import { ExactIndex } from '../index/exact.js';
+import { HnswIndex } from '../index/hnsw.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { Projection, randomProjection } from '../index/projection.js';
 import { snapshotDirOf, writeSnapshot } from '../index/snapshot.js';
@@ -147,12 +148,32 @@ export class CacheState implements GrowingCache {
    */
   private async snapshotAtBoundary(): Promise<void> {
     await this.lock.read(() => this.snapshot(), { long: true });
+    await this.searchGraphOfSnapshot();
+  }
+
+  /**
+   * A snapshot when asked (the end of an embedded index job): then, if the hnsw graph was resized
+   * since it was read, the graph just written is read back and searched from here on, as a restart
+   * would. On the paper's cache freshly indexed, requests of 64 took 0.71 ms per image against 0.62
+   * once read back (the graph's memory: HnswIndex.resized).
+   */
+  async snapshotWhenAsked(): Promise<void> {
+    await this.lock.read(() => this.snapshot(), { long: true });
+    const { index } = this.search;
+    if (index instanceof HnswIndex && index.resized) await this.searchGraphOfSnapshot();
+  }
+
+  /** The hnsw graph of the snapshot last written searched in place of the one in memory, unless items were applied since. */
+  private async searchGraphOfSnapshot(): Promise<void> {
     const { index, projection, fullKeys } = this.search;
     if (index.kind !== 'hnsw') return; // exact indexes draw nothing
-    const loaded = await loadIndex(snapshotDirOf(this.dir), 'hnsw', index.dimension, this.definition.index);
+    const position = this.snapshotPosition;
+    const loaded = await this.withStoredSnapshot(() => loadIndex(snapshotDirOf(this.dir), 'hnsw', index.dimension, this.definition.index));
     await this.lock.run(async () => {
+      // applied meanwhile, the snapshot lacks it: keep the graph in memory (the next snapshot reads back)
+      if (this.appliedPosition !== position || this.search.index !== index) return;
       const search = new SearchIndex(loaded, projection, fullKeys);
-      for (const position of this.items.deleted) search.remove(position);
+      for (const p of this.items.deleted) search.remove(p);
       search.applySettings(this.definition.index);
       this.search = search;
     });

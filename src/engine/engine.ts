@@ -207,7 +207,7 @@ export abstract class CacheEngine {
 
   async snapshot(name: string): Promise<CacheInfo> {
     const cache = this.cache(name);
-    await cache.lock.read(() => cache.snapshot(), { long: true });
+    await cache.snapshotWhenAsked();
     return cache.info();
   }
 

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CacheDefinitionSchema } from '../src/cache/definition.js';
 import { CacheState } from '../src/engine/cache-state.js';
+import { HnswIndex } from '../src/index/hnsw.js';
+import { verifySnapshotDir } from '../src/index/snapshot.js';
 import { FileKeyLog } from '../src/keylog/file-log.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
@@ -187,6 +189,35 @@ describe('damage in the key log and snapshots, on a cache', () => {
     );
     await cache.add(records(12, 1, D)); // the user indexes the lost image again
     assert.equal(cache.size, 30);
+    await cache.close();
+  });
+
+  test('a resized hnsw graph is read back from its snapshot only once its bytes match the manifest', async () => {
+    const extractor = await KeyExtractor.create(RESNET, await loadModelSpec(RESNET), LAYERS);
+    const definition = CacheDefinitionSchema.parse({ name: 'h', model: RESNET, keyLayers: LAYERS, index: { type: 'hnsw' } });
+    const dir = tempDir('cachet-readback-');
+    const reports: string[] = [];
+    const log = await FileKeyLog.open(path.join(dir, 'keylog.bin'), extractor.keyDimension);
+    const cache = await CacheState.open(definition, dir, extractor, log, publish, (level, msg) => reports.push(`${level}: ${msg}`));
+    await cache.add(records(0, 1100, extractor.keyDimension)); // past hnsw's first room of 1024: resized
+    const grown = cache.search.index;
+    const before = (await cache.search.nearest(grown.key(0), 1, 10))[0];
+
+    // a byte flipped on disk after the snapshot was written: not read; said, and the snapshot written again
+    await cache.lock.read(() => cache.snapshot(), { long: true });
+    flip(path.join(dir, 'snapshot', 'hnsw.bin'), 1000);
+    await cache.snapshotWhenAsked();
+    assert.equal(cache.search.index, grown, 'the graph in memory is kept');
+    assert.equal(reports.length, 1);
+    assert.match(reports[0], /^error: cache "h": the snapshot's hnsw\.bin, read back after writing: sha256 .* recorded; the graph in memory is kept/);
+    assert.deepEqual((await verifySnapshotDir(path.join(dir, 'snapshot'))).damaged, {}, 'written again, sound');
+
+    // sound: read back and searched from here on, with the same answers
+    await cache.snapshotWhenAsked();
+    assert.notEqual(cache.search.index, grown);
+    assert.equal((cache.search.index as HnswIndex).resized, false);
+    assert.deepEqual((await cache.search.nearest(grown.key(0), 1, 10))[0], before);
+    assert.equal(reports.length, 1);
     await cache.close();
   });
 

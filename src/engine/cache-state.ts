@@ -3,16 +3,18 @@
 // to the log first, then to the view, in log order; item ids make a replayed add idempotent.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import type { CacheDefinition } from '../cache/definition.js';
 import type { CacheInfo, Damage } from '../cache/info.js';
 import { createIndex, loadIndex } from '../index/factory.js';
 import { ExactIndex } from '../index/exact.js';
-import { HnswIndex } from '../index/hnsw.js';
+import { HNSW_FILE, HnswIndex } from '../index/hnsw.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { Projection, randomProjection } from '../index/projection.js';
-import { snapshotDirOf, writeSnapshot } from '../index/snapshot.js';
+import { manifestOf, snapshotDirOf, writeSnapshot } from '../index/snapshot.js';
 import { isDelete, isReduced, type FullKeyRecord, type KeyLog, type KeyRecord, type LogRecord, type ReducedKeyRecord } from '../keylog/types.js';
 import type { Extractor } from '../model/types.js';
+import { checkFile } from '../util/checksum.js';
 import { Mutex } from '../util/mutex.js';
 import { snapshotManifest } from './cache-snapshot.js';
 import { damageOf, openSnapshot, recordLogDamage, type Report } from './recovery.js';
@@ -54,6 +56,8 @@ export class CacheState implements GrowingCache {
   /** serialises adds, so an id cannot be appended twice */
   private readonly appendLock = new Mutex();
   private readonly snapshotLock = new Mutex();
+  /** where this cache says what went wrong with its stored data (set by open) */
+  private report: Report = () => {};
 
   private constructor(
     public definition: CacheDefinition,
@@ -106,6 +110,7 @@ export class CacheState implements GrowingCache {
       const index = sk.reduce === 'pca' ? new ExactIndex(D) : createIndex(D, definition.index);
       state = new CacheState(definition, dir, extractor, new SearchIndex(index), log, publish, hold);
     }
+    state.report = report;
     state.damage = await damageOf(dir);
     state.applySearchSettings();
     await state.catchUp(hold.onReplay).catch((err: Error) => {
@@ -168,7 +173,21 @@ export class CacheState implements GrowingCache {
     const { index, projection, fullKeys } = this.search;
     if (index.kind !== 'hnsw') return; // exact indexes draw nothing
     const position = this.snapshotPosition;
-    const loaded = await this.withStoredSnapshot(() => loadIndex(snapshotDirOf(this.dir), 'hnsw', index.dimension, this.definition.index));
+    const dir = snapshotDirOf(this.dir);
+    const loaded = await this.withStoredSnapshot(async () => {
+      // just written, and still read by hnswlib only once it matches the checksum the manifest recorded
+      const problem = await manifestOf(dir).then(
+        (m) => (m.files?.[HNSW_FILE] ? checkFile(path.join(dir, HNSW_FILE), m.files[HNSW_FILE]) : 'no checksum recorded'),
+        (err: Error) => `its manifest: ${err.message}`,
+      );
+      if (problem === null) return loadIndex(dir, 'hnsw', index.dimension, this.definition.index);
+      this.report(
+        'error',
+        `cache "${this.definition.name}": the snapshot's ${HNSW_FILE}, read back after writing: ${problem}; the graph in memory is kept, and the snapshot written again`,
+      );
+      return null;
+    });
+    if (!loaded) return this.lock.read(() => this.snapshot(true), { long: true });
     await this.lock.run(async () => {
       // applied meanwhile, the snapshot lacks it: keep the graph in memory (the next snapshot reads back)
       if (this.appliedPosition !== position || this.search.index !== index) return;

@@ -3,21 +3,19 @@
 // to the log first, then to the view, in log order; item ids make a replayed add idempotent.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import path from 'node:path';
 import type { CacheDefinition } from '../cache/definition.js';
 import type { CacheInfo, Damage } from '../cache/info.js';
-import { createIndex, loadIndex } from '../index/factory.js';
+import { createIndex } from '../index/factory.js';
 import { ExactIndex } from '../index/exact.js';
-import { HNSW_FILE, HnswIndex } from '../index/hnsw.js';
+import { HnswIndex } from '../index/hnsw.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { Projection, randomProjection } from '../index/projection.js';
-import { manifestOf, snapshotDirOf, writeSnapshot } from '../index/snapshot.js';
+import { snapshotDirOf, writeSnapshot } from '../index/snapshot.js';
 import { isDelete, isReduced, type FullKeyRecord, type KeyLog, type KeyRecord, type LogRecord, type ReducedKeyRecord } from '../keylog/types.js';
 import type { Extractor } from '../model/types.js';
-import { checkFile } from '../util/checksum.js';
 import { Mutex } from '../util/mutex.js';
 import { snapshotManifest } from './cache-snapshot.js';
-import { damageOf, openSnapshot, recordLogDamage, type Report } from './recovery.js';
+import { damageOf, openSnapshot, readBackGraph, recordLogDamage, type Report } from './recovery.js';
 import { APPLY_SLICE, fitProjection, growIfDue, waitsForPca, yieldToMessages, type GrowingCache } from './index-lifecycle.js';
 import { ItemTable } from './item-table.js';
 import { logsReducedKeys, reduceRecords } from './reduce-records.js';
@@ -173,21 +171,11 @@ export class CacheState implements GrowingCache {
     const { index, projection, fullKeys } = this.search;
     if (index.kind !== 'hnsw') return; // exact indexes draw nothing
     const position = this.snapshotPosition;
-    const dir = snapshotDirOf(this.dir);
-    const loaded = await this.withStoredSnapshot(async () => {
-      // just written, and still read by hnswlib only once it matches the checksum the manifest recorded
-      const problem = await manifestOf(dir).then(
-        (m) => (m.files?.[HNSW_FILE] ? checkFile(path.join(dir, HNSW_FILE), m.files[HNSW_FILE]) : 'no checksum recorded'),
-        (err: Error) => `its manifest: ${err.message}`,
-      );
-      if (problem === null) return loadIndex(dir, 'hnsw', index.dimension, this.definition.index);
-      this.report(
-        'error',
-        `cache "${this.definition.name}": the snapshot's ${HNSW_FILE}, read back after writing: ${problem}; the graph in memory is kept, and the snapshot written again`,
-      );
-      return null;
-    });
-    if (!loaded) return this.lock.read(() => this.snapshot(true), { long: true });
+    const loaded = await this.withStoredSnapshot(() => readBackGraph(snapshotDirOf(this.dir), index.dimension, this.definition.index));
+    if (typeof loaded === 'string') {
+      this.report('error', `cache "${this.definition.name}": the snapshot's ${loaded}; the graph in memory is kept, and the snapshot written again`);
+      return this.lock.read(() => this.snapshot(true), { long: true });
+    }
     await this.lock.run(async () => {
       // applied meanwhile, the snapshot lacks it: keep the graph in memory (the next snapshot reads back)
       if (this.appliedPosition !== position || this.search.index !== index) return;

@@ -21,7 +21,9 @@ import { loadIndex, rebuildHnswFromKeys } from '../index/factory.js';
 import { FullKeyStore } from '../index/full-keys.js';
 import { HNSW_FILE } from '../index/hnsw.js';
 import { Projection } from '../index/projection.js';
-import { checkSnapshot, describeProblems, readSnapshot, setAsideSnapshot, SnapshotDamagedError, type Snapshot } from '../index/snapshot.js';
+import { checkSnapshot, describeProblems, manifestOf, readSnapshot, setAsideSnapshot, SnapshotDamagedError, type Snapshot } from '../index/snapshot.js';
+import type { IndexOptions } from '../index/factory.js';
+import { checkFile } from '../util/checksum.js';
 import type { CacheVerification } from './status.js';
 import type { VectorIndex } from '../index/types.js';
 import type { KeyLog } from '../keylog/types.js';
@@ -156,6 +158,18 @@ async function recordDamage(dir: string, name: string, damage: Omit<Damage, 'det
   const all = [...(await damageOf(dir)), entry];
   await fs.mkdir(dir, { recursive: true });
   await writeFileAtomic(path.join(dir, DAMAGE_FILE), JSON.stringify(all, null, 2) + '\n');
+}
+
+/**
+ * The hnsw graph of a snapshot this process just wrote (`dir`), read only once its bytes match the
+ * checksum its manifest recorded; else what is wrong with it, for the caller to report.
+ */
+export async function readBackGraph(dir: string, dimension: number, options: IndexOptions): Promise<VectorIndex | string> {
+  const problem = await manifestOf(dir).then(
+    (m) => (m.files?.[HNSW_FILE] ? checkFile(path.join(dir, HNSW_FILE), m.files[HNSW_FILE]) : 'no checksum recorded'),
+    (err: Error) => `its manifest: ${err.message}`,
+  );
+  return problem === null ? loadIndex(dir, 'hnsw', dimension, options) : `${HNSW_FILE}, read back after writing: ${problem}`;
 }
 
 /** A snapshot that cannot be used: rebuild from the key log if it holds every record, else the cache is damaged. */

@@ -5,6 +5,7 @@ import { softmaxRows } from '../math/cache-model.js';
 import { inputShape, loadModelBytes } from '../model/extractor.js';
 import { withExtraOutputs } from '../model/onnx-graph.js';
 import type { ModelSpec } from '../model/spec.js';
+import { INTRA_OP_THREADS } from '../model/threads.js';
 import { forEachBatch } from '../jobs/pipeline.js';
 import { type SourceItem } from '../sources/sources.js';
 import type { ItemError } from '../jobs/types.js';
@@ -44,7 +45,7 @@ export async function extractLayers(
   const fetches = [...new Set([spec.output, ...layers])];
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(withExtraOutputs(bytes, fetches), { graphOptimizationLevel: 'all' });
+    session = await ort.InferenceSession.create(withExtraOutputs(bytes, fetches), { graphOptimizationLevel: 'all', intraOpNumThreads: INTRA_OP_THREADS });
   } catch (err) {
     throw new UserError('bad_model', `onnxruntime cannot load ${modelPath}: ${(err as Error).message}`);
   }

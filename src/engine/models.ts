@@ -6,15 +6,8 @@ import type { CacheDefinition } from '../cache/definition.js';
 import { UserError } from '../errors/user-error.js';
 import { InferenceThread } from '../model/inference.js';
 import { loadModelSpec } from '../model/spec-file.js';
+import { INTRA_OP_THREADS } from '../model/threads.js';
 import type { Extractor } from '../model/types.js';
-
-/**
- * onnxruntime threads per model session. Measured on 2 cores with ResNet-20: a second intra-op
- * thread gains ≤ 10 % on one run, but overlapping runs (a predict batch beside an index batch) were
- * 2–3× slower per image with 2 threads each. Large models on many cores may want more:
- * CACHET_INTRA_OP_THREADS.
- */
-const INTRA_OP_THREADS = Number(process.env.CACHET_INTRA_OP_THREADS ?? 1);
 
 export class ModelRegistry {
   private readonly extractors = new Map<string, Promise<Extractor>>();

@@ -27,6 +27,7 @@ import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { readRowBlocks, writeFully } from '../util/files.js';
 import { float16ToFloat32, float32ToFloat16 } from '../math/float16.js';
+import { ARITHMETIC_SESSION } from '../math/arithmetic-session.js';
 
 const { onnx } = onnxProto;
 
@@ -391,8 +392,7 @@ const sessions = new Map<KeyFormat, Promise<InferenceSession>>();
 function getSession(format: KeyFormat): Promise<InferenceSession> {
   let session = sessions.get(format);
   if (!session) {
-    // Shapes change on every call: memory patterns planned for one would be thrown away.
-    session = InferenceSession.create(productModel(format), { enableMemPattern: false });
+    session = InferenceSession.create(productModel(format), ARITHMETIC_SESSION);
     sessions.set(format, session);
   }
   return session;

@@ -2,6 +2,7 @@
 // and reduced key-log records carry them so.
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { ARITHMETIC_SESSION } from './arithmetic-session.js';
 
 const { onnx } = onnxProto;
 
@@ -95,7 +96,7 @@ function castModel(): Uint8Array {
 /** float32 → float16 bits (round to nearest even), as float32ToFloat16, for a whole array at once. */
 export async function castToFloat16(src: Float32Array): Promise<Uint16Array> {
   if (src.length === 0) return new Uint16Array(0);
-  castSession ??= InferenceSession.create(castModel(), { enableMemPattern: false });
+  castSession ??= InferenceSession.create(castModel(), ARITHMETIC_SESSION);
   const { y } = await (await castSession).run({ x: new Tensor('float32', src, [src.length]) });
   return y.data as Uint16Array;
 }

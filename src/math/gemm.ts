@@ -7,6 +7,7 @@
 // the calling thread, like every index operation.
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { ARITHMETIC_SESSION } from './arithmetic-session.js';
 
 const { onnx } = onnxProto;
 
@@ -38,9 +39,7 @@ function similarityModel(): Uint8Array {
 let session: Promise<InferenceSession> | null = null;
 
 function getSession(): Promise<InferenceSession> {
-  // Shapes change on every call (N varies per block, B per batch): memory
-  // patterns planned for one shape would only be thrown away.
-  session ??= InferenceSession.create(similarityModel(), { enableMemPattern: false });
+  session ??= InferenceSession.create(similarityModel(), ARITHMETIC_SESSION);
   return session;
 }
 

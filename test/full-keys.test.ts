@@ -270,7 +270,7 @@ for (const format of ['float32', 'float16'] as const) {
     });
 
     it('long lists and wide keys are split into several runs', async () => {
-      // 4,096 dims: 256 rows per run, so these lists take several runs, mixed lengths
+      // 4,096 dims: 32 rows per run, so these lists take several runs, mixed lengths
       const wide = 4096;
       const m = 40;
       const wideKeys = unitVectors(m, wide, 4);

@@ -28,6 +28,7 @@ import type { JobView } from '../src/jobs/types.js';
 import { argmax, cacheProbabilities, mixProbabilities } from '../src/math/cache-model.js';
 import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
+import { INTRA_OP_THREADS } from '../src/model/threads.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS } from '../src/preprocess/image.js';
 import { resolveSource, type SourceItem } from '../src/sources/sources.js';
 import { fmt, listManifest, printTable } from './common.js';
@@ -86,8 +87,10 @@ console.log(
     `θ ${theta}, λ ${lambda}; queries: val-5k; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}`,
 );
 
-// 1. bare decode + extraction of the cache's images, keeping the keys for the exact reference (the copy is not timed)
-const extractor = await KeyExtractor.create(MODEL, spec, layers);
+// 1. bare decode + extraction of the cache's images, keeping the keys for the exact reference (the copy is not timed).
+// The model runs with the service's intra-op threads: onnxruntime's default (one per physical core)
+// would give the bare pass a core the service spends on search and decoding.
+const extractor = await KeyExtractor.create(MODEL, spec, layers, { intraOpNumThreads: INTRA_OP_THREADS });
 const D = extractor.keyDimension;
 const exact = new ExactIndex(D);
 const labels: number[] = [];
@@ -106,7 +109,7 @@ await forEachBatch(
   () => {},
 );
 const bareIndexS = seconds(t) - untimed / 1000;
-log(`bare decode + extraction of ${labels.length} images: ${fmt(bareIndexS, 1)} s`);
+log(`bare decode + extraction of ${labels.length} images (${INTRA_OP_THREADS} intra-op thread): ${fmt(bareIndexS, 1)} s`);
 
 // 2. the service: the cache, indexed by an index job
 const service = await startService(tmp);

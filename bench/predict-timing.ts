@@ -6,20 +6,28 @@ import * as ort from 'onnxruntime-node';
 import type { ModelSpec } from '../src/model/spec.js';
 import { DEFAULT_LIMIT_INPUT_PIXELS, imageToTensor, stackBatch } from '../src/preprocess/image.js';
 
-/** Bare onnxruntime, one intra-op thread, on the first 64 images decoded once: ms per image at batch 1 and 64. */
+/**
+ * Bare onnxruntime, one intra-op thread, on the first 64 images decoded once: ms per image at batch 1
+ * and 64, each the median of 7 rounds (one round of 20 batches of 64 varied 0.47–0.60 ms per image
+ * from run to run on our VMs, which made the throughput ratio a coin toss).
+ */
 export async function bareInference(model: string, spec: ModelSpec, bytes: Buffer[]): Promise<{ batch1: number; batch64: number }> {
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1 });
   const tensors = await Promise.all(bytes.slice(0, 64).map((b) => imageToTensor(b, spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS })));
   const shape = spec.layout === 'NCHW' ? [3, spec.height, spec.width] : [spec.height, spec.width, 3];
   const run = (count: number) => session.run({ [spec.input]: new ort.Tensor('float32', stackBatch(tensors.slice(0, count)), [count, ...shape]) });
-  await run(1);
-  await run(64);
-  let t = performance.now();
-  for (let i = 0; i < 200; i++) await run(1);
-  const batch1 = (performance.now() - t) / 200;
-  t = performance.now();
-  for (let i = 0; i < 20; i++) await run(64);
-  const batch64 = (performance.now() - t) / 20 / 64;
+  const medianOfRounds = async (count: number, runs: number) => {
+    const rounds: number[] = [];
+    for (let r = 0; r < 7; r++) {
+      const t = performance.now();
+      for (let i = 0; i < runs; i++) await run(count);
+      rounds.push((performance.now() - t) / runs / count);
+    }
+    return rounds.sort((a, b) => a - b)[3];
+  };
+  for (let i = 0; i < 5; i++) await run(64);
+  const batch1 = await medianOfRounds(1, 100);
+  const batch64 = await medianOfRounds(64, 10);
   await session.release();
   return { batch1, batch64 };
 }

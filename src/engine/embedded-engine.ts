@@ -26,7 +26,7 @@ export class EmbeddedEngine extends CacheEngine {
    * laid out as the model's input; labels are class indices.
    */
   async indexBatch(name: string, images: Float32Array, ids: string[], labels: number[], sources?: (string | null)[]): Promise<IndexBatchResult> {
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     const { records, failed } = await extractRecords(cache.extractor, images, ids, labels, sources);
     const { added, duplicates } = await cache.add(records);
     return { added, duplicates, failed };
@@ -38,7 +38,7 @@ export class EmbeddedEngine extends CacheEngine {
       const { definition } = await importedDefinition(staging, overrides);
       const name = definition.name;
       const taken = () => new UserError('cache_exists', `a cache named "${name}" already exists: import under another name (--name)`);
-      if (this.caches.has(name) || this.failed.has(name)) throw taken();
+      if (this.held.open.has(name) || this.held.failed.has(name)) throw taken();
       const extractor = await this.models.extractorFor(definition); // the model must be here
       checkSnapshotMatches(await manifestOf(path.join(staging, 'snapshot')), definition, extractor);
       const target = path.join(this.options.dataDir, name);
@@ -54,11 +54,11 @@ export class EmbeddedEngine extends CacheEngine {
         await (await FileKeyLog.create(path.join(target, LOG_FILE), extractor.keyDimension, logPosition)).close();
         if (!(await this.definitions.create(definition))) throw taken();
         await this.openCache(definition);
-        const failure = this.failed.get(name);
+        const failure = this.held.failed.get(name);
         if (failure !== undefined) throw new UserError('bad_archive', `the imported cache does not open: ${failure}`);
-        return this.cache(name).info();
+        return this.held.get(name).info();
       } catch (err) {
-        this.failed.delete(name);
+        this.held.failed.delete(name);
         await this.definitions.delete(name); // and the directory
         throw err;
       }

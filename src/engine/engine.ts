@@ -15,6 +15,7 @@ import { UserError } from '../errors/user-error.js';
 import type { KeyLog } from '../keylog/types.js';
 import type { ModelSpec } from '../model/spec.js';
 import { CacheState, type HoldOptions, type ProjectionPublisher } from './cache-state.js';
+import { HeldCaches } from './held-caches.js';
 import type { DefinitionStore } from './definitions.js';
 import { ModelRegistry } from './models.js';
 import { CacheDamagedError, clearDamage, verifyStored } from './recovery.js';
@@ -26,17 +27,9 @@ import { byShard, cacheOf, holds, shardName, shardNames } from '../shards/shards
 import type { CacheUpdate, ClassifyOptions, ClassifyResult, EngineLogEntry, EngineOptions, NeighbourScores } from './types.js';
 
 export abstract class CacheEngine {
-  /** what this process holds, by name: each cache of one shard, and each held shard `<cache>#<s>` of the others */
-  protected readonly caches = new Map<string, CacheState>();
-  /** caches of several shards (distributed mode), by name: answered by fanning out to their shards */
-  protected readonly sharded = new Map<string, CacheDefinition>();
-  /** caches that could not be opened, with the reason */
-  protected readonly failed = new Map<string, string>();
-  /** failed caches whose stored data is damaged beyond repair (recovery.ts) */
-  private readonly damaged = new Set<string>();
+  /** what this process knows of each cache: held, sharded, failed, opening (held-caches.ts) */
+  protected readonly held = new HeldCaches();
   private readonly opening = new Map<string, Promise<void>>();
-  /** how each cache's opening went, or is going (readiness) */
-  protected readonly progress = new Map<string, StartProgress>();
   protected readonly models = new ModelRegistry();
   protected closed = false;
   /** whether close() snapshots every cache (a replica snapshots only at its boundaries) */
@@ -76,7 +69,7 @@ export abstract class CacheEngine {
   async createCache(input: unknown): Promise<CacheInfo> {
     const definition = newDefinition(input, this.options.role !== 'embedded');
     const taken = () => new UserError('cache_exists', `a cache named "${definition.name}" already exists: pick another name`);
-    if (this.caches.has(definition.name) || this.sharded.has(definition.name) || this.failed.has(definition.name)) throw taken();
+    if (this.held.knows(definition.name)) throw taken();
     await this.models.extractorFor(definition); // validates the model, its spec and the key layers
     if (!(await this.definitions.create(definition))) throw taken();
     await this.openCache(definition);
@@ -84,8 +77,8 @@ export abstract class CacheEngine {
   }
 
   async listCaches(): Promise<CacheStatus[]> {
-    const ready: CacheStatus[] = [...this.caches.values()].map((c) => ({ name: c.definition.name, status: 'ready', info: c.info() }));
-    for (const d of this.sharded.values()) {
+    const ready: CacheStatus[] = [...this.held.open.values()].map((c) => ({ name: c.definition.name, status: 'ready', info: c.info() }));
+    for (const d of this.held.sharded.values()) {
       const info = await this.shardedInfo(d).catch((err: Error) => err);
       ready.push(
         info instanceof Error
@@ -93,18 +86,17 @@ export abstract class CacheEngine {
           : { name: d.name, status: 'ready', info },
       );
     }
-    const failed: CacheStatus[] = [...this.failed].map(([name, error]) => ({ name, status: this.damaged.has(name) ? 'damaged' : 'failed', error }));
-    return [...ready, ...failed].sort((a, b) => a.name.localeCompare(b.name));
+    return [...ready, ...this.held.failures()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
   /** How far each cache's opening has got (for /readyz while the process starts). */
   async startup(): Promise<StartProgress[]> {
-    return [...this.progress.values()].map((p) => ({ ...p }));
+    return [...this.held.progress.values()].map((p) => ({ ...p }));
   }
 
   async getCache(name: string): Promise<CacheInfo> {
-    const d = this.sharded.get(name);
-    return d ? this.shardedInfo(d) : this.cache(name).info();
+    const d = this.held.sharded.get(name);
+    return d ? this.shardedInfo(d) : this.held.get(name).info();
   }
 
   /** A cache of several shards as GET /v1/caches/:name shows it: each shard's size and replicas. */
@@ -115,7 +107,7 @@ export abstract class CacheEngine {
   /** How far each cache's index is behind its key log (readiness). */
   async logStatus(): Promise<LogStatus[]> {
     const out: LogStatus[] = [];
-    for (const c of this.caches.values()) {
+    for (const c of this.held.open.values()) {
       const logEnd = await c.log.readEnd();
       out.push({ name: c.definition.name, size: c.size, appliedPosition: c.appliedPosition, logEnd, lag: Math.max(0, logEnd - c.appliedPosition) });
     }
@@ -128,19 +120,19 @@ export abstract class CacheEngine {
 
   /** The definition of a cache this process knows (held whole, by some shards, or by none). */
   protected definitionOf(name: string): CacheDefinition {
-    return this.sharded.get(name) ?? this.cache(name).definition;
+    return this.held.sharded.get(name) ?? this.held.get(name).definition;
   }
 
   /** Change what can change without re-indexing: θ and λ (after tuning), k and efSearch. */
   async updateCache(name: string, change: CacheUpdate): Promise<CacheInfo> {
-    const shardedDefinition = this.sharded.get(name);
+    const shardedDefinition = this.held.sharded.get(name);
     if (shardedDefinition) {
       const changed = changedDefinition(shardedDefinition, change);
       await this.takeShardedDefinition(changed);
       await this.definitions.update(changed);
       return this.shardedInfo(changed);
     }
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     cache.definition = changedDefinition(cache.definition, change);
     await cache.lock.run(async () => cache.applySearchSettings());
     await this.definitions.update(cache.definition);
@@ -149,23 +141,18 @@ export abstract class CacheEngine {
 
   /** A sharded cache's definition as it now stands, for it and the shards held here (under their own names). */
   private async takeShardedDefinition(d: CacheDefinition): Promise<void> {
-    this.sharded.set(d.name, d);
-    for (const unit of this.heldShards(d)) {
+    this.held.sharded.set(d.name, d);
+    for (const unit of this.held.shardsOf(d)) {
       unit.definition = { ...d, name: unit.definition.name };
       await unit.lock.run(async () => unit.applySearchSettings());
     }
   }
 
-  /** The shards of a cache this process holds. */
-  protected heldShards(d: CacheDefinition): CacheState[] {
-    return Array.from({ length: d.shards }, (_, s) => this.caches.get(shardName(d.name, s, d.shards))).filter((c): c is CacheState => !!c);
-  }
-
   /** p_model, p_cache and p = (1 − λ)·p_model + λ·p_cache for n images, with their nearest cached items (queries.ts). */
   async classify(name: string, images: Float32Array, n: number, options: ClassifyOptions = {}): Promise<ClassifyResult> {
-    const d = this.sharded.get(name);
+    const d = this.held.sharded.get(name);
     if (d) return classifySharded(d, await this.models.extractorFor(d), this.ask, images, n, options);
-    return classifyHeld(this.cache(name), images, n, options);
+    return classifyHeld(this.held.get(name), images, n, options);
   }
 
   /**
@@ -186,7 +173,7 @@ export abstract class CacheEngine {
 
   /** What a held cache (a shard of a larger one) answers for n query keys, for the replica that merges. */
   async answer(name: string, keys: Float32Array, n: number, theta: number, wanted: number): Promise<{ size: number; answers: ShardAnswer[] }> {
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     if (keys.length !== n * cache.extractor.keyDimension) {
       throw new UserError('invalid_request', `keys: ${keys.length} values for ${n} queries of dimension ${cache.extractor.keyDimension}`);
     }
@@ -200,33 +187,33 @@ export abstract class CacheEngine {
 
   /** For tuning: p_model and the k nearest items of n images, scored in memory over a θ × λ grid (queries.ts). */
   async neighbourScores(name: string, images: Float32Array, n: number, k: number): Promise<NeighbourScores> {
-    const d = this.sharded.get(name);
+    const d = this.held.sharded.get(name);
     if (d) return neighbourScoresSharded(d, await this.models.extractorFor(d), this.ask, images, n, k);
-    return neighbourScoresHeld(this.cache(name), images, n, k);
+    return neighbourScoresHeld(this.held.get(name), images, n, k);
   }
 
   async snapshot(name: string): Promise<CacheInfo> {
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     await cache.snapshotWhenAsked();
     return cache.info();
   }
 
   /** Make what a job added durable in the materialised view (a snapshot); reports the cache's size. */
   async flush(name: string): Promise<{ cacheSize: number }> {
-    const sharded = this.sharded.get(name);
+    const sharded = this.held.sharded.get(name);
     if (sharded) return { cacheSize: (await this.shardedInfo(sharded)).size };
     return { cacheSize: (await this.snapshot(name)).size };
   }
 
   /** Which of these ids the cache holds (an index job skips them before decoding). */
   async presentIds(name: string, ids: string[]): Promise<string[]> {
-    const items = this.cache(name).items;
+    const items = this.held.get(name).items;
     return ids.filter((id) => items.has(id));
   }
 
   /** Where a live item's image came from. */
   async itemSource(name: string, id: string): Promise<string> {
-    const source = this.cache(name).items.sourceOf(id);
+    const source = this.held.get(name).items.sourceOf(id);
     if (source === undefined) throw new UserError('unknown_item', `cache "${name}" holds no item with id ${JSON.stringify(id)}`);
     if (source === null) {
       throw new UserError(
@@ -242,9 +229,9 @@ export abstract class CacheEngine {
    * Works on a damaged cache too (it reads the files, not the loaded cache).
    */
   async verifyCache(name: string): Promise<CacheVerification> {
-    const cache = this.caches.get(name);
-    if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
-    return verifyStored(name, path.join(this.options.dataDir, name), cache ?? { failure: this.failed.get(name) ?? '' });
+    const cache = this.held.open.get(name);
+    if (!cache && !this.held.failed.has(name)) this.held.get(name); // throws unknown_cache
+    return verifyStored(name, path.join(this.options.dataDir, name), cache ?? { failure: this.held.failed.get(name) ?? '' });
   }
 
   /**
@@ -252,7 +239,7 @@ export abstract class CacheEngine {
    * removes `dir` when done. `stored`: the snapshot last written, as it is (a replica's peers).
    */
   async prepareExport(name: string, _opts: { stored?: boolean } = {}): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     return cache.lock.read(() => cache.withSnapshot(() => linkExport(cache)), { long: true });
   }
 
@@ -274,7 +261,7 @@ export abstract class CacheEngine {
 
   /** Forget a cache's damage records, once its lost images are indexed again. */
   async clearDamage(name: string): Promise<CacheInfo> {
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     await clearDamage(cache.dir);
     cache.damage = [];
     return cache.info();
@@ -283,13 +270,13 @@ export abstract class CacheEngine {
   /** Delete items by id, through the key log (so replicas follow). Says which ids the cache did not hold. */
   async deleteItems(name: string, ids: string[]): Promise<{ deleted: number; notFound: string[]; cacheSize: number }> {
     const unique = [...new Set(ids)];
-    const sharded = this.sharded.get(name);
+    const sharded = this.held.sharded.get(name);
     if (sharded) {
       const gone = new Set<string>();
       for (const [shard, list] of byShard(unique, (id) => id, sharded.shards)) for (const id of await this.deleteFromShard(sharded, shard, list)) gone.add(id);
       return { deleted: gone.size, notFound: unique.filter((id) => !gone.has(id)), cacheSize: (await this.shardedInfo(sharded)).size };
     }
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     const gone = new Set(await this.deleteLogged(cache, unique));
     return { deleted: gone.size, notFound: unique.filter((id) => !gone.has(id)), cacheSize: cache.size };
   }
@@ -301,18 +288,16 @@ export abstract class CacheEngine {
 
   /** Delete a cache: its definition, key log, snapshots. Other replicas drop it when they see the definition gone. */
   async deleteCache(name: string): Promise<{ deleted: string }> {
-    const sharded = this.sharded.get(name);
+    const sharded = this.held.sharded.get(name);
     if (sharded) {
       await this.dropSharded(sharded);
       await this.definitions.delete(name);
       return { deleted: name };
     }
-    const cache = this.caches.get(name);
-    if (!cache && !this.failed.has(name)) this.cache(name); // throws unknown_cache
+    const cache = this.held.open.get(name);
+    if (!cache && !this.held.failed.has(name)) this.held.get(name); // throws unknown_cache
     if (cache) await this.drop(cache);
-    this.failed.delete(name);
-    this.damaged.delete(name);
-    this.progress.delete(name);
+    this.held.forget(name);
     await this.definitions.delete(name);
     await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
     return { deleted: name };
@@ -322,7 +307,7 @@ export abstract class CacheEngine {
   async close(): Promise<void> {
     this.closed = true;
     await this.stopBackgroundWork();
-    for (const cache of this.caches.values()) {
+    for (const cache of this.held.open.values()) {
       await cache.lock.run(async () => {
         if (this.snapshotsOnClose) await cache.snapshot();
         await cache.close();
@@ -337,76 +322,50 @@ export abstract class CacheEngine {
   /** Open caches this process has not seen yet; take settings changed elsewhere; drop deleted caches. */
   protected async syncDefinitions(): Promise<void> {
     const { definitions, unreadable } = await this.definitions.list();
-    for (const u of unreadable) this.failed.set(u.name, u.error);
+    for (const u of unreadable) this.held.failed.set(u.name, u.error);
     const stored = new Set([...definitions.map((d) => d.name), ...unreadable.map((u) => u.name)]);
-    for (const d of [...this.sharded.values()]) if (!stored.has(d.name)) await this.dropSharded(d);
-    for (const cache of [...this.caches.values()]) {
-      if (stored.has(cache.definition.name) || this.sharded.has(cacheOf(cache.definition.name))) continue;
+    for (const d of [...this.held.sharded.values()]) if (!stored.has(d.name)) await this.dropSharded(d);
+    for (const cache of [...this.held.open.values()]) {
+      if (stored.has(cache.definition.name) || this.held.sharded.has(cacheOf(cache.definition.name))) continue;
       // deleted through another replica: drop it and its local snapshots
       await this.drop(cache);
       await fs.rm(cache.dir, { recursive: true, force: true });
     }
-    for (const name of [...this.failed.keys()]) if (!stored.has(cacheOf(name))) this.failed.delete(name);
+    for (const name of [...this.held.failed.keys()]) if (!stored.has(cacheOf(name))) this.held.failed.delete(name);
     for (const d of definitions) {
       if (d.shards > 1) {
         await this.takeShardedDefinition(d);
         await this.openCache(d); // shards held here that are not open yet
         continue;
       }
-      const cache = this.caches.get(d.name);
+      const cache = this.held.open.get(d.name);
       if (cache) {
         cache.definition = d;
         await cache.lock.run(async () => cache.applySearchSettings());
-      } else if (!this.failed.has(d.name)) await this.openCache(d);
+      } else if (!this.held.failed.has(d.name)) await this.openCache(d);
     }
-  }
-
-  protected cache(name: string): CacheState {
-    const cache = this.caches.get(name);
-    if (cache) return cache;
-    const sharded = this.sharded.get(name);
-    if (sharded) {
-      throw new UserError(
-        'per_shard',
-        `cache "${name}" has ${sharded.shards} shards: this works on one shard at a time; address shard s as "${name}#s" on a replica that holds it`,
-      );
-    }
-    const error = this.failed.get(name);
-    if (error !== undefined && this.damaged.has(name)) throw new UserError('cache_damaged', error);
-    if (error !== undefined) throw new UserError('cache_unavailable', `cache "${name}" could not be loaded: ${error}`);
-    const known = [...this.caches.keys()];
-    throw new UserError(
-      'unknown_cache',
-      `no cache named "${name}"; ${known.length ? `known caches: ${known.join(', ')}` : 'no cache exists yet: create one first'}`,
-    );
   }
 
   /** Stop serving a cache of several shards: drop the shards held here and their local snapshots. */
   private async dropSharded(d: CacheDefinition): Promise<void> {
-    // the cache and all its shards leave the maps at once, before any shard is closed: no listing
-    // shows a shard of a cache that already answers unknown_cache
-    this.sharded.delete(d.name);
-    const names = shardNames(d.name, d.shards);
-    const held = names.flatMap((name) => this.caches.get(name) ?? []);
-    for (const name of names) for (const map of [this.caches, this.failed, this.damaged, this.progress]) map.delete(name);
-    for (const unit of held) await unit.lock.run(() => unit.close());
-    for (const name of names) await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
+    for (const unit of this.held.forgetSharded(d)) await unit.lock.run(() => unit.close());
+    for (const name of shardNames(d.name, d.shards)) await fs.rm(path.join(this.options.dataDir, name), { recursive: true, force: true });
   }
 
   /** Stop serving a cache held by this process and close its log (waits for work in hand). */
   protected async drop(cache: CacheState): Promise<void> {
-    this.caches.delete(cache.definition.name);
-    this.progress.delete(cache.definition.name);
+    this.held.open.delete(cache.definition.name);
+    this.held.progress.delete(cache.definition.name);
     await cache.lock.run(() => cache.close());
   }
 
   /** Hold a cache: whole, or, for a cache of several shards, the shards this process serves. */
   protected async openCache(definition: CacheDefinition): Promise<void> {
     if (definition.shards <= 1) return this.openHeld(definition);
-    this.sharded.set(definition.name, definition);
+    this.held.sharded.set(definition.name, definition);
     for (let s = 0; s < definition.shards; s++) {
       const name = shardName(definition.name, s, definition.shards);
-      if (holds(this.options.shards, s) && !this.caches.has(name) && !this.failed.has(name)) await this.openHeld({ ...definition, name });
+      if (holds(this.options.shards, s) && !this.held.open.has(name) && !this.held.failed.has(name)) await this.openHeld({ ...definition, name });
     }
   }
 
@@ -417,7 +376,7 @@ export abstract class CacheEngine {
       opening = (async () => {
         try {
           const progress: StartProgress = { name, phase: 'replaying the key log', done: 0, total: null };
-          this.progress.set(name, progress);
+          this.held.progress.set(name, progress);
           const extractor = await this.models.extractorFor(definition);
           const dir = path.join(this.options.dataDir, name);
           await removeStaleExports(dir);
@@ -435,15 +394,10 @@ export abstract class CacheEngine {
             throw err;
           });
           Object.assign(progress, { phase: 'ready', done: state.appliedPosition, total: state.appliedPosition });
-          this.caches.set(name, state);
-          this.failed.delete(name);
-          this.damaged.delete(name);
+          this.held.opened(name, state);
         } catch (err) {
-          this.failed.set(name, err instanceof Error ? err.message : String(err));
-          if (err instanceof CacheDamagedError) {
-            this.damaged.add(name);
-            this.report({ level: 'error', msg: err.message });
-          }
+          this.held.failedToOpen(name, err instanceof Error ? err.message : String(err), err instanceof CacheDamagedError);
+          if (err instanceof CacheDamagedError) this.report({ level: 'error', msg: err.message });
         } finally {
           this.opening.delete(name);
         }

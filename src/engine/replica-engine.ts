@@ -148,7 +148,7 @@ export class ReplicaEngine extends CacheEngine {
 
   /** Snapshots are taken at boundaries only: a request for one is answered with the cache as it is. */
   override async snapshot(name: string) {
-    return this.cache(name).info();
+    return this.held.get(name).info();
   }
 
   /**
@@ -156,7 +156,7 @@ export class ReplicaEngine extends CacheEngine {
    * it is now, written into the export (this replica's own snapshots stay at their boundaries).
    */
   override async prepareExport(name: string, opts: { stored?: boolean } = {}): Promise<{ dir: string; definition: CacheDefinition; files: ArchiveFile[] }> {
-    const cache = this.cache(name);
+    const cache = this.held.get(name);
     if (opts.stored && cache.snapshotPosition === 0) {
       throw new UserError('no_snapshot', `cache "${name}" has no snapshot on this replica yet (replicas snapshot every ${this.snapshotEvery} log positions)`);
     }
@@ -174,7 +174,7 @@ export class ReplicaEngine extends CacheEngine {
     const tried: string[] = [];
     const got = await Promise.all(
       shardNames(d.name, d.shards).map(async (unit): Promise<HeldAnswer | null> => {
-        const held = this.caches.get(unit);
+        const held = this.held.open.get(unit);
         if (held) return { size: held.size, answers: await held.answer(keys, n, theta, wanted) };
         return this.peers.answer(unit, query, numClasses, tried);
       }),
@@ -193,7 +193,7 @@ export class ReplicaEngine extends CacheEngine {
   /** A shard held here: deleted as any held cache; else logged in its key log for its replicas to apply. */
   protected override async deleteFromShard(d: CacheDefinition, shard: number, ids: string[]): Promise<string[]> {
     const unit = shardName(d.name, shard, d.shards);
-    const held = this.caches.get(unit);
+    const held = this.held.open.get(unit);
     if (held) return this.deleteLogged(held, ids);
     const log = await RedisKeyLog.open(this.redis, unit, (await this.models.extractorFor(d)).keyDimension);
     return (await log.appendDeletes(ids)).deleted;
@@ -205,7 +205,7 @@ export class ReplicaEngine extends CacheEngine {
       shardNames(d.name, d.shards).map(async (unit, shard) => ({
         shard,
         size: await this.redis.scard(redisKeys.ids(unit)),
-        heldHere: this.caches.has(unit),
+        heldHere: this.held.open.has(unit),
         replicas: (await replicasOf(this.redis, unit)).map((r) => ({ id: r.id, url: r.url, lastSeen: new Date(r.at).toISOString() })),
       })),
     );
@@ -213,7 +213,7 @@ export class ReplicaEngine extends CacheEngine {
     const shards = await withTimeout(read, REDIS_WAIT_MS).catch((err: Error) => {
       throw new UserError('shard_unavailable', `cache "${d.name}": its shards' sizes and replicas could not be read from Redis (${err.message})`);
     });
-    const held = this.heldShards(d);
+    const held = this.held.shardsOf(d);
     const extractor = await this.models.extractorFor(d);
     const base: CacheInfo = held.length ? held[0].info() : infoOfUnheld(d, extractor);
     return {
@@ -257,7 +257,7 @@ export class ReplicaEngine extends CacheEngine {
     try {
       while (!this.closed) {
         try {
-          const caches = [...this.caches.values()];
+          const caches = [...this.held.open.values()];
           const logs = caches.map((c) => ({ log: this.logs.get(c.definition.name)!, position: c.appliedPosition }));
           await waiter.wait(logs, 500);
           const beat = Date.now() - lastBeat >= HEARTBEAT_MS;
@@ -288,7 +288,7 @@ export class ReplicaEngine extends CacheEngine {
     await this.drop(cache);
     this.logs.delete(name);
     // meanwhile its requests get cache_unavailable (not unknown_cache), saying why
-    this.failed.set(name, "the key log was trimmed past this replica's position: it is being opened again from a peer's snapshot");
+    this.held.failedToOpen(name, "the key log was trimmed past this replica's position: it is being opened again from a peer's snapshot", false);
     await this.openCache(cache.definition);
   }
 

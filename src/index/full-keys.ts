@@ -16,11 +16,9 @@
 // + ORT 0.6–1.3 ms for either format (ORT's Cast converts float16 vectorised;
 // converting with the JS lookup table first makes it 5 ms). 1,000 candidates:
 // JS 50–110 ms, gather + ORT 3–10 ms. So ORT does the arithmetic, in runs of at
-// most RUN_ELEMENTS key values, small enough that the gathered rows and the Cast
-// output stay in the core's cache: re-ranking 64 queries × 50 candidates of
-// 12,288 float16 dims took 0.36 ms per query in runs of 2^20 values, 0.24 at
-// 2^18, 0.215 at 2^17 and 0.40 at 2^15 (too many runs); float32 and 4,096 dims
-// agree (0.33 → 0.21, 0.13 → 0.09).
+// most RUN_ELEMENTS values, which stay in the core's cache through Cast and MatMul:
+// 64 queries × 50 candidates × 12,288 float16 dims, ms per query: 0.36 in runs of
+// 2^20, 0.24 of 2^18, 0.215 of 2^17, 0.40 of 2^15 (float32 alike).
 import { link, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';

@@ -48,6 +48,11 @@ describe('HeldCaches', () => {
       ],
     );
     assert.ok(held.knows('a') && held.knows('b') && held.knows('c') && !held.knows('d'));
+    held.failedToOpen('b', 'its model is gone', false); // failed again, for another reason
+    assert.equal(
+      code(() => held.get('b')),
+      'cache_unavailable',
+    );
     held.opened('b', state('b')); // opened after all: neither failed nor damaged
     assert.equal(held.get('b').definition.name, 'b');
     assert.deepEqual(held.failures(), [{ name: 'a', status: 'failed', error: 'its model is gone' }]);

@@ -38,7 +38,7 @@ export class EmbeddedEngine extends CacheEngine {
       const { definition } = await importedDefinition(staging, overrides);
       const name = definition.name;
       const taken = () => new UserError('cache_exists', `a cache named "${name}" already exists: import under another name (--name)`);
-      if (this.held.open.has(name) || this.held.failed.has(name)) throw taken();
+      if (this.held.knows(name)) throw taken();
       const extractor = await this.models.extractorFor(definition); // the model must be here
       checkSnapshotMatches(await manifestOf(path.join(staging, 'snapshot')), definition, extractor);
       const target = path.join(this.options.dataDir, name);
@@ -58,7 +58,7 @@ export class EmbeddedEngine extends CacheEngine {
         if (failure !== undefined) throw new UserError('bad_archive', `the imported cache does not open: ${failure}`);
         return this.held.get(name).info();
       } catch (err) {
-        this.held.failed.delete(name);
+        this.held.forget(name);
         await this.definitions.delete(name); // and the directory
         throw err;
       }

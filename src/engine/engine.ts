@@ -322,7 +322,7 @@ export abstract class CacheEngine {
   /** Open caches this process has not seen yet; take settings changed elsewhere; drop deleted caches. */
   protected async syncDefinitions(): Promise<void> {
     const { definitions, unreadable } = await this.definitions.list();
-    for (const u of unreadable) this.held.failed.set(u.name, u.error);
+    for (const u of unreadable) this.held.failedToOpen(u.name, u.error, false);
     const stored = new Set([...definitions.map((d) => d.name), ...unreadable.map((u) => u.name)]);
     for (const d of [...this.held.sharded.values()]) if (!stored.has(d.name)) await this.dropSharded(d);
     for (const cache of [...this.held.open.values()]) {
@@ -331,7 +331,7 @@ export abstract class CacheEngine {
       await this.drop(cache);
       await fs.rm(cache.dir, { recursive: true, force: true });
     }
-    for (const name of [...this.held.failed.keys()]) if (!stored.has(cacheOf(name))) this.held.failed.delete(name);
+    for (const name of [...this.held.failed.keys()]) if (!stored.has(cacheOf(name))) this.held.forget(name);
     for (const d of definitions) {
       if (d.shards > 1) {
         await this.takeShardedDefinition(d);

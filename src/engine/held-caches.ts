@@ -63,6 +63,7 @@ export class HeldCaches {
   failedToOpen(name: string, reason: string, damaged: boolean): void {
     this.failed.set(name, reason);
     if (damaged) this.damaged.add(name);
+    else this.damaged.delete(name); // an earlier failure's damage is not this one's
   }
 
   /** Forget a cache of one shard (or one shard of a larger one): held, failed or opening. */

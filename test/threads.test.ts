@@ -16,6 +16,7 @@ import { KeyExtractor } from '../src/model/extractor.js';
 import { loadModelSpec } from '../src/model/spec-file.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { INTRA_OP_THREADS } from '../src/model/threads.js';
+import { SEARCH_THREADS, threadCount } from '../src/math/arithmetic-session.js';
 import { resolveSource } from '../src/sources/sources.js';
 import { RESNET, SAMPLE } from './harness.js';
 
@@ -55,5 +56,25 @@ describe('onnxruntime sessions add no threads', () => {
     assert.equal(set.n, 4);
     assert.equal(during, before);
     assert.equal(threads(), before);
+  });
+});
+
+describe('thread counts from the environment', () => {
+  test('unset or empty: 1; a whole number from 1 to 1024: itself; anything else stops the process, naming the variable', () => {
+    assert.equal(SEARCH_THREADS, 1);
+    const name = 'CACHET_TEST_THREADS';
+    const withValue = (v: string | undefined) => {
+      if (v === undefined) delete process.env[name];
+      else process.env[name] = v;
+      try {
+        return threadCount(name);
+      } finally {
+        delete process.env[name];
+      }
+    };
+    assert.equal(withValue(undefined), 1);
+    assert.equal(withValue(' '), 1);
+    assert.equal(withValue('3'), 3);
+    for (const bad of ['abc', '0', '-2', '1.5', '1e9', 'Infinity']) assert.throws(() => withValue(bad), /CACHET_TEST_THREADS=.*whole number/, bad);
   });
 });

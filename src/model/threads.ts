@@ -1,3 +1,5 @@
+import { threadCount } from '../math/arithmetic-session.js';
+
 /**
  * onnxruntime intra-op threads per model session, set explicitly: the default is one per physical
  * core, and those threads spin between runs. Measured on 2 cores with ResNet-20: a second intra-op
@@ -5,4 +7,4 @@
  * 2–3× slower per image with 2 threads each. Large models on many cores may want more:
  * CACHET_INTRA_OP_THREADS.
  */
-export const INTRA_OP_THREADS = Number(process.env.CACHET_INTRA_OP_THREADS ?? 1);
+export const INTRA_OP_THREADS = threadCount('CACHET_INTRA_OP_THREADS');

@@ -16,14 +16,15 @@ export async function bareInference(model: string, spec: ModelSpec, bytes: Buffe
   const tensors = await Promise.all(bytes.slice(0, 64).map((b) => imageToTensor(b, spec, { limitInputPixels: DEFAULT_LIMIT_INPUT_PIXELS })));
   const shape = spec.layout === 'NCHW' ? [3, spec.height, spec.width] : [spec.height, spec.width, 3];
   const run = (count: number) => session.run({ [spec.input]: new ort.Tensor('float32', stackBatch(tensors.slice(0, count)), [count, ...shape]) });
+  const ROUNDS = 7;
   const medianOfRounds = async (count: number, runs: number) => {
     const rounds: number[] = [];
-    for (let r = 0; r < 7; r++) {
+    for (let r = 0; r < ROUNDS; r++) {
       const t = performance.now();
       for (let i = 0; i < runs; i++) await run(count);
       rounds.push((performance.now() - t) / runs / count);
     }
-    return rounds.sort((a, b) => a - b)[3];
+    return rounds.sort((a, b) => a - b)[Math.floor(ROUNDS / 2)];
   };
   for (let i = 0; i < 5; i++) await run(64);
   const batch1 = await medianOfRounds(1, 100);

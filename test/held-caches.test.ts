@@ -48,6 +48,15 @@ describe('HeldCaches', () => {
       ],
     );
     assert.ok(held.knows('a') && held.knows('b') && held.knows('c') && !held.knows('d'));
+    assert.equal(held.heldOrFailed('a'), undefined); // verify and delete work on its files
+    assert.equal(
+      code(() => held.heldOrFailed('c')),
+      'per_shard',
+    );
+    assert.equal(
+      code(() => held.heldOrFailed('d')),
+      'unknown_cache',
+    );
     held.failedToOpen('b', 'its model is gone', false); // failed again, for another reason
     assert.equal(
       code(() => held.get('b')),
@@ -55,7 +64,11 @@ describe('HeldCaches', () => {
     );
     held.opened('b', state('b')); // opened after all: neither failed nor damaged
     assert.equal(held.get('b').definition.name, 'b');
+    assert.equal(held.heldOrFailed('b')?.definition.name, 'b');
     assert.deepEqual(held.failures(), [{ name: 'a', status: 'failed', error: 'its model is gone' }]);
+    held.progress.set('b', { name: 'b', phase: 'ready', done: 1, total: 1 });
+    held.released('b'); // being closed: neither held nor listed as opening
+    assert.ok(!held.knows('b') && !held.progress.has('b'));
   });
 
   test('a cache of several shards leaves with every shard at once, held or failed', () => {

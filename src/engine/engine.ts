@@ -229,8 +229,7 @@ export abstract class CacheEngine {
    * Works on a damaged cache too (it reads the files, not the loaded cache).
    */
   async verifyCache(name: string): Promise<CacheVerification> {
-    const cache = this.held.open.get(name);
-    if (!cache && !this.held.failed.has(name)) this.held.get(name); // throws unknown_cache
+    const cache = this.held.heldOrFailed(name);
     return verifyStored(name, path.join(this.options.dataDir, name), cache ?? { failure: this.held.failed.get(name) ?? '' });
   }
 
@@ -294,8 +293,7 @@ export abstract class CacheEngine {
       await this.definitions.delete(name);
       return { deleted: name };
     }
-    const cache = this.held.open.get(name);
-    if (!cache && !this.held.failed.has(name)) this.held.get(name); // throws unknown_cache
+    const cache = this.held.heldOrFailed(name);
     if (cache) await this.drop(cache);
     this.held.forget(name);
     await this.definitions.delete(name);
@@ -354,8 +352,7 @@ export abstract class CacheEngine {
 
   /** Stop serving a cache held by this process and close its log (waits for work in hand). */
   protected async drop(cache: CacheState): Promise<void> {
-    this.held.open.delete(cache.definition.name);
-    this.held.progress.delete(cache.definition.name);
+    this.held.released(cache.definition.name);
     await cache.lock.run(() => cache.close());
   }
 

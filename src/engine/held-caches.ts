@@ -47,6 +47,14 @@ export class HeldCaches {
     );
   }
 
+  /**
+   * The cache held under this name, or undefined when it failed to open (what works on its stored
+   * files, not the loaded cache: verify, delete); any other name throws as get does.
+   */
+  heldOrFailed(name: string): CacheState | undefined {
+    return !this.open.has(name) && this.failed.has(name) ? undefined : this.get(name);
+  }
+
   /** The shards of a cache of several shards that this process holds. */
   shardsOf(d: CacheDefinition): CacheState[] {
     return shardNames(d.name, d.shards).flatMap((name) => this.open.get(name) ?? []);
@@ -57,6 +65,12 @@ export class HeldCaches {
     this.open.set(name, state);
     this.failed.delete(name);
     this.damaged.delete(name);
+  }
+
+  /** The cache is no longer held (it is being closed): nor is its opening listed. */
+  released(name: string): void {
+    this.open.delete(name);
+    this.progress.delete(name);
   }
 
   /** The cache could not be opened, for `reason`; `damaged`: its stored data is beyond repair. */

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { call, RESNET, sampleFolder, start, waitForJob } from './harness.js';
-import { pCachesByK } from '../src/jobs/tune-job.js';
+import { pCachesByK, TuneGrid } from '../src/jobs/tune-grid.js';
 import { cacheProbabilities } from '../src/math/cache-model.js';
 
 describe('tune job', () => {
@@ -110,6 +110,71 @@ describe('tune job', () => {
         assert.deepEqual(Array.from(p), Array.from(want), `trial ${trial}, k ${ks[i]}`);
       });
     }
+  });
+
+  test('the grid scored batch by batch is the cache math at every point, and picks the best as a search over it would', () => {
+    let seed = 11;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const C = 10;
+    const ks = [1, 4, 9];
+    const k = 9;
+    const thetas = [5, 40, 85];
+    const lambdas = [0, 0.3, 0.8, 1];
+    const n = 37;
+    const pModel = new Float32Array(n * C);
+    const sims = new Float32Array(n * k);
+    const labels = new Uint16Array(n * k);
+    const truth: number[] = [];
+    for (let q = 0; q < n; q++) {
+      const raw = Array.from({ length: C }, () => rand());
+      const sum = raw.reduce((a, b) => a + b, 0);
+      raw.forEach((v, c) => (pModel[q * C + c] = v / sum));
+      const s = Array.from({ length: k }, () => rand()).sort((a, b) => b - a);
+      s.forEach((v, i) => ((sims[q * k + i] = v), (labels[q * k + i] = Math.floor(rand() * C))));
+      if (q === 5) sims.fill(-Infinity, q * k + 6, (q + 1) * k); // padding: fewer neighbours than k
+      truth.push(Math.floor(rand() * C));
+    }
+    const grid = new TuneGrid(ks, thetas, lambdas, C, { theta: 40, lambda: 0.3, k: 4 });
+    for (const [from, to] of [
+      [0, 5],
+      [5, 6],
+      [6, 37],
+    ])
+      grid.add(pModel.subarray(from * C, to * C), sims.subarray(from * k, to * k), labels.subarray(from * k, to * k), truth.slice(from, to), to - from);
+    const got = grid.outcome();
+    assert.equal(got.images, n);
+
+    // the reference: every point from the cache math, query by query
+    const at = (kk: number, theta: number, lambda: number) => {
+      let correct = 0;
+      let loss = 0;
+      for (let q = 0; q < n; q++) {
+        const pc = cacheProbabilities(sims.subarray(q * k, q * k + kk), labels.subarray(q * k, q * k + kk), theta, C);
+        const p = Array.from({ length: C }, (_, c) => (1 - lambda) * pModel[q * C + c] + lambda * pc[c]);
+        if (p.indexOf(Math.max(...p)) === truth[q]) correct++;
+        loss -= Math.log(Math.max(p[truth[q]], 1e-12));
+      }
+      return { accuracy: correct / n, logLoss: loss / n };
+    };
+    let best = { accuracy: -1, logLoss: Infinity };
+    ks.forEach((kk, ki) =>
+      thetas.forEach((theta, ti) =>
+        lambdas.forEach((lambda, li) => {
+          const want = at(kk, theta, lambda);
+          assert.equal(got.accuracy[ki][ti][li], want.accuracy, `k ${kk} θ ${theta} λ ${lambda}`);
+          assert.ok(Math.abs(got.logLoss[ki][ti][li] - want.logLoss) < 1e-12, `k ${kk} θ ${theta} λ ${lambda}: log-loss`);
+          if (want.accuracy > best.accuracy || (want.accuracy === best.accuracy && want.logLoss < best.logLoss)) best = want;
+        }),
+      ),
+    );
+    assert.equal(got.best.accuracy, best.accuracy);
+    assert.equal(got.accuracy[ks.indexOf(got.best.k)][thetas.indexOf(got.best.theta)][lambdas.indexOf(got.best.lambda)], best.accuracy);
+    assert.equal(got.model.accuracy, at(1, 5, 0).accuracy);
+    assert.equal(got.currentAccuracy, at(4, 40, 0.3).accuracy);
+    const alone = Math.max(...ks.flatMap((kk) => thetas.map((theta) => at(kk, theta, 1).accuracy)));
+    assert.equal(got.cacheOnly?.accuracy, alone);
+    assert.throws(() => grid.add(pModel, sims.subarray(0, 5), labels, truth, n), /37 queries need/);
+    assert.equal(new TuneGrid(ks, thetas, lambdas, C, { theta: 40, lambda: 0.3, k: null }).outcome().currentAccuracy, null);
   });
 
   test('eval: error against cache size from random subsets; the whole cache matches the plain eval', async () => {

@@ -301,7 +301,7 @@ program
       if (o.json) return print(r);
       const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
       console.log(
-        `${r.images} validation images, grid ${r.ks ? `${r.ks.length} k × ` : ''}${r.thetas.length} θ × ${r.lambdas.length} λ, p_cache over each image's ${r.k} nearest items (extraction ${r.seconds.extract} s, grid ${r.seconds.grid} s)`,
+        `${r.images} validation images, grid ${r.ks ? `${r.ks.length} k × ` : ''}${r.thetas.length} θ × ${r.lambdas.length} λ, p_cache over each image's ${r.k} nearest items (${r.seconds.extract} s, of which scoring the grid ${r.seconds.grid} s beside the model and the search)`,
       );
       console.log(
         `best θ=${r.best.theta}, λ=${r.best.lambda}${r.ks ? `, k=${r.k} (of ${r.ks.join(', ')})` : ''}: accuracy ${pct(r.best.accuracy)} (model alone ${pct(r.model.accuracy)}; before: θ=${r.previous.theta}, λ=${r.previous.lambda})`,

@@ -64,7 +64,12 @@ export const TuneResultSchema = z
     cacheOnly: scored.nullable(),
     previous: z.object({ theta: z.number(), lambda: z.number(), accuracy: z.number().nullable() }).strict(),
     applied: z.boolean(),
-    seconds: z.object({ extract: z.number(), grid: z.number() }).strict(),
+    seconds: z
+      .object({ extract: z.number(), grid: z.number() })
+      .strict()
+      .describe(
+        'extract: the whole pass over the images, each batch scored on the grid as it came back; grid: the part of it spent scoring, beside the model and the search',
+      ),
   })
   .strict();
 export type TuneResult = z.infer<typeof TuneResultSchema>;

@@ -225,8 +225,8 @@ describe('tune report Markdown', () => {
     assert.match(md, /\*\*Applied:\*\* the cache now uses θ = 100, λ = 0\.375, k = 50 \(was θ = 50, λ = 0\.5\)/);
     assert.match(md, /## Neighbours: k[\s\S]*\| 20 \| 100 \| 0\.375 \| 90\.00% \|[\s\S]*\| 50 \| 100 \| 0\.375 \| 93\.00% \| 7\.00% \| [\d.]+ \| chosen \|/);
     assert.ok(md.includes('![θ×λ accuracy](heatmap.svg)'));
-    assert.match(md, /Extracting keys and model outputs: 1 min 23 s/);
-    assert.match(md, /Scoring the grid: 2\.71 s/);
+    assert.match(md, /Extracting keys, model outputs and neighbours, each batch scored on the grid as it came: 1 min 23 s/);
+    assert.match(md, /of which scoring the grid \(beside the model and the search\): 2\.71 s/);
   });
 
   test('says how to roll back, with the previous values', () => {

@@ -6,6 +6,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 make g+
 # itself to keep the CPU build it ships with rather than download CUDA binaries
 ENV ONNXRUNTIME_NODE_INSTALL=skip
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+# npm ci builds native/ (re-ranking's inner products, runtime CPU dispatch: one image for any x86-64)
+COPY native native
 COPY src src
 COPY workers workers
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
@@ -18,6 +20,7 @@ ENV NODE_ENV=production
 ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
+COPY --from=build /app/native/build/Release/cachet_native.node native/build/Release/cachet_native.node
 COPY package.json ./
 COPY public public
 COPY models models

@@ -7,30 +7,19 @@
 // float16 (Uint16Array: 90,000 × 12,288 keys take 2.2 GB instead of 4.4 GB); npm's
 // mmap packages need a native build with node-gyp, so plain blocks it is.
 //
-// Similarities: the candidate rows are gathered (still float16 if stored so) into
-// a reused scratch buffer and one onnxruntime run computes
-//   s[b, n] = Σ_d k[b, n, d] · q[b, d]    (float16 keys: Cast → float first)
-// for a batch of candidate lists at once. Measured on this 2-core machine (with
-// other CPU-heavy work running, so noisy), 200 candidates × 12,288 dims: a JS dot
-// loop 4–15 ms (float32) and 18–23 ms (float16 through the lookup table); gather
-// + ORT 0.6–1.3 ms for either format (ORT's Cast converts float16 vectorised;
-// converting with the JS lookup table first makes it 5 ms). 1,000 candidates:
-// JS 50–110 ms, gather + ORT 3–10 ms. So ORT does the arithmetic, in runs of at
-// most RUN_ELEMENTS values, which stay in the core's cache through Cast and MatMul:
-// 64 queries × 50 candidates × 12,288 float16 dims, ms per query: 0.36 in runs of
-// 2^20, 0.24 of 2^18, 0.215 of 2^17, 0.40 of 2^15 (float32 alike).
+// Similarities: the project's native addon (math/inner-products.ts) reads each candidate's row
+// where it lies and multiplies it with its query as it reads, float16 converted in registers: for
+// 64 queries × 50 candidates × 12,288 float16 dims over 90,000 keys, 0.14 ms per query, against
+// 0.28 for onnxruntime (gather the rows, Cast to float32, MatMul: three passes over rows that come
+// from RAM), and 4–15 ms for a JS loop.
 import { link, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import type { FileChecksum } from '../util/checksum.js';
 import type { PreviousSnapshot } from './snapshot.js';
-import onnxProto from 'onnx-proto';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { readRowBlocks, writeFully } from '../util/files.js';
 import { float16ToFloat32, float32ToFloat16 } from '../math/float16.js';
-import { ARITHMETIC_SESSION } from '../math/arithmetic-session.js';
-
-const { onnx } = onnxProto;
+import { innerProducts } from '../math/inner-products.js';
 
 export type KeyFormat = 'float32' | 'float16';
 
@@ -43,8 +32,6 @@ const segmentFile = (segment: number) => `fullkeys-${String(segment).padStart(6,
 const BLOCK_BYTES = 128 * 1024 * 1024;
 const MAX_BLOCK_ROWS = 65536;
 const FIRST_BLOCK_ROWS = 1024;
-/** key values gathered for one ORT run (256 KB as float16, 512 KB as float32; 10 rows of 12,288) */
-const RUN_ELEMENTS = 1 << 17;
 const BYTES: Record<KeyFormat, number> = { float32: 4, float16: 2 };
 
 type KeyArray = Float32Array | Uint16Array;
@@ -72,8 +59,6 @@ export class FullKeyStore {
   readonly blockRows: number;
   private readonly blocks: Block[] = [];
   private count = 0;
-  /** gather buffers of RUN_ELEMENTS (or one list's worth, if longer), reused across calls */
-  private readonly scratch: KeyArray[] = [];
 
   constructor(
     readonly dimension: number,
@@ -176,59 +161,40 @@ export class FullKeyStore {
     return out;
   }
 
-  /**
-   * The same for nq queries, each with its own candidate list. Lists are cut into
-   * segments of at most RUN_ELEMENTS / dimension rows; segments, longest first,
-   * are packed into runs of B × longest rows ≤ RUN_ELEMENTS (shorter segments
-   * padded), one ORT batched MatMul per run.
-   */
+  /** The same for nq queries, each with its own candidate list, in one call of the native addon. */
   async similaritiesBatch(queries: Float32Array, nq: number, candidates: Int32Array[]): Promise<Float32Array[]> {
     const d = this.dimension;
     if (!Number.isInteger(nq) || nq < 0) throw new RangeError(`similarities: nq must be a non-negative integer, got ${nq}`);
     if (queries.length < nq * d) throw new RangeError(`similarities: ${nq} queries need ${nq * d} floats, got ${queries.length}`);
     if (candidates.length !== nq) throw new RangeError(`similarities: ${nq} queries but ${candidates.length} candidate lists`);
-    for (const list of candidates) for (let i = 0; i < list.length; i++) this.checkPosition(list[i]);
-
-    const out = candidates.map((list) => new Float32Array(list.length));
-    const segRows = Math.max(1, Math.floor(RUN_ELEMENTS / d));
-    const segments: Segment[] = [];
-    for (let q = 0; q < nq; q++) {
-      const len = candidates[q].length;
-      for (let first = 0; first < len; first += segRows) segments.push({ query: q, first, rows: Math.min(segRows, len - first) });
+    let total = 0;
+    for (const list of candidates) {
+      for (let i = 0; i < list.length; i++) this.checkPosition(list[i]);
+      total += list.length;
     }
-    if (segments.length === 0) return out;
-    segments.sort((a, b) => b.rows - a.rows);
-    const session = await getSession(this.format);
-    const capacity = Math.max(RUN_ELEMENTS, segRows * d);
-    const gathered = this.scratch.pop() ?? this.newArray(capacity);
-    const runQueries = (rows: number) => Math.min(segments.length, Math.max(1, Math.floor(capacity / (rows * d))));
-    const queryBuffer = new Float32Array(runQueries(segments[segments.length - 1].rows) * d); // for every run: the shortest segment packs most
-    try {
-      for (let s0 = 0; s0 < segments.length;) {
-        const rows = segments[s0].rows; // the longest in this run
-        const b = Math.min(segments.length - s0, runQueries(rows));
-        const q = queryBuffer.subarray(0, b * d);
-        for (let i = 0; i < b; i++) {
-          const seg = segments[s0 + i];
-          q.set(queries.subarray(seg.query * d, (seg.query + 1) * d), i * d);
-          const list = candidates[seg.query];
-          const base = i * rows * d;
-          for (let r = 0; r < seg.rows; r++) gathered.set(this.row(list[seg.first + r]), base + r * d);
-          // padding rows (r ≥ seg.rows) keep whatever they held; their products are ignored
-        }
-        const k = new Tensor(this.format, gathered.subarray(0, b * rows * d), [b, rows, d]);
-        const result = await session.run({ q: new Tensor('float32', q, [b, d, 1]), k });
-        const s = result.s.data as Float32Array; // b × rows × 1
-        for (let i = 0; i < b; i++) {
-          const seg = segments[s0 + i];
-          out[seg.query].set(s.subarray(i * rows, i * rows + seg.rows), seg.first);
-        }
-        s0 += b;
+    const queryOf = new Int32Array(total);
+    const blockOf = new Int32Array(total);
+    const rowOf = new Int32Array(total);
+    for (let q = 0, i = 0; q < nq; q++) {
+      const list = candidates[q];
+      for (let j = 0; j < list.length; j++, i++) {
+        queryOf[i] = q;
+        blockOf[i] = Math.floor(list[j] / this.blockRows);
+        rowOf[i] = list[j] % this.blockRows;
       }
-    } finally {
-      if (this.scratch.length < 2) this.scratch.push(gathered);
     }
-    return out;
+    const products = new Float32Array(total);
+    innerProducts(
+      queries.subarray(0, nq * d),
+      d,
+      this.blocks.map((b) => b.data),
+      queryOf,
+      blockOf,
+      rowOf,
+      products,
+    );
+    let at = 0;
+    return candidates.map((list) => products.slice(at, (at += list.length)));
   }
 
   /**
@@ -344,57 +310,6 @@ async function sameLayout(dir: string, dimension: number, format: KeyFormat, seg
   return meta !== null && meta.version === 2 && meta.dimension === dimension && meta.format === format && meta.segmentRows === segmentRows;
 }
 
-interface Segment {
-  query: number;
-  first: number; // index of the first candidate in the query's list
-  rows: number;
-}
-
 function assertLittleEndian(): void {
   if (endianness() !== 'LE') throw new Error(`${FULL_KEYS_FILE} is little-endian; big-endian hosts are not supported`);
-}
-
-// ---------------------------------------------------------------------------
-// ORT: a batched matrix-vector product, s[B,N,1] = k[B,N,D] · q[B,D,1], with a
-// Cast to float first when the keys are float16. One session per format per
-// process, created lazily and kept (re-creating ORT sessions leaks memory).
-
-function productModel(format: KeyFormat): Uint8Array {
-  const F = onnx.TensorProto.DataType.FLOAT;
-  const keyType = format === 'float16' ? onnx.TensorProto.DataType.FLOAT16 : F;
-  const valueInfo = (name: string, elemType: number, dims: string[]) => ({
-    name,
-    type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimParam: d })) } } },
-  });
-  const node = [];
-  if (format === 'float16') {
-    node.push({
-      opType: 'Cast',
-      input: ['k'],
-      output: ['kf'],
-      attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: F }],
-    });
-  }
-  node.push({ opType: 'MatMul', input: [format === 'float16' ? 'kf' : 'k', 'q'], output: ['s'] });
-  return onnx.ModelProto.encode({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: {
-      name: `full-key-products-${format}`,
-      node,
-      input: [valueInfo('q', F, ['B', 'D', 'one']), valueInfo('k', keyType, ['B', 'N', 'D'])],
-      output: [valueInfo('s', F, ['B', 'N', 'one'])],
-    },
-  }).finish();
-}
-
-const sessions = new Map<KeyFormat, Promise<InferenceSession>>();
-
-function getSession(format: KeyFormat): Promise<InferenceSession> {
-  let session = sessions.get(format);
-  if (!session) {
-    session = InferenceSession.create(productModel(format), ARITHMETIC_SESSION);
-    sessions.set(format, session);
-  }
-  return session;
 }

@@ -1,8 +1,9 @@
 // Options for the small onnxruntime sessions that do the search's arithmetic (projections, exact
-// search, re-ranking, float16 casts) on the engine thread. onnxruntime's default is a pool of one
-// intra-op thread per physical core, whose threads spin between runs: on a VM that reports 2
-// cores, those pools beside the model's thread took the service from 1.25 to 2.36 ms of CPU per
-// predicted image and from 0.77 to 1.22 ms of wall clock (the paper's cache, requests of 64).
+// search, float16 casts) on the engine thread; re-ranking is the native addon's (inner-products.ts).
+// onnxruntime's default is a pool of one intra-op thread per physical core, whose threads spin
+// between runs: on a VM that reports 2 cores, those pools beside the model's thread took the
+// service from 1.25 to 2.36 ms of CPU per predicted image and from 0.77 to 1.22 ms of wall clock
+// (the paper's cache, requests of 64).
 // So one thread, unless CACHET_SEARCH_THREADS says more (many cores, large exact caches); then
 // the pool does not spin. On 2 cores, 2 threads that do not spin still cost 11 % (0.75 vs 0.67 ms).
 import type { InferenceSession } from 'onnxruntime-node';

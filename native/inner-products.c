@@ -155,7 +155,10 @@ static napi_value inner_products_with(napi_env env, napi_callback_info info, int
   uint32_t d, n_blocks;
   int half;
   if (!typed_array(env, a[0], napi_float32_array, (void **)&queries, &queries_len)) return fail(env, "queries must be a Float32Array");
-  if (napi_get_value_uint32(env, a[1], &d) != napi_ok || d == 0) return fail(env, "dimension must be a positive integer");
+  double dimension;  // a double, checked whole: napi's uint32 reading would wrap 2^32 + 4 to 4
+  if (napi_get_value_double(env, a[1], &dimension) != napi_ok || !(dimension >= 1 && dimension <= 2147483647.0) || dimension != floor(dimension))
+    return fail(env, "dimension must be a whole number from 1 to 2^31 - 1");
+  d = (uint32_t)dimension;
   bool is_array;
   if (napi_is_array(env, a[2], &is_array) != napi_ok || !is_array || napi_get_array_length(env, a[2], &n_blocks) != napi_ok || n_blocks > MAX_BLOCKS)
     return fail(env, "blocks must be an array of at most 65,536 typed arrays");

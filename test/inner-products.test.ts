@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import { innerProductKernel, innerProducts, innerProductsPortable } from '../src/math/inner-products.js';
 import { float16ToFloat32, float32ToFloat16 } from '../src/math/float16.js';
 
@@ -74,6 +75,76 @@ describe('inner products (native addon)', () => {
       }
     });
   }
+
+  test('fuzzed arguments: the addon throws or computes what a float64 loop does, and never reads out of bounds', () => {
+    // Valid calls, then one argument replaced by junk or one index pushed out of range. A read out of
+    // bounds would crash this process, or show as a product unlike the reference's.
+    const junk = fc.oneof(
+      fc.constantFrom(null, undefined, 4, -1, 2 ** 32 + 4, 2.5, NaN, Infinity, '4', [1, 2], {}),
+      fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { maxLength: 6 }).map((v) => Int32Array.from(v)),
+      fc.array(fc.float({ noNaN: true }), { maxLength: 6 }).map((v) => Float32Array.from(v)),
+      fc.array(fc.integer({ min: 0, max: 65535 }), { maxLength: 6 }).map((v) => Uint16Array.from(v)),
+      fc.array(fc.double({ noNaN: true }), { maxLength: 6 }).map((v) => Float64Array.from(v)),
+    );
+    const badIndex = fc.oneof(fc.integer({ min: -5, max: -1 }), fc.integer({ min: 0, max: 12 }), fc.constantFrom(2 ** 31 - 1, -(2 ** 31)));
+    const call = fc.record({
+      d: fc.integer({ min: 1, max: 40 }),
+      nq: fc.integer({ min: 1, max: 3 }),
+      half: fc.boolean(),
+      blockRows: fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 1, maxLength: 3 }),
+      picks: fc.array(fc.tuple(fc.nat(), fc.nat(), fc.nat()), { maxLength: 8 }),
+      mutation: fc.option(
+        fc.oneof(fc.record({ arg: fc.integer({ min: 0, max: 6 }), junk }), fc.record({ index: fc.integer({ min: 3, max: 5 }), at: fc.nat(), value: badIndex })),
+      ),
+    });
+    let ran = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(call, ({ d, nq, half, blockRows, picks, mutation }) => {
+        const values = (n: number) => Float32Array.from({ length: n }, random);
+        const blocks32 = blockRows.map((rows) => values(rows * d));
+        const blocks = half ? blocks32.map((b) => new Uint16Array(b.length)) : blocks32;
+        if (half) blocks32.forEach((b, i) => (float32ToFloat16(b, blocks[i] as Uint16Array), float16ToFloat32(blocks[i] as Uint16Array, b)));
+        const usable = picks.filter(([, b]) => blockRows[b % blockRows.length] > 0);
+        const qOf = Int32Array.from(usable, ([q]) => q % nq);
+        const bOf = Int32Array.from(usable, ([, b]) => b % blockRows.length);
+        const rOf = Int32Array.from(usable, ([, b, r]) => r % blockRows[b % blockRows.length]);
+        const args: unknown[] = [values(nq * d), d, blocks, qOf, bOf, rOf, Float32Array.from({ length: usable.length }, () => 42)];
+        if (mutation && 'arg' in mutation) args[mutation.arg] = mutation.junk;
+        if (mutation && 'index' in mutation && usable.length > 0) (args[mutation.index] as Int32Array)[mutation.at % usable.length] = mutation.value;
+        const out = args[6];
+        const before = out instanceof Float32Array ? out.slice() : null;
+        try {
+          (innerProducts as (...a: unknown[]) => void)(...args);
+        } catch (err) {
+          assert.ok(err instanceof RangeError, String(err));
+          if (before) assert.deepEqual(out, before, 'a call that throws writes nothing');
+          refused++;
+          return;
+        }
+        // it ran: then what it was given is a valid call, and each product is the reference's
+        const [q, dd, bs, qo, bo, ro, o] = args as [Float32Array, number, (Float32Array | Uint16Array)[], Int32Array, Int32Array, Int32Array, Float32Array];
+        assert.ok(Number.isInteger(dd) && dd >= 1, `ran with dimension ${dd}`);
+        for (let i = 0; i < qo.length; i++) {
+          const query = q.subarray(qo[i] * dd, (qo[i] + 1) * dd);
+          const stored = bs[bo[i]].subarray(ro[i] * dd, (ro[i] + 1) * dd);
+          const row = stored instanceof Float32Array ? stored : new Float32Array(stored.length);
+          if (stored instanceof Uint16Array) float16ToFloat32(stored, row);
+          assert.ok(qo[i] >= 0 && bo[i] >= 0 && ro[i] >= 0 && query.length === dd && row.length === dd, `product ${i} ran on a query or row out of bounds`);
+          let want = 0;
+          let scale = 0;
+          for (let j = 0; j < dd; j++) {
+            want += query[j] * row[j];
+            scale += Math.abs(query[j] * row[j]);
+          }
+          assert.ok(Math.abs(o[i] - want) <= 1e-5 * scale + 1e-30, `${o[i]} vs ${want}`);
+        }
+        ran++;
+      }),
+      { numRuns: 3000, seed: 20261204 },
+    );
+    assert.ok(ran >= 300 && refused >= 300, `${ran} calls ran and ${refused} were refused: the fuzzing should reach both`);
+  });
 
   test('every index and type is checked before a row is read', () => {
     const d = 4;

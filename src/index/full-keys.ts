@@ -4,8 +4,9 @@
 // compactly, off the JS heap, and computes exact inner products with them.
 //
 // Keys live in typed-array blocks of ≤ ~128 MB (off the JS heap), as float32 or
-// float16 (Uint16Array: 90,000 × 12,288 keys take 2.2 GB instead of 4.4 GB); npm's
-// mmap packages need a native build with node-gyp, so plain blocks it is.
+// float16 (Uint16Array: 90,000 × 12,288 keys take 2.2 GB instead of 4.4 GB), read once
+// and checked against their checksums at load: a memory-mapped file could change under
+// the search after it was verified.
 //
 // Similarities: the project's native addon (math/inner-products.ts) reads each candidate's row
 // where it lies and multiplies it with its query as it reads, float16 converted in registers: for

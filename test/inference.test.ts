@@ -51,6 +51,18 @@ describe('inference thread', () => {
     assert.ok(theirs.runMs > 0 && Number.isFinite(theirs.runMs), 'the run is timed where it ran');
   });
 
+  test("the thread returns the layers' raw keys; the caller normalises them, and reports a key that cannot be", async () => {
+    const nan = new Float32Array(stackBatch(images.slice(0, 1)).length).fill(NaN);
+    const r = await remote.run(stackBatch([images[0], nan, images[1]]), 3);
+    assert.deepEqual(r.zeroKeys, [1]);
+    const D = remote.keyDimension;
+    for (const row of [0, 2]) {
+      let ss = 0;
+      for (let j = 0; j < D; j++) ss += r.keys[row * D + j] ** 2;
+      assert.ok(Math.abs(ss - 1) < 1e-5, `row ${row}: |key|² = ${ss}`);
+    }
+  });
+
   test('a batch that owns its buffer is moved to the thread; a view of a larger buffer is copied', async () => {
     const batch = stackBatch(images);
     await remote.run(batch, images.length);

@@ -20,8 +20,8 @@ export function l2NormaliseRows(rows: Float32Array, n: number, dim: number): boo
 }
 
 // The loops are small functions of their own: written inline, V8 inlined the whole of this function
-// into KeyExtractor.run once that was hot (after a few hundred batches), where its loops ran ~3.5×
-// slower, and the model run with them: 0.51 → 0.61 ms per image at batch 64 (npm run bench:extractor).
+// into its hot caller (KeyExtractor.run, when it normalised on the model's thread) after a few
+// hundred batches, where its loops ran ~3.5× slower: 0.51 → 0.61 ms per image at batch 64.
 function sumOfSquares(v: Float32Array): number {
   let ss = 0;
   for (let j = 0; j < v.length; j++) ss += v[j] * v[j];

@@ -130,6 +130,15 @@ export class KeyExtractor implements Extractor {
 
   /** `batch` holds `n` preprocessed images laid out as the spec says. */
   async run(batch: Float32Array, n: number): Promise<ExtractorResult> {
+    return normaliseKeys(await this.runRaw(batch, n), n, this.keyDimension);
+  }
+
+  /**
+   * The model's outputs for the batch: p_model and the keys as the layers gave them, not yet
+   * L2-normalised. The inference thread returns these, and the engine thread normalises them
+   * (normaliseKeys): the model's thread, which sets the pace of a predict, runs only the model.
+   */
+  async runRaw(batch: Float32Array, n: number): Promise<RawResult> {
     const t0 = performance.now();
     const imageSize = this.spec.height * this.spec.width * 3;
     if (!Number.isInteger(n) || n < 0 || batch.length !== n * imageSize)
@@ -151,14 +160,21 @@ export class KeyExtractor implements Extractor {
     }
     keys ??= new Float32Array(0);
     if (this.spec.outputKind === 'logits') softmaxRows(probs, n, this.numClasses);
-    const ok = l2NormaliseRows(keys, n, this.keyDimension);
-    const zeroKeys = ok.flatMap((good, r) => (good ? [] : [r]));
-    return { keys, probs, zeroKeys, runMs: performance.now() - t0 };
+    return { keys, probs, runMs: performance.now() - t0 };
   }
 
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** The model's outputs before the keys are L2-normalised. */
+export type RawResult = Omit<ExtractorResult, 'zeroKeys'>;
+
+/** L2-normalises the raw keys in place; rows that cannot be (zero or not finite) are listed in zeroKeys. */
+export function normaliseKeys(raw: RawResult, n: number, keyDimension: number): ExtractorResult {
+  const ok = l2NormaliseRows(raw.keys, n, keyDimension);
+  return { ...raw, zeroKeys: ok.flatMap((good, r) => (good ? [] : [r])) };
 }
 
 /** Checks fixed dims of the graph input against the spec's layout and size; returns the batch dim. */

@@ -21,7 +21,8 @@ serveThread(parentPort, {
     extractors.set(id, x);
     return { id, spec: x.spec, keyLayers: x.keyLayers, modelHash: x.modelHash, keyDimension: x.keyDimension, numClasses: x.numClasses };
   },
-  run: (id: number, batch: Float32Array, n: number) => get(id).run(batch, n),
+  // the keys go back as the layers gave them: the engine thread normalises them (KeyExtractor.runRaw)
+  run: (id: number, batch: Float32Array, n: number) => get(id).runRaw(batch, n),
   async release(id: number) {
     await get(id).release();
     extractors.delete(id);

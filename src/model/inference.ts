@@ -5,7 +5,8 @@
 // also synchronous) could only take turns. Here the engine thread searches batch i while this
 // thread runs the model on batch i+1: on 2 cores, inference on one, search beside it.
 import { Worker } from 'node:worker_threads';
-import type { Extractor, ExtractorOptions, ExtractorResult } from './types.js';
+import type { Extractor, ExtractorOptions } from './types.js';
+import { normaliseKeys, type RawResult } from './extractor.js';
 import type { ModelSpec } from './spec.js';
 import { threadEntry } from '../util/thread-entry.js';
 import { threadCaller, type ThreadCaller } from '../util/thread-rpc.js';
@@ -32,7 +33,7 @@ export class InferenceThread {
     const thread = this.thread;
     return {
       ...info,
-      run: (batch, n) => thread.call('run', [id, batch, n]) as Promise<ExtractorResult>,
+      run: async (batch, n) => normaliseKeys((await thread.call('run', [id, batch, n])) as RawResult, n, info.keyDimension),
       release: async () => void (await thread.call('release', [id])),
     };
   }

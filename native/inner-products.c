@@ -144,7 +144,9 @@ static const char *check_blocks(napi_env env, napi_value array, uint32_t n_block
 // innerProducts(queries: Float32Array, dimension, blocks: (Float32Array | Uint16Array)[],
 //               queryOf: Int32Array, blockOf: Int32Array, rowOf: Int32Array, out: Float32Array)
 // out[i] = Σ_j queries[queryOf[i]·d + j] · blocks[blockOf[i]][rowOf[i]·d + j], for i < queryOf.length.
-// Every block is float16 bits (Uint16Array) or every block is float32.
+// Every block is float16 bits (Uint16Array) or every block is float32. `blocks` is read once, element
+// by element, before any index is checked: give a plain array (a getter or Proxy that ran JS there
+// could detach a buffer already read; FullKeyStore passes a fresh array of its blocks).
 static napi_value inner_products_with(napi_env env, napi_callback_info info, int portable) {
   size_t argc = 7;
   napi_value a[7];

@@ -9,7 +9,8 @@
 import { readGuarded } from '../util/guarded-read.js';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors/user-error.js';
-import { l2NormaliseRows, softmaxRows } from '../math/cache-model.js';
+import { softmaxRows } from '../math/cache-model.js';
+import { normaliseKeys, type RawResult } from './normalise-keys.js';
 import { decodeModel, graphInfo, modelHash, withKeyOutput, type GraphInfo } from './onnx-graph.js';
 import { nearestNames } from './names.js';
 import type { ModelSpec } from './spec.js';
@@ -166,15 +167,6 @@ export class KeyExtractor implements Extractor {
   async release(): Promise<void> {
     await this.session.release();
   }
-}
-
-/** The model's outputs before the keys are L2-normalised. */
-export type RawResult = Omit<ExtractorResult, 'zeroKeys'>;
-
-/** L2-normalises the raw keys in place; rows that cannot be (zero or not finite) are listed in zeroKeys. */
-export function normaliseKeys(raw: RawResult, n: number, keyDimension: number): ExtractorResult {
-  const ok = l2NormaliseRows(raw.keys, n, keyDimension);
-  return { ...raw, zeroKeys: ok.flatMap((good, r) => (good ? [] : [r])) };
 }
 
 /** Checks fixed dims of the graph input against the spec's layout and size; returns the batch dim. */

@@ -6,7 +6,7 @@
 // thread runs the model on batch i+1: on 2 cores, inference on one, search beside it.
 import { Worker } from 'node:worker_threads';
 import type { Extractor, ExtractorOptions } from './types.js';
-import { normaliseKeys, type RawResult } from './extractor.js';
+import { normaliseKeys, type RawResult } from './normalise-keys.js';
 import type { ModelSpec } from './spec.js';
 import { threadEntry } from '../util/thread-entry.js';
 import { threadCaller, type ThreadCaller } from '../util/thread-rpc.js';

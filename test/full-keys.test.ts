@@ -269,8 +269,8 @@ for (const format of ['float32', 'float16'] as const) {
       await assert.rejects(store.similaritiesBatch(queries, 5, lists.slice(1)), RangeError);
     });
 
-    it('long lists and wide keys are split into several runs', async () => {
-      // 4,096 dims: 32 rows per run, so these lists take several runs, mixed lengths
+    it('long lists of wide keys, of mixed lengths and with repeats, match the reference', async () => {
+      // 4,096 dims; lists far longer than the store (positions repeat), one call for all three
       const wide = 4096;
       const m = 40;
       const wideKeys = unitVectors(m, wide, 4);

@@ -1,7 +1,7 @@
 // Model inference on a thread of its own.
 //
 // onnxruntime-node runs a session synchronously on the thread that calls run(), so on the engine
-// thread a batch's inference and another batch's index search (hnswlib, the re-ranking Gemm:
+// thread a batch's inference and another batch's index search (hnswlib, the re-ranking addon:
 // also synchronous) could only take turns. Here the engine thread searches batch i while this
 // thread runs the model on batch i+1: on 2 cores, inference on one, search beside it.
 import { Worker } from 'node:worker_threads';
